@@ -1,0 +1,43 @@
+# packfy-deploy — entry points for developers and CI (.ci/run calls `make test`).
+#
+#   make env-up      bring the real test environment up (idempotent); writes target/test-env/env.sh
+#   make env-down    stop everything env-up started (data stays for the next env-up)
+#   make env-status  what is up
+#   make env-clean   env-down, then remove target/test-env (images, registry, database)
+#   make test        env-up, all tests with env.sh sourced, env-down (KEEP_ENV=1 keeps it up)
+#   make lint        rustfmt and clippy, warnings are errors
+#   make sample      build the sample app's static binary
+#
+# Test environment knobs: PACKFY_DOCKERD_COUNT (3), PACKFY_PRIVATE_DOCKERD=1 (ignore a running
+# engine), PACKFY_DOCKERD_IPTABLES=0, PACKFY_REGISTRY_PORT, PACKFY_HAPROXY_PORT, PACKFY_PG_PORT.
+# See tests/env/*.sh.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SAMPLE_MANIFEST := tests/sample-app/Cargo.toml
+
+.PHONY: env-up env-down env-status env-clean test lint sample
+
+env-up:
+	@tests/env/up.sh
+
+env-down:
+	@tests/env/down.sh
+
+env-status:
+	@tests/env/status.sh
+
+env-clean: env-down
+	rm -rf target/test-env
+
+test:
+	@tests/env/test.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) fmt --manifest-path $(SAMPLE_MANIFEST) -- --check
+	$(CARGO) clippy --manifest-path $(SAMPLE_MANIFEST) --all-targets -- -D warnings
+
+sample:
+	@tests/env/sample-bin.sh

@@ -1,0 +1,307 @@
+//! packfy-sample: the small HTTP service that packfy-deploy's real-environment tests deploy.
+//!
+//! Endpoints: `/health` (200 `{"status":"ok",…}`, 503 while unhealthy or draining),
+//! `/version` (the plain version), `/` (region, currency, version, instance; 500 on the
+//! `ERROR_RATE` fraction of requests), `/slow?ms=N` (answers after N ms).
+//! Behaviour switches are environment variables, see [`config::Config`].
+//!
+//! On SIGTERM (or SIGINT) it closes its listening socket, serves the requests already
+//! accepted or under way (also on keep-alive connections, which are then closed), and exits 0.
+//!
+//! `packfy-sample healthcheck` asks the running server's `/health` on 127.0.0.1 and exits
+//! 0 on 200, 1 otherwise: the image's `HEALTHCHECK` (a `FROM scratch` image has no curl).
+
+mod config;
+mod http;
+mod sys;
+
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use config::Config;
+use http::{Head, Request, Response};
+
+/// How often blocked reads and the accept loop look at the shutdown flag.
+const TICK: Duration = Duration::from_millis(100);
+/// An idle keep-alive connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request head must arrive within this long once it has started.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `/slow` accepted.
+const MAX_SLOW_MS: u64 = 120_000;
+/// After SIGTERM, connections still open after this long are abandoned.
+const DRAIN_LIMIT: Duration = Duration::from_secs(150);
+
+struct State {
+    cfg: Config,
+    started: Instant,
+    /// Requests to `/` so far, for the deterministic `ERROR_RATE`.
+    root_requests: AtomicU64,
+    /// Connections being served.
+    open_connections: AtomicUsize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cfg = match Config::from_lookup(|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("packfy-sample: {e}");
+            std::process::exit(2);
+        }
+    };
+    match args.get(1).map(String::as_str) {
+        None => serve(cfg),
+        Some("healthcheck") => std::process::exit(healthcheck(cfg.port)),
+        Some("--version") => println!("{}", cfg.version),
+        Some(other) => {
+            eprintln!("packfy-sample: unknown argument {other:?} (expected nothing, `healthcheck` or `--version`)");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn serve(cfg: Config) {
+    sys::on_termination_signals();
+    let listener = match TcpListener::bind(("0.0.0.0", cfg.port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("packfy-sample: cannot listen on port {}: {e}", cfg.port);
+            std::process::exit(2);
+        }
+    };
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    println!(
+        "packfy-sample {} listening on 0.0.0.0:{} (region {:?}, healthy after {:?}, never healthy {}, exit after {:?}, error rate {})",
+        cfg.version, cfg.port, cfg.region, cfg.healthy_after, cfg.never_healthy, cfg.exit_after, cfg.error_rate
+    );
+    if let Some(after) = cfg.exit_after {
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            println!("packfy-sample: EXIT_AFTER_SECS reached, exiting with code 1");
+            std::process::exit(1);
+        });
+    }
+    let state = Arc::new(State {
+        cfg,
+        started: Instant::now(),
+        root_requests: AtomicU64::new(0),
+        open_connections: AtomicUsize::new(0),
+    });
+
+    while !sys::shutting_down() {
+        sys::wait_readable(&listener, TICK);
+        accept_pending(&listener, &state);
+    }
+    // Connections the kernel completed before the signal are requests in flight too.
+    accept_pending(&listener, &state);
+    drop(listener);
+    println!(
+        "packfy-sample: signal received, draining {} connection(s)",
+        state.open_connections.load(Ordering::SeqCst)
+    );
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while state.open_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("packfy-sample: drained, exiting");
+    std::process::exit(0);
+}
+
+fn accept_pending(listener: &TcpListener, state: &Arc<State>) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                state.open_connections.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(state);
+                std::thread::spawn(move || {
+                    let _guard = OpenConnection(&state.open_connections);
+                    serve_connection(stream, &state);
+                });
+            }
+            Err(e) if http::is_timeout(&e) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("packfy-sample: accept: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Counts a connection as open until dropped (also if its thread panics).
+struct OpenConnection<'a>(&'a AtomicUsize);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve_connection(stream: TcpStream, state: &State) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(TICK));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let idle_since = Instant::now();
+        let mut head_started: Option<Instant> = None;
+        let head = http::read_head(&mut reader, |started| {
+            if started {
+                let t = *head_started.get_or_insert_with(Instant::now);
+                t.elapsed() > HEAD_TIMEOUT
+            } else {
+                sys::shutting_down() || idle_since.elapsed() > IDLE_TIMEOUT
+            }
+        });
+        let head = match head {
+            Ok(Head::Complete(h)) => h,
+            Ok(Head::Closed) | Err(_) => break,
+        };
+        let req = match Request::parse(&head) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ =
+                    Response::text(400, format!("{e}\n")).write_to(&mut writer, false, false, &[]);
+                break;
+            }
+        };
+        if http::skip_body(&mut reader, req.content_length).is_err() {
+            break;
+        }
+        let resp = respond(&req, state);
+        // Decided after the handler ran: a request that began before SIGTERM is answered,
+        // and its connection is closed rather than kept idle.
+        let keep_alive = req.keep_alive && !sys::shutting_down();
+        let version = state.cfg.version.as_str();
+        let instance = state.cfg.instance.as_str();
+        let extra = [
+            ("X-Packfy-Version", version),
+            ("X-Packfy-Instance", instance),
+        ];
+        let written = resp.write_to(&mut writer, req.method == "HEAD", keep_alive, &extra);
+        println!(
+            "{} {}{}{} {}",
+            req.method,
+            req.path,
+            if req.query.is_empty() { "" } else { "?" },
+            req.query,
+            resp.status
+        );
+        if written.is_err() || !keep_alive {
+            break;
+        }
+    }
+    let _ = writer.shutdown(Shutdown::Write);
+    // Let the peer see our FIN before the socket is dropped, so unread bytes cause no RST.
+    let mut sink = [0u8; 512];
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        match reader.get_mut().read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if http::is_timeout(&e) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+fn respond(req: &Request, state: &State) -> Response {
+    let cfg = &state.cfg;
+    let js = http::json_str;
+    match req.path.as_str() {
+        "/health" => {
+            let status = if sys::shutting_down() {
+                "draining"
+            } else if cfg.never_healthy {
+                "unhealthy"
+            } else if state.started.elapsed() < cfg.healthy_after {
+                "starting"
+            } else {
+                "ok"
+            };
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Response::json(
+                if status == "ok" { 200 } else { 503 },
+                format!(
+                    "{{\"status\":{},\"version\":{},\"timestamp\":{}}}",
+                    js(status),
+                    js(&cfg.version),
+                    js(&http::rfc3339(now))
+                ),
+            )
+        }
+        "/version" => Response::text(200, cfg.version.clone()),
+        "/" => {
+            let n = state.root_requests.fetch_add(1, Ordering::SeqCst) + 1;
+            if config::nth_request_fails(n, cfg.error_rate) {
+                return Response::json(
+                    500,
+                    format!("{{\"error\":\"injected failure\",\"request\":{n}}}"),
+                );
+            }
+            Response::json(
+                200,
+                format!(
+                    "{{\"region\":{},\"currency\":{},\"version\":{},\"instance\":{}}}",
+                    js(&cfg.region),
+                    js(&cfg.currency),
+                    js(&cfg.version),
+                    js(&cfg.instance)
+                ),
+            )
+        }
+        "/slow" => {
+            let ms = match req.query_param("ms").map(str::parse::<u64>) {
+                None => 1000,
+                Some(Ok(ms)) if ms <= MAX_SLOW_MS => ms,
+                Some(_) => {
+                    return Response::text(
+                        400,
+                        format!("ms must be a number of milliseconds up to {MAX_SLOW_MS}\n"),
+                    )
+                }
+            };
+            std::thread::sleep(Duration::from_millis(ms));
+            Response::json(
+                200,
+                format!("{{\"slept_ms\":{ms},\"version\":{}}}", js(&cfg.version)),
+            )
+        }
+        _ => Response::text(404, "not found\n"),
+    }
+}
+
+/// Asks the local server's `/health`; 0 on 200.
+fn healthcheck(port: u16) -> i32 {
+    let ask = || -> std::io::Result<bool> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /health HTTP/1.0\r\n\r\n")?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        Ok(buf.starts_with(b"HTTP/1.1 200 "))
+    };
+    match ask() {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("healthcheck: {e}");
+            1
+        }
+    }
+}
