@@ -1,1 +1,104 @@
-pub fn run() -> i32 { 0 }
+//! packfy-deploy: region-by-region deployment orchestration.
+//!
+//! `run` parses the command line, runs one operation and is the only place that turns an
+//! error into an exit code (see `error.rs`).
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod ops;
+pub mod render;
+pub mod ui;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+use error::{Chain, Error, ExitCode};
+use ui::{Ui, Verbosity};
+
+/// Runs the CLI with the process arguments and returns the exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { ExitCode::Usage } else { ExitCode::Success };
+            let _ = e.print();
+            return code as i32;
+        }
+    };
+    let verbosity = if cli.global.quiet {
+        Verbosity::Quiet
+    } else if cli.global.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let ui = Ui::new(cli.global.output, verbosity);
+    let ctx = ops::Ctx {
+        ui: ui.clone(),
+        regions_dir: cli.global.regions_dir.clone(),
+        env: cli.global.env,
+    };
+    let result = match cli.command {
+        Command::Validate { regions } => ops::validate::run(&ctx, &regions),
+        Command::Diff { a, b } => ops::diff::run(&ctx, &a, &b),
+        Command::Explain { region, key } => ops::explain::run(&ctx, &region, &key),
+        Command::Render(args) => ops::render::run(&ctx, &args),
+        Command::Schema => ops::schema(&ctx),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "packfy-deploy", &mut std::io::stdout());
+            Ok(ExitCode::Success)
+        }
+    };
+    match result {
+        Ok(code) => code as i32,
+        Err(e) => {
+            report(&ui, &e);
+            e.code() as i32
+        }
+    }
+}
+
+/// Prints an error once, in one place.
+fn report(ui: &Ui, e: &Error) {
+    if ui.json() {
+        let problems: Vec<_> = match e {
+            Error::Config(ds) => ds.iter().map(|d| d.to_json()).collect(),
+            _ => vec![],
+        };
+        let hint = match e {
+            Error::Usage { hint, .. } | Error::Failed { hint, .. } => hint.clone(),
+            Error::Config(_) => None,
+        };
+        let v = serde_json::json!({
+            "error": e.to_string(),
+            "exit_code": e.code() as i32,
+            "problems": problems,
+            "hint": hint,
+        });
+        eprintln!("{v}");
+        return;
+    }
+    match e {
+        Error::Config(ds) => {
+            for d in ds {
+                ui.diagnostic(d);
+            }
+            if ds.len() > 1 {
+                ui.error(format!("{} problems; nothing was changed", ds.len()));
+            }
+        }
+        Error::Usage { message, hint } => {
+            ui.error(message);
+            if let Some(h) = hint {
+                ui.hint(h);
+            }
+        }
+        Error::Failed { error, hint, .. } => {
+            ui.error(format!("{error}{}", Chain(error)));
+            if let Some(h) = hint {
+                ui.hint(h);
+            }
+        }
+    }
+}

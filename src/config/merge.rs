@@ -1,0 +1,137 @@
+//! Layering: defaults → region → defaults' environment overlay → region's environment overlay.
+//!
+//! Maps merge key by key, lists and scalars replace, and an explicit `null` removes an inherited
+//! key (Kamal cannot unset an inherited key: kamal#1477). Every replaced value is remembered on
+//! the node that replaced it, so `explain` can show the whole history.
+
+use super::node::{Map, Node, Value};
+
+/// Merges `overlay` onto `base` and returns the result.
+pub fn merge(base: Node, overlay: &Node) -> Node {
+    match (base.value, &overlay.value) {
+        (Value::Map(mut b), Value::Map(o)) => {
+            for (key, entry) in &o.entries {
+                if entry.value.value == Value::Null {
+                    if let Some(old) = b.entries.shift_remove(key) {
+                        b.removed.push((key.clone(), entry.value.loc.clone(), old.value));
+                    }
+                    continue;
+                }
+                match b.entries.get_mut(key) {
+                    Some(existing) => {
+                        let old = std::mem::replace(
+                            &mut existing.value,
+                            Node::new(Value::Null, entry.value.loc.clone()),
+                        );
+                        existing.value = merge(old, &entry.value);
+                    }
+                    None => {
+                        b.entries.insert(key.clone(), strip_nulls(entry.clone()));
+                    }
+                }
+            }
+            b.removed.extend(o.removed.iter().cloned());
+            Node {
+                value: Value::Map(b),
+                loc: base.loc,
+                overridden: base.overridden,
+            }
+        }
+        (old, _) => {
+            let old = Node {
+                value: old,
+                loc: base.loc,
+                overridden: base.overridden,
+            };
+            let mut new = strip_nulls_node(overlay.clone());
+            new.overridden = old.overridden.clone();
+            new.overridden.push((old.loc.clone(), old.display()));
+            new
+        }
+    }
+}
+
+fn strip_nulls(mut entry: super::node::Entry) -> super::node::Entry {
+    entry.value = strip_nulls_node(entry.value);
+    entry
+}
+
+/// A `null` with nothing to remove means "not set": drop it so typed defaults apply.
+fn strip_nulls_node(mut node: Node) -> Node {
+    if let Value::Map(m) = &mut node.value {
+        let entries = std::mem::take(&mut m.entries);
+        m.entries = entries
+            .into_iter()
+            .filter(|(_, e)| e.value.value != Value::Null)
+            .map(|(k, e)| (k, strip_nulls(e)))
+            .collect();
+    }
+    node
+}
+
+/// A map without the given keys (used to take `environments:` out of a file before layering).
+pub fn without(node: &Node, keys: &[&str]) -> Node {
+    let mut n = node.clone();
+    if let Value::Map(m) = &mut n.value {
+        for k in keys {
+            m.entries.shift_remove(*k);
+        }
+    }
+    n
+}
+
+/// An empty map located at `node` (the neutral element of [`merge`]).
+pub fn empty_like(node: &Node) -> Node {
+    Node::new(Value::Map(Map::default()), node.loc.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::parse;
+    use std::sync::Arc;
+
+    fn p(name: &str, text: &str) -> Node {
+        parse(&Arc::from(name), text).unwrap()
+    }
+
+    #[test]
+    fn maps_merge_deeply_and_lists_replace() {
+        let base = p("d.yaml", "a: {x: 1, y: 2}\nl: [1, 2, 3]\n");
+        let over = p("r.yaml", "a: {y: 5}\nl: [9]\n");
+        let m = merge(base, &over);
+        assert_eq!(m.lookup("a.x").unwrap().value, Value::Int(1));
+        assert_eq!(m.lookup("a.y").unwrap().value, Value::Int(5));
+        assert_eq!(m.lookup("l").unwrap().display(), "[9]");
+    }
+
+    #[test]
+    fn null_removes_an_inherited_key() {
+        let base = p("d.yaml", "a: {x: 1, y: 2}\n");
+        let over = p("r.yaml", "a: {x: null}\n");
+        let m = merge(base, &over);
+        assert!(m.lookup("a.x").is_none());
+        let removed = &m.get("a").unwrap().as_map().unwrap().removed;
+        assert_eq!(removed[0].0, "x");
+        assert_eq!(removed[0].1.to_string(), "r.yaml:1:8");
+    }
+
+    #[test]
+    fn provenance_follows_the_last_writer_and_keeps_history() {
+        let d = p("d.yaml", "r: 3\n");
+        let r = p("r.yaml", "r: 4\n");
+        let e = p("e.yaml", "r: 5\n");
+        let m = merge(merge(d, &r), &e);
+        let n = m.get("r").unwrap();
+        assert_eq!(n.loc.to_string(), "e.yaml:1:4");
+        let hist: Vec<String> = n.overridden.iter().map(|(l, v)| format!("{v}@{l}")).collect();
+        assert_eq!(hist, ["3@d.yaml:1:4", "4@r.yaml:1:4"]);
+    }
+
+    #[test]
+    fn a_null_with_nothing_to_remove_disappears() {
+        let m = merge(p("d.yaml", "a: 1\n"), &p("r.yaml", "b: {c: null}\n"));
+        assert!(m.lookup("b.c").is_none());
+        assert!(m.lookup("b").is_some());
+    }
+}

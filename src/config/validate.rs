@@ -1,0 +1,397 @@
+//! Checks across fields and across regions, on the typed configuration.
+//!
+//! Type errors and unknown keys are found while deserializing (`de.rs`); what is here needs
+//! more than one value at a time. Each rule points at the value to change, using the layered
+//! tree so the location is where that value was written, whichever file that was.
+
+use std::collections::HashMap;
+
+use super::diag::Diagnostic;
+use super::model::{EnvValue, RegionConfig, Traffic};
+use super::node::Node;
+
+/// Names whose plain values are almost certainly secrets that belong in a reference.
+const SECRET_SUFFIXES: [&str; 7] = [
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "TOKEN",
+    "API_KEY",
+    "PRIVATE_KEY",
+    "SECRET_KEY",
+];
+
+struct Ctx<'a> {
+    tree: &'a Node,
+    out: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    /// A problem at `path`, or at the nearest ancestor that exists in the tree.
+    fn at(&mut self, path: &str, message: String, hint: &str) {
+        let mut p = path;
+        let node = loop {
+            if let Some(n) = self.tree.lookup(p) {
+                break n;
+            }
+            match p.rfind('.') {
+                Some(i) => p = &p[..i],
+                None => break self.tree,
+            }
+        };
+        let mut d = Diagnostic::at(&node.loc, message);
+        if !hint.is_empty() {
+            d.hint = Some(hint.to_string());
+        }
+        self.out.push(d);
+    }
+}
+
+/// Checks one region's effective configuration.
+pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
+    let mut c = Ctx {
+        tree,
+        out: Vec::new(),
+    };
+    match cfg.currency.as_deref() {
+        None => c.at(
+            "",
+            format!("region '{name}' has no currency"),
+            "add `currency:` with its ISO 4217 code, e.g. `currency: MXN`",
+        ),
+        Some(cur) if cur.len() != 3 || !cur.bytes().all(|b| b.is_ascii_uppercase()) => c.at(
+            "currency",
+            format!("currency: '{cur}' is not an ISO 4217 code"),
+            "use three capital letters, e.g. CUP, MXN, COP, USD, EUR",
+        ),
+        Some(_) => {}
+    }
+    if let Some(share) = cfg.capacity_share {
+        if !(0.0..=100.0).contains(&share) {
+            c.at(
+                "capacity_share",
+                format!("capacity_share: {share} is not a percentage"),
+                "use a number from 0 to 100",
+            );
+        }
+    }
+    match (&cfg.target.docker, &cfg.target.kubernetes) {
+        (None, None) => c.at(
+            "target",
+            format!("region '{name}' has no target"),
+            "set `target: {docker: {host: ...}}` or `target: {kubernetes: {namespace: ...}}`",
+        ),
+        (Some(_), Some(_)) => c.at(
+            "target.kubernetes",
+            "target: both docker and kubernetes are set".into(),
+            "a region deploys to one target; remove one of them (an overlay can remove an inherited one with `null`)",
+        ),
+        (Some(d), None) => {
+            let ok = ["unix://", "tcp://", "ssh://", "npipe://"]
+                .iter()
+                .any(|p| d.host.starts_with(p));
+            if !ok {
+                c.at(
+                    "target.docker.host",
+                    format!("target.docker.host: '{}' is not a Docker endpoint", d.host),
+                    "use unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST",
+                );
+            }
+        }
+        (None, Some(k)) => {
+            if k.namespace.is_empty() {
+                c.at(
+                    "target.kubernetes",
+                    "target.kubernetes.namespace is not set".into(),
+                    "every Kubernetes region deploys into its own namespace",
+                );
+            } else if !is_dns_label(&k.namespace) {
+                c.at(
+                    "target.kubernetes.namespace",
+                    format!("target.kubernetes.namespace: '{}' is not a valid namespace", k.namespace),
+                    "lower-case letters, digits and '-', at most 63 characters",
+                );
+            }
+        }
+    }
+    if !is_dns_label(&cfg.app) {
+        c.at(
+            "app",
+            format!("app: '{}' is not a valid name", cfg.app),
+            "lower-case letters, digits and '-', at most 63 characters",
+        );
+    }
+    if cfg.services.is_empty() {
+        c.at(
+            "services",
+            format!("region '{name}' has no services"),
+            "define at least one service under `services:`",
+        );
+    }
+    if cfg.keep_releases == 0 {
+        c.at(
+            "keep_releases",
+            "keep_releases: must be at least 1".into(),
+            "rollback needs the previous release; keep at least 1",
+        );
+    }
+    if let Traffic::Haproxy(h) = &cfg.traffic {
+        if h.runtime_api.is_empty() {
+            c.at(
+                "traffic.haproxy",
+                "traffic.haproxy.runtime_api is not set".into(),
+                "the path of HAProxy's `stats socket ... level admin`, or HOST:PORT",
+            );
+        }
+        for svc in h.backends.keys() {
+            if !cfg.services.contains_key(svc) {
+                c.at(
+                    &format!("traffic.haproxy.backends.{svc}"),
+                    format!("traffic.haproxy.backends: no service named '{svc}'"),
+                    &known(cfg.services.keys()),
+                );
+            }
+        }
+    }
+
+    let is_docker = cfg.target.docker.is_some();
+    // (host port, protocol) → first service that claimed it
+    let mut host_ports: HashMap<(u16, String), String> = HashMap::new();
+    for (sname, s) in &cfg.services {
+        let p = format!("services.{sname}");
+        if !is_dns_label(sname) {
+            c.at(
+                &p,
+                format!("service name '{sname}' is not valid"),
+                "lower-case letters, digits and '-', at most 63 characters",
+            );
+        }
+        if s.image.as_deref().unwrap_or("").is_empty() {
+            c.at(
+                &p,
+                format!("{p}: no image"),
+                "set `image:` to the image repository (the release version is the tag)",
+            );
+        } else if let Some(image) = &s.image {
+            let last = image.rsplit('/').next().unwrap_or(image);
+            if last.contains(':') || image.contains('@') {
+                c.at(
+                    &format!("{p}.image"),
+                    format!("{p}.image: '{image}' carries a tag or digest"),
+                    "give the repository only; every release is tagged with its own version so rollback has an immutable image",
+                );
+            }
+        }
+        if s.replicas == 0 {
+            c.at(
+                &format!("{p}.replicas"),
+                format!("{p}.replicas: must be at least 1, got 0"),
+                "to stop a service, remove it from the region",
+            );
+        }
+        if s.rollout.max_surge == 0 && s.rollout.max_unavailable == 0 {
+            c.at(
+                &format!("{p}.rollout"),
+                format!("{p}.rollout: max_surge and max_unavailable are both 0"),
+                "nothing could ever be replaced; set max_surge: 1 for a zero-downtime rollout",
+            );
+        }
+        if s.rollout.max_unavailable >= s.replicas && s.replicas > 0 && s.rollout.max_unavailable > 0 {
+            c.at(
+                &format!("{p}.rollout.max_unavailable"),
+                format!(
+                    "{p}.rollout.max_unavailable: {} would allow all {} replicas down at once",
+                    s.rollout.max_unavailable, s.replicas
+                ),
+                "keep it below replicas, or use max_surge for zero downtime",
+            );
+        }
+        if !(0.0..=1.0).contains(&s.rollout.max_5xx_ratio) {
+            c.at(
+                &format!("{p}.rollout.max_5xx_ratio"),
+                format!("{p}.rollout.max_5xx_ratio: {} is not a ratio", s.rollout.max_5xx_ratio),
+                "use a number from 0 to 1, e.g. 0.05 for 5%",
+            );
+        }
+        let h = &s.health;
+        let hp = format!("{p}.health");
+        let kinds = [h.http.is_some(), h.tcp.is_some(), h.command.is_some(), h.image]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if kinds > 1 {
+            c.at(
+                &hp,
+                format!("{hp}: more than one kind of check (http, tcp, command, image)"),
+                "choose one",
+            );
+        }
+        if h.healthy_threshold == 0 {
+            c.at(
+                &format!("{hp}.healthy_threshold"),
+                format!("{hp}.healthy_threshold: must be at least 1"),
+                "",
+            );
+        }
+        if h.unhealthy_threshold == 0 {
+            c.at(
+                &format!("{hp}.unhealthy_threshold"),
+                format!("{hp}.unhealthy_threshold: must be at least 1"),
+                "",
+            );
+        }
+        if h.interval.0.is_zero() {
+            c.at(&format!("{hp}.interval"), format!("{hp}.interval: must be above 0"), "e.g. 10s");
+        }
+        if h.timeout.0.is_zero() || h.timeout > h.interval {
+            c.at(
+                &format!("{hp}.timeout"),
+                format!("{hp}.timeout: {} must be above 0 and at most the interval ({})", h.timeout, h.interval),
+                "a check that outlives its interval overlaps the next one",
+            );
+        }
+        let earliest = h.start_period.0 + h.interval.0 * h.healthy_threshold.max(1);
+        if h.deadline.0 < earliest {
+            c.at(
+                &format!("{hp}.deadline"),
+                format!(
+                    "{hp}.deadline: {} is shorter than the earliest a container can pass ({}s: start_period + interval × healthy_threshold)",
+                    h.deadline,
+                    earliest.as_secs()
+                ),
+                "raise the deadline or lower the thresholds",
+            );
+        }
+        let check_port = h.http.as_ref().and_then(|x| x.port).or(h.tcp.as_ref().and_then(|x| x.port));
+        if let Some(port) = check_port {
+            if !s.ports.iter().any(|x| x.container == port) {
+                c.at(
+                    &hp,
+                    format!("{hp}: checks port {port}, which the service does not declare"),
+                    "add it under `ports:` or fix the check's port",
+                );
+            }
+        } else if (h.http.is_some() || h.tcp.is_some()) && s.ports.is_empty() {
+            c.at(
+                &hp,
+                format!("{hp}: an http or tcp check needs a port"),
+                "declare the service's port under `ports:`",
+            );
+        }
+        for (i, port) in s.ports.iter().enumerate() {
+            let pp = format!("{p}.ports.{i}");
+            if port.container == 0 {
+                c.at(&pp, format!("{pp}.container: must be 1..65535"), "the port the process listens on");
+            }
+            if let Some(host) = port.host {
+                let key = (host, port.protocol.to_string());
+                if let Some(other) = host_ports.get(&key) {
+                    c.at(
+                        &format!("{pp}.host"),
+                        format!("{pp}.host: port {host}/{} is already used by service '{other}'", port.protocol),
+                        "two services of one region cannot share a host port; pick another",
+                    );
+                } else {
+                    host_ports.insert(key, sname.clone());
+                }
+                if is_docker && (s.replicas > 1 || s.rollout.max_surge > 0) {
+                    c.at(
+                        &format!("{pp}.host"),
+                        format!(
+                            "{pp}.host: a fixed host port cannot serve {} replicas and a rolling update",
+                            s.replicas
+                        ),
+                        "leave `host` unset: each container gets its own port and HAProxy routes to it",
+                    );
+                }
+            }
+        }
+        for (key, value) in &s.env {
+            let ep = format!("{p}.env.{key}");
+            if !super::model::is_env_name(key) {
+                c.at(&ep, format!("{p}.env: '{key}' is not a valid variable name"), "letters, digits and '_', not starting with a digit");
+            }
+            let upper = key.to_ascii_uppercase();
+            if matches!(value, EnvValue::Plain(v) if !v.is_empty())
+                && SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
+            {
+                c.at(
+                    &ep,
+                    format!("{ep}: looks like a secret written in plain text"),
+                    &format!("write `{key}: {{secret: \"env:{key}\"}}` and set it where the deploy runs; secrets never belong in region files"),
+                );
+            }
+        }
+        if let Some(a) = &s.autoscale {
+            let ap = format!("{p}.autoscale");
+            if a.min == 0 || a.min > a.max {
+                c.at(&ap, format!("{ap}: min {} and max {} must satisfy 1 <= min <= max", a.min, a.max), "");
+            }
+            for (k, v) in [("cpu", a.cpu), ("memory", a.memory)] {
+                if let Some(v) = v {
+                    if v == 0 || v > 100 {
+                        c.at(&format!("{ap}.{k}"), format!("{ap}.{k}: {v}% is not a utilisation target"), "use 1..100");
+                    }
+                }
+            }
+        }
+        if let Some(b) = &s.build {
+            if b.context.is_empty() {
+                c.at(&format!("{p}.build"), format!("{p}.build.context is not set"), "the directory to build, e.g. `.`");
+            }
+        }
+    }
+    c.out
+}
+
+/// Checks across regions of one environment: one primary, capacity shares summing to 100.
+pub fn across(regions: &[(&str, &RegionConfig, &Node)]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let primaries: Vec<_> = regions.iter().filter(|(_, c, _)| c.primary).collect();
+    if primaries.len() > 1 {
+        let names: Vec<&str> = primaries.iter().map(|(n, ..)| *n).collect();
+        for (_, _, tree) in primaries.iter().skip(1) {
+            let loc = tree.lookup("primary").map_or(&tree.loc, |n| &n.loc);
+            out.push(
+                Diagnostic::at(loc, format!("more than one primary region: {}", names.join(", ")))
+                    .hint("exactly one region holds the master database; set `primary: false` on the others"),
+            );
+        }
+    }
+    let shares: Vec<_> = regions
+        .iter()
+        .filter_map(|(n, c, t)| c.capacity_share.map(|s| (*n, s, *t)))
+        .collect();
+    if !shares.is_empty() {
+        let total: f64 = shares.iter().map(|(_, s, _)| s).sum();
+        let missing: Vec<&str> = regions
+            .iter()
+            .filter(|(_, c, _)| c.capacity_share.is_none())
+            .map(|(n, ..)| *n)
+            .collect();
+        if (total - 100.0).abs() > 1e-6 || !missing.is_empty() {
+            let (_, _, tree) = shares[0];
+            let loc = tree.lookup("capacity_share").map_or(&tree.loc, |n| &n.loc);
+            let mut msg = format!("capacity shares sum to {total}%, not 100%");
+            if !missing.is_empty() {
+                msg.push_str(&format!(" ({} set none)", missing.join(", ")));
+            }
+            let detail: Vec<String> = shares.iter().map(|(n, s, _)| format!("{n} {s}")).collect();
+            out.push(Diagnostic::at(loc, msg).hint(format!("shares: {}", detail.join(", "))));
+        }
+    }
+    out
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    format!("services are: {}", v.join(", "))
+}
+
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}

@@ -1,0 +1,162 @@
+//! `diff A B`: the effective configurations of two regions, key by key.
+
+use anstream::println;
+use similar::{ChangeTag, TextDiff};
+
+use crate::config::{Node, Value};
+use crate::error::{ExitCode, Result};
+use crate::ui::{BOLD, CYAN, GREEN, RED};
+
+use super::Ctx;
+
+/// One leaf of a configuration: its dotted path, its value as text (secrets masked), and where
+/// it was set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leaf {
+    pub path: String,
+    pub value: String,
+    pub json: serde_json::Value,
+    pub origin: String,
+}
+
+/// The leaves of a tree in a stable order (keys sorted), lists item by item.
+pub fn flatten(node: &Node) -> Vec<Leaf> {
+    let mut out = Vec::new();
+    walk(node, String::new(), &mut out);
+    out
+}
+
+fn walk(node: &Node, path: String, out: &mut Vec<Leaf>) {
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match &node.value {
+        Value::Map(m) if node.secret_ref().is_none() && !m.entries.is_empty() => {
+            let mut keys: Vec<&String> = m.entries.keys().collect();
+            keys.sort();
+            for k in keys {
+                walk(&m.entries[k].value, join(k), out);
+            }
+        }
+        Value::Seq(items) if !items.is_empty() && items.iter().any(|i| matches!(i.value, Value::Map(_))) => {
+            for (i, item) in items.iter().enumerate() {
+                walk(item, join(&i.to_string()), out);
+            }
+        }
+        _ => out.push(Leaf {
+            path,
+            value: node.display(),
+            json: node.to_json(),
+            origin: node.loc.to_string(),
+        }),
+    }
+}
+
+/// The differing leaves of two trees: (path, left, right).
+pub fn changes<'a>(left: &'a [Leaf], right: &'a [Leaf]) -> Vec<(&'a str, Option<&'a Leaf>, Option<&'a Leaf>)> {
+    let mut paths: Vec<&str> = left.iter().chain(right).map(|l| l.path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let l = left.iter().find(|x| x.path == p);
+            let r = right.iter().find(|x| x.path == p);
+            match (l, r) {
+                (Some(a), Some(b)) if a.value == b.value => None,
+                _ => Some((p, l, r)),
+            }
+        })
+        .collect()
+}
+
+pub fn run(ctx: &Ctx, a: &str, b: &str) -> Result<ExitCode> {
+    let regions = ctx.load()?;
+    let env = ctx.env_or_default();
+    let left = flatten(&ctx.effective(&regions, a)?.tree);
+    let right = flatten(&ctx.effective(&regions, b)?.tree);
+    let diffs = changes(&left, &right);
+    if ctx.ui.json() {
+        let list: Vec<_> = diffs
+            .iter()
+            .map(|(p, l, r)| {
+                serde_json::json!({
+                    "path": p,
+                    "left": l.map(|x| x.json.clone()),
+                    "right": r.map(|x| x.json.clone()),
+                    "left_origin": l.map(|x| x.origin.clone()),
+                    "right_origin": r.map(|x| x.origin.clone()),
+                })
+            })
+            .collect();
+        ctx.ui.out_json(&serde_json::Value::Array(list));
+    } else if diffs.is_empty() {
+        ctx.ui.status("Same", format!("{a} and {b} ({env}) have the same effective configuration"));
+    } else {
+        print_unified(&format!("{a} ({env})"), &format!("{b} ({env})"), &lines(&left), &lines(&right));
+    }
+    Ok(if diffs.is_empty() { ExitCode::Success } else { ExitCode::Changes })
+}
+
+fn lines(leaves: &[Leaf]) -> String {
+    leaves.iter().map(|l| format!("{}: {}\n", l.path, l.value)).collect()
+}
+
+/// A unified diff with colour when stdout is a terminal.
+pub fn print_unified(left_name: &str, right_name: &str, left: &str, right: &str) {
+    let diff = TextDiff::from_lines(left, right);
+    println!("{BOLD}--- {left_name}{BOLD:#}");
+    println!("{BOLD}+++ {right_name}{BOLD:#}");
+    for group in diff.grouped_ops(2) {
+        let (first, last) = (&group[0], &group[group.len() - 1]);
+        let old = first.old_range().start..last.old_range().end;
+        let new = first.new_range().start..last.new_range().end;
+        println!(
+            "{CYAN}@@ -{},{} +{},{} @@{CYAN:#}",
+            old.start + 1,
+            old.len(),
+            new.start + 1,
+            new.len()
+        );
+        for op in &group {
+            for change in diff.iter_changes(op) {
+                let text = change.value().trim_end_matches('\n');
+                match change.tag() {
+                    ChangeTag::Delete => println!("{RED}-{text}{RED:#}"),
+                    ChangeTag::Insert => println!("{GREEN}+{text}{GREEN:#}"),
+                    ChangeTag::Equal => println!(" {text}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::parse;
+    use std::sync::Arc;
+
+    #[test]
+    fn flatten_sorts_keys_and_masks_secrets() {
+        let n = parse(
+            &Arc::from("a.yaml"),
+            "b: 1\na: {y: [1, 2], x: {secret: 'env:X'}}\nports: [{container: 80}]\n",
+        )
+        .unwrap();
+        let got: Vec<String> = flatten(&n).iter().map(|l| format!("{}={}", l.path, l.value)).collect();
+        assert_eq!(got, ["a.x=<secret:env:X>", "a.y=[1, 2]", "b=1", "ports.0.container=80"]);
+    }
+
+    #[test]
+    fn changes_lists_only_differences() {
+        let a = parse(&Arc::from("a.yaml"), "x: 1\ny: 2\n").unwrap();
+        let b = parse(&Arc::from("b.yaml"), "x: 1\ny: 3\nz: 4\n").unwrap();
+        let (fa, fb) = (flatten(&a), flatten(&b));
+        let c = changes(&fa, &fb);
+        let got: Vec<(&str, Option<&str>, Option<&str>)> = c
+            .iter()
+            .map(|(p, l, r)| (*p, l.map(|x| x.value.as_str()), r.map(|x| x.value.as_str())))
+            .collect();
+        assert_eq!(got, [("y", Some("2"), Some("3")), ("z", None, Some("4"))]);
+        assert_eq!(c[0].2.unwrap().origin, "b.yaml:2:4");
+    }
+}

@@ -1,0 +1,221 @@
+//! Kubernetes manifests from the templates in `templates/`, for one region and environment.
+//!
+//! Pure: a typed configuration and the template sources in, file names and YAML text out. The
+//! templates see a prepared context (below), not the raw configuration, so they stay simple:
+//! numbers are already in the units Kubernetes wants and secrets are only references.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use minijinja::Environment as Jinja;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::model::{EnvValue, Protocol, RegionConfig, Service};
+use crate::config::Environment;
+
+/// The templates rendered for every service, in order, and the suffix of their output file.
+pub const TEMPLATES: [(&str, &str); 4] = [
+    ("configmap.yaml.j2", "configmap"),
+    ("deployment.yaml.j2", "deployment"),
+    ("service.yaml.j2", "service"),
+    ("hpa.yaml.j2", "hpa"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read template {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template {name}: {source}")]
+    Template {
+        name: String,
+        #[source]
+        source: minijinja::Error,
+    },
+}
+
+/// Loads the templates of `dir`.
+pub fn load_templates(dir: &Path) -> Result<BTreeMap<String, String>, RenderError> {
+    let mut out = BTreeMap::new();
+    for (name, _) in TEMPLATES {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        out.insert(name.to_string(), text);
+    }
+    Ok(out)
+}
+
+/// A name for an object of `service` in `region` (`packfy-backend`; the namespace is the region's).
+pub fn object_name(cfg: &RegionConfig, service: &str) -> String {
+    format!("{}-{service}", cfg.app)
+}
+
+/// Renders every manifest of a region: (file name, YAML). Templates that render to nothing
+/// (an HPA for a service without autoscaling) produce no file.
+pub fn render(
+    templates: &BTreeMap<String, String>,
+    region: &str,
+    env: Environment,
+    cfg: &RegionConfig,
+    image_tag: &str,
+) -> Result<Vec<(String, String)>, RenderError> {
+    let mut jinja = Jinja::new();
+    jinja.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("default delimiters"),
+    );
+    jinja.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    for (name, text) in templates {
+        jinja
+            .add_template_owned(name.clone(), text.clone())
+            .map_err(|source| RenderError::Template { name: name.clone(), source })?;
+    }
+    let mut out = Vec::new();
+    for (sname, svc) in &cfg.services {
+        let ctx = context(region, env, cfg, sname, svc, image_tag);
+        for (tname, suffix) in TEMPLATES {
+            let tmpl = jinja
+                .get_template(tname)
+                .map_err(|source| RenderError::Template { name: tname.into(), source })?;
+            let text = tmpl
+                .render(minijinja::value::Serde(&ctx))
+                .map_err(|source| RenderError::Template { name: tname.into(), source })?;
+            let text = text.trim();
+            if !text.is_empty() {
+                out.push((format!("{sname}-{suffix}.yaml"), format!("{text}\n")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct Probe {
+    kind: &'static str,
+    path: String,
+    port: u16,
+    command: Vec<String>,
+    period_seconds: u64,
+    timeout_seconds: u64,
+    initial_delay_seconds: u64,
+    success_threshold: u32,
+    failure_threshold: u32,
+}
+
+fn context(
+    region: &str,
+    env: Environment,
+    cfg: &RegionConfig,
+    sname: &str,
+    svc: &Service,
+    image_tag: &str,
+) -> serde_json::Value {
+    let name = object_name(cfg, sname);
+    let namespace = cfg
+        .target
+        .kubernetes
+        .as_ref()
+        .map(|k| k.namespace.clone())
+        .unwrap_or_default();
+    let plain: BTreeMap<&str, String> = svc
+        .env
+        .iter()
+        .filter_map(|(k, v)| match v {
+            EnvValue::Plain(s) => Some((k.as_str(), s.clone())),
+            EnvValue::Secret { .. } => None,
+        })
+        .collect();
+    let secrets: Vec<serde_json::Value> = svc
+        .env
+        .iter()
+        .filter(|(_, v)| matches!(v, EnvValue::Secret { .. }))
+        .map(|(k, _)| json!({"name": k, "key": k}))
+        .collect();
+    let first_port = svc.ports.first().map(|p| p.container).unwrap_or(0);
+    let h = &svc.health;
+    let probe = if h.http.is_some() || h.tcp.is_some() || h.command.is_some() {
+        Some(Probe {
+            kind: if h.http.is_some() {
+                "http"
+            } else if h.tcp.is_some() {
+                "tcp"
+            } else {
+                "exec"
+            },
+            path: h.http.as_ref().map(|x| x.path.clone()).unwrap_or_default(),
+            port: h
+                .http
+                .as_ref()
+                .and_then(|x| x.port)
+                .or(h.tcp.as_ref().and_then(|x| x.port))
+                .unwrap_or(first_port),
+            command: h.command.clone().unwrap_or_default(),
+            period_seconds: h.interval.0.as_secs().max(1),
+            timeout_seconds: h.timeout.0.as_secs().max(1),
+            initial_delay_seconds: h.start_period.0.as_secs(),
+            success_threshold: h.healthy_threshold,
+            failure_threshold: h.unhealthy_threshold,
+        })
+    } else {
+        None
+    };
+    // A hash of the ConfigMap's data on the pod template: a config change rolls the pods.
+    let config_hash = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (k, v) in &plain {
+            k.hash(&mut hasher);
+            v.hash(&mut hasher);
+        }
+        format!("{:016x}", hasher.finish())
+    };
+    let ports: Vec<_> = svc
+        .ports
+        .iter()
+        .map(|p| {
+            json!({
+                "name": format!("p{}", p.container),
+                "container": p.container,
+                "protocol": match p.protocol { Protocol::Tcp => "TCP", Protocol::Udp => "UDP" },
+            })
+        })
+        .collect();
+    let res = &svc.resources;
+    json!({
+        "app": cfg.app,
+        "name": name,
+        "namespace": namespace,
+        "region": region,
+        "environment": env.as_str(),
+        "service": sname,
+        "version": image_tag,
+        "image": format!("{}:{image_tag}", svc.image.clone().unwrap_or_default()),
+        "replicas": svc.replicas,
+        "ports": ports,
+        "command": svc.command,
+        "env": plain,
+        "secrets": secrets,
+        "secret_name": format!("{name}-secrets"),
+        "config_hash": config_hash,
+        "currency": cfg.currency,
+        "locale": cfg.locale,
+        "requests": {"cpu": res.requests.cpu.as_ref().map(|q| q.0.clone()), "memory": res.requests.memory.as_ref().map(|q| q.0.clone())},
+        "limits": {"cpu": res.limits.cpu.as_ref().map(|q| q.0.clone()), "memory": res.limits.memory.as_ref().map(|q| q.0.clone())},
+        "probe": probe,
+        "max_surge": svc.rollout.max_surge,
+        "max_unavailable": svc.rollout.max_unavailable,
+        "progress_deadline_seconds": svc.rollout.progress_deadline.0.as_secs(),
+        "termination_grace_seconds": svc.stop_grace_period.0.as_secs(),
+        "autoscale": svc.autoscale,
+    })
+}
