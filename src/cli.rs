@@ -24,10 +24,22 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Directory of region files (_defaults.yaml and one file per region)
-    #[arg(long, global = true, env = "PACKFY_REGIONS_DIR", default_value = "regions", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "PACKFY_REGIONS_DIR",
+        default_value = "regions",
+        value_name = "DIR"
+    )]
     pub regions_dir: PathBuf,
     /// Environment overlay: development, staging or production
-    #[arg(long, short = 'e', global = true, env = "PACKFY_ENV", value_name = "ENV")]
+    #[arg(
+        long,
+        short = 'e',
+        global = true,
+        env = "PACKFY_ENV",
+        value_name = "ENV"
+    )]
     pub env: Option<Environment>,
     /// Output format
     #[arg(long, short = 'o', global = true, value_enum, default_value = "human")]

@@ -29,7 +29,10 @@ pub enum Error {
     Config(Vec<Diagnostic>),
     /// A wrong argument or a request that cannot be met without touching anything.
     #[error("{message}")]
-    Usage { message: String, hint: Option<String> },
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
     /// Any other failure, with its exit code.
     #[error("{error}")]
     Failed {

@@ -21,7 +21,11 @@ pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { ExitCode::Usage } else { ExitCode::Success };
+            let code = if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Success
+            };
             let _ = e.print();
             return code as i32;
         }
@@ -46,7 +50,12 @@ pub fn run() -> i32 {
         Command::Render(args) => ops::render::run(&ctx, &args),
         Command::Schema => ops::schema(&ctx),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "packfy-deploy", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "packfy-deploy",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::Success)
         }
     };

@@ -74,11 +74,16 @@ pub fn render(
             .build()
             .expect("default delimiters"),
     );
+    // Values are quoted explicitly with `tojson` where YAML needs it; no implicit escaping.
+    jinja.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     jinja.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     for (name, text) in templates {
         jinja
             .add_template_owned(name.clone(), text.clone())
-            .map_err(|source| RenderError::Template { name: name.clone(), source })?;
+            .map_err(|source| RenderError::Template {
+                name: name.clone(),
+                source,
+            })?;
     }
     let mut out = Vec::new();
     for (sname, svc) in &cfg.services {
@@ -86,10 +91,16 @@ pub fn render(
         for (tname, suffix) in TEMPLATES {
             let tmpl = jinja
                 .get_template(tname)
-                .map_err(|source| RenderError::Template { name: tname.into(), source })?;
+                .map_err(|source| RenderError::Template {
+                    name: tname.into(),
+                    source,
+                })?;
             let text = tmpl
                 .render(minijinja::value::Serde(&ctx))
-                .map_err(|source| RenderError::Template { name: tname.into(), source })?;
+                .map_err(|source| RenderError::Template {
+                    name: tname.into(),
+                    source,
+                })?;
             let text = text.trim();
             if !text.is_empty() {
                 out.push((format!("{sname}-{suffix}.yaml"), format!("{text}\n")));

@@ -67,9 +67,7 @@ type Check = fn(&str) -> Result<(), (String, String)>;
 /// The neutral value used after a problem was recorded, and the check.
 fn special(name: &str) -> Option<(&'static str, Check)> {
     match name {
-        "packfy::Duration" => Some(("0s", |s| {
-            super::model::parse_duration(s).map(|_| ())
-        })),
+        "packfy::Duration" => Some(("0s", |s| super::model::parse_duration(s).map(|_| ()))),
         "packfy::Quantity" => Some(("0", |s| super::model::check_quantity(s))),
         "packfy::SecretRef" => Some(("env:UNSET", |s| super::model::check_secret_ref(s))),
         _ => None,
@@ -111,7 +109,10 @@ impl<'a> NodeDe<'a> {
             }
             _ => None,
         };
-        self.record(format!("{}: expected {expected}, found {found}", self.label()), hint);
+        self.record(
+            format!("{}: expected {expected}, found {found}", self.label()),
+            hint,
+        );
     }
 
     /// Records an error a visitor returned (a custom Deserialize impl) at this node, once.
@@ -141,7 +142,10 @@ impl<'a> NodeDe<'a> {
         match self.node.value {
             Value::Int(i) if (i as i128) >= min && (i as i128) <= max => Some(i as i128),
             Value::Int(i) if (i as i128) < min && min == 0 => {
-                self.record(format!("{}: must not be negative, got {i}", self.label()), None);
+                self.record(
+                    format!("{}: must not be negative, got {i}", self.label()),
+                    None,
+                );
                 None
             }
             Value::Int(i) => {
@@ -303,7 +307,9 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                 Value::Int(i) if name == "packfy::Duration" => {
                     self.record(
                         format!("{}: a duration needs a unit, got {i}", self.label()),
-                        Some(format!("write '{i}s' for seconds or '{i}ms' for milliseconds")),
+                        Some(format!(
+                            "write '{i}s' for seconds or '{i}ms' for milliseconds"
+                        )),
                     );
                     neutral.to_string()
                 }
@@ -341,7 +347,11 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -418,10 +428,16 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                     None => format!("expected one of: {}", variants.join(", ")),
                 };
                 self.sink.borrow_mut().push(
-                    Diagnostic::at(&entry.key_loc, format!("{}: unknown kind '{key}'", self.label()))
-                        .hint(hint),
+                    Diagnostic::at(
+                        &entry.key_loc,
+                        format!("{}: unknown kind '{key}'", self.label()),
+                    )
+                    .hint(hint),
                 );
-                return Err(DeError { msg: String::new(), recorded: true });
+                return Err(DeError {
+                    msg: String::new(),
+                    recorded: true,
+                });
             }
         }
         let chosen = match &self.node.value {
@@ -516,7 +532,10 @@ impl<'a> MapAcc<'a> {
 impl<'de, 'a> de::MapAccess<'de> for MapAcc<'a> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let Some((key, entry)) = self.entries.next() else {
             return Ok(None);
         };
@@ -524,10 +543,10 @@ impl<'de, 'a> de::MapAccess<'de> for MapAcc<'a> {
         let de: de::value::StrDeserializer<DeError> = key.as_str().into_deserializer();
         seed.deserialize(de).map(Some).map_err(|mut e| {
             if !e.recorded {
-                self.parent
-                    .sink
-                    .borrow_mut()
-                    .push(Diagnostic::at(&entry.key_loc, format!("key '{key}': {}", e.msg)));
+                self.parent.sink.borrow_mut().push(Diagnostic::at(
+                    &entry.key_loc,
+                    format!("key '{key}': {}", e.msg),
+                ));
                 e.recorded = true;
             }
             e
@@ -550,7 +569,10 @@ impl<'de, 'a> de::EnumAccess<'de> for VariantAcc<'a> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
         let de: de::value::StrDeserializer<DeError> = self.key.into_deserializer();
         Ok((seed.deserialize(de)?, self.value))
     }

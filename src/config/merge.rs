@@ -13,7 +13,8 @@ pub fn merge(base: Node, overlay: &Node) -> Node {
             for (key, entry) in &o.entries {
                 if entry.value.value == Value::Null {
                     if let Some(old) = b.entries.shift_remove(key) {
-                        b.removed.push((key.clone(), entry.value.loc.clone(), old.value));
+                        b.removed
+                            .push((key.clone(), entry.value.loc.clone(), old.value));
                     }
                     continue;
                 }
@@ -124,7 +125,11 @@ mod tests {
         let m = merge(merge(d, &r), &e);
         let n = m.get("r").unwrap();
         assert_eq!(n.loc.to_string(), "e.yaml:1:4");
-        let hist: Vec<String> = n.overridden.iter().map(|(l, v)| format!("{v}@{l}")).collect();
+        let hist: Vec<String> = n
+            .overridden
+            .iter()
+            .map(|(l, v)| format!("{v}@{l}"))
+            .collect();
         assert_eq!(hist, ["3@d.yaml:1:4", "4@r.yaml:1:4"]);
     }
 

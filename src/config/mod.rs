@@ -58,8 +58,11 @@ impl Regions {
     /// Reads every region file of `dir`. Unreadable or malformed files become problems.
     pub fn load(dir: &Path) -> Result<Regions, Diagnostic> {
         let listing = std::fs::read_dir(dir).map_err(|e| {
-            Diagnostic::new(None, format!("cannot read the regions directory {}: {e}", dir.display()))
-                .hint("run from the repository root, or pass --regions-dir DIR")
+            Diagnostic::new(
+                None,
+                format!("cannot read the regions directory {}: {e}", dir.display()),
+            )
+            .hint("run from the repository root, or pass --regions-dir DIR")
         })?;
         let mut files: Vec<PathBuf> = listing
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -73,7 +76,11 @@ impl Regions {
             problems: Vec::new(),
         };
         for path in files {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("")
+                .to_string();
             let shown: Arc<str> = Arc::from(path.display().to_string());
             let is_defaults = path.file_name().and_then(|n| n.to_str()) == Some(DEFAULTS_FILE);
             if !is_defaults && !validate::is_dns_label(&stem) {
@@ -108,7 +115,10 @@ impl Regions {
     }
 
     pub fn source(&self, region: &str) -> Option<&Source> {
-        self.regions.iter().find(|(n, _)| n == region).map(|(_, s)| s)
+        self.regions
+            .iter()
+            .find(|(n, _)| n == region)
+            .map(|(_, s)| s)
     }
 
     /// A region name that does not exist becomes a usage error with a did-you-mean.
@@ -166,7 +176,8 @@ impl Regions {
     /// in only some environments names them.
     pub fn validate(&self, regions: &[String], envs: &[Environment]) -> Vec<Diagnostic> {
         let mut seen: Vec<(Diagnostic, BTreeSet<Environment>)> = Vec::new();
-        let mut add = |d: Diagnostic, env: Environment| match seen.iter_mut().find(|(s, _)| *s == d) {
+        let mut add = |d: Diagnostic, env: Environment| match seen.iter_mut().find(|(s, _)| *s == d)
+        {
             Some((_, envs)) => {
                 envs.insert(env);
             }
@@ -175,7 +186,9 @@ impl Regions {
         for env in envs {
             let mut typed = Vec::new();
             for name in regions {
-                let Some(eff) = self.effective(name, *env) else { continue };
+                let Some(eff) = self.effective(name, *env) else {
+                    continue;
+                };
                 match eff.config {
                     Ok(c) => typed.push((name.clone(), c, eff.tree)),
                     Err(ds) => ds.into_iter().for_each(|d| add(d, *env)),
@@ -184,7 +197,9 @@ impl Regions {
             // Cross-region rules only make sense over all regions.
             if regions.len() == self.regions.len() {
                 let refs: Vec<_> = typed.iter().map(|(n, c, t)| (n.as_str(), c, t)).collect();
-                validate::across(&refs).into_iter().for_each(|d| add(d, *env));
+                validate::across(&refs)
+                    .into_iter()
+                    .for_each(|d| add(d, *env));
             }
         }
         let mut out: Vec<Diagnostic> = self.problems.clone();
@@ -223,7 +238,10 @@ fn read_source(path: &Path, shown: &Arc<str>) -> Result<Source, Diagnostic> {
             let (line, col) = line_col(&bytes[..e.valid_up_to()]);
             return Err(Diagnostic::at(
                 &Loc::new(shown, line, col),
-                format!("the file is not UTF-8 text (byte 0x{:02x})", bytes[e.valid_up_to()]),
+                format!(
+                    "the file is not UTF-8 text (byte 0x{:02x})",
+                    bytes[e.valid_up_to()]
+                ),
             )
             .hint("region files are UTF-8 YAML; is this a binary file?"));
         }
@@ -246,8 +264,14 @@ fn read_source(path: &Path, shown: &Arc<str>) -> Result<Source, Diagnostic> {
 
 fn line_col(prefix: &[u8]) -> (usize, usize) {
     let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
-    let line_start = prefix.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let col = String::from_utf8_lossy(&prefix[line_start..]).chars().count() + 1;
+    let line_start = prefix
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&prefix[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, col)
 }
 
@@ -256,10 +280,20 @@ fn line_col(prefix: &[u8]) -> (usize, usize) {
 fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let Some(map) = src.root.as_map() else {
-        let what = if is_defaults { "the defaults file" } else { "a region file" };
+        let what = if is_defaults {
+            "the defaults file"
+        } else {
+            "a region file"
+        };
         out.push(
-            Diagnostic::at(&src.root.loc, format!("{what} must be a mapping of settings, found {}", src.root.kind()))
-                .hint("start with keys such as `currency: MXN` and `services:`"),
+            Diagnostic::at(
+                &src.root.loc,
+                format!(
+                    "{what} must be a mapping of settings, found {}",
+                    src.root.kind()
+                ),
+            )
+            .hint("start with keys such as `currency: MXN` and `services:`"),
         );
         return out;
     };
@@ -267,8 +301,11 @@ fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
         match envs.value.as_map() {
             Some(m) => {
                 for (name, e) in &m.entries {
-                    if name.parse::<Environment>().is_err() || !Environment::NAMES.contains(&name.as_str()) {
-                        let mut d = Diagnostic::at(&e.key_loc, format!("unknown environment '{name}'"));
+                    if name.parse::<Environment>().is_err()
+                        || !Environment::NAMES.contains(&name.as_str())
+                    {
+                        let mut d =
+                            Diagnostic::at(&e.key_loc, format!("unknown environment '{name}'"));
                         d.hint = Some(match diag::did_you_mean(name, Environment::NAMES) {
                             Some(s) => format!("did you mean '{s}'?"),
                             None => "environments are development, staging and production".into(),
@@ -277,7 +314,10 @@ fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
                     } else if !matches!(e.value.value, Value::Map(_) | Value::Null) {
                         out.push(Diagnostic::at(
                             &e.value.loc,
-                            format!("environments.{name}: expected a mapping, found {}", e.value.kind()),
+                            format!(
+                                "environments.{name}: expected a mapping, found {}",
+                                e.value.kind()
+                            ),
                         ));
                     }
                 }
@@ -285,7 +325,10 @@ fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
             None if envs.value.value == Value::Null => {}
             None => out.push(Diagnostic::at(
                 &envs.value.loc,
-                format!("environments: expected a mapping, found {}", envs.value.kind()),
+                format!(
+                    "environments: expected a mapping, found {}",
+                    envs.value.kind()
+                ),
             )),
         }
     }

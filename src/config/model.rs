@@ -397,7 +397,9 @@ impl<'de> Deserialize<'de> for EnvValue {
                 }
                 secret
                     .map(|secret| EnvValue::Secret { secret })
-                    .ok_or_else(|| de::Error::custom("an empty mapping; write {secret: \"env:NAME\"}"))
+                    .ok_or_else(|| {
+                        de::Error::custom("an empty mapping; write {secret: \"env:NAME\"}")
+                    })
             }
         }
         d.deserialize_any(V)
@@ -446,9 +448,13 @@ macro_rules! checked_scalar {
                     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                         f.write_str($name)
                     }
-                    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<$ty, D::Error> {
+                    fn visit_newtype_struct<D: Deserializer<'de>>(
+                        self,
+                        d: D,
+                    ) -> Result<$ty, D::Error> {
                         let s = String::deserialize(d)?;
-                        s.parse().map_err(|(m, _): (String, String)| de::Error::custom(m))
+                        s.parse()
+                            .map_err(|(m, _): (String, String)| de::Error::custom(m))
                     }
                     fn visit_str<E: de::Error>(self, s: &str) -> Result<$ty, E> {
                         s.parse().map_err(|(m, _): (String, String)| E::custom(m))
@@ -586,7 +592,10 @@ pub fn check_quantity(s: &str) -> Result<(), (String, String)> {
     let (num, suffix) = s.split_at(num_len);
     let ok = !num.is_empty()
         && num.parse::<f64>().is_ok()
-        && matches!(suffix, "" | "m" | "k" | "M" | "G" | "T" | "Ki" | "Mi" | "Gi" | "Ti");
+        && matches!(
+            suffix,
+            "" | "m" | "k" | "M" | "G" | "T" | "Ki" | "Mi" | "Gi" | "Ti"
+        );
     if ok {
         Ok(())
     } else {
@@ -686,7 +695,9 @@ pub struct RegionFile {
 }
 
 /// The three environments every region has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Development,
@@ -738,7 +749,10 @@ mod tests {
     #[test]
     fn durations_parse_and_print() {
         assert_eq!(parse_duration("1m30s").unwrap(), StdDuration::from_secs(90));
-        assert_eq!(parse_duration("250ms").unwrap(), StdDuration::from_millis(250));
+        assert_eq!(
+            parse_duration("250ms").unwrap(),
+            StdDuration::from_millis(250)
+        );
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("5 s").is_err());
         assert_eq!(Duration::from_secs(120).to_string(), "2m");

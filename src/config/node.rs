@@ -195,9 +195,14 @@ fn display_str(s: &str) -> String {
             "null" | "~" | "true" | "false" | "yes" | "no" | "on" | "off"
         )
         && s.parse::<f64>().is_err()
-        && !s.starts_with([' ', '-', '[', '{', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`'])
+        && !s.starts_with([
+            ' ', '-', '[', '{', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`',
+        ])
         && !s.ends_with(' ')
-        && !s.contains([':', '#', '\n', ',']);
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && !s.ends_with(':')
+        && !s.contains(['\n', ',']);
     if plain {
         s.to_string()
     } else {

@@ -196,7 +196,10 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
                 "nothing could ever be replaced; set max_surge: 1 for a zero-downtime rollout",
             );
         }
-        if s.rollout.max_unavailable >= s.replicas && s.replicas > 0 && s.rollout.max_unavailable > 0 {
+        if s.rollout.max_unavailable >= s.replicas
+            && s.replicas > 0
+            && s.rollout.max_unavailable > 0
+        {
             c.at(
                 &format!("{p}.rollout.max_unavailable"),
                 format!(
@@ -209,16 +212,24 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
         if !(0.0..=1.0).contains(&s.rollout.max_5xx_ratio) {
             c.at(
                 &format!("{p}.rollout.max_5xx_ratio"),
-                format!("{p}.rollout.max_5xx_ratio: {} is not a ratio", s.rollout.max_5xx_ratio),
+                format!(
+                    "{p}.rollout.max_5xx_ratio: {} is not a ratio",
+                    s.rollout.max_5xx_ratio
+                ),
                 "use a number from 0 to 1, e.g. 0.05 for 5%",
             );
         }
         let h = &s.health;
         let hp = format!("{p}.health");
-        let kinds = [h.http.is_some(), h.tcp.is_some(), h.command.is_some(), h.image]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let kinds = [
+            h.http.is_some(),
+            h.tcp.is_some(),
+            h.command.is_some(),
+            h.image,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if kinds > 1 {
             c.at(
                 &hp,
@@ -241,12 +252,19 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             );
         }
         if h.interval.0.is_zero() {
-            c.at(&format!("{hp}.interval"), format!("{hp}.interval: must be above 0"), "e.g. 10s");
+            c.at(
+                &format!("{hp}.interval"),
+                format!("{hp}.interval: must be above 0"),
+                "e.g. 10s",
+            );
         }
         if h.timeout.0.is_zero() || h.timeout > h.interval {
             c.at(
                 &format!("{hp}.timeout"),
-                format!("{hp}.timeout: {} must be above 0 and at most the interval ({})", h.timeout, h.interval),
+                format!(
+                    "{hp}.timeout: {} must be above 0 and at most the interval ({})",
+                    h.timeout, h.interval
+                ),
                 "a check that outlives its interval overlaps the next one",
             );
         }
@@ -262,7 +280,11 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
                 "raise the deadline or lower the thresholds",
             );
         }
-        let check_port = h.http.as_ref().and_then(|x| x.port).or(h.tcp.as_ref().and_then(|x| x.port));
+        let check_port = h
+            .http
+            .as_ref()
+            .and_then(|x| x.port)
+            .or(h.tcp.as_ref().and_then(|x| x.port));
         if let Some(port) = check_port {
             if !s.ports.iter().any(|x| x.container == port) {
                 c.at(
@@ -281,14 +303,21 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
         for (i, port) in s.ports.iter().enumerate() {
             let pp = format!("{p}.ports.{i}");
             if port.container == 0 {
-                c.at(&pp, format!("{pp}.container: must be 1..65535"), "the port the process listens on");
+                c.at(
+                    &pp,
+                    format!("{pp}.container: must be 1..65535"),
+                    "the port the process listens on",
+                );
             }
             if let Some(host) = port.host {
                 let key = (host, port.protocol.to_string());
                 if let Some(other) = host_ports.get(&key) {
                     c.at(
                         &format!("{pp}.host"),
-                        format!("{pp}.host: port {host}/{} is already used by service '{other}'", port.protocol),
+                        format!(
+                            "{pp}.host: port {host}/{} is already used by service '{other}'",
+                            port.protocol
+                        ),
                         "two services of one region cannot share a host port; pick another",
                     );
                 } else {
@@ -309,7 +338,11 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
         for (key, value) in &s.env {
             let ep = format!("{p}.env.{key}");
             if !super::model::is_env_name(key) {
-                c.at(&ep, format!("{p}.env: '{key}' is not a valid variable name"), "letters, digits and '_', not starting with a digit");
+                c.at(
+                    &ep,
+                    format!("{p}.env: '{key}' is not a valid variable name"),
+                    "letters, digits and '_', not starting with a digit",
+                );
             }
             let upper = key.to_ascii_uppercase();
             if matches!(value, EnvValue::Plain(v) if !v.is_empty())
@@ -325,19 +358,34 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
         if let Some(a) = &s.autoscale {
             let ap = format!("{p}.autoscale");
             if a.min == 0 || a.min > a.max {
-                c.at(&ap, format!("{ap}: min {} and max {} must satisfy 1 <= min <= max", a.min, a.max), "");
+                c.at(
+                    &ap,
+                    format!(
+                        "{ap}: min {} and max {} must satisfy 1 <= min <= max",
+                        a.min, a.max
+                    ),
+                    "",
+                );
             }
             for (k, v) in [("cpu", a.cpu), ("memory", a.memory)] {
                 if let Some(v) = v {
                     if v == 0 || v > 100 {
-                        c.at(&format!("{ap}.{k}"), format!("{ap}.{k}: {v}% is not a utilisation target"), "use 1..100");
+                        c.at(
+                            &format!("{ap}.{k}"),
+                            format!("{ap}.{k}: {v}% is not a utilisation target"),
+                            "use 1..100",
+                        );
                     }
                 }
             }
         }
         if let Some(b) = &s.build {
             if b.context.is_empty() {
-                c.at(&format!("{p}.build"), format!("{p}.build.context is not set"), "the directory to build, e.g. `.`");
+                c.at(
+                    &format!("{p}.build"),
+                    format!("{p}.build.context is not set"),
+                    "the directory to build, e.g. `.`",
+                );
             }
         }
     }
@@ -369,15 +417,23 @@ pub fn across(regions: &[(&str, &RegionConfig, &Node)]) -> Vec<Diagnostic> {
             .filter(|(_, c, _)| c.capacity_share.is_none())
             .map(|(n, ..)| *n)
             .collect();
-        if (total - 100.0).abs() > 1e-6 || !missing.is_empty() {
-            let (_, _, tree) = shares[0];
-            let loc = tree.lookup("capacity_share").map_or(&tree.loc, |n| &n.loc);
-            let mut msg = format!("capacity shares sum to {total}%, not 100%");
-            if !missing.is_empty() {
-                msg.push_str(&format!(" ({} set none)", missing.join(", ")));
-            }
-            let detail: Vec<String> = shares.iter().map(|(n, s, _)| format!("{n} {s}")).collect();
-            out.push(Diagnostic::at(loc, msg).hint(format!("shares: {}", detail.join(", "))));
+        let (_, _, tree) = shares[0];
+        let loc = tree.lookup("capacity_share").map_or(&tree.loc, |n| &n.loc);
+        let detail: Vec<String> = shares.iter().map(|(n, s, _)| format!("{n} {s}")).collect();
+        if (total - 100.0).abs() > 1e-6 {
+            out.push(
+                Diagnostic::at(loc, format!("capacity shares sum to {total}%, not 100%"))
+                    .hint(format!("shares: {}", detail.join(", "))),
+            );
+        }
+        if !missing.is_empty() {
+            out.push(
+                Diagnostic::at(
+                    loc,
+                    format!("regions without a capacity_share while others have one: {}", missing.join(", ")),
+                )
+                .hint("give every region a share; `capacity_share: 0` for a region that takes no traffic"),
+            );
         }
     }
     out
@@ -391,7 +447,8 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -57,7 +57,8 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
             }
         }
     }
-    docs.pop().ok_or_else(|| Diagnostic::at(&Loc::new(file, 1, 1), "the file is empty"))
+    docs.pop()
+        .ok_or_else(|| Diagnostic::at(&Loc::new(file, 1, 1), "the file is empty"))
 }
 
 fn next<'a>(
@@ -184,13 +185,19 @@ impl Builder {
                     let key = match ev {
                         Event::Scalar(text, ..) => text.into_owned(),
                         _ => {
-                            return Err(Diagnostic::at(&key_loc, "a mapping key must be a plain scalar")
-                                .hint("use `name: value` with a simple name"))
+                            return Err(Diagnostic::at(
+                                &key_loc,
+                                "a mapping key must be a plain scalar",
+                            )
+                            .hint("use `name: value` with a simple name"))
                         }
                     };
                     if key == "<<" {
-                        return Err(Diagnostic::at(&key_loc, "merge keys (`<<`) are not supported")
-                            .hint("use _defaults.yaml and environments: overlays to share values"));
+                        return Err(Diagnostic::at(
+                            &key_loc,
+                            "merge keys (`<<`) are not supported",
+                        )
+                        .hint("use _defaults.yaml and environments: overlays to share values"));
                     }
                     let (ev, sp) = next(&self.file, parser)?;
                     let value = self.node(parser, ev, sp, depth + 1)?;
@@ -200,11 +207,20 @@ impl Builder {
                     }
                     entries.insert(key, Entry { key_loc, value });
                 }
-                let node = Node::new(Value::Map(Map { entries, removed: Vec::new() }), loc);
+                let node = Node::new(
+                    Value::Map(Map {
+                        entries,
+                        removed: Vec::new(),
+                    }),
+                    loc,
+                );
                 self.anchor(anchor, &node);
                 Ok(node)
             }
-            other => Err(Diagnostic::at(&loc, format!("unexpected YAML event {other:?}"))),
+            other => Err(Diagnostic::at(
+                &loc,
+                format!("unexpected YAML event {other:?}"),
+            )),
         }
     }
 }
@@ -274,7 +290,9 @@ fn tagged_scalar(handle: &str, suffix: &str, text: &str) -> Result<Value, String
         ("!!", "bool") => match text {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
-            _ => Err(format!("'{text}' is tagged !!bool but is not true or false")),
+            _ => Err(format!(
+                "'{text}' is tagged !!bool but is not true or false"
+            )),
         },
         ("!!", "null") => Ok(Value::Null),
         _ => Err(format!("unsupported YAML tag '{handle}{suffix}'")),
@@ -313,7 +331,10 @@ mod tests {
     #[test]
     fn duplicate_keys_are_errors() {
         let e = p("a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert_eq!(e.to_string(), "duplicate key 'a' at t.yaml:3:1 — it is already set at t.yaml:1:1");
+        assert_eq!(
+            e.to_string(),
+            "duplicate key 'a' at t.yaml:3:1 — it is already set at t.yaml:1:1"
+        );
     }
 
     #[test]

@@ -27,7 +27,13 @@ pub fn flatten(node: &Node) -> Vec<Leaf> {
 }
 
 fn walk(node: &Node, path: String, out: &mut Vec<Leaf>) {
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match &node.value {
         Value::Map(m) if node.secret_ref().is_none() && !m.entries.is_empty() => {
             let mut keys: Vec<&String> = m.entries.keys().collect();
@@ -36,7 +42,9 @@ fn walk(node: &Node, path: String, out: &mut Vec<Leaf>) {
                 walk(&m.entries[k].value, join(k), out);
             }
         }
-        Value::Seq(items) if !items.is_empty() && items.iter().any(|i| matches!(i.value, Value::Map(_))) => {
+        Value::Seq(items)
+            if !items.is_empty() && items.iter().any(|i| matches!(i.value, Value::Map(_))) =>
+        {
             for (i, item) in items.iter().enumerate() {
                 walk(item, join(&i.to_string()), out);
             }
@@ -51,7 +59,10 @@ fn walk(node: &Node, path: String, out: &mut Vec<Leaf>) {
 }
 
 /// The differing leaves of two trees: (path, left, right).
-pub fn changes<'a>(left: &'a [Leaf], right: &'a [Leaf]) -> Vec<(&'a str, Option<&'a Leaf>, Option<&'a Leaf>)> {
+pub fn changes<'a>(
+    left: &'a [Leaf],
+    right: &'a [Leaf],
+) -> Vec<(&'a str, Option<&'a Leaf>, Option<&'a Leaf>)> {
     let mut paths: Vec<&str> = left.iter().chain(right).map(|l| l.path.as_str()).collect();
     paths.sort_unstable();
     paths.dedup();
@@ -89,15 +100,30 @@ pub fn run(ctx: &Ctx, a: &str, b: &str) -> Result<ExitCode> {
             .collect();
         ctx.ui.out_json(&serde_json::Value::Array(list));
     } else if diffs.is_empty() {
-        ctx.ui.status("Same", format!("{a} and {b} ({env}) have the same effective configuration"));
+        ctx.ui.status(
+            "Same",
+            format!("{a} and {b} ({env}) have the same effective configuration"),
+        );
     } else {
-        print_unified(&format!("{a} ({env})"), &format!("{b} ({env})"), &lines(&left), &lines(&right));
+        print_unified(
+            &format!("{a} ({env})"),
+            &format!("{b} ({env})"),
+            &lines(&left),
+            &lines(&right),
+        );
     }
-    Ok(if diffs.is_empty() { ExitCode::Success } else { ExitCode::Changes })
+    Ok(if diffs.is_empty() {
+        ExitCode::Success
+    } else {
+        ExitCode::Changes
+    })
 }
 
 fn lines(leaves: &[Leaf]) -> String {
-    leaves.iter().map(|l| format!("{}: {}\n", l.path, l.value)).collect()
+    leaves
+        .iter()
+        .map(|l| format!("{}: {}\n", l.path, l.value))
+        .collect()
 }
 
 /// A unified diff with colour when stdout is a terminal.
@@ -142,8 +168,19 @@ mod tests {
             "b: 1\na: {y: [1, 2], x: {secret: 'env:X'}}\nports: [{container: 80}]\n",
         )
         .unwrap();
-        let got: Vec<String> = flatten(&n).iter().map(|l| format!("{}={}", l.path, l.value)).collect();
-        assert_eq!(got, ["a.x=<secret:env:X>", "a.y=[1, 2]", "b=1", "ports.0.container=80"]);
+        let got: Vec<String> = flatten(&n)
+            .iter()
+            .map(|l| format!("{}={}", l.path, l.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "a.x=<secret:env:X>",
+                "a.y=[1, 2]",
+                "b=1",
+                "ports.0.container=80"
+            ]
+        );
     }
 
     #[test]

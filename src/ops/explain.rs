@@ -30,13 +30,19 @@ pub fn run(ctx: &Ctx, region: &str, key: &str) -> Result<ExitCode> {
             }));
             return Ok(ExitCode::Success);
         }
-        ctx.ui.out(format!("{key} = {}    ({region}, {env})", node.display()));
+        ctx.ui
+            .out(format!("{key} = {}    ({region}, {env})", node.display()));
         ctx.ui.out(format!("  set at {}", node.loc));
         for (loc, old) in node.overridden.iter().rev() {
             ctx.ui.out(format!("  overrides {old} from {loc}"));
         }
         for leaf in &leaves {
-            ctx.ui.out(format!("  {} = {}    ({})", join(key, &leaf.path), leaf.value, leaf.origin));
+            ctx.ui.out(format!(
+                "  {} = {}    ({})",
+                join(key, &leaf.path),
+                leaf.value,
+                leaf.origin
+            ));
         }
         return Ok(ExitCode::Success);
     }
@@ -69,7 +75,10 @@ pub fn run(ctx: &Ctx, region: &str, key: &str) -> Result<ExitCode> {
         let pointer = format!("/{}", key.replace('.', "/"));
         if let Some(v) = typed.pointer(&pointer) {
             let shown = if key.contains(".env.") && v.get("secret").is_some() {
-                serde_json::Value::String(format!("<secret:{}>", v["secret"].as_str().unwrap_or("")))
+                serde_json::Value::String(format!(
+                    "<secret:{}>",
+                    v["secret"].as_str().unwrap_or("")
+                ))
             } else {
                 v.clone()
             };
@@ -91,12 +100,19 @@ pub fn run(ctx: &Ctx, region: &str, key: &str) -> Result<ExitCode> {
         Some(s) => format!("did you mean '{}'?", join(parent_path, s)),
         None if !siblings.is_empty() => format!(
             "keys under {}: {}",
-            if parent_path.is_empty() { "the top level" } else { parent_path },
+            if parent_path.is_empty() {
+                "the top level"
+            } else {
+                parent_path
+            },
             siblings.join(", ")
         ),
         None => "see `packfy-deploy schema` for the keys a region file may have".into(),
     };
-    Err(Error::usage_hint(format!("{key} is not set in {region} ({env})"), hint))
+    Err(Error::usage_hint(
+        format!("{key} is not set in {region} ({env})"),
+        hint,
+    ))
 }
 
 fn join(a: &str, b: &str) -> String {

@@ -11,10 +11,17 @@ use super::Ctx;
 
 pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
     let regions = ctx.load()?;
-    let templates_dir = args.templates.clone().unwrap_or_else(|| ctx.sibling("templates"));
+    let templates_dir = args
+        .templates
+        .clone()
+        .unwrap_or_else(|| ctx.sibling("templates"));
     let out_dir = args.out.clone().unwrap_or_else(|| ctx.sibling("manifests"));
-    let templates = load_templates(&templates_dir)
-        .map_err(|e| Error::usage_hint(e.to_string(), "pass --templates DIR, or run from the repository root"))?;
+    let templates = load_templates(&templates_dir).map_err(|e| {
+        Error::usage_hint(
+            e.to_string(),
+            "pass --templates DIR, or run from the repository root",
+        )
+    })?;
 
     let envs: Vec<Environment> = match ctx.env {
         Some(e) => vec![e],
@@ -29,7 +36,11 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
     let mut expected: Vec<PathBuf> = Vec::new();
     for name in &names {
         for env in &envs {
-            let c = Ctx { ui: ctx.ui.clone(), regions_dir: ctx.regions_dir.clone(), env: Some(*env) };
+            let c = Ctx {
+                ui: ctx.ui.clone(),
+                regions_dir: ctx.regions_dir.clone(),
+                env: Some(*env),
+            };
             let (_, cfg) = c.config(&regions, name)?;
             if cfg.target.kubernetes.is_none() {
                 if args.region.is_some() {
@@ -40,12 +51,16 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
                 }
                 continue;
             }
-            let tag = args.image_tag.clone().or(cfg.version.clone()).ok_or_else(|| {
-                Error::usage_hint(
-                    format!("no image tag for region '{name}'"),
-                    "pass --image-tag TAG or set `version:` in the region files",
-                )
-            })?;
+            let tag = args
+                .image_tag
+                .clone()
+                .or(cfg.version.clone())
+                .ok_or_else(|| {
+                    Error::usage_hint(
+                        format!("no image tag for region '{name}'"),
+                        "pass --image-tag TAG or set `version:` in the region files",
+                    )
+                })?;
             let files = render(&templates, name, *env, &cfg, &tag)
                 .map_err(|e| Error::usage_hint(e.to_string(), "fix the template"))?;
             let dir = out_dir.join(name).join(env.as_str());
@@ -80,7 +95,10 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
     }
     if args.check {
         if stale.is_empty() {
-            ctx.ui.status("Fresh", format!("{} manifest(s) match a fresh render", expected.len()));
+            ctx.ui.status(
+                "Fresh",
+                format!("{} manifest(s) match a fresh render", expected.len()),
+            );
             return Ok(ExitCode::Success);
         }
         for p in &stale {
@@ -94,11 +112,19 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
     }
     ctx.ui.status(
         "Rendered",
-        format!("{} manifest(s) into {} ({} changed)", expected.len(), out_dir.display(), written),
+        format!(
+            "{} manifest(s) into {} ({} changed)",
+            expected.len(),
+            out_dir.display(),
+            written
+        ),
     );
     Ok(ExitCode::Success)
 }
 
 fn write_error(path: &Path, e: std::io::Error) -> Error {
-    Error::failed(ExitCode::NeedsPerson, anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    Error::failed(
+        ExitCode::NeedsPerson,
+        anyhow::anyhow!("cannot write {}: {e}", path.display()),
+    )
 }

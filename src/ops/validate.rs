@@ -24,7 +24,10 @@ pub fn run(ctx: &Ctx, only: &[String]) -> Result<ExitCode> {
     let names: Vec<String> = if only.is_empty() {
         regions.names().iter().map(|s| s.to_string()).collect()
     } else {
-        only.iter().filter(|n| regions.source(n).is_some()).cloned().collect()
+        only.iter()
+            .filter(|n| regions.source(n).is_some())
+            .cloned()
+            .collect()
     };
     let envs: Vec<Environment> = match ctx.env {
         Some(e) => vec![e],
