@@ -7,7 +7,9 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ops;
+pub mod health;
 pub mod render;
+pub mod traffic;
 pub mod ui;
 
 use clap::{CommandFactory, Parser};

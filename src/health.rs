@@ -1,0 +1,1 @@
+//! Health checks and the threshold state machine (to be written).

@@ -1,0 +1,1 @@
+//! HAProxy Runtime API client (to be written).
