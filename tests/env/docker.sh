@@ -182,7 +182,7 @@ docker_down() {
   # Leftover mounts of a daemon that was killed (netns, overlay) under our directories.
   local rd m
   rd="$(short_run_dir)"
-  awk '{print $2}' /proc/mounts | grep -E "^($ENV_DIR|$rd)/" | sort -r | while read -r m; do
+  awk '{print $2}' /proc/mounts | { grep -E "^($ENV_DIR|$rd)/" || true; } | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   local marker br
