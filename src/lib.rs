@@ -5,9 +5,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod docker;
+pub mod plan;
+pub mod release;
 pub mod error;
-pub mod ops;
 pub mod health;
+pub mod ops;
 pub mod render;
 pub mod traffic;
 pub mod ui;
