@@ -3,7 +3,8 @@
 # several regions' hosts. Daemon 1 is the machine's own engine when one answers on the
 # default socket (and PACKFY_PRIVATE_DOCKERD is not 1); every other daemon is a private
 # dockerd with its own socket, data root, exec root, pidfile, containerd namespace and
-# bridge br-pfN (10.199.N.1/24). Published ports default to 127.0.0.1 (--ip).
+# bridge br-pfN (10.199.N.1/24; the next free N when another checkout's daemon has that
+# bridge). Published ports default to 127.0.0.1 (--ip).
 #
 # iptables: only the first private daemon manages iptables (when the kernel allows it, and
 # PACKFY_DOCKERD_IPTABLES is not 0); the others run with --iptables=false so their rules
@@ -20,8 +21,19 @@ dockerd_paths() { # dockerd_paths N: sets d_name d_base d_sock d_exec d_pid d_lo
   d_exec="$rd/docker-$d_name"
   d_pid="$RUN_DIR/dockerd-$d_name.pid"
   d_log="$LOG_DIR/dockerd-$d_name.log"
-  d_bridge="br-pf$n"
-  d_addr="10.199.$n.1/24"
+  local idx=$n
+  [[ -s "$RUN_DIR/dockerd-$d_name.bridge" ]] && idx="$(cat "$RUN_DIR/dockerd-$d_name.bridge")"
+  d_bridge="br-pf$idx"
+  d_addr="10.199.$idx.1/24"
+}
+
+# Picks daemon N's bridge before it starts: br-pfN, unless a dockerd of another checkout
+# runs on that bridge; then the next free br-pfM (subnet 10.199.M.0/24).
+dockerd_pick_bridge() {
+  local n="$1" idx="$1"
+  while pgrep -f -- "--bridge br-pf$idx( |\$)" >/dev/null; do idx=$((idx + 1)); done
+  echo "$idx" >"$RUN_DIR/dockerd-pf$n.bridge"
+  dockerd_paths "$n"
 }
 
 system_docker_usable() {
@@ -58,6 +70,7 @@ dockerd_start() {
     fail "dockerd $d_name" "something answers on $d_sock but $d_pid names no live dockerd"
     return 1
   fi
+  dockerd_pick_bridge "$n"
   bridge_up || {
     fail "dockerd $d_name" "could not set up bridge $d_bridge ($d_addr)"
     return 1
@@ -178,6 +191,7 @@ docker_down() {
       log "docker: stopping $d_name"
     fi
     stop_pidfile "$d_pid" dockerd 30
+    rm -f "$RUN_DIR/dockerd-$d_name.bridge"
   done
   # Leftover mounts of a daemon that was killed (netns, overlay) under our directories.
   local rd m
