@@ -90,7 +90,12 @@ pub fn plan_service(
     max_unavailable: u32,
 ) -> ServicePlan {
     let (action, from_image, from_replicas, steps) = match live {
-        None => (Action::Create, None, 0, rolling_steps(replicas, max_surge, max_unavailable, 0)),
+        None => (
+            Action::Create,
+            None,
+            0,
+            rolling_steps(replicas, max_surge, max_unavailable, 0),
+        ),
         Some((image, hash, count)) if hash == desired_hash && count == replicas => {
             (Action::Unchanged, Some(image.to_string()), count, vec![])
         }
@@ -132,10 +137,22 @@ impl ServicePlan {
             })
             .collect();
         match self.action {
-            Action::Unchanged => format!("{}: unchanged ({} × {})", self.service, self.to_replicas, self.to_image),
-            Action::Create => format!("{}: create {} × {}", self.service, self.to_replicas, self.to_image),
-            Action::Remove => format!("{}: remove {} container(s)", self.service, self.from_replicas),
-            Action::Scale => format!("{}: scale {} → {} ({})", self.service, self.from_replicas, self.to_replicas, self.to_image),
+            Action::Unchanged => format!(
+                "{}: unchanged ({} × {})",
+                self.service, self.to_replicas, self.to_image
+            ),
+            Action::Create => format!(
+                "{}: create {} × {}",
+                self.service, self.to_replicas, self.to_image
+            ),
+            Action::Remove => format!(
+                "{}: remove {} container(s)",
+                self.service, self.from_replicas
+            ),
+            Action::Scale => format!(
+                "{}: scale {} → {} ({})",
+                self.service, self.from_replicas, self.to_replicas, self.to_image
+            ),
             Action::Replace => format!(
                 "{}: replace {} → {} ({} → {}) in {} step(s): {}",
                 self.service,
@@ -183,12 +200,18 @@ mod tests {
 
     #[test]
     fn scaling_down_while_replacing() {
-        assert_eq!(rolling_steps(2, 1, 0, 5), [Stop(3), Start(1), Stop(1), Start(1), Stop(1)]);
+        assert_eq!(
+            rolling_steps(2, 1, 0, 5),
+            [Stop(3), Start(1), Stop(1), Start(1), Stop(1)]
+        );
     }
 
     #[test]
     fn scaling_up_while_replacing() {
-        assert_eq!(rolling_steps(4, 1, 0, 2), [Start(3), Stop(1), Start(1), Stop(1)]);
+        assert_eq!(
+            rolling_steps(4, 1, 0, 2),
+            [Start(3), Stop(1), Start(1), Stop(1)]
+        );
     }
 
     #[test]
@@ -208,13 +231,23 @@ mod tests {
                                 Stop(n) => left -= n,
                             }
                             if old > 0 {
-                                assert!(new + left <= replicas + surge || new + left <= old, "{replicas} {surge} {unavail} {old}: {steps:?}");
+                                assert!(
+                                    new + left <= replicas + surge || new + left <= old,
+                                    "{replicas} {surge} {unavail} {old}: {steps:?}"
+                                );
                                 if new < replicas {
-                                    assert!(new + left >= replicas.saturating_sub(unavail).min(old), "{replicas} {surge} {unavail} {old}: {steps:?}");
+                                    assert!(
+                                        new + left >= replicas.saturating_sub(unavail).min(old),
+                                        "{replicas} {surge} {unavail} {old}: {steps:?}"
+                                    );
                                 }
                             }
                         }
-                        assert_eq!((new, left), (replicas, 0), "{replicas} {surge} {unavail} {old}: {steps:?}");
+                        assert_eq!(
+                            (new, left),
+                            (replicas, 0),
+                            "{replicas} {surge} {unavail} {old}: {steps:?}"
+                        );
                     }
                 }
             }
@@ -228,6 +261,9 @@ mod tests {
         assert!(p.steps.is_empty());
         let p = plan_service("backend", Some(("a:1", "h", 3)), "a:2", "h2", 3, 1, 0);
         assert_eq!(p.action, Action::Replace);
-        assert_eq!(p.describe(), "backend: replace 3 → 3 (a:1 → a:2) in 6 step(s): +1 -1 +1 -1 +1 -1");
+        assert_eq!(
+            p.describe(),
+            "backend: replace 3 → 3 (a:1 → a:2) in 6 step(s): +1 -1 +1 -1 +1 -1"
+        );
     }
 }

@@ -96,6 +96,9 @@ pub struct Release {
     pub error: Option<String>,
     /// Host and process that ran it (to recognise an interrupted run).
     pub runner: String,
+    /// The backup: what ran when this release started, container by container.
+    #[serde(default)]
+    pub before: Vec<ServiceRecord>,
 }
 
 impl Release {
@@ -116,14 +119,21 @@ pub fn parse_id(id: &str) -> Option<u64> {
 
 /// The release a rollback goes back to: the newest succeeded (or reverted) release before
 /// `current`, or `to` when given.
-pub fn rollback_target<'a>(history: &'a [Release], current: Option<&Release>, to: Option<&str>) -> Result<&'a Release, String> {
+pub fn rollback_target<'a>(
+    history: &'a [Release],
+    current: Option<&Release>,
+    to: Option<&str>,
+) -> Result<&'a Release, String> {
     if let Some(to) = to {
         let r = history
             .iter()
             .find(|r| r.id == to)
             .ok_or_else(|| format!("no release '{to}' in the history"))?;
         if !matches!(r.outcome, Outcome::Succeeded | Outcome::Reverted) {
-            return Err(format!("release {to} never served (it {}); pick a release that succeeded", r.outcome.as_str()));
+            return Err(format!(
+                "release {to} never served (it {}); pick a release that succeeded",
+                r.outcome.as_str()
+            ));
         }
         if current.is_some_and(|c| c.id == r.id) {
             return Err(format!("release {to} is what runs now"));
@@ -134,9 +144,19 @@ pub fn rollback_target<'a>(history: &'a [Release], current: Option<&Release>, to
     let running_images: Vec<&str> = current.map(|c| c.image_ids().collect()).unwrap_or_default();
     history
         .iter()
-        .filter(|r| r.number < current_no && matches!(r.outcome, Outcome::Succeeded | Outcome::Reverted))
+        .filter(|r| {
+            r.number < current_no && matches!(r.outcome, Outcome::Succeeded | Outcome::Reverted)
+        })
         // Going "back" to what already runs would change nothing.
-        .filter(|r| current.is_none() || r.image_ids().collect::<Vec<_>>() != running_images || r.services.iter().map(|s| &s.spec_hash).ne(current.unwrap().services.iter().map(|s| &s.spec_hash)))
+        .filter(|r| {
+            current.is_none()
+                || r.image_ids().collect::<Vec<_>>() != running_images
+                || r.services.iter().map(|s| &s.spec_hash).ne(current
+                    .unwrap()
+                    .services
+                    .iter()
+                    .map(|s| &s.spec_hash))
+        })
         .max_by_key(|r| r.number)
         .ok_or_else(|| "there is no earlier healthy release to roll back to".to_string())
 }
@@ -157,18 +177,26 @@ pub fn actor() -> String {
             return format!("{a} ({system})");
         }
     }
-    if let Ok(out) = std::process::Command::new("git").args(["config", "user.email"]).output() {
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["config", "user.email"])
+        .output()
+    {
         let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !s.is_empty() {
             return s;
         }
     }
-    env("USER").or_else(|| env("LOGNAME")).unwrap_or_else(|| "unknown".into())
+    env("USER")
+        .or_else(|| env("LOGNAME"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The current git commit of the working tree, with `-dirty` when it has changes.
 pub fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -191,11 +219,16 @@ pub fn runner() -> String {
 
 /// Whether `runner` is a process of this machine that no longer exists.
 pub fn runner_is_dead(runner: &str) -> bool {
-    let Some((host, pid)) = runner.rsplit_once(':') else { return false };
+    let Some((host, pid)) = runner.rsplit_once(':') else {
+        return false;
+    };
     let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    host == this_host && pid.parse::<u32>().is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    host == this_host
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
 }
 
 /// The command line as typed, for the audit record.
@@ -236,6 +269,7 @@ mod tests {
             }],
             error: None,
             runner: "h:1".into(),
+            before: vec![],
         }
     }
 
@@ -248,10 +282,17 @@ mod tests {
             rel(4, Outcome::Succeeded, "d"),
         ];
         assert_eq!(rollback_target(&h, Some(&h[3]), None).unwrap().id, "r2");
-        assert_eq!(rollback_target(&h, Some(&h[3]), Some("r1")).unwrap().id, "r1");
-        assert!(rollback_target(&h, Some(&h[3]), Some("r3")).unwrap_err().contains("never served"));
+        assert_eq!(
+            rollback_target(&h, Some(&h[3]), Some("r1")).unwrap().id,
+            "r1"
+        );
+        assert!(rollback_target(&h, Some(&h[3]), Some("r3"))
+            .unwrap_err()
+            .contains("never served"));
         assert!(rollback_target(&h[..1], Some(&h[0]), None).is_err());
-        assert!(rollback_target(&h, Some(&h[3]), Some("r9")).unwrap_err().contains("no release"));
+        assert!(rollback_target(&h, Some(&h[3]), Some("r9"))
+            .unwrap_err()
+            .contains("no release"));
     }
 
     #[test]

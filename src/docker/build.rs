@@ -70,7 +70,13 @@ pub fn paths(root: &Path, build: &Build) -> (PathBuf, Option<PathBuf>) {
 
 impl Engine {
     /// Builds `tag` from a `build:` section; returns the image ID.
-    pub async fn build(&self, root: &Path, build: &Build, tag: &str, on_line: &mut dyn FnMut(&str)) -> anyhow::Result<String> {
+    pub async fn build(
+        &self,
+        root: &Path,
+        build: &Build,
+        tag: &str,
+        on_line: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<String> {
         let (context, dockerfile) = paths(root, build);
         let (tar, dockerfile) = context_tar(&context, dockerfile.as_deref())?;
         let options = BuildImageOptions {
@@ -78,14 +84,20 @@ impl Engine {
             t: Some(tag.to_string()),
             rm: true,
             forcerm: true,
-            buildargs: Some(build.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            buildargs: Some(
+                build
+                    .args
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             target: build.target.clone().unwrap_or_default(),
             ..Default::default()
         };
         let mut log: Vec<String> = Vec::new();
-        let mut stream = self
-            .docker
-            .build_image(options, None, Some(bollard::body_full(tar.into())));
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(tar.into())));
         let mut failure = None;
         while let Some(item) = stream.next().await {
             match item {
@@ -138,17 +150,29 @@ impl Engine {
 
 /// Credentials for the registry of `repo` from the Docker config file (`auths`), if any.
 fn registry_credentials(repo: &str) -> Option<DockerCredentials> {
-    let registry = repo.split('/').next().filter(|h| h.contains('.') || h.contains(':'))?;
+    let registry = repo
+        .split('/')
+        .next()
+        .filter(|h| h.contains('.') || h.contains(':'))?;
     let dir = std::env::var("DOCKER_CONFIG")
         .map(PathBuf::from)
         .ok()
-        .or_else(|| std::env::var("HOME").ok().map(|h| PathBuf::from(h).join(".docker")))?;
+        .or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .map(|h| PathBuf::from(h).join(".docker"))
+        })?;
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auths: HashMap<String, serde_json::Value> = serde_json::from_value(json.get("auths")?.clone()).ok()?;
+    let auths: HashMap<String, serde_json::Value> =
+        serde_json::from_value(json.get("auths")?.clone()).ok()?;
     let entry = auths
         .iter()
-        .find(|(k, _)| k.trim_start_matches("https://").trim_start_matches("http://").starts_with(registry))?
+        .find(|(k, _)| {
+            k.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .starts_with(registry)
+        })?
         .1;
     let auth = entry.get("auth")?.as_str()?;
     use base64_decode as b64;

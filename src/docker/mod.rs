@@ -14,13 +14,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig, PortBinding,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 
+pub use crate::config::expand_env;
 use crate::config::model::DockerTarget;
 use crate::error::{Error, ExitCode};
 
@@ -62,7 +66,8 @@ pub struct ContainerSpec {
     /// `KEY=value`, secrets resolved: never logged.
     pub env: Vec<String>,
     pub labels: HashMap<String, String>,
-    pub container_port: Option<u16>,
+    /// Container ports to publish on a free loopback port each.
+    pub ports: Vec<u16>,
     pub command: Option<Vec<String>>,
     pub stop_grace: Duration,
     pub nano_cpus: Option<i64>,
@@ -93,9 +98,17 @@ impl Engine {
         match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(unreachable(&e)),
-            Err(_) => return Err(unreachable(&format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+            Err(_) => {
+                return Err(unreachable(&format!(
+                    "no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )))
+            }
         }
-        let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(&e))?;
         Ok(Engine {
             docker,
             endpoint: host,
@@ -105,8 +118,10 @@ impl Engine {
 
     /// Containers (running or not) carrying all the given labels.
     pub async fn list(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<ContainerSummary>> {
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
+        let filters: HashMap<String, Vec<String>> = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
         self.docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
@@ -121,7 +136,7 @@ impl Engine {
     pub async fn run(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
         let mut exposed = HashMap::new();
         let mut bindings = HashMap::new();
-        if let Some(port) = spec.container_port {
+        for port in &spec.ports {
             let key = format!("{port}/tcp");
             exposed.insert(key.clone(), HashMap::new());
             bindings.insert(
@@ -138,7 +153,12 @@ impl Engine {
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             cmd: spec.command.clone(),
-            exposed_ports: Some(exposed.into_iter().map(|(k, _): (String, HashMap<(), ()>)| k).collect()),
+            exposed_ports: Some(
+                exposed
+                    .into_iter()
+                    .map(|(k, _): (String, HashMap<(), ()>)| k)
+                    .collect(),
+            ),
             stop_timeout: Some(spec.stop_grace.as_secs() as i64),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
@@ -158,8 +178,12 @@ impl Engine {
                 body,
             )
             .await
-            .with_context(|| format!("cannot create container {} from {}", spec.name, spec.image))?;
-        self.start(&created.id).await.with_context(|| format!("cannot start container {}", spec.name))?;
+            .with_context(|| {
+                format!("cannot create container {} from {}", spec.name, spec.image)
+            })?;
+        self.start(&created.id)
+            .await
+            .with_context(|| format!("cannot start container {}", spec.name))?;
         Ok(created.id)
     }
 
@@ -183,7 +207,10 @@ impl Engine {
         {
             Ok(()) => Ok(()),
             // 304: already stopped; 404: already gone.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot stop container {id}")),
         }
     }
@@ -202,7 +229,9 @@ impl Engine {
             .await
         {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot remove container {id}")),
         }
     }
@@ -210,7 +239,9 @@ impl Engine {
     pub async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerState>> {
         match self.docker.inspect_container(id, None).await {
             Ok(c) => Ok(Some(state_of(c))),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot inspect container {id}")),
         }
     }
@@ -250,24 +281,61 @@ impl Engine {
             .await
             .map_err(|e| format!("exec failed: {e}"))?;
         let mut output = String::new();
-        if let Ok(StartExecResults::Attached { output: mut out, .. }) = self.docker.start_exec(&exec.id, None).await {
+        if let Ok(StartExecResults::Attached {
+            output: mut out, ..
+        }) = self.docker.start_exec(&exec.id, None).await
+        {
             while let Some(Ok(chunk)) = out.next().await {
                 output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
             }
         }
-        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(|e| format!("exec failed: {e}"))?;
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| format!("exec failed: {e}"))?;
         match inspect.exit_code {
             Some(0) => Ok(()),
-            Some(code) => Err(format!("`{}` exited {code}: {}", cmd.join(" "), output.trim())),
+            Some(code) => Err(format!(
+                "`{}` exited {code}: {}",
+                cmd.join(" "),
+                output.trim()
+            )),
             None => Err("exec did not finish".into()),
         }
+    }
+
+    /// Pulls an image (from the registry its name points at); returns its ID.
+    pub async fn pull(&self, reference: &str) -> anyhow::Result<String> {
+        use bollard::query_parameters::CreateImageOptions;
+        let (repo, tag) = match reference.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (reference, "latest"),
+        };
+        let mut stream = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(repo.to_string()),
+                tag: Some(tag.to_string()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(item) = stream.next().await {
+            item.with_context(|| format!("pulling {reference} failed"))?;
+        }
+        self.image_id(reference)
+            .await?
+            .ok_or_else(|| anyhow!("pulled {reference} but the engine does not list it"))
     }
 
     /// The ID (content digest) an image reference resolves to on this engine, if present.
     pub async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
         match self.docker.inspect_image(reference).await {
             Ok(img) => Ok(img.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot inspect image {reference}")),
         }
     }
@@ -278,16 +346,24 @@ fn state_of(c: ContainerInspectResponse) -> ContainerState {
     let mut ports = HashMap::new();
     if let Some(map) = c.network_settings.and_then(|n| n.ports) {
         for (key, bindings) in map {
-            let Some(port) = key.split('/').next().and_then(|p| p.parse::<u16>().ok()) else { continue };
+            let Some(port) = key.split('/').next().and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
             if let Some(b) = bindings.and_then(|b| b.into_iter().next()) {
-                let ip = b.host_ip.filter(|ip| !ip.is_empty() && ip != "0.0.0.0").unwrap_or_else(|| "127.0.0.1".into());
+                let ip = b
+                    .host_ip
+                    .filter(|ip| !ip.is_empty() && ip != "0.0.0.0")
+                    .unwrap_or_else(|| "127.0.0.1".into());
                 if let Some(addr) = b.host_port.and_then(|p| format!("{ip}:{p}").parse().ok()) {
                     ports.insert(port, addr);
                 }
             }
         }
     }
-    let health = st.health.as_ref().and_then(|h| h.status.map(|s| s.to_string()));
+    let health = st
+        .health
+        .as_ref()
+        .and_then(|h| h.status.map(|s| s.to_string()));
     let health_log = st
         .health
         .as_ref()
@@ -305,46 +381,29 @@ fn state_of(c: ContainerInspectResponse) -> ContainerState {
         ports,
         image_id: c.image.unwrap_or_default(),
         labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
-        name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         id: c.id.unwrap_or_default(),
     }
 }
 
-/// `${VAR}` and `${VAR:-default}` in endpoint strings, so one region file serves several
-/// machines (the test environment's sockets, a CI runner's).
-pub fn expand_env(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find('}') else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let inner = &rest[start + 2..start + end];
-        let (name, default) = match inner.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner, None),
-        };
-        match std::env::var(name).ok().filter(|v| !v.is_empty()) {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(default.unwrap_or("")),
-        }
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn expands_variables_with_defaults() {
+        use crate::config::expand_env;
         std::env::set_var("PACKFY_TEST_EXPAND", "/run/x.sock");
-        assert_eq!(expand_env("unix://${PACKFY_TEST_EXPAND}"), "unix:///run/x.sock");
-        assert_eq!(expand_env("${PACKFY_TEST_UNSET_VAR:-/var/run/docker.sock}"), "/var/run/docker.sock");
+        assert_eq!(
+            expand_env("unix://${PACKFY_TEST_EXPAND}"),
+            "unix:///run/x.sock"
+        );
+        assert_eq!(
+            expand_env("${PACKFY_TEST_UNSET_VAR:-/var/run/docker.sock}"),
+            "/var/run/docker.sock"
+        );
         assert_eq!(expand_env("plain"), "plain");
     }
 }

@@ -50,12 +50,18 @@ impl Scope {
     }
 
     pub fn labels(&self, kind: &str) -> HashMap<String, String> {
-        self.filter(kind).into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        self.filter(kind)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     /// `packfy-local-production-backend-r3-1`
     pub fn container(&self, service: &str, release: &str, index: u32) -> String {
-        format!("{}-{}-{}-{service}-{release}-{index}", self.app, self.region, self.env)
+        format!(
+            "{}-{}-{}-{service}-{release}-{index}",
+            self.app, self.region, self.env
+        )
     }
 
     /// The HAProxy server name of a container: short, unique within the backend.
@@ -68,7 +74,10 @@ impl Scope {
     }
 
     pub fn record_volume(&self, release: &str, seq: u32) -> String {
-        format!("packfy-release-{}-{}-{}-{release}-{seq}", self.app, self.region, self.env)
+        format!(
+            "packfy-release-{}-{}-{}-{release}-{seq}",
+            self.app, self.region, self.env
+        )
     }
 }
 
@@ -79,7 +88,10 @@ mod tests {
     #[test]
     fn names_include_every_part_of_the_scope() {
         let s = Scope::new("packfy", "cuba", "staging");
-        assert_eq!(s.container("backend", "r3", 2), "packfy-cuba-staging-backend-r3-2");
+        assert_eq!(
+            s.container("backend", "r3", 2),
+            "packfy-cuba-staging-backend-r3-2"
+        );
         assert_eq!(s.server("backend", "r3", 2), "cuba-staging-backend-r3-2");
         assert_eq!(s.lock_volume(), "packfy-lock-packfy-cuba-staging");
         let f = s.filter("app");

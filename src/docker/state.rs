@@ -51,14 +51,19 @@ pub enum Acquire {
 }
 
 impl Engine {
-    async fn volumes(&self, filter: &[(&'static str, String)]) -> anyhow::Result<Vec<HashMap<String, String>>> {
+    async fn volumes(
+        &self,
+        filter: &[(&'static str, String)],
+    ) -> anyhow::Result<Vec<HashMap<String, String>>> {
         let filters: HashMap<String, Vec<String>> = HashMap::from([(
             "label".to_string(),
             filter.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         )]);
         let list = self
             .docker
-            .list_volumes(Some(ListVolumesOptions { filters: Some(filters) }))
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
             .await
             .with_context(|| format!("cannot list volumes on {}", self.endpoint))?;
         Ok(list
@@ -80,20 +85,33 @@ impl Engine {
             .await
         {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot remove volume {name}")),
         }
     }
 
     /// Tries to take the lock once.
-    pub async fn try_lock(&self, scope: &Scope, holder: &str, reason: &str, ttl: std::time::Duration) -> anyhow::Result<Acquire> {
+    pub async fn try_lock(
+        &self,
+        scope: &Scope,
+        holder: &str,
+        reason: &str,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<Acquire> {
         let now = Utc::now();
-        let token = format!("{}-{}", std::process::id(), now.timestamp_nanos_opt().unwrap_or(0));
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            now.timestamp_nanos_opt().unwrap_or(0)
+        );
         let mut labels = scope.labels("lock");
         labels.insert(naming::HOLDER.into(), holder.into());
         labels.insert(naming::REASON.into(), reason.into());
         labels.insert(naming::SINCE.into(), now.to_rfc3339());
-        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
+        let expires =
+            now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
         labels.insert(naming::EXPIRES.into(), expires.to_rfc3339());
         labels.insert(naming::TOKEN.into(), token.clone());
         labels.insert(naming::RUNNER.into(), crate::release::runner());
@@ -106,8 +124,13 @@ impl Engine {
             })
             .await
             .with_context(|| format!("cannot create the lock on {}", self.endpoint))?;
-        let lock = parse_lock(&vol.labels).ok_or_else(|| anyhow!("the lock volume {} has no lock labels", scope.lock_volume()))?;
-        Ok(if lock.token == token { Acquire::Acquired(lock) } else { Acquire::Held(lock) })
+        let lock = parse_lock(&vol.labels)
+            .ok_or_else(|| anyhow!("the lock volume {} has no lock labels", scope.lock_volume()))?;
+        Ok(if lock.token == token {
+            Acquire::Acquired(lock)
+        } else {
+            Acquire::Held(lock)
+        })
     }
 
     /// Removes a lock, whoever holds it (the caller decided it may).
@@ -155,7 +178,9 @@ impl Engine {
                 ..Default::default()
             })
             .await
-            .with_context(|| format!("cannot record release {} on {}", release.id, self.endpoint))?;
+            .with_context(|| {
+                format!("cannot record release {} on {}", release.id, self.endpoint)
+            })?;
         for old in existing {
             if let Some(name) = old.get("__name") {
                 self.remove_volume(name).await?;
@@ -168,9 +193,15 @@ impl Engine {
     pub async fn releases(&self, scope: &Scope) -> anyhow::Result<Vec<Release>> {
         let mut by_id: HashMap<String, (u32, Release)> = HashMap::new();
         for labels in self.volumes(&scope.filter("release")).await? {
-            let (Some(json), Some(seq)) = (labels.get(naming::RECORD), labels.get(naming::RECORD_SEQ)) else { continue };
+            let (Some(json), Some(seq)) =
+                (labels.get(naming::RECORD), labels.get(naming::RECORD_SEQ))
+            else {
+                continue;
+            };
             let seq: u32 = seq.parse().unwrap_or(0);
-            let Ok(rel) = serde_json::from_str::<Release>(json) else { continue };
+            let Ok(rel) = serde_json::from_str::<Release>(json) else {
+                continue;
+            };
             match by_id.get(&rel.id) {
                 Some((s, _)) if *s >= seq => {}
                 _ => {
@@ -197,7 +228,11 @@ impl Engine {
 }
 
 fn parse_lock(labels: &HashMap<String, String>) -> Option<Lock> {
-    let time = |k: &str| DateTime::parse_from_rfc3339(labels.get(k)?).ok().map(|t| t.with_timezone(&Utc));
+    let time = |k: &str| {
+        DateTime::parse_from_rfc3339(labels.get(k)?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
     Some(Lock {
         holder: labels.get(naming::HOLDER)?.clone(),
         reason: labels.get(naming::REASON).cloned().unwrap_or_default(),
