@@ -70,6 +70,8 @@ pub struct Session {
     pub engine: Engine,
     pub lb: Option<Haproxy>,
     pub scope: Scope,
+    /// The repository root (the regions directory's parent): build contexts are relative to it.
+    pub root: std::path::PathBuf,
 }
 
 impl Session {
@@ -97,7 +99,9 @@ impl Session {
             Traffic::None => None,
         };
         let scope = Scope::new(&cfg.app, region, &env);
+        let root = ctx.sibling(".");
         Ok(Session {
+            root,
             region: region.to_string(),
             env,
             cfg,
@@ -253,7 +257,7 @@ pub async fn resolve_images_for_build(
             let ui = ctx.ui.clone();
             let id = s
                 .engine
-                .build(std::path::Path::new("."), build, &image, &mut |line| {
+                .build(&s.root, build, &image, &mut |line| {
                     ui.verbose(line)
                 })
                 .await
