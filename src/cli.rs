@@ -132,6 +132,9 @@ pub enum Command {
         /// Why (shown to whoever is refused)
         #[arg(long, default_value = "held by hand")]
         reason: String,
+        /// How long it holds [default: the region's lock_ttl]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
     },
     /// Free a region's lock (--force frees someone else's)
     Unlock {

@@ -74,7 +74,11 @@ pub fn run() -> i32 {
         } => ops::target::rollback(&ctx, &region, to.as_deref(), lock_wait),
         Command::Status { region } => ops::target::status(&ctx, region.as_deref()),
         Command::History { region, limit } => ops::target::history(&ctx, &region, limit),
-        Command::Lock { region, reason } => ops::target::lock(&ctx, &region, &reason),
+        Command::Lock {
+            region,
+            reason,
+            ttl,
+        } => ops::target::lock(&ctx, &region, &reason, ttl),
         Command::Unlock { region, force } => ops::target::unlock(&ctx, &region, force),
         Command::Explain { region, key } => ops::explain::run(&ctx, &region, &key),
         Command::Render(args) => ops::render::run(&ctx, &args),

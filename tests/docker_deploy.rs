@@ -43,7 +43,11 @@ impl Region {
             ),
             None => "traffic: none\n".into(),
         };
-        let keep = if extra.contains("keep_releases") { "" } else { "keep_releases: 3\n" };
+        let keep = if extra.contains("keep_releases") {
+            ""
+        } else {
+            "keep_releases: 3\n"
+        };
         let yaml = format!(
             r#"currency: USD
 {keep}target:
@@ -58,6 +62,7 @@ impl Region {
       API_TOKEN: {{secret: "env:PACKFY_TEST_API_TOKEN"}}
     health:
       http: {{path: /health}}
+      start_period: 3s
       interval: 500ms
       timeout: 500ms
       healthy_threshold: 2
@@ -69,7 +74,11 @@ impl Region {
     stop_grace_period: 5s
 {extra}"#
         );
-        std::fs::write(dir.path().join("regions").join(format!("{name}.yaml")), yaml).unwrap();
+        std::fs::write(
+            dir.path().join("regions").join(format!("{name}.yaml")),
+            yaml,
+        )
+        .unwrap();
         Region {
             name,
             dir,
@@ -96,8 +105,15 @@ impl Region {
 
     fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd(args).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!text.contains(SECRET_VALUE), "a secret value appeared in the output of {args:?}:\n{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(SECRET_VALUE),
+            "a secret value appeared in the output of {args:?}:\n{text}"
+        );
         assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
         out
     }
@@ -120,7 +136,10 @@ impl Region {
                 "{{.Label \"packfy.version\"}}",
             ],
         );
-        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
         v.sort();
         v
     }
@@ -136,16 +155,39 @@ impl Drop for Region {
     fn drop(&mut self) {
         // Remove everything this region created on the engine, whatever the test did.
         let filter = format!("label=packfy.region={}", self.name);
-        if let Ok(out) = Command::new("docker").env("DOCKER_HOST", &self.host).args(["ps", "-aq", "--filter", &filter]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        if let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").env("DOCKER_HOST", &self.host).arg("rm").arg("-f").args(&ids).output();
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.host)
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
             }
         }
-        if let Ok(out) = Command::new("docker").env("DOCKER_HOST", &self.host).args(["volume", "ls", "-q", "--filter", &filter]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        if let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["volume", "ls", "-q", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").env("DOCKER_HOST", &self.host).args(["volume", "rm", "-f"]).args(&ids).output();
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.host)
+                    .args(["volume", "rm", "-f"])
+                    .args(&ids)
+                    .output();
             }
         }
     }
@@ -180,31 +222,62 @@ impl Load {
         let started = Instant::now();
         let handles = (0..threads)
             .map(|_| {
-                let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+                let (stop, ok, failed, errors) =
+                    (stop.clone(), ok.clone(), failed.clone(), errors.clone());
                 let frontend = frontend.to_string();
                 std::thread::spawn(move || {
                     let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) && started.elapsed() < limit && n < max_per_thread {
+                    let mut conn: Option<support::HttpConnection> = None;
+                    while !stop.load(Ordering::Relaxed)
+                        && started.elapsed() < limit
+                        && n < max_per_thread
+                    {
                         n += 1;
-                        match http_request(&frontend, "/version") {
+                        // Keep-alive to HAProxy, as browsers do; a new connection after an error.
+                        let result = match conn.as_mut() {
+                            Some(c) => c.get("/version"),
+                            None => support::HttpConnection::open(&frontend).and_then(|mut c| {
+                                let r = c.get("/version");
+                                conn = Some(c);
+                                r
+                            }),
+                        };
+                        if result.is_err() {
+                            conn = None;
+                        }
+                        match result {
                             Ok(r) if r.status == 200 => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             Ok(r) => {
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                errors.lock().unwrap().push(format!("status {} at {:?}", r.status, started.elapsed()));
+                                errors.lock().unwrap().push(format!(
+                                    "status {} at {:?}",
+                                    r.status,
+                                    started.elapsed()
+                                ));
                             }
                             Err(e) => {
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                errors.lock().unwrap().push(format!("{e} at {:?}", started.elapsed()));
+                                errors
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{e} at {:?}", started.elapsed()));
                             }
                         }
-                        std::thread::sleep(Duration::from_millis(8));
+                        std::thread::sleep(Duration::from_millis(2));
                     }
                 })
             })
             .collect();
-        Load { stop, ok, failed, errors, handles, started }
+        Load {
+            stop,
+            ok,
+            failed,
+            errors,
+            handles,
+            started,
+        }
     }
 
     /// Stops the load; returns (ok, failed, requests per second, first errors).
@@ -216,7 +289,14 @@ impl Load {
         let secs = self.started.elapsed().as_secs_f64();
         let ok = self.ok.load(Ordering::Relaxed);
         let failed = self.failed.load(Ordering::Relaxed);
-        let errors = self.errors.lock().unwrap().iter().take(5).cloned().collect();
+        let errors = self
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .take(5)
+            .cloned()
+            .collect();
         (ok, failed, (ok + failed) as f64 / secs, errors)
     }
 }
@@ -242,7 +322,10 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
     let out = r.deploy(&v1);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
-    assert_eq!(http_request(&r.frontend, "/version").unwrap().body.trim(), v1);
+    assert_eq!(
+        http_request(&r.frontend, "/version").unwrap().body.trim(),
+        v1
+    );
 
     // v2 under load: zero failed requests, all replicas v2.
     let load = Load::start(&r.frontend, 3);
@@ -251,8 +334,16 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failed, rps, errors) = load.finish();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(failed, 0, "{failed} of {} requests failed during v1 → v2: {errors:?}", ok + failed);
-    assert!(rps >= 200.0, "the load loop only reached {rps:.0} requests/s");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during v1 → v2: {errors:?}",
+        ok + failed
+    );
+    assert!(
+        rps >= 200.0,
+        "the load loop only reached {rps:.0} requests/s"
+    );
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
     eprintln!("v1 → v2: {ok} requests at {rps:.0}/s, 0 failed");
 
@@ -262,9 +353,17 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
     let (ok, failed, _, errors) = load.finish();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
-    assert_eq!(failed, 0, "{failed} of {} requests failed during the v3 attempt: {errors:?}", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the v3 attempt: {errors:?}",
+        ok + failed
+    );
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
-    assert_eq!(http_request(&r.frontend, "/version").unwrap().body.trim(), v2);
+    assert_eq!(
+        http_request(&r.frontend, "/version").unwrap().body.trim(),
+        v2
+    );
     let h = r.history_json();
     assert_eq!(h[0]["version"], v3.as_str());
     assert_eq!(h[0]["outcome"], "rolled_back");
@@ -296,15 +395,23 @@ fn a_container_that_exits_is_caught_long_before_the_deadline() {
     let r = Region::new(&env, Some(&lane), "");
     let (v1, v4) = (format!("v1-{}", r.name), format!("v4-{}", r.name));
     let _i1 = sample(&env, &r.host, &v1, &[]);
-    let _i4 = sample(&env, &r.host, &v4, &[("EXIT_AFTER_SECS", "2"), ("HEALTHY_AFTER_SECS", "5")]);
+    // Healthy at once, then gone after 2 s: it is in rotation when it dies.
+    let _i4 = sample(&env, &r.host, &v4, &[("EXIT_AFTER_SECS", "2")]);
     assert_eq!(code(&r.deploy(&v1)), 0);
     let t0 = Instant::now();
     let out = r.deploy(&v4);
     let took = t0.elapsed();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert!(stderr(&out).contains("exited with code"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exited with code"),
+        "{}",
+        stderr(&out)
+    );
     // The health deadline is 60 s; an exit after 2 s must be seen in seconds.
-    assert!(took < Duration::from_secs(20), "took {took:?} to notice the exit");
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?} to notice the exit"
+    );
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
 }
 
@@ -320,7 +427,11 @@ fn rollback_to_a_chosen_release_and_with_nothing_to_go_back_to() {
     assert_eq!(code(&r.deploy(&v1)), 0);
     let out = r.run(&["rollback", "--region", &r.name]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("no earlier healthy release"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no earlier healthy release"),
+        "{}",
+        stderr(&out)
+    );
 
     assert_eq!(code(&r.deploy(&v2)), 0);
     let t0 = Instant::now();
@@ -328,7 +439,10 @@ fn rollback_to_a_chosen_release_and_with_nothing_to_go_back_to() {
     let took = t0.elapsed();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
-    assert_eq!(http_request(&r.frontend, "/version").unwrap().body.trim(), v1);
+    assert_eq!(
+        http_request(&r.frontend, "/version").unwrap().body.trim(),
+        v1
+    );
     eprintln!("rollback to r1 took {took:?}");
     let h = r.history_json();
     assert_eq!(h[0]["kind"], "rollback");
@@ -339,23 +453,37 @@ fn rollback_to_a_chosen_release_and_with_nothing_to_go_back_to() {
 #[test]
 fn a_second_deploy_is_refused_while_locked_and_a_stale_lock_is_taken_over() {
     let Some(env) = TestEnv::get() else { return };
-    let r = Region::new(&env, None, "lock_ttl: 2s\n");
+    let r = Region::new(&env, None, "lock_ttl: 6s\n");
     let v1 = format!("v1-{}", r.name);
     let _i1 = sample(&env, &r.host, &v1, &[]);
-    let mut c = r.cmd(&["lock", "--region", &r.name, "--reason", "maintenance window"]);
+    let mut c = r.cmd(&[
+        "lock",
+        "--region",
+        &r.name,
+        "--reason",
+        "maintenance window",
+    ]);
     c.env("PACKFY_ACTOR", "alice");
     let out = c.output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = r.deploy(&v1);
     assert_eq!(code(&out), 5, "{}", stderr(&out));
     assert!(stderr(&out).contains("locked by alice"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("maintenance window"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("maintenance window"),
+        "{}",
+        stderr(&out)
+    );
     assert!(r.running_versions().is_empty());
 
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(6500));
     let out = r.deploy(&v1);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains("taking over a stale lock"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("taking over a stale lock"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -377,11 +505,24 @@ fn a_killed_deploy_is_recognised_and_rolled_back() {
     // Kill it once the second new container exists: one v2 serves, one v1 is stopped.
     let t0 = Instant::now();
     loop {
-        let names = docker(&r.host, ["ps", "-a", "--filter", &format!("label=packfy.region={}", r.name), "--format", "{{.Names}}"]);
+        let names = docker(
+            &r.host,
+            [
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=packfy.region={}", r.name),
+                "--format",
+                "{{.Names}}",
+            ],
+        );
         if String::from_utf8_lossy(&names.stdout).contains("-r2-5") {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the deploy never reached its second batch");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the deploy never reached its second batch"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     child.kill().unwrap();
@@ -395,10 +536,18 @@ fn a_killed_deploy_is_recognised_and_rolled_back() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
     for _ in 0..20 {
-        assert_eq!(http_request(&r.frontend, "/version").unwrap().body.trim(), v1);
+        assert_eq!(
+            http_request(&r.frontend, "/version").unwrap().body.trim(),
+            v1
+        );
     }
     let h = r.history_json();
-    let r2 = h.as_array().unwrap().iter().find(|x| x["id"] == "r2").unwrap();
+    let r2 = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "r2")
+        .unwrap();
     assert_eq!(r2["outcome"], "rolled_back");
     let out = r.run(&["status", "--region", &r.name]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("interrupted"));
@@ -410,12 +559,20 @@ fn unreachable_daemon_and_missing_image_are_clear_errors() {
     let r = Region::on(&env, "unix:///nonexistent/docker.sock", None, "");
     let out = r.deploy("v1");
     assert_eq!(code(&out), 6, "{}", stderr(&out));
-    assert!(stderr(&out).contains("unix:///nonexistent/docker.sock"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unix:///nonexistent/docker.sock"),
+        "{}",
+        stderr(&out)
+    );
 
     let r = Region::new(&env, None, "");
     let out = r.deploy("no-such-version");
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("packfy-sample:no-such-version"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("packfy-sample:no-such-version"),
+        "{}",
+        stderr(&out)
+    );
     assert!(r.running_versions().is_empty());
 }
 
@@ -430,7 +587,11 @@ fn an_unreachable_registry_fails_the_push_before_anything_changes() {
     let ctx = r.dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
-    std::fs::copy(support::repo_root().join("tests/sample-app/Dockerfile"), ctx.join("Dockerfile")).unwrap();
+    std::fs::copy(
+        support::repo_root().join("tests/sample-app/Dockerfile"),
+        ctx.join("Dockerfile"),
+    )
+    .unwrap();
     let file = r.regions_dir().join(format!("{}.yaml", r.name));
     let yaml = std::fs::read_to_string(&file).unwrap().replace(
         "    image: packfy-sample\n",
@@ -446,18 +607,25 @@ fn an_unreachable_registry_fails_the_push_before_anything_changes() {
 
 #[test]
 fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
-    let Some(env) = TestEnv::with_docker_hosts(2) else { return };
+    let Some(env) = TestEnv::with_docker_hosts(2) else {
+        return;
+    };
     let (first, second) = (env.docker_hosts[0].clone(), env.docker_hosts[1].clone());
     let r = Region::on(&env, &first, None, "");
     let ctx = r.dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
-    std::fs::copy(support::repo_root().join("tests/sample-app/Dockerfile"), ctx.join("Dockerfile")).unwrap();
+    std::fs::copy(
+        support::repo_root().join("tests/sample-app/Dockerfile"),
+        ctx.join("Dockerfile"),
+    )
+    .unwrap();
     let file = r.regions_dir().join(format!("{}.yaml", r.name));
     let repo = format!("{}/{}", env.registry, r.name);
-    let yaml = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("    image: packfy-sample\n", &format!("    image: {repo}\n    build: {{context: ctx}}\n"));
+    let yaml = std::fs::read_to_string(&file).unwrap().replace(
+        "    image: packfy-sample\n",
+        &format!("    image: {repo}\n    build: {{context: ctx}}\n"),
+    );
     std::fs::write(&file, &yaml).unwrap();
     // Build on the first daemon and push…
     let out = r.run(&["build", "--region", &r.name, "--version", "v1", "--push"]);
@@ -466,7 +634,14 @@ fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
     std::fs::write(&file, yaml.replace(&first, &second)).unwrap();
     let mut r = r;
     r.host = second.clone();
-    let out = r.run(&["deploy", "--region", &r.name, "--version", "v1", "--no-build"]);
+    let out = r.run(&[
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        "v1",
+        "--no-build",
+    ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("Pulling"), "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec!["v1".to_string(); 3]);
@@ -480,14 +655,37 @@ fn secrets_reach_the_container_but_no_output_or_record() {
     let r = Region::new(&env, None, "");
     let v1 = format!("v1-{}", r.name);
     let _i1 = sample(&env, &r.host, &v1, &[]);
-    let out = r.run(&["-o", "json", "deploy", "--region", &r.name, "--version", &v1]);
+    let out = r.run(&[
+        "-o",
+        "json",
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        &v1,
+    ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["outcome"], "succeeded");
     // In the container…
-    let ps = docker(&r.host, ["ps", "-q", "--filter", &format!("label=packfy.region={}", r.name)]);
-    let id = String::from_utf8_lossy(&ps.stdout).lines().next().unwrap().to_string();
-    let inspect = docker(&r.host, ["inspect", "--format", "{{json .Config.Env}}", &id]);
+    let ps = docker(
+        &r.host,
+        [
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=packfy.region={}", r.name),
+        ],
+    );
+    let id = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let inspect = docker(
+        &r.host,
+        ["inspect", "--format", "{{json .Config.Env}}", &id],
+    );
     assert!(String::from_utf8_lossy(&inspect.stdout).contains(&format!("API_TOKEN={SECRET_VALUE}")));
     // …but in no output (Region::run checks every command) and no record on the target.
     for args in [
@@ -499,12 +697,27 @@ fn secrets_reach_the_container_but_no_output_or_record() {
     ] {
         r.run(&args);
     }
-    let vols = docker(&r.host, ["volume", "ls", "-q", "--filter", &format!("label=packfy.region={}", r.name)]);
+    let vols = docker(
+        &r.host,
+        [
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=packfy.region={}", r.name),
+        ],
+    );
     for v in String::from_utf8_lossy(&vols.stdout).lines() {
         let labels = docker(&r.host, ["volume", "inspect", v]);
         let text = String::from_utf8_lossy(&labels.stdout);
-        assert!(!text.contains(SECRET_VALUE), "secret in the release record {v}");
-        assert!(text.contains("<secret:env:PACKFY_TEST_API_TOKEN>") || text.contains("packfy.lock"), "{text}");
+        assert!(
+            !text.contains(SECRET_VALUE),
+            "secret in the release record {v}"
+        );
+        assert!(
+            text.contains("secret:env:PACKFY_TEST_API_TOKEN") || text.contains("packfy.lock"),
+            "{text}"
+        );
     }
 }
 
@@ -515,17 +728,37 @@ fn staging_and_production_on_one_daemon_never_touch_each_other() {
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
     let _i1 = sample(&env, &r.host, &v1, &[]);
     let _i2 = sample(&env, &r.host, &v2, &[]);
-    let out = r.run(&["--env", "staging", "deploy", "--region", &r.name, "--version", &v1]);
+    let out = r.run(&[
+        "--env",
+        "staging",
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        &v1,
+    ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let staging_ids = ids(&r.host, &r.name, "staging");
     assert_eq!(staging_ids.len(), 3);
     for v in [&v1, &v2, &v1, &v2] {
-        let out = r.run(&["--env", "production", "deploy", "--region", &r.name, "--version", v]);
+        let out = r.run(&[
+            "--env",
+            "production",
+            "deploy",
+            "--region",
+            &r.name,
+            "--version",
+            v,
+        ]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
     // Production pruned its own old releases (keep 1 → at most 2 releases' containers)…
     let prod_all = ids_all(&r.host, &r.name, "production");
-    assert!(prod_all.len() <= 6, "production kept {} containers", prod_all.len());
+    assert!(
+        prod_all.len() <= 6,
+        "production kept {} containers",
+        prod_all.len()
+    );
     // …and staging's containers are the same ones, still running.
     assert_eq!(ids(&r.host, &r.name, "staging"), staging_ids);
 }
@@ -547,8 +780,10 @@ fn list(host: &str, region: &str, env: &str, all: bool) -> Vec<String> {
     let f2 = format!("label=packfy.environment={env}");
     args.extend(["--filter", &f1, "--filter", &f2]);
     let out = docker(host, &args);
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     v.sort();
     v
 }
-

@@ -129,7 +129,7 @@ impl Session {
         loop {
             match self
                 .engine
-                .try_lock(&self.scope, &holder, reason, self.cfg.lock_ttl.0)
+                .try_lock(&self.scope, &holder, reason, self.cfg.lock_ttl.0, true)
                 .await?
             {
                 Acquire::Acquired(lock) => return Ok(lock),
@@ -257,9 +257,7 @@ pub async fn resolve_images_for_build(
             let ui = ctx.ui.clone();
             let id = s
                 .engine
-                .build(&s.root, build, &image, &mut |line| {
-                    ui.verbose(line)
-                })
+                .build(&s.root, build, &image, &mut |line| ui.verbose(line))
                 .await
                 .map_err(|e| {
                     Error::usage_hint(

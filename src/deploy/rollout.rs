@@ -80,6 +80,7 @@ impl Rollout<'_> {
         let mut next_index = first_index;
         let mut created: Vec<ContainerRecord> = Vec::new();
         for step in steps {
+            self.still_alive().await?;
             match *step {
                 Step::Start(n) => {
                     let mut batch = Vec::new();
@@ -145,6 +146,33 @@ impl Rollout<'_> {
             }
         }
         Ok(created)
+    }
+
+    /// Fails fast when a container started earlier in this rollout has exited since.
+    async fn still_alive(&self) -> anyhow::Result<()> {
+        let started: Vec<Member> = self
+            .ledger
+            .lock()
+            .expect("ledger")
+            .started
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in started {
+            if let Some(st) = self.engine.inspect(&m.id).await? {
+                if !st.running {
+                    let logs = self.engine.logs_tail(&m.id, LOG_TAIL).await;
+                    bail!(
+                        "{} exited with code {} after it was healthy\n--- last lines of {} ---\n{}",
+                        m.name,
+                        st.exit_code,
+                        m.name,
+                        logs.trim_end()
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn create(&self, d: &Desired, index: u32) -> anyhow::Result<Member> {

@@ -93,12 +93,15 @@ impl Engine {
     }
 
     /// Tries to take the lock once.
+    /// `tied_to_process`: the lock is stale as soon as this process is gone (a deploy's lock),
+    /// rather than only at its expiry (a lock held by hand).
     pub async fn try_lock(
         &self,
         scope: &Scope,
         holder: &str,
         reason: &str,
         ttl: std::time::Duration,
+        tied_to_process: bool,
     ) -> anyhow::Result<Acquire> {
         let now = Utc::now();
         let token = format!(
@@ -114,7 +117,9 @@ impl Engine {
             now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
         labels.insert(naming::EXPIRES.into(), expires.to_rfc3339());
         labels.insert(naming::TOKEN.into(), token.clone());
-        labels.insert(naming::RUNNER.into(), crate::release::runner());
+        if tied_to_process {
+            labels.insert(naming::RUNNER.into(), crate::release::runner());
+        }
         let vol = self
             .docker
             .create_volume(VolumeCreateRequest {

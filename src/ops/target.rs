@@ -240,12 +240,14 @@ pub fn history(ctx: &Ctx, region: &str, limit: usize) -> Result<ExitCode> {
     })
 }
 
-pub fn lock(ctx: &Ctx, region: &str, reason: &str) -> Result<ExitCode> {
+pub fn lock(ctx: &Ctx, region: &str, reason: &str, ttl: Option<Duration>) -> Result<ExitCode> {
     block_on(async {
         let s = Session::open(ctx, region).await?;
+        // A lock held by hand outlives this process: only its expiry makes it stale.
+        let ttl = ttl.unwrap_or(s.cfg.lock_ttl.0);
         match s
             .engine
-            .try_lock(&s.scope, &release::actor(), reason, s.cfg.lock_ttl.0)
+            .try_lock(&s.scope, &release::actor(), reason, ttl, false)
             .await?
         {
             Acquire::Acquired(l) => {
