@@ -48,12 +48,19 @@ iptables_usable() {
 
 dockerd_answers() { docker -H "unix://$1" version >/dev/null 2>&1; }
 
-# Creates (and remembers that we created) the bridge of daemon N, gives it its address, up.
+# Creates (and remembers that we created) the bridge of daemon N, gives it a fixed MAC and
+# its address, up. The fixed MAC matters: a bridge without one takes the lowest MAC of its
+# ports, so it changes whenever a container comes or goes, and the containers' cached
+# gateway entry goes stale: their packets to the host (through docker-proxy) are lost for
+# seconds. (docker0, which dockerd creates itself, gets a fixed random MAC.)
 bridge_up() {
+  local mac
+  mac="$(printf '02:70:66:00:%02x:01' "${d_bridge#br-pf}")"
   if ! ip link show "$d_bridge" >/dev/null 2>&1; then
-    ip link add name "$d_bridge" type bridge || return 1
+    ip link add name "$d_bridge" address "$mac" type bridge || return 1
     touch "$RUN_DIR/bridge-$d_bridge.ours"
   fi
+  [[ "$(cat "/sys/class/net/$d_bridge/address")" == "$mac" ]] || ip link set dev "$d_bridge" address "$mac" || return 1
   ip -4 addr show dev "$d_bridge" | grep "inet ${d_addr%/*}/" >/dev/null || ip addr add "$d_addr" dev "$d_bridge" || return 1
   ip link set "$d_bridge" up
 }
