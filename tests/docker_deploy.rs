@@ -201,6 +201,58 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// A keep-alive HTTP/1.1 client that sends each request in one write with TCP_NODELAY (small
+/// writes would wait on delayed ACKs and cap the loop at ~25 requests/s per connection).
+struct KeepAlive {
+    stream: std::net::TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    fn open(addr: &str) -> std::io::Result<KeepAlive> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(KeepAlive {
+            stream,
+            request: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn get(&mut self, path: &str) -> std::io::Result<support::HttpResponse> {
+        use std::io::{Read, Write};
+        self.request.clear();
+        write!(self.request, "GET {path} HTTP/1.1\r\nHost: packfy\r\n\r\n")?;
+        self.stream.write_all(&self.request)?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let rest = self.buf.split_off(end + 4 + len);
+                    let whole = std::mem::replace(&mut self.buf, rest);
+                    return support::parse_response(&whole);
+                }
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-response",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
 /// A load loop through HAProxy: `threads` clients, bounded by `max` requests and `limit` time.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -227,7 +279,7 @@ impl Load {
                 let frontend = frontend.to_string();
                 std::thread::spawn(move || {
                     let mut n = 0;
-                    let mut conn: Option<support::HttpConnection> = None;
+                    let mut conn: Option<KeepAlive> = None;
                     while !stop.load(Ordering::Relaxed)
                         && started.elapsed() < limit
                         && n < max_per_thread
@@ -236,7 +288,7 @@ impl Load {
                         // Keep-alive to HAProxy, as browsers do; a new connection after an error.
                         let result = match conn.as_mut() {
                             Some(c) => c.get("/version"),
-                            None => support::HttpConnection::open(&frontend).and_then(|mut c| {
+                            None => KeepAlive::open(&frontend).and_then(|mut c| {
                                 let r = c.get("/version");
                                 conn = Some(c);
                                 r

@@ -285,8 +285,12 @@ impl Rollout<'_> {
     /// Drains an old container out of rotation, then stops it (it is kept for rollback).
     async fn retire(&self, d: &Desired, m: &Member) -> anyhow::Result<()> {
         self.ledger.lock().expect("ledger").stopped.push(m.clone());
-        if let (Some(lb), Some((backend, server))) = (self.lb, &m.server) {
-            self.ui.status("Draining", format!("{server}"));
+        let in_lb = match (self.lb, &m.server) {
+            (Some(lb), Some((backend, server))) => lb.server(backend, server).await?.is_some(),
+            _ => false,
+        };
+        if let (true, Some(lb), Some((backend, server))) = (in_lb, self.lb, &m.server) {
+            self.ui.status("Draining", server.to_string());
             lb.set_state(backend, server, ServerState::Drain).await?;
             if !lb
                 .wait_drained(backend, server, d.service.rollout.drain_timeout.0)
@@ -495,7 +499,9 @@ impl Rollout<'_> {
         d: Option<&Desired>,
     ) -> anyhow::Result<()> {
         if let (Some(lb), Some((backend, server))) = (self.lb, &m.server) {
-            if in_rotation || lb.servers(backend).await?.iter().any(|s| &s.name == server) {
+            // Whatever the ledger says, HAProxy is the truth (it may have restarted meanwhile).
+            let _ = in_rotation;
+            if lb.server(backend, server).await?.is_some() {
                 lb.set_state(backend, server, ServerState::Drain).await?;
                 let drain = d.map_or(Duration::from_secs(10), |d| {
                     d.service.rollout.drain_timeout.0
