@@ -30,7 +30,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::ops::Ctx;
 use crate::plan::{plan_service, rolling_steps, Action, ServicePlan};
 use crate::release::{self, Kind, Outcome, Release, ServiceRecord};
-use crate::traffic::haproxy::Haproxy;
+use crate::traffic::haproxy::{CheckTiming, Haproxy};
 use desired::Desired;
 use rollout::{Ledger, Member, Rollout};
 
@@ -89,7 +89,13 @@ impl Session {
         let engine = Engine::connect(&target).await?;
         let lb = match &cfg.traffic {
             Traffic::Haproxy(h) => {
-                let lb = Haproxy::new(&expand_env(&h.runtime_api));
+                // Our own health check has passed before a server is added, so HAProxy needs one
+                // pass of its own (not two) before the server takes traffic.
+                let lb = Haproxy::new(&expand_env(&h.runtime_api)).with_check_timing(CheckTiming {
+                    inter: Duration::from_millis(250),
+                    rise: 1,
+                    fall: 3,
+                });
                 lb.ping().await.map_err(|e| {
                     Error::failed(ExitCode::Unreachable, anyhow!("cannot reach HAProxy's Runtime API at {}: {e}", lb.address()))
                         .with_hint("is HAProxy running with `stats socket … level admin`? (traffic.haproxy.runtime_api)")
@@ -1130,12 +1136,9 @@ async fn restore_release(
                 .map(|c| s.member(c))
                 .collect();
             let wanted = d.replicas.saturating_sub(keep.len() as u32);
-            let steps = rolling_steps(
-                wanted,
-                d.service.rollout.max_surge.max(1),
-                d.service.rollout.max_unavailable,
-                old.len() as u32,
-            );
+            // A rollback goes back in one batch: the retained containers start together and the
+            // replaced ones leave together, still never below the wanted count in rotation.
+            let steps = rolling_steps(wanted, wanted.max(1), 0, old.len() as u32);
             let first_index = live
                 .iter()
                 .filter(|c| c.service == d.name)
