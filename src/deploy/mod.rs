@@ -13,6 +13,7 @@
 //! 10. record the outcome, prune releases beyond `keep_releases` (this scope only), unlock.
 
 pub mod desired;
+pub mod fleet;
 pub mod rollout;
 
 use std::collections::HashMap;
@@ -301,6 +302,12 @@ async fn resolve_images(
             Some((_, _, id)) => id.clone(),
             None => match s.engine.image_id(&image).await? {
                 Some(id) => id,
+                None if !has_registry(&image) => {
+                    return Err(Error::usage_hint(
+                        format!("image {image} is not on the engine at {}", s.engine.endpoint),
+                        "build it (packfy-deploy build), or name it REGISTRY/NAME and push it there so the engine can pull it; nothing was changed",
+                    ));
+                }
                 None => {
                     ctx.ui.status("Pulling", image.clone());
                     s.engine.pull(&image).await.map_err(|e| {
@@ -324,6 +331,14 @@ async fn resolve_images(
         out.push(d);
     }
     Ok(out)
+}
+
+/// Whether an image name starts with a registry host (`127.0.0.1:5000/x`, `ghcr.io/x`).
+/// Others would be pulled from Docker Hub, which deploys here never rely on.
+fn has_registry(image: &str) -> bool {
+    image
+        .split_once('/')
+        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
 }
 
 /// What `deploy` would do, without building, pulling or changing anything.
@@ -849,8 +864,12 @@ fn finish(
             error: None,
             url,
         };
-        ctx.ui
-            .out_json(&serde_json::to_value(summary).map_err(anyhow::Error::from)?);
+        let mut v = serde_json::to_value(summary).map_err(anyhow::Error::from)?;
+        v["event"] = "summary".into();
+        v["time"] = Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into();
+        ctx.ui.out_line(&v);
     }
     Ok(code)
 }
