@@ -16,7 +16,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SAMPLE_MANIFEST := tests/sample-app/Cargo.toml
 
-.PHONY: env-up env-down env-status env-clean test lint sample
+.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-deploy k8s-up k8s-down k8s-smoke
 
 env-up:
 	@tests/env/up.sh
@@ -41,3 +41,24 @@ lint:
 
 sample:
 	@tests/env/sample-bin.sh
+
+# The README's first command: the sample app on the `local` region, behind HAProxy.
+demo:
+	@scripts/demo.sh
+
+# Benchmarks write bench/RESULTS.md, each section with the command that produced it.
+bench: bench-config bench-deploy
+
+bench-deploy:
+	@tests/env/up.sh >/dev/null
+	@$(CARGO) build --release --quiet
+	@bench/deploy.sh
+
+k8s-up:
+	@tests/k8s/up.sh
+
+k8s-down:
+	@tests/k8s/down.sh
+
+k8s-smoke:
+	@tests/k8s/smoke.sh
