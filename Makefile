@@ -16,7 +16,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SAMPLE_MANIFEST := tests/sample-app/Cargo.toml
 
-.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-deploy k8s-up k8s-down k8s-smoke
+.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-deploy bench-fleet k8s-up k8s-down k8s-smoke
 
 env-up:
 	@tests/env/up.sh
@@ -47,7 +47,7 @@ demo:
 	@scripts/demo.sh
 
 # Benchmarks write bench/RESULTS.md, each section with the command that produced it.
-bench: bench-config bench-deploy
+bench: bench-config bench-deploy bench-fleet
 
 bench-deploy:
 	@tests/env/up.sh >/dev/null
@@ -62,3 +62,8 @@ k8s-down:
 
 k8s-smoke:
 	@tests/k8s/smoke.sh
+
+bench-fleet:
+	@tests/env/up.sh >/dev/null
+	@$(CARGO) build --release --quiet
+	@bench/fleet.sh
