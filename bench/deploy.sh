@@ -10,6 +10,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck disable=SC1091
+source bench/lib.sh
+# shellcheck disable=SC1091
 source target/test-env/env.sh
 command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 
@@ -152,17 +154,7 @@ Sample app FROM scratch; health: GET /health every 500 ms, 2 passes to be health
 First compose errors: $(field "$cf" errors)
 MD
 )
-python3 - "$section" <<'PY'
-import re, sys, pathlib
-p = pathlib.Path("bench/RESULTS.md")
-text = p.read_text() if p.exists() else "# Benchmark results\n\nEach section is rewritten by the command it names.\n"
-sec = sys.argv[1].strip() + "\n"
-if re.search(r"^## docker\n", text, re.M):
-    text = re.sub(r"^## docker\n.*?(?=^## |\Z)", sec + "\n", text, flags=re.M | re.S)
-else:
-    text = text.rstrip() + "\n\n" + sec
-p.write_text(text)
-PY
+write_section docker "$section"
 echo "$section"
 docker ps -aq --filter label=packfy.region=bench | xargs -r docker rm -f >/dev/null
 docker volume ls -q --filter label=packfy.region=bench | xargs -r docker volume rm -f >/dev/null

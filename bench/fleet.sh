@@ -6,6 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck disable=SC1091
+source bench/lib.sh
+# shellcheck disable=SC1091
 source target/test-env/env.sh
 bin="$root/target/release/packfy-deploy"
 [[ -x "$bin" ]] || cargo build --release --quiet
@@ -78,15 +80,5 @@ Command: \`make bench-fleet\` (bench/fleet.sh) on $(date -u +%Y-%m-%d), $(nproc)
 | **sequential / parallel** | **$(printf '%.2f' "$(echo "$sequential / $parallel" | bc -l)")** |
 MD
 )
-python3 - "$section" <<'PY'
-import re, sys, pathlib
-p = pathlib.Path("bench/RESULTS.md")
-text = p.read_text() if p.exists() else "# Benchmark results\n"
-sec = sys.argv[1].strip() + "\n"
-if re.search(r"^## fleet\n", text, re.M):
-    text = re.sub(r"^## fleet\n.*?(?=^## |\Z)", sec + "\n", text, flags=re.M | re.S)
-else:
-    text = text.rstrip() + "\n\n" + sec
-p.write_text(text)
-PY
+write_section fleet "$section"
 echo "$section"

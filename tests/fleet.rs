@@ -7,7 +7,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{docker, unique_name, TestEnv};
+use support::{unique_name, TestEnv};
 
 const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
 
@@ -74,58 +74,14 @@ services:
 
     fn versions(&self, region: &str) -> Vec<String> {
         let host = &self.regions.iter().find(|(n, _)| n == region).unwrap().1;
-        let out = docker(
-            host,
-            [
-                "ps",
-                "--filter",
-                &format!("label=packfy.region={region}"),
-                "--format",
-                "{{.Label \"packfy.version\"}}",
-            ],
-        );
-        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
+        support::running_versions(host, region)
     }
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
         for (name, host) in &self.regions {
-            let f = format!("label=packfy.region={name}");
-            for args in [
-                vec!["ps", "-aq", "--filter", &f],
-                vec!["volume", "ls", "-q", "--filter", &f],
-            ] {
-                let Ok(out) = Command::new("docker")
-                    .env("DOCKER_HOST", host)
-                    .args(&args)
-                    .output()
-                else {
-                    continue;
-                };
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
-                if ids.is_empty() {
-                    continue;
-                }
-                let rm: Vec<&str> = if args[0] == "ps" {
-                    vec!["rm", "-f"]
-                } else {
-                    vec!["volume", "rm", "-f"]
-                };
-                let _ = Command::new("docker")
-                    .env("DOCKER_HOST", host)
-                    .args(rm)
-                    .args(&ids)
-                    .output();
-            }
+            support::remove_labelled(host, &format!("packfy.region={name}"));
         }
     }
 }

@@ -468,6 +468,9 @@ impl HttpConnection {
     pub fn open(addr: &str) -> io::Result<HttpConnection> {
         let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // One write per request and no Nagle delay: small writes otherwise wait on delayed
+        // ACKs and cap a keep-alive load loop near 25 requests/s per connection.
+        stream.set_nodelay(true)?;
         Ok(HttpConnection {
             addr: addr.to_string(),
             stream,
@@ -477,11 +480,11 @@ impl HttpConnection {
 
     /// Sends `GET path` (keep-alive) without reading the answer: see [`HttpConnection::read`].
     pub fn send(&mut self, path: &str) -> io::Result<()> {
-        write!(
-            self.stream,
+        let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: packfy-tests\r\n\r\n",
             self.addr
-        )
+        );
+        self.stream.write_all(request.as_bytes())
     }
 
     /// Reads the answer to the oldest request sent.
@@ -787,4 +790,59 @@ pub fn psql(url: &str, sql: &str) -> String {
         "-c",
         sql,
     ])))
+}
+
+/// Removes every container and volume carrying `label` (`key=value`) on `host`, whatever
+/// state they are in: the cleanup of tests that deploy a region of their own.
+pub fn remove_labelled(host: &str, label: &str) {
+    let filter = format!("label={label}");
+    for (list, rm) in [
+        (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
+        (
+            vec!["volume", "ls", "-q", "--filter", &filter],
+            vec!["volume", "rm", "-f"],
+        ),
+    ] {
+        let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", host)
+            .args(&list)
+            .output()
+        else {
+            continue;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .env("DOCKER_HOST", host)
+                .args(&rm)
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// The `packfy.version` labels of the running app containers of `region` on `host`, sorted:
+/// what a deploy test asserts about what really runs.
+pub fn running_versions(host: &str, region: &str) -> Vec<String> {
+    let out = docker(
+        host,
+        [
+            "ps",
+            "--filter",
+            &format!("label=packfy.region={region}"),
+            "--filter",
+            "label=packfy.kind=app",
+            "--format",
+            "{{.Label \"packfy.version\"}}",
+        ],
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
 }
