@@ -610,8 +610,16 @@ fn secrets_reach_the_container_but_no_output_or_record() {
         &v1,
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // NDJSON: one event per line, the region's summary last.
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
     assert_eq!(summary["outcome"], "succeeded");
+    assert!(events.iter().any(|e| e["step"] == "healthy"), "{stdout}");
     // In the container…
     let ps = docker(
         &r.host,

@@ -164,8 +164,8 @@ mod tests {
         assert_eq!(
             text,
             [
-                "waves: no region named 'mexcio' at d.yaml:1:17 — did you mean 'mexico'?",
-                "waves: region 'cuba' is in more than one wave at d.yaml:1:25 — each region deploys once per run",
+                "waves: no region named 'mexcio' at d.yaml:1:18 — did you mean 'mexico'?",
+                "waves: region 'cuba' is in more than one wave at d.yaml:1:26 — each region deploys once per run",
             ]
         );
         let root = parse(
