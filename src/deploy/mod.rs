@@ -28,6 +28,8 @@ use crate::docker::naming::{self, Scope};
 use crate::docker::state::{Acquire, Lock};
 use crate::docker::{expand_env, Engine};
 use crate::error::{Error, ExitCode, Result};
+use crate::hooks::{self, HookEnv, HookKind};
+use crate::notify::{self, Notice, NotifyKind};
 use crate::ops::Ctx;
 use crate::plan::{plan_service, rolling_steps, Action, ServicePlan};
 use crate::release::{self, Kind, Outcome, Release, ServiceRecord};
@@ -73,6 +75,8 @@ pub struct Session {
     pub scope: Scope,
     /// The repository root (the regions directory's parent): build contexts are relative to it.
     pub root: std::path::PathBuf,
+    /// For notifications sent from inside the flow.
+    pub ui: crate::ui::Ui,
 }
 
 impl Session {
@@ -109,6 +113,7 @@ impl Session {
         let root = ctx.sibling(".");
         Ok(Session {
             root,
+            ui: ctx.ui.clone(),
             region: region.to_string(),
             env,
             cfg,
@@ -213,6 +218,32 @@ impl Session {
             },
             addr: None,
         }
+    }
+
+    /// Sends a notification to the region's webhooks; never fails, warns when undelivered.
+    async fn notify(
+        &self,
+        kind: NotifyKind,
+        version: &str,
+        release: Option<String>,
+        previous: Option<String>,
+        detail: Option<String>,
+    ) {
+        if self.cfg.notifications.is_empty() {
+            return;
+        }
+        let notice = Notice {
+            kind,
+            region: self.region.clone(),
+            environment: self.env.clone(),
+            version: version.to_string(),
+            release,
+            previous,
+            actor: release::actor(),
+            detail,
+            time: Utc::now(),
+        };
+        notify::send(&self.cfg.notifications, &notice, &self.ui).await;
     }
 
     fn service_cfg(&self, name: &str) -> Service {
@@ -614,6 +645,36 @@ async fn locked_deploy(
         ctx.ui.status("Plan", p.describe());
     }
     let number = history.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+    let hook_env = HookEnv {
+        region: s.region.clone(),
+        environment: s.env.clone(),
+        version: version.to_string(),
+        release: format!("r{number}"),
+        previous: current.as_ref().map(|r| r.id.clone()),
+        outcome: None,
+    };
+    // The old deploy script ran the test suites before every deploy: a failing pre-hook
+    // stops here, before anything on the target changes.
+    if !s.cfg.hooks.pre_deploy.is_empty() {
+        ctx.ui.status("Hooks", "pre_deploy");
+        hooks::run(
+            HookKind::PreDeploy,
+            &s.cfg.hooks.pre_deploy,
+            &hook_env,
+            &s.root,
+            &ctx.ui,
+        )
+        .await
+        .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))?;
+    }
+    s.notify(
+        NotifyKind::Start,
+        version,
+        Some(hook_env.release.clone()),
+        hook_env.previous.clone(),
+        None,
+    )
+    .await;
     let mut rec = new_record(
         s,
         number,
@@ -680,6 +741,23 @@ async fn locked_deploy(
                 ),
             );
         }
+        // Smoke tests: a failing post-deploy hook rolls back like a failed health check (the
+        // old script's post-deploy check exited 1 and left the bad release serving).
+        if !s.cfg.hooks.post_deploy.is_empty() {
+            ctx.ui.status("Hooks", "post_deploy");
+            let env = HookEnv {
+                outcome: Some("succeeded".into()),
+                ..hook_env.clone()
+            };
+            hooks::run(
+                HookKind::PostDeploy,
+                &s.cfg.hooks.post_deploy,
+                &env,
+                &s.root,
+                &ctx.ui,
+            )
+            .await?;
+        }
         for name in &removed {
             for c in live.iter().filter(|c| c.running && &c.service == name) {
                 s.engine.stop(&c.id, Duration::from_secs(30)).await?;
@@ -688,7 +766,44 @@ async fn locked_deploy(
         anyhow::Ok(())
     };
     let outcome = interruptible(work).await;
-    finish_release(ctx, s, rec, &ro, &desired, outcome, started).await
+    let failed = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    let (release, previous) = (Some(rec.id.clone()), rec.previous.clone());
+    let result = finish_release(ctx, s, rec, &ro, &desired, outcome, started).await;
+    match (&failed, &result) {
+        (None, _) => {
+            s.notify(NotifyKind::Success, version, release, previous, None)
+                .await
+        }
+        (Some(why), r) => {
+            s.notify(
+                NotifyKind::Failure,
+                version,
+                release.clone(),
+                previous.clone(),
+                Some(why.clone()),
+            )
+            .await;
+            if r.as_ref()
+                .err()
+                .is_some_and(|e| e.code() == ExitCode::RolledBack)
+            {
+                let detail = format!(
+                    "{} failed and {} serves again",
+                    release.as_deref().unwrap_or("?"),
+                    previous.as_deref().unwrap_or("the state before it")
+                );
+                s.notify(
+                    NotifyKind::Rollback,
+                    version,
+                    release,
+                    previous,
+                    Some(detail),
+                )
+                .await;
+            }
+        }
+    }
+    result
 }
 
 /// Runs the rollout until it ends or SIGINT/SIGTERM arrives (which counts as a failure, so the
@@ -1317,7 +1432,61 @@ pub async fn rollback(
                 s.region, s.env, current.id, current.version, target.id, target.version
             ),
         );
+        let hook_env = HookEnv {
+            region: s.region.clone(),
+            environment: s.env.clone(),
+            version: target.version.clone(),
+            release: target.id.clone(),
+            previous: Some(current.id.clone()),
+            outcome: None,
+        };
+        if !s.cfg.hooks.pre_rollback.is_empty() {
+            ctx.ui.status("Hooks", "pre_rollback");
+            hooks::run(
+                HookKind::PreRollback,
+                &s.cfg.hooks.pre_rollback,
+                &hook_env,
+                &s.root,
+                &ctx.ui,
+            )
+            .await
+            .map_err(|e| {
+                Error::usage_hint(format!("{e:#}"), "nothing on the target was changed")
+            })?;
+        }
         let code = restore_release(ctx, &s, Some(target), current, &history).await?;
+        let detail = format!(
+            "{} ({}) serves again instead of {} ({})",
+            target.id, target.version, current.id, current.version
+        );
+        s.notify(
+            NotifyKind::Rollback,
+            &target.version,
+            Some(target.id.clone()),
+            Some(current.id.clone()),
+            Some(detail),
+        )
+        .await;
+        if !s.cfg.hooks.post_rollback.is_empty() {
+            ctx.ui.status("Hooks", "post_rollback");
+            let env = HookEnv {
+                outcome: Some("succeeded".into()),
+                ..hook_env
+            };
+            // The previous release already serves; a failing check after it is reported, and
+            // rolling back again would not help.
+            if let Err(e) = hooks::run(
+                HookKind::PostRollback,
+                &s.cfg.hooks.post_rollback,
+                &env,
+                &s.root,
+                &ctx.ui,
+            )
+            .await
+            {
+                ctx.ui.warn(format!("{e:#}"));
+            }
+        }
         finish(
             ctx,
             &s,
