@@ -16,7 +16,7 @@ pub mod node;
 pub mod validate;
 pub mod yaml;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,7 +43,12 @@ pub struct Regions {
     pub regions: Vec<(String, Source)>,
     /// Problems found while reading (syntax, structure); files with problems are left out.
     pub problems: Vec<Diagnostic>,
+    /// File names (`_defaults.yaml`, `cuba.yaml`) left out because of those problems.
+    pub unreadable: Vec<String>,
 }
+
+/// A configuration typed despite problems, and the key paths of its stand-in values.
+type Recovered = (RegionConfig, Vec<String>);
 
 /// One region in one environment, layered and typed.
 #[derive(Debug, Clone)]
@@ -74,6 +79,7 @@ impl Regions {
             defaults: None,
             regions: Vec::new(),
             problems: Vec::new(),
+            unreadable: Vec::new(),
         };
         for path in files {
             let stem = path
@@ -92,6 +98,10 @@ impl Regions {
                 }
                 continue;
             }
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             match read_source(&path, &shown) {
                 Ok(src) => {
                     let mut problems = check_structure(&src, is_defaults);
@@ -101,10 +111,15 @@ impl Regions {
                         } else {
                             out.regions.push((stem, src));
                         }
+                    } else {
+                        out.unreadable.push(file_name);
                     }
                     out.problems.append(&mut problems);
                 }
-                Err(d) => out.problems.push(d),
+                Err(d) => {
+                    out.unreadable.push(file_name);
+                    out.problems.push(d);
+                }
             }
         }
         Ok(out)
@@ -139,6 +154,16 @@ impl Regions {
 
     /// The layered tree and typed configuration of `region` in `env`.
     pub fn effective(&self, region: &str, env: Environment) -> Option<Effective> {
+        self.effective_partial(region, env).map(|(eff, _)| eff)
+    }
+
+    /// [`Regions::effective`], plus the configuration recovered despite type errors and the
+    /// paths of its stand-in values (for rules across regions, see `validate`).
+    fn effective_partial(
+        &self,
+        region: &str,
+        env: Environment,
+    ) -> Option<(Effective, Option<Recovered>)> {
         let src = self.source(region)?;
         let empty = merge::empty_like(&src.root);
         let defaults = self.defaults.as_ref().map(|d| &d.root);
@@ -155,54 +180,84 @@ impl Regions {
             }
         }
         tree.loc = src.root.loc.clone();
-        let config = de::from_node::<RegionConfig>(&tree, "");
-        let config = config.and_then(|c| {
-            let problems = validate::region(region, &c, &tree);
-            if problems.is_empty() {
-                Ok(c)
-            } else {
-                Err(problems)
-            }
+        let typed = de::from_node_partial::<RegionConfig>(&tree, "");
+        let mut problems = typed.problems;
+        let partial = typed.value.map(|c| {
+            problems.extend(validate::region_partial(region, &c, &tree, &typed.poisoned));
+            (c, typed.poisoned)
         });
-        Some(Effective {
+        let config = match &partial {
+            Some((c, _)) if problems.is_empty() => Ok(c.clone()),
+            _ => Err(problems),
+        };
+        let eff = Effective {
             region: region.to_string(),
             env,
             tree,
             config,
-        })
+        };
+        Some((eff, partial))
     }
 
-    /// Every problem of the given regions in the given environments, each once. A problem seen
-    /// in only some environments names them.
+    /// Every problem of the given regions in the given environments, each once, in file order.
+    /// A problem seen in only some environments names them.
     pub fn validate(&self, regions: &[String], envs: &[Environment]) -> Vec<Diagnostic> {
+        let mut out: Vec<Diagnostic> = self.problems.clone();
+        // Every region inherits the defaults: without them, each region would be reported for
+        // every value the defaults set. Their own problems are enough.
+        if self.unreadable.iter().any(|f| f == DEFAULTS_FILE) {
+            return out;
+        }
         let mut seen: Vec<(Diagnostic, BTreeSet<Environment>)> = Vec::new();
-        let mut add = |d: Diagnostic, env: Environment| match seen.iter_mut().find(|(s, _)| *s == d)
-        {
-            Some((_, envs)) => {
-                envs.insert(env);
+        let mut index: HashMap<Diagnostic, usize> = HashMap::new();
+        let mut add = |d: Diagnostic, env: Environment| match index.get(&d) {
+            Some(&i) => {
+                seen[i].1.insert(env);
             }
-            None => seen.push((d, BTreeSet::from([env]))),
+            None => {
+                index.insert(d.clone(), seen.len());
+                seen.push((d, BTreeSet::from([env])));
+            }
         };
+        // Each file on its own, so a mistake is found even where every environment overrides
+        // it (the effective configurations below never see it then). The same problem found
+        // again in an effective configuration is the same diagnostic, reported once.
+        let files = self
+            .defaults
+            .iter()
+            .chain(regions.iter().filter_map(|n| self.source(n)));
+        for src in files {
+            for d in check_types(src) {
+                envs.iter().for_each(|e| add(d.clone(), *e));
+            }
+        }
+        // Rules across regions only make sense over all of them, each read and typed.
+        let complete = regions.len() == self.regions.len() && self.unreadable.is_empty();
         for env in envs {
             let mut typed = Vec::new();
+            let mut all_typed = complete;
             for name in regions {
-                let Some(eff) = self.effective(name, *env) else {
+                let Some((eff, partial)) = self.effective_partial(name, *env) else {
                     continue;
                 };
-                match eff.config {
-                    Ok(c) => typed.push((name.clone(), c, eff.tree)),
-                    Err(ds) => ds.into_iter().for_each(|d| add(d, *env)),
+                if let Err(ds) = eff.config {
+                    ds.into_iter().for_each(|d| add(d, *env));
+                }
+                match partial {
+                    Some((c, poisoned)) => typed.push((name.clone(), c, eff.tree, poisoned)),
+                    None => all_typed = false,
                 }
             }
-            // Cross-region rules only make sense over all regions.
-            if regions.len() == self.regions.len() {
-                let refs: Vec<_> = typed.iter().map(|(n, c, t)| (n.as_str(), c, t)).collect();
-                validate::across(&refs)
+            if all_typed {
+                let refs: Vec<_> = typed
+                    .iter()
+                    .map(|(n, c, t, p)| (n.as_str(), c, t, p.as_slice()))
+                    .collect();
+                validate::across_partial(&refs)
                     .into_iter()
                     .for_each(|d| add(d, *env));
             }
         }
-        let mut out: Vec<Diagnostic> = self.problems.clone();
         for (mut d, in_envs) in seen {
             if in_envs.len() < envs.len() {
                 let names: Vec<&str> = in_envs.iter().map(|e| e.as_str()).collect();
@@ -210,6 +265,8 @@ impl Regions {
             }
             out.push(d);
         }
+        // File order: typing finds problems in field order, rules in rule order.
+        out.sort_by(|a, b| a.loc.cmp(&b.loc));
         out
     }
 }
@@ -260,6 +317,28 @@ fn read_source(path: &Path, shown: &Arc<str>) -> Result<Source, Diagnostic> {
         path: shown.clone(),
         root,
     })
+}
+
+/// The type problems of one file: its settings, and each `environments.<env>` overlay, each
+/// typed as if it were a whole configuration (every field has a default).
+fn check_types(src: &Source) -> Vec<Diagnostic> {
+    let mut layers = vec![merge::without(&src.root, &["environments"])];
+    if let Some(envs) = src.root.get("environments").and_then(Node::as_map) {
+        layers.extend(
+            envs.entries
+                .values()
+                .filter(|e| e.value.as_map().is_some())
+                .map(|e| e.value.clone()),
+        );
+    }
+    layers
+        .iter()
+        // merging onto nothing drops the `null`s that only mean "remove the inherited value"
+        .flat_map(|l| {
+            let alone = merge::merge(merge::empty_like(l), l);
+            de::from_node_partial::<RegionConfig>(&alone, "").problems
+        })
+        .collect()
 }
 
 fn line_col(prefix: &[u8]) -> (usize, usize) {

@@ -363,12 +363,20 @@ pub enum EnvValue {
 }
 
 impl<'de> Deserialize<'de> for EnvValue {
+    /// Asks for a newtype named [`super::de::ENV_VALUE`] so the region-file deserializer can
+    /// check the shape and carry on after a mistake; other deserializers just unwrap it.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> de::Visitor<'de> for V {
             type Value = EnvValue;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, a number, a boolean or {secret: \"env:NAME\"}")
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<EnvValue, D::Error> {
+                d.deserialize_any(V)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
                 Ok(EnvValue::Plain(v.to_string()))
@@ -402,7 +410,7 @@ impl<'de> Deserialize<'de> for EnvValue {
                     })
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_newtype_struct(super::de::ENV_VALUE, V)
     }
 }
 

@@ -28,13 +28,14 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
     }
     let mut builder = Builder {
         file: file.clone(),
+        text,
         anchors: Vec::new(),
         nodes: 0,
     };
     let mut parser = Parser::new_from_str(text);
     let mut docs = Vec::new();
     loop {
-        let (event, span) = next(file, &mut parser)?;
+        let (event, span) = next(file, text, &mut parser)?;
         match event {
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
             Event::StreamEnd => break,
@@ -46,7 +47,7 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
                     )
                     .hint("put each region in its own file"));
                 }
-                let (ev, sp) = next(file, &mut parser)?;
+                let (ev, sp) = next(file, text, &mut parser)?;
                 docs.push(builder.node(&mut parser, ev, sp, 0)?);
             }
             other => {
@@ -63,19 +64,31 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
 
 fn next<'a>(
     file: &Arc<str>,
+    text: &str,
     parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
 ) -> Result<(Event<'a>, Span), Diagnostic> {
     match parser.next_event() {
         Some(Ok(ev)) => Ok(ev),
         Some(Err(e)) => {
             let m = e.marker();
+            let (mut line, mut col) = (m.line(), m.col() + 1);
+            let tab = if e.info().contains("tab") {
+                find_tab(text, line, usize::MAX)
+            } else {
+                find_tab(text, line, col).filter(|t| t.0 == line)
+            };
+            let mut hint = None;
+            if let Some(t) = tab {
+                // The scanner points after the tab, or at the scalar before it.
+                (line, col) = t;
+                hint =
+                    Some("replace the tab with spaces; YAML does not allow tabs for indentation");
+            }
             let mut d = Diagnostic::at(
-                &Loc::new(file, m.line(), m.col() + 1),
+                &Loc::new(file, line, col),
                 format!("invalid YAML: {}", e.info()),
             );
-            if e.info().contains("tab") {
-                d = d.hint("indent with spaces; YAML does not allow tabs for indentation");
-            }
+            d.hint = hint.map(str::to_string);
             Err(d)
         }
         None => Err(Diagnostic::at(
@@ -85,14 +98,31 @@ fn next<'a>(
     }
 }
 
-struct Builder {
+/// The first tab from the start of `line` up to column `before` of that line (or anywhere
+/// after it when `before` is `usize::MAX`), as 1-based (line, column).
+fn find_tab(text: &str, line: usize, before: usize) -> Option<(usize, usize)> {
+    for (i, l) in text.split('\n').enumerate().skip(line.saturating_sub(1)) {
+        let limit = if i + 1 == line { before } else { usize::MAX };
+        if let Some(c) = l.chars().take(limit).position(|c| c == '\t') {
+            return Some((i + 1, c + 1));
+        }
+        if before != usize::MAX {
+            return None;
+        }
+    }
+    None
+}
+
+struct Builder<'t> {
     file: Arc<str>,
+    /// The whole text, to find what the scanner's position only approximates (tabs).
+    text: &'t str,
     /// Anchored nodes by anchor id (ids are small consecutive integers).
     anchors: Vec<Option<Node>>,
     nodes: usize,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn loc(&self, span: &Span) -> Loc {
         Loc::new(&self.file, span.start.line(), span.start.col() + 1)
     }
@@ -163,7 +193,7 @@ impl Builder {
                 self.count(1, &span)?;
                 let mut items = Vec::new();
                 loop {
-                    let (ev, sp) = next(&self.file, parser)?;
+                    let (ev, sp) = next(&self.file, self.text, parser)?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
@@ -177,7 +207,7 @@ impl Builder {
                 self.count(1, &span)?;
                 let mut entries: IndexMap<String, Entry> = IndexMap::new();
                 loop {
-                    let (ev, sp) = next(&self.file, parser)?;
+                    let (ev, sp) = next(&self.file, self.text, parser)?;
                     if matches!(ev, Event::MappingEnd) {
                         break;
                     }
@@ -199,7 +229,7 @@ impl Builder {
                         )
                         .hint("use _defaults.yaml and environments: overlays to share values"));
                     }
-                    let (ev, sp) = next(&self.file, parser)?;
+                    let (ev, sp) = next(&self.file, self.text, parser)?;
                     let value = self.node(parser, ev, sp, depth + 1)?;
                     if let Some(first) = entries.get(&key) {
                         return Err(Diagnostic::at(&key_loc, format!("duplicate key '{key}'"))
