@@ -87,7 +87,7 @@ pub fn render(
     }
     let mut out = Vec::new();
     for (sname, svc) in &cfg.services {
-        let ctx = context(region, env, cfg, sname, svc, image_tag);
+        let mut ctx = context(region, env, cfg, sname, svc, image_tag);
         for (tname, suffix) in TEMPLATES {
             let tmpl = jinja
                 .get_template(tname)
@@ -102,6 +102,10 @@ pub fn render(
                     source,
                 })?;
             let text = text.trim();
+            if suffix == "configmap" {
+                // On the pod template: a ConfigMap change changes it, so the pods roll.
+                ctx["config_hash"] = json!(format!("{:016x}", fnv1a(text.as_bytes())));
+            }
             if !text.is_empty() {
                 out.push((format!("{sname}-{suffix}.yaml"), format!("{text}\n")));
             }
@@ -180,16 +184,6 @@ fn context(
     } else {
         None
     };
-    // A hash of the ConfigMap's data on the pod template: a config change rolls the pods.
-    let config_hash = {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for (k, v) in &plain {
-            k.hash(&mut hasher);
-            v.hash(&mut hasher);
-        }
-        format!("{:016x}", hasher.finish())
-    };
     let ports: Vec<_> = svc
         .ports
         .iter()
@@ -217,7 +211,8 @@ fn context(
         "env": plain,
         "secrets": secrets,
         "secret_name": format!("{name}-secrets"),
-        "config_hash": config_hash,
+        // set from the rendered ConfigMap (see `render`)
+        "config_hash": "",
         "currency": cfg.currency,
         "locale": cfg.locale,
         "requests": {"cpu": res.requests.cpu.as_ref().map(|q| q.0.clone()), "memory": res.requests.memory.as_ref().map(|q| q.0.clone())},
@@ -228,5 +223,13 @@ fn context(
         "progress_deadline_seconds": svc.rollout.progress_deadline.0.as_secs(),
         "termination_grace_seconds": svc.stop_grace_period.0.as_secs(),
         "autoscale": svc.autoscale,
+    })
+}
+
+/// 64-bit FNV-1a. Committed manifests carry it, so it must not change between Rust releases
+/// (std's `DefaultHasher` may) or `render --check` would fail after a toolchain update.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }

@@ -39,14 +39,9 @@ pub fn merge(base: Node, overlay: &Node) -> Node {
             }
         }
         (old, _) => {
-            let old = Node {
-                value: old,
-                loc: base.loc,
-                overridden: base.overridden,
-            };
             let mut new = strip_nulls_node(overlay.clone());
-            new.overridden = old.overridden.clone();
-            new.overridden.push((old.loc.clone(), old.display()));
+            new.overridden = base.overridden;
+            new.overridden.push(Node::new(old, base.loc));
             new
         }
     }
@@ -128,7 +123,7 @@ mod tests {
         let hist: Vec<String> = n
             .overridden
             .iter()
-            .map(|(l, v)| format!("{v}@{l}"))
+            .map(|o| format!("{}@{}", o.display(), o.loc))
             .collect();
         assert_eq!(hist, ["3@d.yaml:1:4", "4@r.yaml:1:4"]);
     }

@@ -38,8 +38,9 @@ impl fmt::Display for Loc {
 pub struct Node {
     pub value: Value,
     pub loc: Loc,
-    /// Values this one replaced while layering, oldest first (for `explain`).
-    pub overridden: Vec<(Loc, String)>,
+    /// Values this one replaced while layering, oldest first (for `explain`); each with its
+    /// own location and an empty history of its own.
+    pub overridden: Vec<Node>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

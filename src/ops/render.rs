@@ -87,7 +87,29 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
                             stale.push(p);
                         } else {
                             std::fs::remove_file(&p).map_err(|e| write_error(&p, e))?;
+                            written += 1;
                         }
+                    }
+                }
+            }
+        }
+    }
+    // Manifests of a region that is gone, or no longer on Kubernetes, are stale too.
+    if args.region.is_none() {
+        for dir in orphan_dirs(&out_dir, &envs) {
+            for p in yaml_files(&dir) {
+                if expected.contains(&p) || stale.contains(&p) {
+                    continue;
+                }
+                if args.check {
+                    stale.push(p);
+                } else {
+                    std::fs::remove_file(&p).map_err(|e| write_error(&p, e))?;
+                    written += 1;
+                    // only empty directories go; failing to remove one changes nothing
+                    let _ = std::fs::remove_dir(&dir);
+                    if let Some(region_dir) = dir.parent() {
+                        let _ = std::fs::remove_dir(region_dir);
                     }
                 }
             }
@@ -127,4 +149,33 @@ fn write_error(path: &Path, e: std::io::Error) -> Error {
         ExitCode::NeedsPerson,
         anyhow::anyhow!("cannot write {}: {e}", path.display()),
     )
+}
+
+/// `out/<any region>/<env>` for the environments rendered.
+fn orphan_dirs(out: &Path, envs: &[Environment]) -> Vec<PathBuf> {
+    let Ok(listing) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = listing
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .flat_map(|r| envs.iter().map(move |e| r.join(e.as_str())))
+        .filter(|d| d.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = listing
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
 }
