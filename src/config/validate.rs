@@ -58,6 +58,25 @@ impl Ctx<'_> {
         self.out.push(d);
     }
 
+    /// A problem with the name of the key at `path` (not its value): reported where the key is
+    /// written, and never silenced by stand-ins in its value.
+    fn key(&mut self, path: &str, message: String, hint: &str) {
+        let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
+        let Some(entry) = self
+            .tree
+            .lookup(parent)
+            .and_then(Node::as_map)
+            .and_then(|m| m.entries.get(last))
+        else {
+            return self.report(path, &[], message, hint);
+        };
+        let mut d = Diagnostic::at(&entry.key_loc, message);
+        if !hint.is_empty() {
+            d.hint = Some(hint.to_string());
+        }
+        self.out.push(d);
+    }
+
     /// True when no value at, above or below any of `reads` was replaced by a stand-in.
     fn clean(&self, reads: &[&str]) -> bool {
         !reads
@@ -204,9 +223,8 @@ pub fn region_partial(
     for (sname, s) in &cfg.services {
         let p = format!("services.{sname}");
         if !is_dns_label(sname) {
-            c.report(
+            c.key(
                 &p,
-                &[],
                 format!("service name '{sname}' is not valid"),
                 "lower-case letters, digits and '-', at most 63 characters",
             );
@@ -360,9 +378,8 @@ pub fn region_partial(
         for (i, port) in s.ports.iter().enumerate() {
             let pp = format!("{p}.ports.{i}");
             if port.container == 0 {
-                c.report(
-                    &pp,
-                    &[&format!("{pp}.container")],
+                c.at(
+                    &format!("{pp}.container"),
                     format!("{pp}.container: must be 1..65535"),
                     "the port the process listens on",
                 );
@@ -400,9 +417,8 @@ pub fn region_partial(
         for (key, value) in &s.env {
             let ep = format!("{p}.env.{key}");
             if !super::model::is_env_name(key) {
-                c.report(
+                c.key(
                     &ep,
-                    &[],
                     format!("{p}.env: '{key}' is not a valid variable name"),
                     "letters, digits and '_', not starting with a digit",
                 );
@@ -521,7 +537,11 @@ pub fn across_partial(regions: &[(&str, &RegionConfig, &Node, &[String])]) -> Ve
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = names.map(String::as_str).collect();
-    format!("services are: {}", v.join(", "))
+    if v.is_empty() {
+        "the region defines no services".into()
+    } else {
+        format!("services are: {}", v.join(", "))
+    }
 }
 
 pub fn is_dns_label(s: &str) -> bool {
@@ -532,3 +552,6 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
+
+#[cfg(test)]
+mod tests;

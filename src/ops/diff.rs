@@ -1,5 +1,7 @@
 //! `diff A B`: the effective configurations of two regions, key by key.
 
+use std::collections::HashMap;
+
 use anstream::println;
 use similar::{ChangeTag, TextDiff};
 
@@ -58,19 +60,23 @@ fn walk(node: &Node, path: String, out: &mut Vec<Leaf>) {
     }
 }
 
-/// The differing leaves of two trees: (path, left, right).
+/// The differing leaves of two trees: (path, left, right), by path.
 pub fn changes<'a>(
     left: &'a [Leaf],
     right: &'a [Leaf],
 ) -> Vec<(&'a str, Option<&'a Leaf>, Option<&'a Leaf>)> {
+    let index = |leaves: &'a [Leaf]| -> HashMap<&'a str, &'a Leaf> {
+        leaves.iter().map(|l| (l.path.as_str(), l)).collect()
+    };
+    let (by_left, by_right) = (index(left), index(right));
     let mut paths: Vec<&str> = left.iter().chain(right).map(|l| l.path.as_str()).collect();
     paths.sort_unstable();
     paths.dedup();
     paths
         .into_iter()
         .filter_map(|p| {
-            let l = left.iter().find(|x| x.path == p);
-            let r = right.iter().find(|x| x.path == p);
+            let l = by_left.get(p).copied();
+            let r = by_right.get(p).copied();
             match (l, r) {
                 (Some(a), Some(b)) if a.value == b.value => None,
                 _ => Some((p, l, r)),
