@@ -164,6 +164,14 @@ impl<'a> NodeDe<'a> {
             (Value::Str(s), "true or false") if matches!(s.as_str(), "true" | "false") => {
                 Some("remove the quotes: a quoted boolean is text".to_string())
             }
+            (Value::Str(s), "true or false")
+                if matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "yes" | "no" | "on" | "off" | "y" | "n"
+                ) =>
+            {
+                Some("write true or false; YAML 1.2 reads yes/no/on/off as text".to_string())
+            }
             _ => None,
         };
         self.record(
@@ -722,3 +730,6 @@ impl<'de, 'a> de::VariantAccess<'de> for NodeDe<'a> {
         de::Deserializer::deserialize_struct(self, "", fields, visitor)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -129,6 +129,95 @@ mod tests {
     }
 
     #[test]
+    fn null_removes_a_whole_inherited_map_and_remembers_it() {
+        let base = p(
+            "d.yaml",
+            "services:\n  backend: {replicas: 3}\n  frontend: {replicas: 2}\n",
+        );
+        let over = p("r.yaml", "services:\n  frontend: null\n");
+        let m = merge(base, &over);
+        assert!(m.lookup("services.frontend").is_none());
+        assert_eq!(
+            m.lookup("services.backend.replicas").unwrap().value,
+            Value::Int(3)
+        );
+        let removed = &m.get("services").unwrap().as_map().unwrap().removed;
+        assert_eq!(removed.len(), 1);
+        let (key, at, old) = &removed[0];
+        assert_eq!(key, "frontend");
+        assert_eq!(at.to_string(), "r.yaml:2:13");
+        assert_eq!(old.display(), "{replicas: 2}");
+        assert_eq!(old.loc.to_string(), "d.yaml:3:13");
+    }
+
+    #[test]
+    fn a_later_layer_can_set_a_removed_key_again() {
+        let d = p("d.yaml", "a: {x: 1}\n");
+        let r = p("r.yaml", "a: {x: null}\n");
+        let e = p("e.yaml", "a: {x: 7}\n");
+        let m = merge(merge(d, &r), &e);
+        let x = m.lookup("a.x").unwrap();
+        assert_eq!(x.value, Value::Int(7));
+        assert_eq!(x.loc.to_string(), "e.yaml:1:8");
+        // the removal is still on record for `explain`
+        assert_eq!(m.get("a").unwrap().as_map().unwrap().removed.len(), 1);
+    }
+
+    #[test]
+    fn nulls_inside_a_new_value_are_dropped() {
+        let m = merge(
+            p("d.yaml", "a: 1\n"),
+            &p("r.yaml", "b: {c: null, d: {e: null, f: 2}}\n"),
+        );
+        assert_eq!(m.lookup("b").unwrap().display(), "{d: {f: 2}}");
+    }
+
+    #[test]
+    fn a_map_replaced_by_a_scalar_and_back_keeps_its_history() {
+        let d = p("d.yaml", "health: {http: {path: /}}\n");
+        let r = p("r.yaml", "health: off\n");
+        let e = p("e.yaml", "health: {tcp: {port: 1}}\n");
+        let m = merge(merge(d, &r), &e);
+        let h = m.get("health").unwrap();
+        assert_eq!(h.display(), "{tcp: {port: 1}}");
+        let hist: Vec<String> = h
+            .overridden
+            .iter()
+            .map(|o| format!("{}@{}", o.display(), o.loc))
+            .collect();
+        assert_eq!(hist, ["{http: {path: /}}@d.yaml:1:9", "\"off\"@r.yaml:1:9"]);
+    }
+
+    #[test]
+    fn lists_replace_whole_and_take_the_new_location() {
+        let m = merge(
+            p("d.yaml", "ports: [{container: 80}, {container: 443}]\n"),
+            &p("r.yaml", "x: 1\nports: [{container: 8080}]\n"),
+        );
+        let ports = m.get("ports").unwrap();
+        assert_eq!(ports.display(), "[{container: 8080}]");
+        assert_eq!(ports.loc.to_string(), "r.yaml:2:8");
+        assert_eq!(ports.overridden.len(), 1);
+    }
+
+    #[test]
+    fn keys_keep_their_first_position_and_new_keys_go_last() {
+        let m = merge(p("d.yaml", "a: 1\nb: 2\n"), &p("r.yaml", "c: 3\na: 4\n"));
+        let keys: Vec<&String> = m.as_map().unwrap().entries.keys().collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn without_takes_keys_out() {
+        let n = without(
+            &p("d.yaml", "a: 1\nenvironments: {production: {}}\n"),
+            &["environments"],
+        );
+        assert_eq!(n.display(), "{a: 1}");
+        assert_eq!(empty_like(&n).display(), "{}");
+    }
+
+    #[test]
     fn a_null_with_nothing_to_remove_disappears() {
         let m = merge(p("d.yaml", "a: 1\n"), &p("r.yaml", "b: {c: null}\n"));
         assert!(m.lookup("b.c").is_none());

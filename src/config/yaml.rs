@@ -308,8 +308,13 @@ fn parse_int(text: &str) -> Option<i64> {
 }
 
 fn tagged_scalar(handle: &str, suffix: &str, text: &str) -> Result<Value, String> {
+    // The parser resolves the `!!` shorthand to its full prefix.
+    let handle = match handle {
+        "tag:yaml.org,2002:" => "!!",
+        other => other,
+    };
     match (handle, suffix) {
-        ("!!", "str") | ("tag:yaml.org,2002:", "str") => Ok(Value::Str(text.to_string())),
+        ("!!", "str") => Ok(Value::Str(text.to_string())),
         ("!!", "int") => parse_int(text)
             .map(Value::Int)
             .ok_or_else(|| format!("'{text}' is tagged !!int but is not an integer")),
@@ -396,6 +401,99 @@ mod tests {
     fn tabs_give_a_hint() {
         let e = p("a:\n\tb: 1\n").unwrap_err();
         assert!(e.to_string().contains("t.yaml:2:"), "{e}");
+    }
+
+    #[test]
+    fn tabs_are_located_where_they_are() {
+        let cases = [
+            ("a: 1\n\tb: 2\n", "t.yaml:2:1"),
+            ("a:\n  b:\n\t  c: 1\n", "t.yaml:3:1"),
+            ("a:\n  - 1\n\t- 2\n", "t.yaml:3:1"),
+            ("a:\t1\n", "t.yaml:1:3"),
+        ];
+        for (text, at) in cases {
+            let e = p(text).unwrap_err();
+            assert_eq!(e.loc.as_ref().unwrap().to_string(), at, "{text:?}: {e}");
+            assert_eq!(
+                e.hint.as_deref(),
+                Some("replace the tab with spaces; YAML does not allow tabs for indentation"),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_parser_message_and_place() {
+        let e = p("a: [1, 2\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid YAML: while parsing a flow sequence, expected ',' or ']' at t.yaml:2:1"
+        );
+        let e = p("a: 'open\n").unwrap_err();
+        assert!(e.message.starts_with("invalid YAML: "), "{e}");
+        assert_eq!(e.hint, None);
+    }
+
+    #[test]
+    fn refused_constructs() {
+        let cases = [
+            (
+                "a: 1\n---\nb: 2\n",
+                "a second YAML document (`---`) in one file at t.yaml:2:1 — put each region in its own file",
+            ),
+            (
+                "base: &b {x: 1}\nother:\n  <<: *b\n",
+                "merge keys (`<<`) are not supported at t.yaml:3:3 — use _defaults.yaml and environments: overlays to share values",
+            ),
+            (
+                "? [a, b]\n: 1\n",
+                "a mapping key must be a plain scalar at t.yaml:1:3 — use `name: value` with a simple name",
+            ),
+            ("a: !!int x\n", "'x' is tagged !!int but is not an integer at t.yaml:1:4"),
+            ("a: !!bool yes\n", "'yes' is tagged !!bool but is not true or false at t.yaml:1:4"),
+            ("a: !!float x\n", "'x' is tagged !!float but is not a number at t.yaml:1:4"),
+            ("a: !vault secret\n", "unsupported YAML tag '!vault' at t.yaml:1:4"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(p(text).unwrap_err().to_string(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn tags_that_are_understood() {
+        let n = p("a: !!str 3\nb: !!int '7'\nc: !!null ''\nd: 0x1f\ne: 0o17\n").unwrap();
+        assert_eq!(n.get("a").unwrap().value, Value::Str("3".into()));
+        assert_eq!(n.get("b").unwrap().value, Value::Int(7));
+        assert_eq!(n.get("c").unwrap().value, Value::Null);
+        assert_eq!(n.get("d").unwrap().value, Value::Int(31));
+        assert_eq!(n.get("e").unwrap().value, Value::Int(15));
+    }
+
+    #[test]
+    fn nesting_at_the_limit_is_fine() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(p(&ok).is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        assert_eq!(
+            p(&deep).unwrap_err().to_string(),
+            "nesting deeper than 64 levels at t.yaml:1:66 — region files are a few levels deep; check the indentation"
+        );
+    }
+
+    #[test]
+    fn alias_bomb_message() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..6u8 {
+            let (prev, cur) = ((b'a' + i) as char, (b'b' + i) as char);
+            text.push_str(&format!("{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let e = p(&text).unwrap_err();
+        assert_eq!(e.message, "the document expands to more than 100000 values",);
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("this looks like an alias bomb (anchors that multiply); write the values out")
+        );
+        assert_eq!(e.loc.unwrap().line, 5, "the alias that crosses the limit");
     }
 
     #[test]
