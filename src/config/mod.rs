@@ -88,7 +88,11 @@ impl Regions {
                 .unwrap_or("")
                 .to_string();
             let shown: Arc<str> = Arc::from(path.display().to_string());
-            let is_defaults = path.file_name().and_then(|n| n.to_str()) == Some(DEFAULTS_FILE);
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let is_defaults = file_name == DEFAULTS_FILE;
             if !is_defaults && !validate::is_dns_label(&stem) {
                 if !stem.starts_with('_') {
                     out.problems.push(
@@ -98,10 +102,17 @@ impl Regions {
                 }
                 continue;
             }
-            let file_name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            if let Some((_, first)) = out.regions.iter().find(|(n, _)| *n == stem) {
+                out.problems.push(
+                    Diagnostic::at(
+                        &Loc::new(&shown, 1, 1),
+                        format!("region '{stem}' is already defined in {}", first.path),
+                    )
+                    .hint("keep one file per region"),
+                );
+                out.unreadable.push(file_name);
+                continue;
+            }
             match read_source(&path, &shown) {
                 Ok(src) => {
                     let mut problems = check_structure(&src, is_defaults);
@@ -413,3 +424,6 @@ fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

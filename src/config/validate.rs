@@ -274,7 +274,7 @@ pub fn region_partial(
                     &format!("{p}.replicas"),
                 ],
                 format!(
-                    "{p}.rollout.max_unavailable: {} would allow all {} replicas down at once",
+                    "{p}.rollout.max_unavailable: {} would let all {} replica(s) be down at once",
                     s.rollout.max_unavailable, s.replicas
                 ),
                 "keep it below replicas, or use max_surge for zero downtime",

@@ -165,7 +165,7 @@ fn service_rules() {
         (
             "all replicas unavailable",
             with("    replicas: 2\n    rollout: {max_unavailable: 2}\n"),
-            &["services.web.rollout.max_unavailable: 2 would allow all 2 replicas down at once at r.yaml:9:32 — keep it below replicas, or use max_surge for zero downtime"],
+            &["services.web.rollout.max_unavailable: 2 would let all 2 replica(s) be down at once at r.yaml:9:32 — keep it below replicas, or use max_surge for zero downtime"],
         ),
         (
             "5xx ratio as a percentage",
