@@ -116,7 +116,9 @@ impl Regions {
             match read_source(&path, &shown) {
                 Ok(src) => {
                     let mut problems = check_structure(&src, is_defaults);
-                    if problems.is_empty() {
+                    // A wrong `environments:` entry is never layered, so the rest of the file
+                    // is still worth checking; a file that is not a mapping is not.
+                    if src.root.as_map().is_some() {
                         if is_defaults {
                             out.defaults = Some(src);
                         } else {
