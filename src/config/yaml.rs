@@ -58,8 +58,10 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
             }
         }
     }
-    docs.pop()
-        .ok_or_else(|| Diagnostic::at(&Loc::new(file, 1, 1), "the file is empty"))
+    docs.pop().ok_or_else(|| {
+        Diagnostic::at(&Loc::new(file, 1, 1), "the file is empty")
+            .hint("a region file is a mapping of settings, e.g. `currency: MXN`")
+    })
 }
 
 fn next<'a>(
