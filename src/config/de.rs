@@ -63,7 +63,21 @@ pub fn from_node<T: de::DeserializeOwned>(node: &Node, path: &str) -> Result<T, 
 
 /// Like [`from_node`], but keeps the recovered value and the paths of neutral values.
 pub fn from_node_partial<T: de::DeserializeOwned>(node: &Node, path: &str) -> Typed<T> {
-    let sink = RefCell::new(Sink::default());
+    typed(node, path, &[])
+}
+
+/// One layer of a file as written (the whole file, or one `environments.<env>` overlay),
+/// without copying it: top-level keys in `skip` are left out, and so is every `null` (in a
+/// layer it removes an inherited value; typed alone it means "not set").
+pub fn from_layer_partial<T: de::DeserializeOwned>(node: &Node, skip: &[&str]) -> Typed<T> {
+    typed(node, "", skip)
+}
+
+fn typed<T: de::DeserializeOwned>(node: &Node, path: &str, skip_root: &[&str]) -> Typed<T> {
+    let sink = RefCell::new(Sink {
+        skip_root: skip_root.iter().map(|s| s.to_string()).collect(),
+        ..Sink::default()
+    });
     let de = NodeDe {
         node,
         sink: &sink,
@@ -73,6 +87,7 @@ pub fn from_node_partial<T: de::DeserializeOwned>(node: &Node, path: &str) -> Ty
     let Sink {
         mut problems,
         poisoned,
+        ..
     } = sink.into_inner();
     let value = match result {
         Ok(v) => Some(v),
@@ -96,6 +111,8 @@ struct Sink {
     problems: Vec<Diagnostic>,
     /// Key paths whose value was replaced by a neutral one.
     poisoned: Vec<String>,
+    /// Top-level keys not to read (see [`from_layer_partial`]).
+    skip_root: Vec<String>,
 }
 
 /// The name [`super::model::EnvValue`] deserializes itself under, to get the check below.
@@ -132,6 +149,17 @@ impl<'a> NodeDe<'a> {
     /// A problem that leaves this node's value usable (an unknown key beside known ones).
     fn push(&self, d: Diagnostic) {
         self.sink.borrow_mut().problems.push(d);
+    }
+
+    /// The entries of a mapping to read: not `null` ones (not set; layering already removed
+    /// what they remove), nor the skipped top-level keys.
+    fn entries(&self, m: &'a super::node::Map) -> Vec<(&'a String, &'a Entry)> {
+        let sink = self.sink.borrow();
+        let root = self.path.is_empty() && !sink.skip_root.is_empty();
+        m.entries
+            .iter()
+            .filter(|(k, e)| e.value.value != Value::Null && !(root && sink.skip_root.contains(k)))
+            .collect()
     }
 
     fn poison(&self) {
@@ -195,10 +223,15 @@ impl<'a> NodeDe<'a> {
         NodeDe {
             node,
             sink: self.sink,
+            // built by hand: this runs for every value of every region (format! is slower)
             path: if self.path.is_empty() {
                 key.to_string()
             } else {
-                format!("{}.{key}", self.path)
+                let mut p = String::with_capacity(self.path.len() + 1 + key.len());
+                p.push_str(&self.path);
+                p.push('.');
+                p.push_str(key);
+                p
             },
         }
     }
@@ -314,10 +347,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Float(x) => visitor.visit_f64(*x),
             Value::Str(s) => visitor.visit_str(s),
             Value::Seq(items) => visitor.visit_seq(SeqAcc::new(&self, items)),
-            Value::Map(m) => {
-                let entries: Vec<_> = m.entries.iter().collect();
-                visitor.visit_map(MapAcc::new(&self, entries))
-            }
+            Value::Map(m) => visitor.visit_map(MapAcc::new(&self, self.entries(m))),
         };
         self.own(r)
     }
@@ -484,10 +514,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Map(m) => {
-                let entries: Vec<_> = m.entries.iter().collect();
-                visitor.visit_map(MapAcc::new(&self, entries))
-            }
+            Value::Map(m) => visitor.visit_map(MapAcc::new(&self, self.entries(m))),
             _ => {
                 self.mismatch("a mapping");
                 visitor.visit_map(MapAcc::new(&self, Vec::new()))
@@ -506,7 +533,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             return visitor.visit_map(MapAcc::new(&self, Vec::new()));
         };
         let mut known = Vec::new();
-        for (key, entry) in &m.entries {
+        for (key, entry) in self.entries(m) {
             if fields.contains(&key.as_str()) {
                 known.push((key, entry));
                 continue;

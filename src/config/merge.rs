@@ -8,9 +8,19 @@ use super::node::{Map, Node, Value};
 
 /// Merges `overlay` onto `base` and returns the result.
 pub fn merge(base: Node, overlay: &Node) -> Node {
+    merge_except(base, overlay, &[])
+}
+
+/// [`merge`], leaving out the overlay's top-level keys in `skip` (a file's `environments:`),
+/// without copying the file first.
+pub fn merge_except(base: Node, overlay: &Node, skip: &[&str]) -> Node {
     match (base.value, &overlay.value) {
         (Value::Map(mut b), Value::Map(o)) => {
-            for (key, entry) in &o.entries {
+            for (key, entry) in o
+                .entries
+                .iter()
+                .filter(|(k, _)| !skip.contains(&k.as_str()))
+            {
                 if entry.value.value == Value::Null {
                     if let Some(old) = b.entries.shift_remove(key) {
                         b.removed
@@ -67,13 +77,39 @@ fn strip_nulls_node(mut node: Node) -> Node {
 
 /// A map without the given keys (used to take `environments:` out of a file before layering).
 pub fn without(node: &Node, keys: &[&str]) -> Node {
-    let mut n = node.clone();
-    if let Value::Map(m) = &mut n.value {
-        for k in keys {
-            m.entries.shift_remove(*k);
-        }
+    match &node.value {
+        Value::Map(m) => Node {
+            value: Value::Map(Map {
+                entries: m
+                    .entries
+                    .iter()
+                    .filter(|(k, _)| !keys.contains(&k.as_str()))
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect(),
+                removed: m.removed.clone(),
+            }),
+            loc: node.loc.clone(),
+            overridden: node.overridden.clone(),
+        },
+        _ => node.clone(),
     }
-    n
+}
+
+/// A map with only the given keys of `node` (and its location).
+pub fn only(node: &Node, keys: &[&str]) -> Node {
+    match &node.value {
+        Value::Map(m) => Node::new(
+            Value::Map(Map {
+                entries: keys
+                    .iter()
+                    .filter_map(|k| m.entries.get(*k).map(|e| (k.to_string(), e.clone())))
+                    .collect(),
+                removed: Vec::new(),
+            }),
+            node.loc.clone(),
+        ),
+        _ => empty_like(node),
+    }
 }
 
 /// An empty map located at `node` (the neutral element of [`merge`]).

@@ -81,6 +81,10 @@ impl Regions {
             problems: Vec::new(),
             unreadable: Vec::new(),
         };
+        // Names first (cheap, in order), then reading and parsing on every core, then the
+        // results in file order.
+        let mut to_read = Vec::new();
+        let mut stems = HashMap::new();
         for path in files {
             let stem = path
                 .file_stem()
@@ -102,18 +106,23 @@ impl Regions {
                 }
                 continue;
             }
-            if let Some((_, first)) = out.regions.iter().find(|(n, _)| *n == stem) {
+            if let Some(first) = stems.get(&stem) {
                 out.problems.push(
                     Diagnostic::at(
                         &Loc::new(&shown, 1, 1),
-                        format!("region '{stem}' is already defined in {}", first.path),
+                        format!("region '{stem}' is already defined in {first}"),
                     )
                     .hint("keep one file per region"),
                 );
                 out.unreadable.push(file_name);
                 continue;
             }
-            match read_source(&path, &shown) {
+            stems.insert(stem.clone(), shown.clone());
+            to_read.push((path, stem, shown, file_name, is_defaults));
+        }
+        let read = par_map(&to_read, |(path, _, shown, ..)| read_source(path, shown));
+        for ((_, stem, _, file_name, is_defaults), result) in to_read.into_iter().zip(read) {
+            match result {
                 Ok(src) => {
                     let mut problems = check_structure(&src, is_defaults);
                     // A wrong `environments:` entry is never layered, so the rest of the file
@@ -135,6 +144,7 @@ impl Regions {
                 }
             }
         }
+        out.problems.sort_by(|a, b| a.loc.cmp(&b.loc));
         Ok(out)
     }
 
@@ -170,8 +180,8 @@ impl Regions {
         self.effective_partial(region, env).map(|(eff, _)| eff)
     }
 
-    /// [`Regions::effective`], plus the configuration recovered despite type errors and the
-    /// paths of its stand-in values (for rules across regions, see `validate`).
+    /// [`Regions::effective`], plus, when it has problems, the configuration recovered
+    /// despite them and the paths of its stand-in values (for rules across regions).
     fn effective_partial(
         &self,
         region: &str,
@@ -184,7 +194,7 @@ impl Regions {
             Some(d) => merge::without(d, &["environments"]),
             None => empty.clone(),
         };
-        tree = merge::merge(tree, &merge::without(&src.root, &["environments"]));
+        tree = merge::merge_except(tree, &src.root, &["environments"]);
         for layer in [defaults, Some(&src.root)].into_iter().flatten() {
             if let Some(overlay) = layer.lookup(&format!("environments.{env}")) {
                 if overlay.as_map().is_some() {
@@ -195,13 +205,13 @@ impl Regions {
         tree.loc = src.root.loc.clone();
         let typed = de::from_node_partial::<RegionConfig>(&tree, "");
         let mut problems = typed.problems;
-        let partial = typed.value.map(|c| {
-            problems.extend(validate::region_partial(region, &c, &tree, &typed.poisoned));
-            (c, typed.poisoned)
-        });
-        let config = match &partial {
-            Some((c, _)) if problems.is_empty() => Ok(c.clone()),
-            _ => Err(problems),
+        if let Some(c) = &typed.value {
+            problems.extend(validate::region_partial(region, c, &tree, &typed.poisoned));
+        }
+        let (config, recovered) = match typed.value {
+            Some(c) if problems.is_empty() => (Ok(c), None),
+            Some(c) => (Err(problems), Some((c, typed.poisoned))),
+            None => (Err(problems), None),
         };
         let eff = Effective {
             region: region.to_string(),
@@ -209,7 +219,7 @@ impl Regions {
             tree,
             config,
         };
-        Some((eff, partial))
+        Some((eff, recovered))
     }
 
     /// Every problem of the given regions in the given environments, each once, in file order.
@@ -235,36 +245,43 @@ impl Regions {
         // Each file on its own, so a mistake is found even where every environment overrides
         // it (the effective configurations below never see it then). The same problem found
         // again in an effective configuration is the same diagnostic, reported once.
-        let files = self
+        let files: Vec<&Source> = self
             .defaults
             .iter()
-            .chain(regions.iter().filter_map(|n| self.source(n)));
-        for src in files {
-            for d in check_types(src) {
-                envs.iter().for_each(|e| add(d.clone(), *e));
-            }
+            .chain(regions.iter().filter_map(|n| self.source(n)))
+            .collect();
+        for d in par_map(&files, |src| check_types(src))
+            .into_iter()
+            .flatten()
+        {
+            envs.iter().for_each(|e| add(d.clone(), *e));
         }
+        // Every region in every environment, on every core; then in order, environment by
+        // environment, so the rules across regions see one environment at a time.
+        let pairs: Vec<(Environment, &String)> = envs
+            .iter()
+            .flat_map(|e| regions.iter().map(move |r| (*e, r)))
+            .collect();
+        let checked = par_map(&pairs, |(env, name)| self.check_region(name, *env));
         // Rules across regions only make sense over all of them, each read and typed.
         let complete = regions.len() == self.regions.len() && self.unreadable.is_empty();
-        for env in envs {
+        for (env, in_env) in envs.iter().zip(checked.chunks(regions.len().max(1))) {
             let mut typed = Vec::new();
             let mut all_typed = complete;
-            for name in regions {
-                let Some((eff, partial)) = self.effective_partial(name, *env) else {
+            for (name, outcome) in regions.iter().zip(in_env) {
+                let Some((problems, recovered)) = outcome else {
                     continue;
                 };
-                if let Err(ds) = eff.config {
-                    ds.into_iter().for_each(|d| add(d, *env));
-                }
-                match partial {
-                    Some((c, poisoned)) => typed.push((name.clone(), c, eff.tree, poisoned)),
+                problems.iter().for_each(|d| add(d.clone(), *env));
+                match recovered {
+                    Some((c, slim, poisoned)) => typed.push((name.as_str(), c, slim, poisoned)),
                     None => all_typed = false,
                 }
             }
             if all_typed {
                 let refs: Vec<_> = typed
                     .iter()
-                    .map(|(n, c, t, p)| (n.as_str(), c, t, p.as_slice()))
+                    .map(|(n, c, t, p)| (*n, *c, *t, p.as_slice()))
                     .collect();
                 validate::across_partial(&refs)
                     .into_iter()
@@ -282,6 +299,45 @@ impl Regions {
         out.sort_by(|a, b| a.loc.cmp(&b.loc));
         out
     }
+}
+
+/// What checking one region in one environment leaves for [`Regions::validate`]: its problems
+/// and, unless it could not be typed at all, its configuration (real or recovered), the keys
+/// the rules across regions point at, and the paths of stand-in values.
+type Checked = (Vec<Diagnostic>, Option<(RegionConfig, Node, Vec<String>)>);
+
+impl Regions {
+    /// One region in one environment for [`Regions::validate`]; `None` for an unknown region.
+    fn check_region(&self, region: &str, env: Environment) -> Option<Checked> {
+        let (eff, recovered) = self.effective_partial(region, env)?;
+        // the rules across regions only point at these keys: keep those, not the tree
+        let slim = merge::only(&eff.tree, &["primary", "capacity_share"]);
+        Some(match (eff.config, recovered) {
+            (Ok(c), _) => (Vec::new(), Some((c, slim, Vec::new()))),
+            (Err(ds), Some((c, poisoned))) => (ds, Some((c, slim, poisoned))),
+            (Err(ds), None) => (ds, None),
+        })
+    }
+}
+
+/// `f` over `items` on every core (scoped threads, no pool to keep), results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    // below this, starting threads costs more than it saves
+    if threads < 2 || items.len() < 32 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// Reads a file defensively: size first, then UTF-8 and control characters, then YAML.
@@ -335,23 +391,14 @@ fn read_source(path: &Path, shown: &Arc<str>) -> Result<Source, Diagnostic> {
 /// The type problems of one file: its settings, and each `environments.<env>` overlay, each
 /// typed as if it were a whole configuration (every field has a default).
 fn check_types(src: &Source) -> Vec<Diagnostic> {
-    let mut layers = vec![merge::without(&src.root, &["environments"])];
+    let mut problems =
+        de::from_layer_partial::<RegionConfig>(&src.root, &["environments"]).problems;
     if let Some(envs) = src.root.get("environments").and_then(Node::as_map) {
-        layers.extend(
-            envs.entries
-                .values()
-                .filter(|e| e.value.as_map().is_some())
-                .map(|e| e.value.clone()),
-        );
+        for overlay in envs.entries.values().filter(|e| e.value.as_map().is_some()) {
+            problems.extend(de::from_layer_partial::<RegionConfig>(&overlay.value, &[]).problems);
+        }
     }
-    layers
-        .iter()
-        // merging onto nothing drops the `null`s that only mean "remove the inherited value"
-        .flat_map(|l| {
-            let alone = merge::merge(merge::empty_like(l), l);
-            de::from_node_partial::<RegionConfig>(&alone, "").problems
-        })
-        .collect()
+    problems
 }
 
 fn line_col(prefix: &[u8]) -> (usize, usize) {
