@@ -329,3 +329,30 @@ fn the_root_is_called_the_file() {
         "the file: expected a mapping, found a list at r.yaml:1:1"
     );
 }
+
+#[test]
+fn a_layer_is_typed_without_its_nulls_and_skipped_keys() {
+    let tree = yaml::parse(
+        &Arc::from("r.yaml"),
+        "services:\n  frontend: null\n  api: {env: {OLD: null}, replicas: x}\nenvironments: {production: {}}\n",
+    )
+    .unwrap();
+    let t: Typed<RegionConfig> = from_layer_partial(&tree, &["environments"]);
+    let got: Vec<String> = t.problems.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        got,
+        ["services.api.replicas: expected an integer, found a string (\"x\") at r.yaml:3:37"]
+    );
+    let cfg = t.value.unwrap();
+    assert_eq!(cfg.services.keys().collect::<Vec<_>>(), ["api"]);
+    assert!(cfg.services["api"].env.is_empty());
+    // without the skip, `environments` is an unknown field of a region's settings
+    let t: Typed<RegionConfig> = from_node_partial(&tree, "");
+    assert!(
+        t.problems[0]
+            .to_string()
+            .starts_with("unknown field 'environments' at r.yaml:4:1"),
+        "{:?}",
+        t.problems
+    );
+}
