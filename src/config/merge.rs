@@ -4,7 +4,9 @@
 //! key (Kamal cannot unset an inherited key: kamal#1477). Every replaced value is remembered on
 //! the node that replaced it, so `explain` can show the whole history.
 
-use super::node::{Map, Node, Value};
+use std::sync::Arc;
+
+use super::node::{Entry, Map, Node, Value};
 
 /// Merges `overlay` onto `base` and returns the result.
 pub fn merge(base: Node, overlay: &Node) -> Node {
@@ -23,21 +25,24 @@ pub fn merge_except(base: Node, overlay: &Node, skip: &[&str]) -> Node {
             {
                 if entry.value.value == Value::Null {
                     if let Some(old) = b.entries.shift_remove(key) {
-                        b.removed
-                            .push((key.clone(), entry.value.loc.clone(), old.value));
+                        b.removed.push((
+                            key.clone(),
+                            entry.value.loc.clone(),
+                            Arc::unwrap_or_clone(old.value),
+                        ));
                     }
                     continue;
                 }
                 match b.entries.get_mut(key) {
                     Some(existing) => {
-                        let old = std::mem::replace(
-                            &mut existing.value,
-                            Node::new(Value::Null, entry.value.loc.clone()),
-                        );
-                        existing.value = merge(old, &entry.value);
+                        // the old value is shared with other layerings: copied only if so
+                        let old = std::mem::replace(&mut existing.value, entry.value.clone());
+                        existing.value = Arc::new(merge(Arc::unwrap_or_clone(old), &entry.value));
                     }
                     None => {
-                        b.entries.insert(key.clone(), strip_nulls(entry.clone()));
+                        let value = without_nulls(&entry.value);
+                        let key_loc = entry.key_loc.clone();
+                        b.entries.insert(key.clone(), Entry { key_loc, value });
                     }
                 }
             }
@@ -57,19 +62,36 @@ pub fn merge_except(base: Node, overlay: &Node, skip: &[&str]) -> Node {
     }
 }
 
-fn strip_nulls(mut entry: super::node::Entry) -> super::node::Entry {
-    entry.value = strip_nulls_node(entry.value);
-    entry
+/// A `null` with nothing to remove means "not set": drop it so typed defaults apply. A value
+/// without any is shared as it is.
+fn without_nulls(node: &Arc<Node>) -> Arc<Node> {
+    if has_nulls(node) {
+        Arc::new(strip_nulls_node(Node::clone(node)))
+    } else {
+        Arc::clone(node)
+    }
 }
 
-/// A `null` with nothing to remove means "not set": drop it so typed defaults apply.
+fn has_nulls(node: &Node) -> bool {
+    match &node.value {
+        Value::Map(m) => m
+            .entries
+            .values()
+            .any(|e| e.value.value == Value::Null || has_nulls(&e.value)),
+        _ => false,
+    }
+}
+
 fn strip_nulls_node(mut node: Node) -> Node {
     if let Value::Map(m) = &mut node.value {
         let entries = std::mem::take(&mut m.entries);
         m.entries = entries
             .into_iter()
             .filter(|(_, e)| e.value.value != Value::Null)
-            .map(|(k, e)| (k, strip_nulls(e)))
+            .map(|(k, e)| {
+                let value = without_nulls(&e.value);
+                (k, Entry { value, ..e })
+            })
             .collect();
     }
     node

@@ -67,7 +67,9 @@ pub struct Map {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub key_loc: Loc,
-    pub value: Node,
+    /// Shared: layering copies a region's tree once per environment, and only the paths an
+    /// overlay changes need their own copy (`Arc::make_mut`-style, see `merge.rs`).
+    pub value: Arc<Node>,
 }
 
 impl Node {
@@ -87,7 +89,7 @@ impl Node {
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.entries.get(key).map(|e| &e.value)
+        self.as_map()?.entries.get(key).map(|e| &*e.value)
     }
 
     pub fn as_str(&self) -> Option<&str> {

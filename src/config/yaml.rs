@@ -237,7 +237,13 @@ impl Builder<'_> {
                         return Err(Diagnostic::at(&key_loc, format!("duplicate key '{key}'"))
                             .hint(format!("it is already set at {}", first.key_loc)));
                     }
-                    entries.insert(key, Entry { key_loc, value });
+                    entries.insert(
+                        key,
+                        Entry {
+                            key_loc,
+                            value: Arc::new(value),
+                        },
+                    );
                 }
                 let node = Node::new(
                     Value::Map(Map {
