@@ -288,6 +288,11 @@ fn diff_colour_on_a_terminal() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_script {
+        // under CI a missing part is a failure, never a silent skip
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "util-linux `script` is needed for the terminal test"
+        );
         eprintln!("skipped: util-linux `script` is not installed");
         return;
     }

@@ -240,17 +240,17 @@ mod tests {
 
     #[test]
     fn changes_scales_to_thousands_of_leaves() {
-        let text: String = (0..5000).map(|i| format!("k{i}: {i}\n")).collect();
-        let other = text.replace("k4999: 4999", "k4999: 0");
+        let text: String = (0..20_000).map(|i| format!("k{i}: {i}\n")).collect();
+        let other = text.replace("k19999: 19999", "k19999: 0");
         let a = flatten(&parse(&Arc::from("a.yaml"), &text).unwrap());
         let b = flatten(&parse(&Arc::from("b.yaml"), &other).unwrap());
         let start = std::time::Instant::now();
         let c = changes(&a, &b);
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0].0, "k4999");
-        // quadratic matching took ~100 ms here in a debug build; linear takes ~1 ms
+        assert_eq!(c[0].0, "k19999");
+        // matching by scanning (quadratic) took seconds here in a debug build; by index ~10 ms
         assert!(
-            start.elapsed() < std::time::Duration::from_millis(50),
+            start.elapsed() < std::time::Duration::from_secs(1),
             "{:?}",
             start.elapsed()
         );
