@@ -46,40 +46,51 @@ if command -v dyff >/dev/null || [ -x "$HOME/go/bin/dyff" ]; then
     benches+=("peer: dyff between|$dyff between --omit-header $dir/region-001.yaml $dir/region-002.yaml|two files as written: no layering, no other files read")
 fi
 
+# Runs "$@" as it is, or (mode "priority") in a session of its own whose scheduling group and
+# processes get the top priority, which is what a quiet machine gives: on a machine shared
+# with other work (builds of other branches), the wall time otherwise measures the queue.
+in_mode() {
+    local mode=$1
+    shift
+    if [ "$mode" = priority ]; then
+        setsid bash -c 'echo -20 >/proc/self/autogroup 2>/dev/null; exec nice -n -20 "$@"' _ "$@"
+    else
+        "$@"
+    fi
+}
+modes=(shared)
+if [ "$(id -u)" = 0 ] && [ -w /proc/self/autogroup ]; then
+    modes+=(priority)
+fi
+
 rows=()
-if command -v hyperfine >/dev/null; then
-    tool="hyperfine $(hyperfine --version | cut -d' ' -f2), --warmup 3 --runs $runs --ignore-failure"
+for mode in "${modes[@]}"; do
     for b in "${benches[@]}"; do
         IFS='|' read -r name cmd what <<<"$b"
-        hyperfine --warmup 3 --runs "$runs" --ignore-failure --style none \
-            --export-json "$work/h.json" "$cmd" >/dev/null
-        row=$(python3 - "$work/h.json" <<'PY'
+        if command -v hyperfine >/dev/null; then
+            tool="hyperfine $(hyperfine --version | cut -d' ' -f2), --warmup 3 --runs $runs --ignore-failure"
+            in_mode "$mode" hyperfine --warmup 3 --runs "$runs" --ignore-failure --style none \
+                --export-json "$work/h.json" "$cmd" >/dev/null
+            row=$(python3 - "$work/h.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"][0]
 ms = lambda s: f"{s * 1000:.1f}"
 print(f"{ms(r['mean'])} ± {ms(r['stddev'])} | {ms(r['min'])} | {ms(r['user'])} | {ms(r['system'])}")
 PY
 )
-        rows+=("| $name | $row | $what |")
+        else
+            tool="a loop of $runs runs over date +%s%N (hyperfine not installed), after 3 warm-up runs"
+            row=$(in_mode "$mode" bash -c '
+                for _ in 1 2 3; do bash -c "$1" >/dev/null 2>&1; done
+                for ((i = 0; i < $2; i++)); do
+                    t0=$(date +%s%N); bash -c "$1" >/dev/null 2>&1; t1=$(date +%s%N)
+                    echo $(((t1 - t0) / 1000))
+                done' _ "$cmd" "$runs" |
+                awk '{s+=$1; if(min==""||$1<min)min=$1} END {printf "%.1f | %.1f | – | –", s/NR/1000, min/1000}')
+        fi
+        rows+=("| $name | $mode | $row | $what |")
     done
-else
-    tool="a loop of $runs runs over date +%s%N (hyperfine not installed), after 3 warm-up runs"
-    for b in "${benches[@]}"; do
-        IFS='|' read -r name cmd what <<<"$b"
-        for _ in 1 2 3; do bash -c "$cmd" >/dev/null 2>&1 || true; done
-        times=()
-        for ((i = 0; i < runs; i++)); do
-            t0=$(date +%s%N)
-            bash -c "$cmd" >/dev/null 2>&1 || true
-            t1=$(date +%s%N)
-            times+=($(((t1 - t0) / 1000)))
-        done
-        stats=$(printf '%s\n' "${times[@]}" | awk '{s+=$1; if(min==""||$1<min)min=$1} END {printf "%.1f | %.1f", s/NR/1000, min/1000}')
-        mean=${stats%% |*}
-        min=${stats##*| }
-        rows+=("| $name | $mean | $min | – | – | $what |")
-    done
-fi
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 section=$(mktemp)
@@ -91,10 +102,13 @@ section=$(mktemp)
     echo "Goal: under ${goal_ms} ms each. Produced by \`make bench-config\` (\`bench/config.sh\`), $(date -u +%Y-%m-%d),"
     echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), release build, timed with $tool."
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $load_before before, $load_after after"
-    echo "(other work on the machine shows in the wall time first; user + system is the CPU the command used)."
+    echo "Mode \"shared\": as the machine is, with whatever else runs on it (here: the load average"
+    echo "above, other branches' builds). Mode \"priority\" (root only): the same commands in a session"
+    echo "whose scheduling group and processes have the top priority, which is what a quiet machine"
+    echo "gives. User + system is the CPU the command used, whatever the mode."
     echo
-    echo "| command | mean ms | min ms | user ms | system ms | work |"
-    echo "|---|---|---|---|---|---|"
+    echo "| command | mode | mean ms | min ms | user ms | system ms | work |"
+    echo "|---|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
     echo
     echo "Commands (\`\$DIR\` the generated regions, \`\$SCHEMA\` the output of \`packfy-deploy schema\`):"
