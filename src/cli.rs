@@ -11,8 +11,7 @@ use crate::ui::Output;
 #[command(
     name = "packfy-deploy",
     version,
-    about = "Deploy one service to many regions: Docker hosts and Kubernetes clusters, with health checks, backups and automatic rollback",
-    propagate_version = true
+    about = "Deploy one service to many regions: Docker hosts and Kubernetes clusters, with health checks, backups and automatic rollback"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -59,12 +58,19 @@ pub enum Command {
         /// Regions to check (all when none given)
         regions: Vec<String>,
     },
-    /// Compare the effective configuration of two regions
+    /// Compare two regions' effective configuration, or a region's desired state with what runs
     Diff {
-        /// Left region
+        /// Left region (or the region, with --live)
         a: String,
         /// Right region
-        b: String,
+        #[arg(required_unless_present = "live")]
+        b: Option<String>,
+        /// Compare the region's desired state with what runs now on its target
+        #[arg(long, conflicts_with = "b")]
+        live: bool,
+        /// Version to compare with --live [default: the config's `version:`]
+        #[arg(long, requires = "live")]
+        version: Option<String>,
     },
     /// Show a value of a region and the file:line that set it
     Explain {
@@ -74,6 +80,69 @@ pub enum Command {
     },
     /// Render Kubernetes manifests from templates/
     Render(RenderArgs),
+    /// Show what deploy would do, changing nothing (exit 1 when there are changes)
+    Plan {
+        #[arg(long, short = 'r')]
+        region: String,
+        /// Version to plan [default: git commit for built services, else `version:`]
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Build (and push) the images of a region's services
+    Build {
+        #[arg(long, short = 'r')]
+        region: String,
+        /// Push to the registry the image names point at
+        #[arg(long)]
+        push: bool,
+        /// Tag [default: the git commit, with -dirty-<hash> for an uncommitted tree]
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Lock → back up → build → roll out → verify → record (rolls back by itself on failure)
+    Deploy(DeployArgs),
+    /// Go back to the previous healthy release (or the one given with --to)
+    Rollback {
+        #[arg(long, short = 'r')]
+        region: String,
+        /// Release to go back to, e.g. r3
+        #[arg(long)]
+        to: Option<String>,
+        /// Wait this long for a held lock, e.g. 5m
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        lock_wait: Option<std::time::Duration>,
+    },
+    /// What runs where: current release, containers, health, lock
+    Status {
+        #[arg(long, short = 'r')]
+        region: Option<String>,
+    },
+    /// Releases of a region with outcome, actor, time and version
+    History {
+        #[arg(long, short = 'r')]
+        region: String,
+        /// Show at most this many, newest first
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Hold a region's lock by hand
+    Lock {
+        #[arg(long, short = 'r')]
+        region: String,
+        /// Why (shown to whoever is refused)
+        #[arg(long, default_value = "held by hand")]
+        reason: String,
+        /// How long it holds [default: the region's lock_ttl]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Free a region's lock (--force frees someone else's)
+    Unlock {
+        #[arg(long, short = 'r')]
+        region: String,
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the JSON Schema of region files (for editors)
     Schema,
     /// Print shell completions
@@ -100,4 +169,39 @@ pub struct RenderArgs {
     /// Write nothing; exit 1 naming the files that differ from a fresh render
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Region to deploy
+    #[arg(long, short = 'r')]
+    pub region: String,
+    /// Version (image tag) to deploy [default: git commit for built services, else `version:`]
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Use images already on the engine or in the registry; build nothing
+    #[arg(long)]
+    pub no_build: bool,
+    /// Push built images to their registry before deploying
+    #[arg(long)]
+    pub push: bool,
+    /// Wait this long for a held lock, e.g. 5m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
+    /// Why (recorded on the lock)
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::model::parse_duration(s).map_err(|(m, h)| format!("{m}; {h}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -5,9 +5,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod deploy;
+pub mod docker;
 pub mod error;
+pub mod health;
 pub mod ops;
+pub mod plan;
+pub mod release;
 pub mod render;
+pub mod traffic;
 pub mod ui;
 
 use clap::{CommandFactory, Parser};
@@ -45,7 +51,35 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Command::Validate { regions } => ops::validate::run(&ctx, &regions),
-        Command::Diff { a, b } => ops::diff::run(&ctx, &a, &b),
+        Command::Diff {
+            a,
+            b,
+            live,
+            version,
+        } => match (b, live) {
+            (Some(b), false) => ops::diff::run(&ctx, &a, &b),
+            _ => ops::target::diff_live(&ctx, &a, version),
+        },
+        Command::Plan { region, version } => ops::target::plan(&ctx, &region, version),
+        Command::Build {
+            region,
+            push,
+            version,
+        } => ops::target::build(&ctx, &region, push, version),
+        Command::Deploy(args) => ops::target::deploy(&ctx, &args),
+        Command::Rollback {
+            region,
+            to,
+            lock_wait,
+        } => ops::target::rollback(&ctx, &region, to.as_deref(), lock_wait),
+        Command::Status { region } => ops::target::status(&ctx, region.as_deref()),
+        Command::History { region, limit } => ops::target::history(&ctx, &region, limit),
+        Command::Lock {
+            region,
+            reason,
+            ttl,
+        } => ops::target::lock(&ctx, &region, &reason, ttl),
+        Command::Unlock { region, force } => ops::target::unlock(&ctx, &region, force),
         Command::Explain { region, key } => ops::explain::run(&ctx, &region, &key),
         Command::Render(args) => ops::render::run(&ctx, &args),
         Command::Schema => ops::schema(&ctx),

@@ -149,9 +149,12 @@ pub fn region_partial(
             "a region deploys to one target; remove one of them (an overlay can remove an inherited one with `null`)",
         ),
         (Some(d), None) => {
-            let ok = ["unix://", "tcp://", "ssh://", "npipe://"]
-                .iter()
-                .any(|p| d.host.starts_with(p));
+            // `${VAR}` endpoints are checked once expanded; an unset variable is a deploy-time error.
+            let host = super::expand_env(&d.host);
+            let ok = host.is_empty()
+                || ["unix://", "tcp://", "ssh://", "npipe://"]
+                    .iter()
+                    .any(|p| host.starts_with(p));
             if !ok {
                 c.at(
                     "target.docker.host",

@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod explain;
 pub mod render;
+pub mod target;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -3,7 +3,8 @@
 # several regions' hosts. Daemon 1 is the machine's own engine when one answers on the
 # default socket (and PACKFY_PRIVATE_DOCKERD is not 1); every other daemon is a private
 # dockerd with its own socket, data root, exec root, pidfile, containerd namespace and
-# bridge br-pfN (10.199.N.1/24). Published ports default to 127.0.0.1 (--ip).
+# bridge br-pfN (10.199.N.1/24; the next free N when another checkout's daemon has that
+# bridge). Published ports default to 127.0.0.1 (--ip).
 #
 # iptables: only the first private daemon manages iptables (when the kernel allows it, and
 # PACKFY_DOCKERD_IPTABLES is not 0); the others run with --iptables=false so their rules
@@ -20,8 +21,19 @@ dockerd_paths() { # dockerd_paths N: sets d_name d_base d_sock d_exec d_pid d_lo
   d_exec="$rd/docker-$d_name"
   d_pid="$RUN_DIR/dockerd-$d_name.pid"
   d_log="$LOG_DIR/dockerd-$d_name.log"
-  d_bridge="br-pf$n"
-  d_addr="10.199.$n.1/24"
+  local idx=$n
+  [[ -s "$RUN_DIR/dockerd-$d_name.bridge" ]] && idx="$(cat "$RUN_DIR/dockerd-$d_name.bridge")"
+  d_bridge="br-pf$idx"
+  d_addr="10.199.$idx.1/24"
+}
+
+# Picks daemon N's bridge before it starts: br-pfN, unless a dockerd of another checkout
+# runs on that bridge; then the next free br-pfM (subnet 10.199.M.0/24).
+dockerd_pick_bridge() {
+  local n="$1" idx="$1"
+  while pgrep -f -- "--bridge br-pf$idx( |\$)" >/dev/null; do idx=$((idx + 1)); done
+  echo "$idx" >"$RUN_DIR/dockerd-pf$n.bridge"
+  dockerd_paths "$n"
 }
 
 system_docker_usable() {
@@ -36,12 +48,19 @@ iptables_usable() {
 
 dockerd_answers() { docker -H "unix://$1" version >/dev/null 2>&1; }
 
-# Creates (and remembers that we created) the bridge of daemon N, gives it its address, up.
+# Creates (and remembers that we created) the bridge of daemon N, gives it a fixed MAC and
+# its address, up. The fixed MAC matters: a bridge without one takes the lowest MAC of its
+# ports, so it changes whenever a container comes or goes, and the containers' cached
+# gateway entry goes stale: their packets to the host (through docker-proxy) are lost for
+# seconds. (docker0, which dockerd creates itself, gets a fixed random MAC.)
 bridge_up() {
+  local mac
+  mac="$(printf '02:70:66:00:%02x:01' "${d_bridge#br-pf}")"
   if ! ip link show "$d_bridge" >/dev/null 2>&1; then
-    ip link add name "$d_bridge" type bridge || return 1
+    ip link add name "$d_bridge" address "$mac" type bridge || return 1
     touch "$RUN_DIR/bridge-$d_bridge.ours"
   fi
+  [[ "$(cat "/sys/class/net/$d_bridge/address")" == "$mac" ]] || ip link set dev "$d_bridge" address "$mac" || return 1
   ip -4 addr show dev "$d_bridge" | grep "inet ${d_addr%/*}/" >/dev/null || ip addr add "$d_addr" dev "$d_bridge" || return 1
   ip link set "$d_bridge" up
 }
@@ -58,10 +77,18 @@ dockerd_start() {
     fail "dockerd $d_name" "something answers on $d_sock but $d_pid names no live dockerd"
     return 1
   fi
+  dockerd_pick_bridge "$n"
   bridge_up || {
     fail "dockerd $d_name" "could not set up bridge $d_bridge ($d_addr)"
     return 1
   }
+  # A daemon without --iptables adds no FORWARD rules. Should the iptables-managing daemon
+  # make the FORWARD policy DROP (with br_netfilter, even traffic within a bridge passes
+  # FORWARD), this daemon's containers could no longer reach each other.
+  if [[ "$iptables" == false ]] && iptables -S FORWARD >/dev/null 2>&1 &&
+    ! iptables -C FORWARD -i "$d_bridge" -o "$d_bridge" -j ACCEPT 2>/dev/null; then
+    iptables -I FORWARD -i "$d_bridge" -o "$d_bridge" -j ACCEPT && touch "$RUN_DIR/forward-$d_bridge.ours"
+  fi
   mkdir -p "$d_base/data" "$d_exec"
   # Our own (empty) config file, so /etc/docker/daemon.json of the machine cannot interfere.
   [[ -f "$d_base/daemon.json" ]] || echo '{}' >"$d_base/daemon.json"
@@ -178,14 +205,22 @@ docker_down() {
       log "docker: stopping $d_name"
     fi
     stop_pidfile "$d_pid" dockerd 30
+    rm -f "$RUN_DIR/dockerd-$d_name.bridge"
   done
   # Leftover mounts of a daemon that was killed (netns, overlay) under our directories.
   local rd m
   rd="$(short_run_dir)"
-  awk '{print $2}' /proc/mounts | grep -E "^($ENV_DIR|$rd)/" | sort -r | while read -r m; do
+  awk '{print $2}' /proc/mounts | { grep -E "^($ENV_DIR|$rd)/" || true; } | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   local marker br
+  for marker in "$RUN_DIR"/forward-*.ours; do
+    [[ -e "$marker" ]] || continue
+    br="${marker##*/forward-}"
+    br="${br%.ours}"
+    iptables -D FORWARD -i "$br" -o "$br" -j ACCEPT 2>/dev/null || true
+    rm -f "$marker"
+  done
   for marker in "$RUN_DIR"/bridge-*.ours; do
     [[ -e "$marker" ]] || continue
     br="${marker##*/bridge-}"

@@ -8,8 +8,9 @@
 //! On SIGTERM (or SIGINT) it closes its listening socket, serves the requests already
 //! accepted or under way (also on keep-alive connections, which are then closed), and exits 0.
 //!
-//! `packfy-sample healthcheck` asks the running server's `/health` on 127.0.0.1 and exits
-//! 0 on 200, 1 otherwise: the image's `HEALTHCHECK` (a `FROM scratch` image has no curl).
+//! `packfy-sample healthcheck [HOST:PORT]` asks `/health` of the server on 127.0.0.1:PORT (or
+//! HOST:PORT) and exits 0 on 200, 1 otherwise: the image's `HEALTHCHECK` (a `FROM scratch`
+//! image has no curl), and a probe from one container to another.
 
 mod config;
 mod http;
@@ -55,10 +56,16 @@ fn main() {
     };
     match args.get(1).map(String::as_str) {
         None => serve(cfg),
-        Some("healthcheck") => std::process::exit(healthcheck(cfg.port)),
+        Some("healthcheck") => {
+            let addr = args
+                .get(2)
+                .cloned()
+                .unwrap_or_else(|| format!("127.0.0.1:{}", cfg.port));
+            std::process::exit(healthcheck(&addr))
+        }
         Some("--version") => println!("{}", cfg.version),
         Some(other) => {
-            eprintln!("packfy-sample: unknown argument {other:?} (expected nothing, `healthcheck` or `--version`)");
+            eprintln!("packfy-sample: unknown argument {other:?} (expected nothing, `healthcheck [HOST:PORT]` or `--version`)");
             std::process::exit(2);
         }
     }
@@ -189,7 +196,12 @@ fn serve_connection(stream: TcpStream, state: &State) {
             ("X-Packfy-Version", version),
             ("X-Packfy-Instance", instance),
         ];
-        let written = resp.write_to(&mut writer, req.method == "HEAD", keep_alive, &extra);
+        let extra = if instance.is_empty() {
+            &extra[..1]
+        } else {
+            &extra[..]
+        };
+        let written = resp.write_to(&mut writer, req.method == "HEAD", keep_alive, extra);
         println!(
             "{} {}{}{} {}",
             req.method,
@@ -285,11 +297,13 @@ fn respond(req: &Request, state: &State) -> Response {
     }
 }
 
-/// Asks the local server's `/health`; 0 on 200.
-fn healthcheck(port: u16) -> i32 {
+/// Asks `/health` of the server at `addr` (HOST:PORT); 0 on 200.
+fn healthcheck(addr: &str) -> i32 {
     let ask = || -> std::io::Result<bool> {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        let sock = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+        let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.write_all(b"GET /health HTTP/1.0\r\n\r\n")?;
         let mut buf = Vec::new();
@@ -298,9 +312,12 @@ fn healthcheck(port: u16) -> i32 {
     };
     match ask() {
         Ok(true) => 0,
-        Ok(false) => 1,
+        Ok(false) => {
+            eprintln!("healthcheck: {addr}/health is not 200");
+            1
+        }
         Err(e) => {
-            eprintln!("healthcheck: {e}");
+            eprintln!("healthcheck: {addr}: {e}");
             1
         }
     }

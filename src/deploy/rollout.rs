@@ -1,0 +1,591 @@
+//! Executing a rolling update on a Docker engine behind HAProxy, and undoing it.
+//!
+//! Every side effect is written to the [`Ledger`] the moment it happens, so whatever stops the
+//! rollout — a failed health check, a crash of a new container, a bad bake, Ctrl-C — the
+//! restore knows exactly what to put back: old containers first (started, healthy, back in
+//! rotation), then the new ones drained and removed. Old containers are stopped, never removed,
+//! so putting them back is a start, not a pull or a build.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use futures_util::future::join_all;
+
+use super::desired::Desired;
+use crate::docker::naming::{self, Scope};
+use crate::docker::{ContainerSpec, Engine};
+use crate::health::{self, CheckResult, Thresholds, Verdict};
+use crate::plan::Step;
+use crate::release::ContainerRecord;
+use crate::traffic::haproxy::{Haproxy, ServerState};
+use crate::ui::Ui;
+
+/// Lines of a failing container's output shown with the failure.
+const LOG_TAIL: usize = 15;
+/// Fewer responses than this during the bake are too few to judge a 5xx ratio.
+const MIN_RESPONSES_FOR_RATIO: u64 = 20;
+
+/// A container that serves (or served) a service: what the rollout needs to take it out of,
+/// or put it back into, rotation.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub service: String,
+    pub id: String,
+    pub name: String,
+    /// HAProxy backend and server name, when the service is behind HAProxy.
+    pub server: Option<(String, String)>,
+    pub addr: Option<SocketAddr>,
+}
+
+/// Everything the rollout changed, in order.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// New containers created or (for a rollback) restarted, with whether they are in rotation.
+    pub started: Vec<(Member, bool)>,
+    /// Old containers taken out of rotation (and maybe stopped).
+    pub stopped: Vec<Member>,
+}
+
+pub struct Rollout<'a> {
+    pub engine: &'a Engine,
+    pub lb: Option<&'a Haproxy>,
+    pub backends: HashMap<String, String>,
+    pub scope: &'a Scope,
+    pub release: String,
+    pub version: String,
+    pub ui: &'a Ui,
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Rollout<'_> {
+    fn backend(&self, service: &str) -> Option<&str> {
+        self.lb?;
+        self.backends.get(service).map(String::as_str)
+    }
+
+    /// Rolls one service to `d`. `old` are the running containers to replace; `reuse` are
+    /// stopped containers of the wanted release to start before creating any.
+    pub async fn service(
+        &self,
+        d: &Desired,
+        old: Vec<Member>,
+        mut reuse: Vec<Member>,
+        steps: &[Step],
+        first_index: u32,
+    ) -> anyhow::Result<Vec<ContainerRecord>> {
+        let mut old = old;
+        let mut next_index = first_index;
+        let mut created: Vec<ContainerRecord> = Vec::new();
+        for step in steps {
+            self.still_alive().await?;
+            match *step {
+                Step::Start(n) => {
+                    let mut batch = Vec::new();
+                    for _ in 0..n {
+                        let member = match reuse.pop() {
+                            Some(m) => {
+                                self.ui
+                                    .verbose(format!("restarting retained container {}", m.name));
+                                self.engine.start(&m.id).await?;
+                                m
+                            }
+                            None => {
+                                let m = self.create(d, next_index).await?;
+                                next_index += 1;
+                                m
+                            }
+                        };
+                        self.ledger
+                            .lock()
+                            .expect("ledger")
+                            .started
+                            .push((member.clone(), false));
+                        batch.push(member);
+                    }
+                    let names: Vec<&str> = batch.iter().map(|m| m.name.as_str()).collect();
+                    self.ui
+                        .status("Starting", format!("{} {}", d.name, names.join(", ")));
+                    let results = join_all(batch.iter().map(|m| self.wait_healthy(d, m))).await;
+                    let mut ready = Vec::new();
+                    for (m, r) in batch.into_iter().zip(results) {
+                        let addr = r?;
+                        ready.push(Member { addr, ..m });
+                    }
+                    for m in &ready {
+                        self.enter_rotation(d, m).await?;
+                        created.push(ContainerRecord {
+                            name: m.name.clone(),
+                            id: m.id.clone(),
+                            addr: m.addr.map(|a| a.to_string()),
+                        });
+                    }
+                    self.ui.status(
+                        "Healthy",
+                        format!(
+                            "{} {}",
+                            d.name,
+                            ready
+                                .iter()
+                                .map(|m| m.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+                Step::Stop(n) => {
+                    let take = (n as usize).min(old.len());
+                    let batch: Vec<Member> = old.drain(..take).collect();
+                    join_all(batch.iter().map(|m| self.retire(d, m)))
+                        .await
+                        .into_iter()
+                        .collect::<anyhow::Result<Vec<()>>>()?;
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// Fails fast when a container started earlier in this rollout has exited since.
+    async fn still_alive(&self) -> anyhow::Result<()> {
+        let started: Vec<Member> = self
+            .ledger
+            .lock()
+            .expect("ledger")
+            .started
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in started {
+            if let Some(st) = self.engine.inspect(&m.id).await? {
+                if !st.running {
+                    let logs = self.engine.logs_tail(&m.id, LOG_TAIL).await;
+                    bail!(
+                        "{} exited with code {} after it was healthy\n--- last lines of {} ---\n{}",
+                        m.name,
+                        st.exit_code,
+                        m.name,
+                        logs.trim_end()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, d: &Desired, index: u32) -> anyhow::Result<Member> {
+        let name = self.scope.container(&d.name, &self.release, index);
+        let mut labels = self.scope.labels("app");
+        labels.insert(naming::SERVICE.into(), d.name.clone());
+        labels.insert(naming::RELEASE.into(), self.release.clone());
+        labels.insert(naming::VERSION.into(), self.version.clone());
+        labels.insert("packfy.index".into(), index.to_string());
+        // Lets `plan` and the next deploy tell whether a running container is already wanted.
+        labels.insert("packfy.spec".into(), d.spec_hash.clone());
+        let res = &d.service.resources.limits;
+        let spec = ContainerSpec {
+            name: name.clone(),
+            image: d.image_id.clone(),
+            env: d.env.clone(),
+            labels,
+            ports: d.service.ports.iter().map(|p| p.container).collect(),
+            command: d.command.clone(),
+            stop_grace: d.service.stop_grace_period.0,
+            nano_cpus: res
+                .cpu
+                .as_ref()
+                .and_then(|q| q.millicores())
+                .map(|m| (m * 1_000_000) as i64),
+            memory: res
+                .memory
+                .as_ref()
+                .and_then(|q| q.bytes())
+                .map(|b| b as i64),
+        };
+        // Recorded before it starts, so a failure right after still removes it.
+        let id = self.engine.run(&spec).await?;
+        let server = self.backend(&d.name).map(|b| {
+            (
+                b.to_string(),
+                self.scope.server(&d.name, &self.release, index),
+            )
+        });
+        Ok(Member {
+            service: d.name.clone(),
+            id,
+            name,
+            server,
+            addr: None,
+        })
+    }
+
+    /// Waits for a container's health check; fails fast when it exits. Returns its address.
+    async fn wait_healthy(&self, d: &Desired, m: &Member) -> anyhow::Result<Option<SocketAddr>> {
+        let th = Thresholds::from(&d.service.health);
+        let started = Instant::now();
+        let verdict = health::wait_healthy(&th, || check(self.engine, d, &m.id)).await;
+        match verdict {
+            Verdict::Healthy => {
+                let st = self
+                    .engine
+                    .inspect(&m.id)
+                    .await?
+                    .ok_or_else(|| anyhow!("{} disappeared", m.name))?;
+                Ok(check_port(d).and_then(|p| st.ports.get(&p).copied()))
+            }
+            other => {
+                let why = match other {
+                    Verdict::Fatal(r) => format!(
+                        "{} {r} after {:.1}s",
+                        m.name,
+                        started.elapsed().as_secs_f64()
+                    ),
+                    Verdict::Unhealthy(r) => format!("{} is unhealthy: {r}", m.name),
+                    Verdict::TimedOut(r) => format!(
+                        "{} did not become healthy within the {} deadline (last check: {r})",
+                        m.name, d.service.health.deadline
+                    ),
+                    _ => format!("{} is not healthy", m.name),
+                };
+                let logs = self.engine.logs_tail(&m.id, LOG_TAIL).await;
+                let logs = if logs.trim().is_empty() {
+                    "(no output)".to_string()
+                } else {
+                    logs.trim_end().to_string()
+                };
+                bail!("{why}\n--- last {LOG_TAIL} lines of {} ---\n{logs}", m.name)
+            }
+        }
+    }
+
+    async fn enter_rotation(&self, d: &Desired, m: &Member) -> anyhow::Result<()> {
+        if let (Some(lb), Some((backend, server)), Some(addr)) = (self.lb, &m.server, m.addr) {
+            let path = d.service.health.http.as_ref().map(|h| h.path.as_str());
+            lb.add_server(backend, server, addr, path).await?;
+            if path.is_some()
+                && !lb
+                    .wait_up(backend, server, d.service.health.deadline.0)
+                    .await?
+            {
+                bail!("HAProxy never saw {server} ({addr}) as UP in {backend}");
+            }
+            self.ui
+                .verbose(format!("{server} ({addr}) in rotation in {backend}"));
+        }
+        let mut ledger = self.ledger.lock().expect("ledger");
+        if let Some(entry) = ledger.started.iter_mut().find(|(x, _)| x.id == m.id) {
+            entry.0.addr = m.addr;
+            entry.1 = true;
+        }
+        Ok(())
+    }
+
+    /// Drains an old container out of rotation, then stops it (it is kept for rollback).
+    async fn retire(&self, d: &Desired, m: &Member) -> anyhow::Result<()> {
+        self.ledger.lock().expect("ledger").stopped.push(m.clone());
+        let in_lb = match (self.lb, &m.server) {
+            (Some(lb), Some((backend, server))) => lb.server(backend, server).await?.is_some(),
+            _ => false,
+        };
+        if let (true, Some(lb), Some((backend, server))) = (in_lb, self.lb, &m.server) {
+            self.ui.status("Draining", server.to_string());
+            lb.set_state(backend, server, ServerState::Drain).await?;
+            if !lb
+                .wait_drained(backend, server, d.service.rollout.drain_timeout.0)
+                .await?
+            {
+                self.ui.warn(format!(
+                    "{server} still had sessions after the {} drain timeout; stopping it anyway",
+                    d.service.rollout.drain_timeout
+                ));
+            }
+            lb.del_server(backend, server).await?;
+        }
+        self.engine
+            .stop(&m.id, d.service.stop_grace_period.0)
+            .await?;
+        self.ui
+            .status("Stopped", format!("{} (kept for rollback)", m.name));
+        Ok(())
+    }
+
+    /// Watches the new release for the bake period: containers alive and healthy, and HAProxy's
+    /// 5xx ratio of the new servers at most `max_5xx_ratio`.
+    pub async fn bake(&self, desired: &[Desired]) -> anyhow::Result<BakeReport> {
+        let bake = desired
+            .iter()
+            .map(|d| d.service.rollout.bake.0)
+            .max()
+            .unwrap_or_default();
+        let started: Vec<Member> = self
+            .ledger
+            .lock()
+            .expect("ledger")
+            .started
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        let mut report = BakeReport::default();
+        if bake.is_zero() {
+            return Ok(report);
+        }
+        self.ui.status(
+            "Verifying",
+            format!(
+                "the new release for {}",
+                crate::config::model::Duration(bake)
+            ),
+        );
+        let deadline = Instant::now() + bake;
+        let mut failures: HashMap<String, u32> = HashMap::new();
+        loop {
+            for m in &started {
+                let Some(d) = desired.iter().find(|d| d.name == m.service) else {
+                    continue;
+                };
+                match check(self.engine, d, &m.id).await {
+                    CheckResult::Pass => {
+                        failures.remove(&m.id);
+                    }
+                    CheckResult::Fatal(r) => {
+                        let logs = self.engine.logs_tail(&m.id, LOG_TAIL).await;
+                        bail!(
+                            "{} {r} during the bake\n--- last lines of {} ---\n{}",
+                            m.name,
+                            m.name,
+                            logs.trim_end()
+                        );
+                    }
+                    CheckResult::Fail(r) => {
+                        let n = failures.entry(m.id.clone()).or_default();
+                        *n += 1;
+                        if *n >= d.service.health.unhealthy_threshold {
+                            bail!(
+                                "{} failed its health check {n} times during the bake: {r}",
+                                m.name
+                            );
+                        }
+                    }
+                }
+            }
+            report = self.ratio(desired, &started).await?;
+            if let Some(msg) = &report.breach {
+                bail!("{msg}");
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(
+                Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+        Ok(report)
+    }
+
+    async fn ratio(&self, desired: &[Desired], started: &[Member]) -> anyhow::Result<BakeReport> {
+        let mut report = BakeReport::default();
+        let Some(lb) = self.lb else { return Ok(report) };
+        let mut per_backend: HashMap<&str, Vec<&str>> = HashMap::new();
+        for m in started {
+            if let Some((b, s)) = &m.server {
+                per_backend.entry(b.as_str()).or_default().push(s.as_str());
+            }
+        }
+        for (backend, servers) in per_backend {
+            for stat in lb.servers(backend).await? {
+                if servers.contains(&stat.name.as_str()) {
+                    report.responses += stat.responses;
+                    report.errors += stat.hrsp_5xx;
+                }
+            }
+        }
+        let limit = desired
+            .iter()
+            .map(|d| d.service.rollout.max_5xx_ratio)
+            .fold(1.0f64, f64::min);
+        if report.responses >= MIN_RESPONSES_FOR_RATIO {
+            let ratio = report.errors as f64 / report.responses as f64;
+            if ratio > limit {
+                report.breach = Some(format!(
+                    "the new release answered {:.1}% 5xx ({} of {} responses through HAProxy), above the {:.1}% limit",
+                    ratio * 100.0,
+                    report.errors,
+                    report.responses,
+                    limit * 100.0
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Puts back what the ledger says was taken out, then removes what was added.
+    /// Returns the problems it could not fix (empty: the previous release serves again).
+    pub async fn restore(&self, desired_by_service: &HashMap<String, Desired>) -> Vec<String> {
+        let (started, stopped) = {
+            let l = self.ledger.lock().expect("ledger");
+            (l.started.clone(), l.stopped.clone())
+        };
+        let mut problems = Vec::new();
+        for m in stopped.iter().rev() {
+            self.ui.status("Restoring", m.name.clone());
+            if let Err(e) = self.put_back(m, desired_by_service.get(&m.service)).await {
+                problems.push(format!("{}: {e:#}", m.name));
+            }
+        }
+        for (m, in_rotation) in started.iter().rev() {
+            if let Err(e) = self
+                .take_out(m, *in_rotation, desired_by_service.get(&m.service))
+                .await
+            {
+                problems.push(format!("{}: {e:#}", m.name));
+            }
+        }
+        problems
+    }
+
+    async fn put_back(&self, m: &Member, d: Option<&Desired>) -> anyhow::Result<()> {
+        let st = self
+            .engine
+            .inspect(&m.id)
+            .await?
+            .ok_or_else(|| anyhow!("the container is gone"))?;
+        if !st.running {
+            self.engine.start(&m.id).await?;
+        }
+        let mut addr = m.addr;
+        if let Some(d) = d {
+            let th = Thresholds::from(&d.service.health);
+            match health::wait_healthy(&th, || check(self.engine, d, &m.id)).await {
+                Verdict::Healthy => {}
+                v => bail!("did not become healthy again: {v:?}"),
+            }
+            let st = self
+                .engine
+                .inspect(&m.id)
+                .await?
+                .ok_or_else(|| anyhow!("the container is gone"))?;
+            addr = check_port(d)
+                .and_then(|p| st.ports.get(&p).copied())
+                .or(addr);
+        }
+        if let (Some(lb), Some((backend, server)), Some(addr)) = (self.lb, &m.server, addr) {
+            let path = d
+                .and_then(|d| d.service.health.http.as_ref())
+                .map(|h| h.path.as_str());
+            let present = lb
+                .servers(backend)
+                .await?
+                .into_iter()
+                .any(|s| &s.name == server);
+            if present {
+                lb.set_state(backend, server, ServerState::Ready).await?;
+            } else {
+                lb.add_server(backend, server, addr, path).await?;
+            }
+            if path.is_some() {
+                lb.wait_up(backend, server, Duration::from_secs(30)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn take_out(
+        &self,
+        m: &Member,
+        in_rotation: bool,
+        d: Option<&Desired>,
+    ) -> anyhow::Result<()> {
+        if let (Some(lb), Some((backend, server))) = (self.lb, &m.server) {
+            // Whatever the ledger says, HAProxy is the truth (it may have restarted meanwhile).
+            let _ = in_rotation;
+            if lb.server(backend, server).await?.is_some() {
+                lb.set_state(backend, server, ServerState::Drain).await?;
+                let drain = d.map_or(Duration::from_secs(10), |d| {
+                    d.service.rollout.drain_timeout.0
+                });
+                lb.wait_drained(backend, server, drain).await?;
+                lb.del_server(backend, server).await?;
+            }
+        }
+        let grace = d.map_or(Duration::from_secs(10), |d| d.service.stop_grace_period.0);
+        self.engine.stop(&m.id, grace).await?;
+        self.engine.remove(&m.id).await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct BakeReport {
+    pub responses: u64,
+    pub errors: u64,
+    pub breach: Option<String>,
+}
+
+fn check_port(d: &Desired) -> Option<u16> {
+    let h = &d.service.health;
+    h.http
+        .as_ref()
+        .and_then(|x| x.port)
+        .or(h.tcp.as_ref().and_then(|x| x.port))
+        .or(d.container_port)
+}
+
+/// One health check of one container: its state first (an exit is fatal at once), then the
+/// configured check, else the image's HEALTHCHECK, else "running".
+pub async fn check(engine: &Engine, d: &Desired, id: &str) -> CheckResult {
+    let st = match engine.inspect(id).await {
+        Ok(Some(st)) => st,
+        Ok(None) => return CheckResult::Fatal("disappeared".into()),
+        Err(e) => return CheckResult::Fail(format!("{e:#}")),
+    };
+    if !st.running {
+        let oom = if st.oom_killed {
+            " (killed: out of memory)"
+        } else {
+            ""
+        };
+        return CheckResult::Fatal(format!("exited with code {}{oom}", st.exit_code));
+    }
+    if st.restart_count > 0 {
+        return CheckResult::Fatal(format!("restarted {} time(s)", st.restart_count));
+    }
+    let h = &d.service.health;
+    let timeout = h.timeout.0;
+    let addr = |port: Option<u16>| {
+        port.or(d.container_port)
+            .and_then(|p| st.ports.get(&p).copied())
+    };
+    if let Some(http) = &h.http {
+        return match addr(http.port) {
+            Some(a) => health::http_check(a, &http.path, http.status, timeout).await,
+            None => CheckResult::Fail("no published port to check".into()),
+        };
+    }
+    if let Some(tcp) = &h.tcp {
+        return match addr(tcp.port) {
+            Some(a) => health::tcp_check(a, timeout).await,
+            None => CheckResult::Fail("no published port to check".into()),
+        };
+    }
+    if let Some(cmd) = &h.command {
+        return match engine.exec_check(id, cmd).await {
+            Ok(()) => CheckResult::Pass,
+            Err(e) => CheckResult::Fail(e),
+        };
+    }
+    match st.health.as_deref() {
+        Some("healthy") => CheckResult::Pass,
+        Some("unhealthy") => CheckResult::Fail(format!(
+            "the image's HEALTHCHECK says unhealthy: {}",
+            st.health_log.unwrap_or_default().trim()
+        )),
+        Some(other) => CheckResult::Fail(format!("the image's HEALTHCHECK says {other}")),
+        None if h.image => {
+            CheckResult::Fail("health.image is set but the image has no HEALTHCHECK".into())
+        }
+        None => CheckResult::Pass,
+    }
+}

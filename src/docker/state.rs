@@ -1,0 +1,249 @@
+//! State kept on the Docker engine itself: the deploy lock and the release records.
+//!
+//! Both are Docker volumes with labels, because volumes need no image (none can be assumed on
+//! a fresh host) and the engine creates a named volume once: creating the lock volume either
+//! makes ours, or hands back the existing one with its holder's labels. Listing the history is
+//! one `GET /volumes` with a label filter, from any machine that reaches the engine.
+//! Records are immutable: a record is updated by writing the next `seq` and removing the old.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Context};
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
+use chrono::{DateTime, Utc};
+
+use super::naming::{self, Scope};
+use super::Engine;
+use crate::release::Release;
+
+/// A lock as found on the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lock {
+    pub holder: String,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub token: String,
+    pub runner: String,
+}
+
+impl Lock {
+    /// Past its expiry, or held by a process of this machine that has died.
+    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires || crate::release::runner_is_dead(&self.runner)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} since {} ({}), expires {}",
+            self.holder,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.reason,
+            self.expires.format("%H:%M:%S UTC")
+        )
+    }
+}
+
+pub enum Acquire {
+    Acquired(Lock),
+    Held(Lock),
+}
+
+impl Engine {
+    async fn volumes(
+        &self,
+        filter: &[(&'static str, String)],
+    ) -> anyhow::Result<Vec<HashMap<String, String>>> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([(
+            "label".to_string(),
+            filter.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .with_context(|| format!("cannot list volumes on {}", self.endpoint))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                let mut labels = v.labels;
+                labels.insert("__name".into(), v.name);
+                labels
+            })
+            .collect())
+    }
+
+    async fn remove_volume(&self, name: &str) -> anyhow::Result<()> {
+        match self
+            .docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove volume {name}")),
+        }
+    }
+
+    /// Tries to take the lock once.
+    /// `tied_to_process`: the lock is stale as soon as this process is gone (a deploy's lock),
+    /// rather than only at its expiry (a lock held by hand).
+    pub async fn try_lock(
+        &self,
+        scope: &Scope,
+        holder: &str,
+        reason: &str,
+        ttl: std::time::Duration,
+        tied_to_process: bool,
+    ) -> anyhow::Result<Acquire> {
+        let now = Utc::now();
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            now.timestamp_nanos_opt().unwrap_or(0)
+        );
+        let mut labels = scope.labels("lock");
+        labels.insert(naming::HOLDER.into(), holder.into());
+        labels.insert(naming::REASON.into(), reason.into());
+        labels.insert(naming::SINCE.into(), now.to_rfc3339());
+        let expires =
+            now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15));
+        labels.insert(naming::EXPIRES.into(), expires.to_rfc3339());
+        labels.insert(naming::TOKEN.into(), token.clone());
+        if tied_to_process {
+            labels.insert(naming::RUNNER.into(), crate::release::runner());
+        }
+        let vol = self
+            .docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(scope.lock_volume()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create the lock on {}", self.endpoint))?;
+        let lock = parse_lock(&vol.labels)
+            .ok_or_else(|| anyhow!("the lock volume {} has no lock labels", scope.lock_volume()))?;
+        Ok(if lock.token == token {
+            Acquire::Acquired(lock)
+        } else {
+            Acquire::Held(lock)
+        })
+    }
+
+    /// Removes a lock, whoever holds it (the caller decided it may).
+    pub async fn break_lock(&self, scope: &Scope) -> anyhow::Result<()> {
+        self.remove_volume(&scope.lock_volume()).await
+    }
+
+    /// Frees our lock; does nothing if someone else holds it now.
+    pub async fn unlock(&self, scope: &Scope, ours: &Lock) -> anyhow::Result<()> {
+        if let Some(current) = self.current_lock(scope).await? {
+            if current.token == ours.token {
+                self.remove_volume(&scope.lock_volume()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn current_lock(&self, scope: &Scope) -> anyhow::Result<Option<Lock>> {
+        let found = self.volumes(&scope.filter("lock")).await?;
+        Ok(found.first().and_then(parse_lock))
+    }
+
+    /// Writes (or rewrites) a release record.
+    pub async fn save_release(&self, scope: &Scope, release: &Release) -> anyhow::Result<()> {
+        let existing: Vec<_> = self
+            .volumes(&scope.filter("release"))
+            .await?
+            .into_iter()
+            .filter(|l| l.get(naming::RELEASE) == Some(&release.id))
+            .collect();
+        let seq = existing
+            .iter()
+            .filter_map(|l| l.get(naming::RECORD_SEQ)?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let mut labels = scope.labels("release");
+        labels.insert(naming::RELEASE.into(), release.id.clone());
+        labels.insert(naming::RECORD_SEQ.into(), seq.to_string());
+        labels.insert(naming::RECORD.into(), serde_json::to_string(release)?);
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(scope.record_volume(&release.id, seq)),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| {
+                format!("cannot record release {} on {}", release.id, self.endpoint)
+            })?;
+        for old in existing {
+            if let Some(name) = old.get("__name") {
+                self.remove_volume(name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All release records of the scope, oldest first.
+    pub async fn releases(&self, scope: &Scope) -> anyhow::Result<Vec<Release>> {
+        let mut by_id: HashMap<String, (u32, Release)> = HashMap::new();
+        for labels in self.volumes(&scope.filter("release")).await? {
+            let (Some(json), Some(seq)) =
+                (labels.get(naming::RECORD), labels.get(naming::RECORD_SEQ))
+            else {
+                continue;
+            };
+            let seq: u32 = seq.parse().unwrap_or(0);
+            let Ok(rel) = serde_json::from_str::<Release>(json) else {
+                continue;
+            };
+            match by_id.get(&rel.id) {
+                Some((s, _)) if *s >= seq => {}
+                _ => {
+                    by_id.insert(rel.id.clone(), (seq, rel));
+                }
+            }
+        }
+        let mut out: Vec<Release> = by_id.into_values().map(|(_, r)| r).collect();
+        out.sort_by_key(|r| r.number);
+        Ok(out)
+    }
+
+    /// Removes the records of releases that are no longer kept.
+    pub async fn forget_release(&self, scope: &Scope, id: &str) -> anyhow::Result<()> {
+        for labels in self.volumes(&scope.filter("release")).await? {
+            if labels.get(naming::RELEASE).map(String::as_str) == Some(id) {
+                if let Some(name) = labels.get("__name") {
+                    self.remove_volume(name).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_lock(labels: &HashMap<String, String>) -> Option<Lock> {
+    let time = |k: &str| {
+        DateTime::parse_from_rfc3339(labels.get(k)?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Some(Lock {
+        holder: labels.get(naming::HOLDER)?.clone(),
+        reason: labels.get(naming::REASON).cloned().unwrap_or_default(),
+        since: time(naming::SINCE)?,
+        expires: time(naming::EXPIRES)?,
+        token: labels.get(naming::TOKEN)?.clone(),
+        runner: labels.get(naming::RUNNER).cloned().unwrap_or_default(),
+    })
+}

@@ -1,0 +1,330 @@
+//! Commands that talk to a region's target: deploy, rollback, plan, build, status, history,
+//! lock, unlock and `diff --live`. Each runs on a tokio runtime made here; the work is in
+//! `crate::deploy`.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use chrono::Utc;
+
+use crate::cli::DeployArgs;
+use crate::deploy::{self, DeployOptions, Session};
+use crate::docker::state::Acquire;
+use crate::error::{Error, ExitCode, Result};
+use crate::release::{self, Outcome};
+
+use super::Ctx;
+
+fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Error::failed(
+                ExitCode::NeedsPerson,
+                anyhow!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    rt.block_on(f)
+}
+
+fn single_region(region: &str) -> Result<&str> {
+    if region == "all" || region.contains(',') {
+        return Err(Error::usage_hint(
+            format!("'{region}' names several regions; this build deploys one region per run"),
+            "run one command per region",
+        ));
+    }
+    Ok(region)
+}
+
+pub fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<ExitCode> {
+    let region = single_region(&args.region)?;
+    let opts = DeployOptions {
+        version: args.version.clone(),
+        no_build: args.no_build,
+        push: args.push,
+        lock_wait: args.lock_wait,
+        reason: args.reason.clone(),
+    };
+    block_on(deploy::deploy(ctx, region, &opts))
+}
+
+pub fn rollback(
+    ctx: &Ctx,
+    region: &str,
+    to: Option<&str>,
+    lock_wait: Option<Duration>,
+) -> Result<ExitCode> {
+    let region = single_region(region)?;
+    block_on(deploy::rollback(ctx, region, to, lock_wait))
+}
+
+pub fn build(ctx: &Ctx, region: &str, push: bool, version: Option<String>) -> Result<ExitCode> {
+    block_on(async {
+        let s = Session::open(ctx, region).await?;
+        let opts = DeployOptions {
+            version,
+            push,
+            ..Default::default()
+        };
+        let version = deploy::version_of(&opts, &s.cfg)
+            .ok_or_else(|| Error::usage_hint("no version to tag", "pass --version V"))?;
+        if !s.cfg.services.values().any(|svc| svc.build.is_some()) {
+            return Err(Error::usage_hint(
+                format!("no service of region '{region}' has a `build:` section"),
+                "add `build: {context: ., dockerfile: Dockerfile}` to a service",
+            ));
+        }
+        let images = deploy::resolve_images_for_build(ctx, &s, &version, &opts).await?;
+        for (svc, image, id) in &images {
+            ctx.ui.out(format!("{svc}: {image} ({id})"));
+        }
+        Ok(ExitCode::Success)
+    })
+}
+
+pub fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
+    block_on(async {
+        let s = Session::open(ctx, region).await?;
+        let opts = DeployOptions {
+            version,
+            no_build: true,
+            ..Default::default()
+        };
+        let (plans, removed, notes) = deploy::plan(ctx, &s, &opts).await?;
+        let changes = plans
+            .iter()
+            .any(|p| p.action != crate::plan::Action::Unchanged)
+            || !removed.is_empty();
+        if ctx.ui.json() {
+            ctx.ui.out_json(&serde_json::json!({
+                "region": s.region, "environment": s.env, "changes": changes,
+                "services": plans, "removed": removed, "notes": notes,
+            }));
+        } else {
+            for p in &plans {
+                ctx.ui.out(p.describe());
+            }
+            for r in &removed {
+                ctx.ui
+                    .out(format!("{r}: remove (no longer in the configuration)"));
+            }
+            for n in &notes {
+                ctx.ui.out(format!("note: {n}"));
+            }
+        }
+        Ok(if changes {
+            ExitCode::Changes
+        } else {
+            ExitCode::Success
+        })
+    })
+}
+
+pub fn diff_live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
+    block_on(async {
+        let s = Session::open(ctx, region).await?;
+        let opts = DeployOptions {
+            version,
+            no_build: true,
+            ..Default::default()
+        };
+        let (left, right) = deploy::live_and_desired_lines(&s, &opts).await?;
+        let same = left == right;
+        if ctx.ui.json() {
+            ctx.ui.out_json(&serde_json::json!({"region": s.region, "environment": s.env, "same": same, "live": left, "desired": right}));
+        } else if same {
+            ctx.ui.status(
+                "Same",
+                format!("{}/{} runs what its configuration says", s.region, s.env),
+            );
+        } else {
+            super::diff::print_unified(
+                &format!("{region} ({}) live", s.env),
+                &format!("{region} ({}) desired", s.env),
+                &left,
+                &right,
+            );
+        }
+        Ok(if same {
+            ExitCode::Success
+        } else {
+            ExitCode::Changes
+        })
+    })
+}
+
+pub fn status(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
+    let regions = ctx.load()?;
+    let names: Vec<String> = match region {
+        Some(r) => vec![r.to_string()],
+        None => regions
+            .names()
+            .into_iter()
+            .filter(|n| {
+                regions
+                    .effective(n, ctx.env_or_default())
+                    .and_then(|e| e.config.ok())
+                    .is_some_and(|c| c.target.docker.is_some())
+            })
+            .map(str::to_string)
+            .collect(),
+    };
+    block_on(async {
+        let mut worst = ExitCode::Success;
+        let mut all = Vec::new();
+        for name in &names {
+            match deploy::status(ctx, name).await {
+                Ok(v) => all.push(v),
+                Err(e) => {
+                    if names.len() == 1 {
+                        return Err(e);
+                    }
+                    ctx.ui.error(format!("{name}: {e}"));
+                    all.push(serde_json::json!({"region": name, "error": e.to_string()}));
+                    if (e.code() as i32) > (worst as i32) {
+                        worst = e.code();
+                    }
+                }
+            }
+        }
+        if ctx.ui.json() {
+            ctx.ui.out_json(&serde_json::Value::Array(all));
+        }
+        Ok(worst)
+    })
+}
+
+pub fn history(ctx: &Ctx, region: &str, limit: usize) -> Result<ExitCode> {
+    block_on(async {
+        let s = Session::open(ctx, region).await?;
+        let history = s.engine.releases(&s.scope).await?;
+        let shown: Vec<_> = history.iter().rev().take(limit).collect();
+        if ctx.ui.json() {
+            ctx.ui
+                .out_json(&serde_json::to_value(&shown).map_err(anyhow::Error::from)?);
+            return Ok(ExitCode::Success);
+        }
+        if shown.is_empty() {
+            ctx.ui
+                .out(format!("{}/{}: no releases yet", s.region, s.env));
+            return Ok(ExitCode::Success);
+        }
+        ctx.ui.out(format!(
+            "{:<6} {:<9} {:<12} {:<20} {:<8} {:<24} {}",
+            "ID", "KIND", "OUTCOME", "VERSION", "TOOK", "STARTED", "ACTOR"
+        ));
+        for r in shown {
+            ctx.ui.out(format!(
+                "{:<6} {:<9} {:<12} {:<20} {:<8} {:<24} {}{}",
+                r.id,
+                match r.kind {
+                    release::Kind::Deploy => "deploy",
+                    release::Kind::Rollback => "rollback",
+                },
+                r.outcome.as_str(),
+                r.version,
+                r.duration_secs().map_or("-".into(), |d| format!("{d:.1}s")),
+                r.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                r.actor,
+                match (&r.target, &r.error) {
+                    (Some(t), _) => format!("  (to {t})"),
+                    (None, Some(e)) => format!("  ({})", e.lines().next().unwrap_or("")),
+                    _ => String::new(),
+                }
+            ));
+        }
+        Ok(ExitCode::Success)
+    })
+}
+
+pub fn lock(ctx: &Ctx, region: &str, reason: &str, ttl: Option<Duration>) -> Result<ExitCode> {
+    block_on(async {
+        let s = Session::open(ctx, region).await?;
+        // A lock held by hand outlives this process: only its expiry makes it stale.
+        let ttl = ttl.unwrap_or(s.cfg.lock_ttl.0);
+        match s
+            .engine
+            .try_lock(&s.scope, &release::actor(), reason, ttl, false)
+            .await?
+        {
+            Acquire::Acquired(l) => {
+                ctx.ui.status(
+                    "Locked",
+                    format!(
+                        "{}/{} until {} ({})",
+                        s.region,
+                        s.env,
+                        l.expires.format("%H:%M:%S UTC"),
+                        l.reason
+                    ),
+                );
+                Ok(ExitCode::Success)
+            }
+            Acquire::Held(other) => Err(Error::failed(
+                ExitCode::Locked,
+                anyhow!(
+                    "{}/{} is already locked by {}",
+                    s.region,
+                    s.env,
+                    other.describe()
+                ),
+            )),
+        }
+    })
+}
+
+pub fn unlock(ctx: &Ctx, region: &str, force: bool) -> Result<ExitCode> {
+    block_on(async {
+        let s = Session::open(ctx, region).await?;
+        let Some(current) = s.engine.current_lock(&s.scope).await? else {
+            ctx.ui
+                .status("Unlocked", format!("{}/{} was not locked", s.region, s.env));
+            return Ok(ExitCode::Success);
+        };
+        let mine = current.holder == release::actor();
+        if !mine && !force && !current.is_stale(Utc::now()) {
+            return Err(Error::failed(
+                ExitCode::Locked,
+                anyhow!("{}/{} is locked by {}", s.region, s.env, current.describe()),
+            )
+            .with_hint("pass --force to free someone else's lock"));
+        }
+        s.engine.break_lock(&s.scope).await?;
+        ctx.ui.status(
+            "Unlocked",
+            format!(
+                "{}/{} (was held by {})",
+                s.region,
+                s.env,
+                current.describe()
+            ),
+        );
+        Ok(ExitCode::Success)
+    })
+}
+
+/// For `status`: an interrupted release is one still `in_progress` with no live lock holder.
+pub fn interrupted(
+    history: &[release::Release],
+    lock: Option<&crate::docker::state::Lock>,
+) -> Option<String> {
+    let last = history
+        .last()
+        .filter(|r| r.outcome == Outcome::InProgress)?;
+    if lock.is_some_and(|l| !l.is_stale(Utc::now())) && !release::runner_is_dead(&last.runner) {
+        return None;
+    }
+    Some(format!(
+        "release {} ({}) was interrupted (started {} by {} on {}); `packfy-deploy rollback --region {}` restores {}",
+        last.id,
+        last.version,
+        last.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        last.actor,
+        last.runner,
+        last.region,
+        last.previous.as_deref().unwrap_or("the state before it")
+    ))
+}

@@ -1,0 +1,303 @@
+//! Release records: one immutable account of one deploy (or rollback) of one region and
+//! environment, stored on the target so any machine can read history and roll back.
+//!
+//! A record is written twice: when the change starts (`in_progress`, so a crash leaves a trace
+//! the next run recognises) and when it ends, with the outcome. Records never hold secret
+//! values: environment variables that come from a secret keep only their reference.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Started and not finished; after a crash it stays so until recovered.
+    InProgress,
+    /// Healthy and serving.
+    Succeeded,
+    /// Failed and the previous release was put back.
+    RolledBack,
+    /// Failed and putting the previous release back failed too: needs a person.
+    Failed,
+    /// Was serving, later replaced by a rollback to an earlier release.
+    Reverted,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in_progress",
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Failed => "failed",
+            Outcome::Reverted => "reverted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Deploy,
+    Rollback,
+}
+
+/// One running (or retained) container of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    pub id: String,
+    /// The loopback address HAProxy reaches it at, if it publishes a port.
+    pub addr: Option<String>,
+}
+
+/// What one service of a release runs: enough to start it again exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    /// The image reference as deployed (`repo:tag`).
+    pub image: String,
+    /// The image ID (content digest) it resolved to, which is what a rollback starts.
+    pub image_id: String,
+    pub replicas: u32,
+    /// Environment with secrets as `<secret:env:NAME>`.
+    pub env: BTreeMap<String, String>,
+    /// Environment variable name → secret reference, resolved again if a container is recreated.
+    pub secret_refs: BTreeMap<String, String>,
+    pub container_port: Option<u16>,
+    pub containers: Vec<ContainerRecord>,
+    /// A hash of everything that defines the containers, to tell "same release" cheaply.
+    pub spec_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// `r1`, `r2`, … per region and environment.
+    pub id: String,
+    pub number: u64,
+    pub region: String,
+    pub environment: String,
+    pub kind: Kind,
+    pub version: String,
+    pub outcome: Outcome,
+    /// The release that was serving when this one started.
+    pub previous: Option<String>,
+    /// For a rollback, the release it went back to.
+    pub target: Option<String>,
+    pub actor: String,
+    pub command: String,
+    pub git_commit: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub services: Vec<ServiceRecord>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Host and process that ran it (to recognise an interrupted run).
+    pub runner: String,
+    /// The backup: what ran when this release started, container by container.
+    #[serde(default)]
+    pub before: Vec<ServiceRecord>,
+}
+
+impl Release {
+    pub fn image_ids(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().map(|s| s.image_id.as_str())
+    }
+
+    pub fn duration_secs(&self) -> Option<f64> {
+        self.finished_at
+            .map(|f| (f - self.started_at).num_milliseconds() as f64 / 1000.0)
+    }
+}
+
+/// `r12` → 12.
+pub fn parse_id(id: &str) -> Option<u64> {
+    id.strip_prefix('r')?.parse().ok()
+}
+
+/// The release a rollback goes back to: the newest succeeded (or reverted) release before
+/// `current`, or `to` when given.
+pub fn rollback_target<'a>(
+    history: &'a [Release],
+    current: Option<&Release>,
+    to: Option<&str>,
+) -> Result<&'a Release, String> {
+    if let Some(to) = to {
+        let r = history
+            .iter()
+            .find(|r| r.id == to)
+            .ok_or_else(|| format!("no release '{to}' in the history"))?;
+        if !matches!(r.outcome, Outcome::Succeeded | Outcome::Reverted) {
+            return Err(format!(
+                "release {to} never served (it {}); pick a release that succeeded",
+                r.outcome.as_str()
+            ));
+        }
+        if current.is_some_and(|c| c.id == r.id) {
+            return Err(format!("release {to} is what runs now"));
+        }
+        return Ok(r);
+    }
+    let current_no = current.map_or(u64::MAX, |c| c.number);
+    let running_images: Vec<&str> = current.map(|c| c.image_ids().collect()).unwrap_or_default();
+    history
+        .iter()
+        .filter(|r| {
+            r.number < current_no && matches!(r.outcome, Outcome::Succeeded | Outcome::Reverted)
+        })
+        // Going "back" to what already runs would change nothing.
+        .filter(|r| {
+            current.is_none()
+                || r.image_ids().collect::<Vec<_>>() != running_images
+                || r.services.iter().map(|s| &s.spec_hash).ne(current
+                    .unwrap()
+                    .services
+                    .iter()
+                    .map(|s| &s.spec_hash))
+        })
+        .max_by_key(|r| r.number)
+        .ok_or_else(|| "there is no earlier healthy release to roll back to".to_string())
+}
+
+/// Who is deploying: PACKFY_ACTOR, else the CI system's user, else the git user, else $USER.
+pub fn actor() -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(a) = env("PACKFY_ACTOR") {
+        return a;
+    }
+    for (var, system) in [
+        ("GITHUB_ACTOR", "github"),
+        ("GITLAB_USER_LOGIN", "gitlab"),
+        ("BUILDKITE_BUILD_CREATOR", "buildkite"),
+        ("CIRCLE_USERNAME", "circleci"),
+    ] {
+        if let Some(a) = env(var) {
+            return format!("{a} ({system})");
+        }
+    }
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["config", "user.email"])
+        .output()
+    {
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !s.is_empty() {
+            return s;
+        }
+    }
+    env("USER")
+        .or_else(|| env("LOGNAME"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The current git commit of the working tree, with `-dirty` when it has changes.
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    Some(if dirty { format!("{sha}-dirty") } else { sha })
+}
+
+/// `host:pid`, to tell whether the run that holds a lock or left a release is still alive.
+pub fn runner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Whether `runner` is a process of this machine that no longer exists.
+pub fn runner_is_dead(runner: &str) -> bool {
+    let Some((host, pid)) = runner.rsplit_once(':') else {
+        return false;
+    };
+    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    host == this_host
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+}
+
+/// The command line as typed, for the audit record.
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(n: u64, outcome: Outcome, image: &str) -> Release {
+        Release {
+            id: format!("r{n}"),
+            number: n,
+            region: "local".into(),
+            environment: "production".into(),
+            kind: Kind::Deploy,
+            version: format!("v{n}"),
+            outcome,
+            previous: None,
+            target: None,
+            actor: "t".into(),
+            command: "c".into(),
+            git_commit: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            services: vec![ServiceRecord {
+                name: "backend".into(),
+                image: image.into(),
+                image_id: image.into(),
+                replicas: 1,
+                env: BTreeMap::new(),
+                secret_refs: BTreeMap::new(),
+                container_port: None,
+                containers: vec![],
+                spec_hash: image.into(),
+            }],
+            error: None,
+            runner: "h:1".into(),
+            before: vec![],
+        }
+    }
+
+    #[test]
+    fn rollback_goes_to_the_newest_earlier_success() {
+        let h = vec![
+            rel(1, Outcome::Succeeded, "a"),
+            rel(2, Outcome::Succeeded, "b"),
+            rel(3, Outcome::RolledBack, "c"),
+            rel(4, Outcome::Succeeded, "d"),
+        ];
+        assert_eq!(rollback_target(&h, Some(&h[3]), None).unwrap().id, "r2");
+        assert_eq!(
+            rollback_target(&h, Some(&h[3]), Some("r1")).unwrap().id,
+            "r1"
+        );
+        assert!(rollback_target(&h, Some(&h[3]), Some("r3"))
+            .unwrap_err()
+            .contains("never served"));
+        assert!(rollback_target(&h[..1], Some(&h[0]), None).is_err());
+        assert!(rollback_target(&h, Some(&h[3]), Some("r9"))
+            .unwrap_err()
+            .contains("no release"));
+    }
+
+    #[test]
+    fn ids_parse() {
+        assert_eq!(parse_id("r12"), Some(12));
+        assert_eq!(parse_id("12"), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! Traffic layers in front of Docker containers. HAProxy, through its Runtime API, is the first.
+
+pub mod haproxy;

@@ -1,0 +1,841 @@
+//! The Docker target against the real engine, registry, HAProxy and sample app of the test
+//! environment (`make env-up`). Each test deploys its own region (a unique name, so scopes
+//! never overlap) through its own leased HAProxy lane.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{docker, http_request, unique_name, Lane, TestEnv};
+
+const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
+const SECRET_VALUE: &str = "s3cr3t-token-do-not-print-7731";
+
+/// A region of its own, in a temporary regions directory.
+struct Region {
+    name: String,
+    dir: tempfile::TempDir,
+    host: String,
+    frontend: String,
+}
+
+impl Region {
+    /// Writes `regions/<name>.yaml`: the sample app behind the leased lane, with fast checks.
+    fn new(env: &TestEnv, lane: Option<&Lane>, extra: &str) -> Region {
+        Self::on(env, &env.docker_host, lane, extra)
+    }
+
+    fn on(env: &TestEnv, host: &str, lane: Option<&Lane>, extra: &str) -> Region {
+        let name = unique_name("rg").replace('-', "");
+        let name: String = name.chars().take(20).collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("regions")).unwrap();
+        let traffic = match lane {
+            Some(l) => format!(
+                "traffic:\n  haproxy:\n    runtime_api: {}\n    frontend: http://{}\n    backends: {{web: {}}}\n",
+                env.haproxy_socket.display(),
+                l.frontend,
+                l.backend
+            ),
+            None => "traffic: none\n".into(),
+        };
+        let keep = if extra.contains("keep_releases") {
+            ""
+        } else {
+            "keep_releases: 3\n"
+        };
+        let yaml = format!(
+            r#"currency: USD
+{keep}target:
+  docker:
+    host: {host}
+{traffic}services:
+  web:
+    image: packfy-sample
+    replicas: 3
+    ports: [{{container: 8080}}]
+    env:
+      API_TOKEN: {{secret: "env:PACKFY_TEST_API_TOKEN"}}
+    health:
+      http: {{path: /health}}
+      start_period: 3s
+      interval: 500ms
+      timeout: 500ms
+      healthy_threshold: 2
+      unhealthy_threshold: 3
+      deadline: 60s
+    rollout:
+      bake: 3s
+      drain_timeout: 5s
+    stop_grace_period: 5s
+{extra}"#
+        );
+        std::fs::write(
+            dir.path().join("regions").join(format!("{name}.yaml")),
+            yaml,
+        )
+        .unwrap();
+        Region {
+            name,
+            dir,
+            host: host.to_string(),
+            frontend: lane.map(|l| l.frontend.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn regions_dir(&self) -> PathBuf {
+        self.dir.path().join("regions")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.dir.path())
+            .arg("--regions-dir")
+            .arg(self.regions_dir())
+            .args(args)
+            .env("PACKFY_TEST_API_TOKEN", SECRET_VALUE)
+            .env("PACKFY_ACTOR", "tester")
+            .env_remove("PACKFY_ENV");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(SECRET_VALUE),
+            "a secret value appeared in the output of {args:?}:\n{text}"
+        );
+        assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
+        out
+    }
+
+    fn deploy(&self, version: &str) -> Output {
+        self.run(&["deploy", "--region", &self.name, "--version", version])
+    }
+
+    /// Versions of the running containers of this region (environment production).
+    fn running_versions(&self) -> Vec<String> {
+        let out = docker(
+            &self.host,
+            [
+                "ps",
+                "--filter",
+                &format!("label=packfy.region={}", self.name),
+                "--filter",
+                "label=packfy.kind=app",
+                "--format",
+                "{{.Label \"packfy.version\"}}",
+            ],
+        );
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn history_json(&self) -> serde_json::Value {
+        let out = self.run(&["history", "--region", &self.name, "-o", "json"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // Remove everything this region created on the engine, whatever the test did.
+        let filter = format!("label=packfy.region={}", self.name);
+        if let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.host)
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["volume", "ls", "-q", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.host)
+                    .args(["volume", "rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A keep-alive HTTP/1.1 client that sends each request in one write with TCP_NODELAY (small
+/// writes would wait on delayed ACKs and cap the loop at ~25 requests/s per connection).
+struct KeepAlive {
+    stream: std::net::TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    fn open(addr: &str) -> std::io::Result<KeepAlive> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(KeepAlive {
+            stream,
+            request: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn get(&mut self, path: &str) -> std::io::Result<support::HttpResponse> {
+        use std::io::{Read, Write};
+        self.request.clear();
+        write!(self.request, "GET {path} HTTP/1.1\r\nHost: packfy\r\n\r\n")?;
+        self.stream.write_all(&self.request)?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let rest = self.buf.split_off(end + 4 + len);
+                    let whole = std::mem::replace(&mut self.buf, rest);
+                    return support::parse_response(&whole);
+                }
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-response",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A load loop through HAProxy: `threads` clients, bounded by `max` requests and `limit` time.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Load {
+    fn start(frontend: &str, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let limit = Duration::from_secs(120);
+        let max_per_thread = 60_000;
+        let started = Instant::now();
+        let handles = (0..threads)
+            .map(|_| {
+                let (stop, ok, failed, errors) =
+                    (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+                let frontend = frontend.to_string();
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    let mut conn: Option<KeepAlive> = None;
+                    while !stop.load(Ordering::Relaxed)
+                        && started.elapsed() < limit
+                        && n < max_per_thread
+                    {
+                        n += 1;
+                        // Keep-alive to HAProxy, as browsers do; a new connection after an error.
+                        let result = match conn.as_mut() {
+                            Some(c) => c.get("/version"),
+                            None => KeepAlive::open(&frontend).and_then(|mut c| {
+                                let r = c.get("/version");
+                                conn = Some(c);
+                                r
+                            }),
+                        };
+                        if result.is_err() {
+                            conn = None;
+                        }
+                        match result {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                errors.lock().unwrap().push(format!(
+                                    "status {} at {:?}",
+                                    r.status,
+                                    started.elapsed()
+                                ));
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                errors
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{e} at {:?}", started.elapsed()));
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            errors,
+            handles,
+            started,
+        }
+    }
+
+    /// Stops the load; returns (ok, failed, requests per second, first errors).
+    fn finish(self) -> (u64, u64, f64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let ok = self.ok.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let errors = self
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .take(5)
+            .cloned()
+            .collect();
+        (ok, failed, (ok + failed) as f64 / secs, errors)
+    }
+}
+
+/// Builds `packfy-sample:<tag>` for a behaviour on `host`.
+fn sample(env: &TestEnv, host: &str, tag: &str, args: &[(&str, &str)]) -> support::Image {
+    env.build_sample(host, tag, args)
+}
+
+#[test]
+fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back() {
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let r = Region::new(&env, Some(&lane), "");
+    let tag = |v: &str| format!("{v}-{}", r.name);
+    let (v1, v2, v3, v5) = (tag("v1"), tag("v2"), tag("v3"), tag("v5"));
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let _i2 = sample(&env, &r.host, &v2, &[]);
+    let _i3 = sample(&env, &r.host, &v3, &[("NEVER_HEALTHY", "1")]);
+    let _i5 = sample(&env, &r.host, &v5, &[("ERROR_RATE", "0.2")]);
+
+    // v1, 3 replicas.
+    let out = r.deploy(&v1);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+    assert_eq!(
+        http_request(&r.frontend, "/version").unwrap().body.trim(),
+        v1
+    );
+
+    // v2 under load: zero failed requests, all replicas v2.
+    let load = Load::start(&r.frontend, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = r.deploy(&v2);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, rps, errors) = load.finish();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during v1 → v2: {errors:?}",
+        ok + failed
+    );
+    assert!(
+        rps >= 200.0,
+        "the load loop only reached {rps:.0} requests/s"
+    );
+    assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
+    eprintln!("v1 → v2: {ok} requests at {rps:.0}/s, 0 failed");
+
+    // v3 never becomes healthy: exit 3, v2 still serving, no failed request.
+    let load = Load::start(&r.frontend, 3);
+    let out = r.deploy(&v3);
+    let (ok, failed, _, errors) = load.finish();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the v3 attempt: {errors:?}",
+        ok + failed
+    );
+    assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
+    assert_eq!(
+        http_request(&r.frontend, "/version").unwrap().body.trim(),
+        v2
+    );
+    let h = r.history_json();
+    assert_eq!(h[0]["version"], v3.as_str());
+    assert_eq!(h[0]["outcome"], "rolled_back");
+
+    // v5 answers 500 to 20% of `/`: the bake sees HAProxy's 5xx counters and rolls back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (stop, fe) = (stop.clone(), r.frontend.clone());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(90) {
+                let _ = http_request(&fe, "/");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let out = r.deploy(&v5);
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("5xx"), "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
+}
+
+#[test]
+fn a_container_that_exits_is_caught_long_before_the_deadline() {
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let r = Region::new(&env, Some(&lane), "");
+    let (v1, v4) = (format!("v1-{}", r.name), format!("v4-{}", r.name));
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    // Healthy at once, then gone after 2 s: it is in rotation when it dies.
+    let _i4 = sample(&env, &r.host, &v4, &[("EXIT_AFTER_SECS", "2")]);
+    assert_eq!(code(&r.deploy(&v1)), 0);
+    let t0 = Instant::now();
+    let out = r.deploy(&v4);
+    let took = t0.elapsed();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exited with code"),
+        "{}",
+        stderr(&out)
+    );
+    // The health deadline is 60 s; an exit after 2 s must be seen in seconds.
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?} to notice the exit"
+    );
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+}
+
+#[test]
+fn rollback_to_a_chosen_release_and_with_nothing_to_go_back_to() {
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let r = Region::new(&env, Some(&lane), "");
+    let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let _i2 = sample(&env, &r.host, &v2, &[]);
+
+    assert_eq!(code(&r.deploy(&v1)), 0);
+    let out = r.run(&["rollback", "--region", &r.name]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no earlier healthy release"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert_eq!(code(&r.deploy(&v2)), 0);
+    let t0 = Instant::now();
+    let out = r.run(&["rollback", "--region", &r.name, "--to", "r1"]);
+    let took = t0.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+    assert_eq!(
+        http_request(&r.frontend, "/version").unwrap().body.trim(),
+        v1
+    );
+    eprintln!("rollback to r1 took {took:?}");
+    let h = r.history_json();
+    assert_eq!(h[0]["kind"], "rollback");
+    assert_eq!(h[0]["target"], "r1");
+    assert_eq!(h[1]["outcome"], "reverted");
+}
+
+#[test]
+fn a_second_deploy_is_refused_while_locked_and_a_stale_lock_is_taken_over() {
+    let Some(env) = TestEnv::get() else { return };
+    let r = Region::new(&env, None, "lock_ttl: 6s\n");
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let mut c = r.cmd(&[
+        "lock",
+        "--region",
+        &r.name,
+        "--reason",
+        "maintenance window",
+    ]);
+    c.env("PACKFY_ACTOR", "alice");
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = r.deploy(&v1);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked by alice"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("maintenance window"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(r.running_versions().is_empty());
+
+    std::thread::sleep(Duration::from_millis(6500));
+    let out = r.deploy(&v1);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("taking over a stale lock"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_killed_deploy_is_recognised_and_rolled_back() {
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let r = Region::new(&env, Some(&lane), "");
+    let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let _i2 = sample(&env, &r.host, &v2, &[("HEALTHY_AFTER_SECS", "2")]);
+    assert_eq!(code(&r.deploy(&v1)), 0);
+
+    let mut child = r
+        .cmd(&["deploy", "--region", &r.name, "--version", &v2])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the second new container exists: one v2 serves, one v1 is stopped.
+    let t0 = Instant::now();
+    loop {
+        let names = docker(
+            &r.host,
+            [
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=packfy.region={}", r.name),
+                "--format",
+                "{{.Names}}",
+            ],
+        );
+        if String::from_utf8_lossy(&names.stdout).contains("-r2-5") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the deploy never reached its second batch"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = r.run(&["status", "--region", &r.name]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("interrupted"), "{text}");
+
+    let out = r.run(&["rollback", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+    for _ in 0..20 {
+        assert_eq!(
+            http_request(&r.frontend, "/version").unwrap().body.trim(),
+            v1
+        );
+    }
+    let h = r.history_json();
+    let r2 = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "r2")
+        .unwrap();
+    assert_eq!(r2["outcome"], "rolled_back");
+    let out = r.run(&["status", "--region", &r.name]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("interrupted"));
+}
+
+#[test]
+fn unreachable_daemon_and_missing_image_are_clear_errors() {
+    let Some(env) = TestEnv::get() else { return };
+    let r = Region::on(&env, "unix:///nonexistent/docker.sock", None, "");
+    let out = r.deploy("v1");
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unix:///nonexistent/docker.sock"),
+        "{}",
+        stderr(&out)
+    );
+
+    let r = Region::new(&env, None, "");
+    let out = r.deploy("no-such-version");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("packfy-sample:no-such-version"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(r.running_versions().is_empty());
+}
+
+#[test]
+fn an_unreachable_registry_fails_the_push_before_anything_changes() {
+    let Some(env) = TestEnv::get() else { return };
+    let r = Region::new(&env, None, "");
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    assert_eq!(code(&r.deploy(&v1)), 0);
+    // A build context of our own, and an image name whose registry nothing listens on.
+    let ctx = r.dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
+    std::fs::copy(
+        support::repo_root().join("tests/sample-app/Dockerfile"),
+        ctx.join("Dockerfile"),
+    )
+    .unwrap();
+    let file = r.regions_dir().join(format!("{}.yaml", r.name));
+    let yaml = std::fs::read_to_string(&file).unwrap().replace(
+        "    image: packfy-sample\n",
+        "    image: 127.0.0.1:1/packfy-sample\n    build: {context: ctx}\n",
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let out = r.run(&["deploy", "--region", &r.name, "--version", "v2", "--push"]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+    let _ = docker(&r.host, ["rmi", "-f", "127.0.0.1:1/packfy-sample:v2"]);
+}
+
+#[test]
+fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
+    let Some(env) = TestEnv::with_docker_hosts(2) else {
+        return;
+    };
+    let (first, second) = (env.docker_hosts[0].clone(), env.docker_hosts[1].clone());
+    let r = Region::on(&env, &first, None, "");
+    let ctx = r.dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
+    std::fs::copy(
+        support::repo_root().join("tests/sample-app/Dockerfile"),
+        ctx.join("Dockerfile"),
+    )
+    .unwrap();
+    let file = r.regions_dir().join(format!("{}.yaml", r.name));
+    let repo = format!("{}/{}", env.registry, r.name);
+    let yaml = std::fs::read_to_string(&file).unwrap().replace(
+        "    image: packfy-sample\n",
+        &format!("    image: {repo}\n    build: {{context: ctx}}\n"),
+    );
+    std::fs::write(&file, &yaml).unwrap();
+    // Build on the first daemon and push…
+    let out = r.run(&["build", "--region", &r.name, "--version", "v1", "--push"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // …then deploy on the second, which has never seen the image: it pulls it.
+    std::fs::write(&file, yaml.replace(&first, &second)).unwrap();
+    let mut r = r;
+    r.host = second.clone();
+    let out = r.run(&[
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        "v1",
+        "--no-build",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("Pulling"), "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec!["v1".to_string(); 3]);
+    let _ = docker(&first, ["rmi", "-f", &format!("{repo}:v1")]);
+    let _ = docker(&second, ["rmi", "-f", &format!("{repo}:v1")]);
+}
+
+#[test]
+fn secrets_reach_the_container_but_no_output_or_record() {
+    let Some(env) = TestEnv::get() else { return };
+    let r = Region::new(&env, None, "");
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let out = r.run(&[
+        "-o",
+        "json",
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        &v1,
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["outcome"], "succeeded");
+    // In the container…
+    let ps = docker(
+        &r.host,
+        [
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=packfy.region={}", r.name),
+        ],
+    );
+    let id = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let inspect = docker(
+        &r.host,
+        ["inspect", "--format", "{{json .Config.Env}}", &id],
+    );
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains(&format!("API_TOKEN={SECRET_VALUE}")));
+    // …but in no output (Region::run checks every command) and no record on the target.
+    for args in [
+        vec!["status", "--region", &r.name],
+        vec!["-o", "json", "status", "--region", &r.name],
+        vec!["-o", "json", "history", "--region", &r.name],
+        vec!["plan", "--region", &r.name, "--version", &v1],
+        vec!["diff", &r.name, "--live", "--version", &v1],
+    ] {
+        r.run(&args);
+    }
+    let vols = docker(
+        &r.host,
+        [
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=packfy.region={}", r.name),
+        ],
+    );
+    for v in String::from_utf8_lossy(&vols.stdout).lines() {
+        let labels = docker(&r.host, ["volume", "inspect", v]);
+        let text = String::from_utf8_lossy(&labels.stdout);
+        assert!(
+            !text.contains(SECRET_VALUE),
+            "secret in the release record {v}"
+        );
+        assert!(
+            text.contains("secret:env:PACKFY_TEST_API_TOKEN") || text.contains("packfy.lock"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn staging_and_production_on_one_daemon_never_touch_each_other() {
+    let Some(env) = TestEnv::get() else { return };
+    let r = Region::new(&env, None, "keep_releases: 1\n");
+    let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
+    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let _i2 = sample(&env, &r.host, &v2, &[]);
+    let out = r.run(&[
+        "--env",
+        "staging",
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        &v1,
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let staging_ids = ids(&r.host, &r.name, "staging");
+    assert_eq!(staging_ids.len(), 3);
+    for v in [&v1, &v2, &v1, &v2] {
+        let out = r.run(&[
+            "--env",
+            "production",
+            "deploy",
+            "--region",
+            &r.name,
+            "--version",
+            v,
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    // Production pruned its own old releases (keep 1 → at most 2 releases' containers)…
+    let prod_all = ids_all(&r.host, &r.name, "production");
+    assert!(
+        prod_all.len() <= 6,
+        "production kept {} containers",
+        prod_all.len()
+    );
+    // …and staging's containers are the same ones, still running.
+    assert_eq!(ids(&r.host, &r.name, "staging"), staging_ids);
+}
+
+fn ids(host: &str, region: &str, env: &str) -> Vec<String> {
+    list(host, region, env, false)
+}
+
+fn ids_all(host: &str, region: &str, env: &str) -> Vec<String> {
+    list(host, region, env, true)
+}
+
+fn list(host: &str, region: &str, env: &str, all: bool) -> Vec<String> {
+    let mut args = vec!["ps", "-q", "--no-trunc"];
+    if all {
+        args.push("-a");
+    }
+    let f1 = format!("label=packfy.region={region}");
+    let f2 = format!("label=packfy.environment={env}");
+    args.extend(["--filter", &f1, "--filter", &f2]);
+    let out = docker(host, &args);
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}

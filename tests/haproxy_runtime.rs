@@ -1,0 +1,654 @@
+//! The Runtime API client against the real HAProxy of the test environment (`make env-up`),
+//! with sample-app processes on loopback as its servers.
+//!
+//! Each test takes a backend of its own: a test lane (`PACKFY_HAPROXY_TEST_BACKENDS`), leased
+//! with the lock files `tests/support` uses, so no other test's servers answer its requests.
+//! Without lanes it falls back to `PACKFY_HAPROXY_BACKEND`, one test at a time, and only
+//! asserts about its own servers. Server names are unique per run and removed afterwards,
+//! also when a test fails.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use packfy_deploy::traffic::haproxy::{Haproxy, HaproxyError, ServerState};
+
+/// Enough for a checked server to pass `rise` checks (about 1 s) on a busy machine.
+const UP_WITHIN: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------
+// The environment
+
+struct Env {
+    socket: String,
+    backend: String,
+    frontend: String,
+    sample_bin: PathBuf,
+    /// Test lanes: (backend, frontend).
+    lanes: Vec<(String, String)>,
+    locks: Option<PathBuf>,
+}
+
+impl Env {
+    /// The test environment, or `None` (after a note) when it is not up. Under `CI=true` a
+    /// missing part is a failure.
+    fn get() -> Option<Env> {
+        let (vars, source): (HashMap<String, String>, String) =
+            if std::env::var_os("PACKFY_TEST_ENV").is_some() {
+                (std::env::vars().collect(), "the environment".to_string())
+            } else {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-env/env.sh");
+                let vars = fs::read_to_string(&path)
+                    .map(|text| parse_env_sh(&text))
+                    .unwrap_or_default();
+                (vars, path.display().to_string())
+            };
+        let var = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
+        let required = [
+            "PACKFY_HAPROXY_SOCKET",
+            "PACKFY_HAPROXY_FRONTEND",
+            "PACKFY_HAPROXY_BACKEND",
+            "PACKFY_SAMPLE_BIN",
+        ];
+        let mut missing: Vec<String> = required
+            .iter()
+            .filter(|k| var(k).is_none())
+            .map(|k| k.to_string())
+            .collect();
+        if let Some(bin) = var("PACKFY_SAMPLE_BIN").filter(|b| !Path::new(b).is_file()) {
+            missing.push(format!("the sample app binary {bin}"));
+        }
+        if let Some(sock) = var("PACKFY_HAPROXY_SOCKET").filter(|s| !Path::new(s).exists()) {
+            missing.push(format!("HAProxy's runtime API socket {sock}"));
+        }
+        if !missing.is_empty() {
+            let what = format!(
+                "test environment incomplete, missing in {source}: {} (run `make env-up`, \
+                 then `. target/test-env/env.sh`)",
+                missing.join(", ")
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{what}");
+            }
+            eprintln!("skipped: {what}");
+            return None;
+        }
+        let list = |k: &str| -> Vec<String> {
+            var(k)
+                .map(|v| v.split_whitespace().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        let lanes: Vec<(String, String)> = list("PACKFY_HAPROXY_TEST_BACKENDS")
+            .into_iter()
+            .zip(list("PACKFY_HAPROXY_TEST_FRONTENDS"))
+            .collect();
+        Some(Env {
+            socket: var("PACKFY_HAPROXY_SOCKET").unwrap(),
+            backend: var("PACKFY_HAPROXY_BACKEND").unwrap(),
+            frontend: var("PACKFY_HAPROXY_FRONTEND").unwrap(),
+            sample_bin: PathBuf::from(var("PACKFY_SAMPLE_BIN").unwrap()),
+            lanes,
+            locks: var("PACKFY_ENV_DIR").map(|d| PathBuf::from(d).join("locks")),
+        })
+    }
+
+    fn haproxy(&self) -> Haproxy {
+        Haproxy::new(&self.socket)
+    }
+
+    /// A backend for this test alone (a leased lane), or the shared backend, one test of
+    /// this file at a time.
+    async fn lease(&self) -> Lane {
+        if let (false, Some(dir)) = (self.lanes.is_empty(), &self.locks) {
+            fs::create_dir_all(dir).expect("create the lane lock directory");
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                for (backend, frontend) in &self.lanes {
+                    if let Some(lock) = LockFile::try_acquire(dir.join(format!("{backend}.lock"))) {
+                        // The lane is ours: servers left by a killed run go.
+                        let h = self.haproxy();
+                        for s in h.servers(backend).await.expect("list lane servers") {
+                            h.del_server(backend, &s.name).await.expect("clear lane");
+                        }
+                        return Lane {
+                            backend: backend.clone(),
+                            frontend: frontend.clone(),
+                            shared: false,
+                            _lock: Some(lock),
+                            _serial: None,
+                        };
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no HAProxy test lane became free within 3 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        Lane {
+            backend: self.backend.clone(),
+            frontend: self.frontend.clone(),
+            shared: true,
+            _lock: None,
+            _serial: Some(SERIAL.lock().await),
+        }
+    }
+}
+
+/// The `export KEY="value"` lines of env.sh.
+fn parse_env_sh(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.trim().to_string(), v.to_string())
+        })
+        .collect()
+}
+
+struct Lane {
+    backend: String,
+    frontend: String,
+    /// Other tests' servers may be in this backend too.
+    shared: bool,
+    _lock: Option<LockFile>,
+    _serial: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+/// A lock held while its file exists; the file names the holder's pid so a dead holder's
+/// lock is taken over (the protocol of `tests/support`).
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn try_acquire(path: PathBuf) -> Option<LockFile> {
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                let _ = write!(f, "{}", std::process::id());
+                Some(LockFile(path))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
+                let alive = holder.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                // A file with no pid yet may be a lock being written this very moment.
+                let fresh = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(2));
+                let being_written = holder.is_none() && fresh;
+                if !alive && !being_written {
+                    let _ = fs::remove_file(&path);
+                }
+                None
+            }
+            Err(e) => panic!("lock {}: {e}", path.display()),
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// A server name no other test or run uses.
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "rt{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Deletes the named servers when dropped, also during a panic (std only: a test's
+/// runtime may be the thing that is unwinding).
+struct Cleanup {
+    socket: String,
+    backend: String,
+    names: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let s = format!("{}/{name}", self.backend);
+            let _ = raw_command(
+                &self.socket,
+                &format!("set server {s} state maint; shutdown sessions server {s}"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while let Ok(reply) = raw_command(&self.socket, &format!("del server {s}")) {
+                if reply.contains("Server deleted") || reply.contains("No such") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    eprintln!("could not delete {s}: {reply}");
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn raw_command(socket: &str, cmd: &str) -> io::Result<String> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{cmd}\n").as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sample-app processes and HTTP
+
+/// A sample-app process on a free loopback port, killed when dropped.
+struct App {
+    child: Child,
+    addr: SocketAddr,
+    version: String,
+}
+
+impl App {
+    fn start(env: &Env, version: &str, vars: &[(&str, &str)]) -> App {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = Command::new(&env.sample_bin);
+        cmd.env("PORT", port.to_string())
+            .env("APP_VERSION", version)
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("start the sample app");
+        let mut app = App {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            version: version.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&app.addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = app.child.try_wait() {
+                panic!("sample app {version} exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sample app {version} never listened"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        app
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` with `Connection: close`: the status and the body.
+fn http_get(addr: &str, path: &str) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("answer {head:?}")))?;
+    Ok((status, body.to_string()))
+}
+
+/// `/version` through the frontend `n` times: the versions that answered. Panics on any
+/// failed request.
+fn versions(frontend: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match http_get(frontend, "/version") {
+            Ok((200, body)) => body.trim().to_string(),
+            other => panic!("request {i} through {frontend} failed: {other:?}"),
+        })
+        .collect()
+}
+
+/// Requests `/version` in a loop until stopped; the failures it saw.
+fn load(frontend: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<(usize, Vec<String>)> {
+    thread::spawn(move || {
+        let (mut sent, mut failures) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            sent += 1;
+            match http_get(&frontend, "/version") {
+                Ok((200, _)) => {}
+                other => failures.push(format!("{other:?}")),
+            }
+            // Steady load without starving the machine's two cores.
+            thread::sleep(Duration::from_millis(5));
+        }
+        (sent, failures)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn traffic_reaches_both_drain_keeps_in_flight_requests_delete_loses_none() {
+    let Some(env) = Env::get() else { return };
+    let lane = env.lease().await;
+    let h = env.haproxy();
+    let be = lane.backend.as_str();
+    let (na, nb) = (unique("a"), unique("b"));
+    let _cleanup = Cleanup {
+        socket: env.socket.clone(),
+        backend: be.to_string(),
+        names: vec![na.clone(), nb.clone()],
+    };
+    let a = App::start(&env, &na, &[]);
+    let b = App::start(&env, &nb, &[]);
+
+    h.add_server(be, &na, a.addr, Some("/health"))
+        .await
+        .unwrap();
+    h.add_server(be, &nb, b.addr, Some("/health"))
+        .await
+        .unwrap();
+    assert!(h.wait_up(be, &na, UP_WITHIN).await.unwrap(), "{na} not UP");
+    assert!(h.wait_up(be, &nb, UP_WITHIN).await.unwrap(), "{nb} not UP");
+
+    let seen = versions(&lane.frontend, 20);
+    assert!(seen.contains(&a.version), "{seen:?}");
+    assert!(seen.contains(&b.version), "{seen:?}");
+
+    // Slow requests, round-robin over a and b, until one is in flight on a.
+    let mut slow = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let frontend = lane.frontend.clone();
+        slow.push(thread::spawn(move || http_get(&frontend, "/slow?ms=1500")));
+        thread::sleep(Duration::from_millis(50));
+        let on_a = h.server(be, &na).await.unwrap().unwrap().scur;
+        if on_a >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slow request reached {na}");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(lane.frontend.clone(), stop.clone());
+    h.set_state(be, &na, ServerState::Drain).await.unwrap();
+    let stat = h.server(be, &na).await.unwrap().unwrap();
+    assert_eq!(stat.status, "DRAIN");
+    assert!(stat.scur >= 1, "the slow request should still be on {na}");
+    if !lane.shared {
+        // Drained: new requests go to b only.
+        assert!(versions(&lane.frontend, 10).iter().all(|v| *v == b.version));
+    }
+
+    let started = Instant::now();
+    assert!(h
+        .wait_drained(be, &na, Duration::from_secs(10))
+        .await
+        .unwrap());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "wait_drained returned at once ({:?}) with a 1.5 s request in flight",
+        started.elapsed()
+    );
+    let answers: Vec<_> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    for answer in &answers {
+        let (status, body) = answer.as_ref().expect("slow request");
+        assert_eq!(*status, 200, "{body}");
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|r| r.as_ref().unwrap().1.contains(&a.version)),
+        "no slow request was answered by {na}: {answers:?}"
+    );
+
+    h.del_server(be, &na).await.unwrap();
+    assert!(h.server(be, &na).await.unwrap().is_none());
+    for v in versions(&lane.frontend, 20) {
+        assert_ne!(v, a.version, "a deleted server answered");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failures) = loader.join().unwrap();
+    assert!(sent > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed during drain and delete: {failures:?}",
+        failures.len()
+    );
+
+    // Deleting what is gone is fine; so is draining the last server's nothing.
+    h.del_server(be, &na).await.unwrap();
+    assert!(h.wait_drained(be, &na, Duration::ZERO).await.unwrap());
+    h.del_server(be, &nb).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_checked_server_takes_traffic_only_once_its_checks_pass() {
+    let Some(env) = Env::get() else { return };
+    let lane = env.lease().await;
+    let h = env.haproxy();
+    let be = lane.backend.as_str();
+    let (good, bad) = (unique("good"), unique("bad"));
+    let _cleanup = Cleanup {
+        socket: env.socket.clone(),
+        backend: be.to_string(),
+        names: vec![good.clone(), bad.clone()],
+    };
+    let good_app = App::start(&env, &good, &[]);
+    let bad_app = App::start(&env, &bad, &[("NEVER_HEALTHY", "1")]);
+
+    let added = Instant::now();
+    h.add_server(be, &good, good_app.addr, Some("/health"))
+        .await
+        .unwrap();
+    // Not before a check has passed: HAProxy would otherwise call it UP at once.
+    let first = h.server(be, &good).await.unwrap().unwrap();
+    assert!(first.status.starts_with("DOWN"), "{first:?}");
+    assert!(h.wait_up(be, &good, UP_WITHIN).await.unwrap());
+    eprintln!(
+        "{good}: UP {:?} after add_server ({:?})",
+        added.elapsed(),
+        h.check_timing()
+    );
+
+    h.add_server(be, &bad, bad_app.addr, Some("/health"))
+        .await
+        .unwrap();
+    // Right after being enabled is when HAProxy 2.6 would send it traffic unchecked.
+    for v in versions(&lane.frontend, 20) {
+        assert_ne!(v, bad_app.version, "an unhealthy server got traffic");
+    }
+    assert!(!h.wait_up(be, &bad, Duration::from_secs(2)).await.unwrap());
+    let stat = h.server(be, &bad).await.unwrap().unwrap();
+    assert_eq!(stat.status, "DOWN");
+    assert_eq!(stat.check_status, "L7STS");
+
+    // Adding again at the same address is a no-op; at another, an error.
+    h.add_server(be, &good, good_app.addr, Some("/health"))
+        .await
+        .unwrap();
+    assert!(h.server(be, &good).await.unwrap().unwrap().is_up());
+    match h.add_server(be, &good, bad_app.addr, Some("/health")).await {
+        Err(HaproxyError::Command { reply, .. }) => {
+            assert!(reply.contains("already exists at"), "{reply}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Back from maintenance, a server earns its checks again.
+    h.set_state(be, &good, ServerState::Maint).await.unwrap();
+    h.add_server(be, &good, good_app.addr, Some("/health"))
+        .await
+        .unwrap();
+    assert!(h.wait_up(be, &good, UP_WITHIN).await.unwrap());
+    // From drain it is simply put back.
+    h.set_state(be, &good, ServerState::Drain).await.unwrap();
+    h.add_server(be, &good, good_app.addr, Some("/health"))
+        .await
+        .unwrap();
+    assert_eq!(h.server(be, &good).await.unwrap().unwrap().status, "UP");
+
+    h.del_server(be, &bad).await.unwrap();
+    h.del_server(be, &good).await.unwrap();
+}
+
+#[tokio::test]
+async fn servers_counts_5xx_answers() {
+    let Some(env) = Env::get() else { return };
+    let lane = env.lease().await;
+    let h = env.haproxy();
+    let be = lane.backend.as_str();
+    let name = unique("err");
+    let _cleanup = Cleanup {
+        socket: env.socket.clone(),
+        backend: be.to_string(),
+        names: vec![name.clone()],
+    };
+    let app = App::start(&env, &name, &[("ERROR_RATE", "0.2")]);
+    // Unchecked: in service at once ("no check").
+    h.add_server(be, &name, app.addr, None).await.unwrap();
+    assert!(h.wait_up(be, &name, Duration::ZERO).await.unwrap());
+
+    let mut errors = 0;
+    for _ in 0..20 {
+        let (status, _) = http_get(&lane.frontend, "/").unwrap();
+        errors += u64::from(status == 500);
+    }
+    let stat = h
+        .servers(be)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap();
+    assert_eq!(stat.status, "no check");
+    assert_eq!(stat.addr, app.addr.to_string());
+    if lane.shared {
+        assert!(
+            stat.hrsp_5xx >= 1 && stat.responses >= stat.hrsp_5xx,
+            "{stat:?}"
+        );
+    } else {
+        assert_eq!(errors, 4, "every 5th `/` answers 500");
+        assert_eq!(
+            (stat.hrsp_5xx, stat.hrsp_2xx, stat.responses, stat.stot),
+            (4, 16, 20, 20),
+            "{stat:?}"
+        );
+    }
+    h.del_server(be, &name).await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_are_command_errors_carrying_the_reply() {
+    let Some(env) = Env::get() else { return };
+    let h = env.haproxy();
+    let be = env.backend.as_str();
+    let missing = unique("missing");
+    h.ping().await.unwrap();
+
+    let reply_of = |r: Result<_, HaproxyError>| match r {
+        Err(HaproxyError::Command { reply, .. }) => reply,
+        other => panic!("expected a Command error, got {other:?}"),
+    };
+    assert!(reply_of(h.command("frobnicate").await.map(drop)).starts_with("Unknown command"));
+    assert_eq!(
+        reply_of(h.set_state(be, &missing, ServerState::Drain).await),
+        "No such server."
+    );
+    assert_eq!(
+        reply_of(h.servers("no_such_backend_pf").await.map(drop)),
+        "No such proxy."
+    );
+    assert_eq!(
+        reply_of(
+            h.add_server(
+                "no_such_backend_pf",
+                &missing,
+                "127.0.0.1:9".parse().unwrap(),
+                None
+            )
+            .await
+        ),
+        "No such backend."
+    );
+    assert!(
+        reply_of(h.wait_up(be, &missing, Duration::ZERO).await.map(drop)).contains("no server")
+    );
+    // What is not there is already deleted and drained.
+    h.del_server(be, &missing).await.unwrap();
+    assert!(h.wait_drained(be, &missing, Duration::ZERO).await.unwrap());
+    // A name HAProxy would refuse is refused before sending.
+    assert!(matches!(
+        h.set_state(be, "two words", ServerState::Ready).await,
+        Err(HaproxyError::InvalidName { .. })
+    ));
+    // A lowered level answers "Permission denied" to admin commands.
+    let err = h
+        .command(&format!("user; set server {be}/{missing} state ready"))
+        .await
+        .unwrap_err();
+    assert!(reply_of(Err(err)).contains("Permission denied"));
+}
+
+#[tokio::test]
+async fn an_absent_runtime_api_is_unreachable() {
+    // Needs no test environment: nothing listens at either address.
+    let dir = std::env::temp_dir().join(unique("sock"));
+    fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    for addr in [
+        stale.to_str().unwrap().to_string(),
+        format!("unix:{}", dir.join("none.sock").display()),
+    ] {
+        let h = Haproxy::new(&addr);
+        match h.servers("packfy_local").await {
+            Err(HaproxyError::Unreachable { addr: a, .. }) => assert_eq!(a, addr),
+            other => panic!("{addr}: {other:?}"),
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = Haproxy::new(&format!("127.0.0.1:{port}"))
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HaproxyError::Unreachable { .. }), "{err:?}");
+    let _ = fs::remove_dir_all(&dir);
+}
