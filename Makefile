@@ -4,7 +4,7 @@
 #   make env-down    stop everything env-up started (data stays for the next env-up)
 #   make env-status  what is up
 #   make env-clean   env-down, then remove target/test-env (images, registry, database)
-#   make test        env-up, all tests with env.sh sourced, env-down (KEEP_ENV=1 keeps it up)
+#   make test        env-up, all tests (--no-fail-fast) with env.sh sourced, env-down (KEEP_ENV=1 keeps it up)
 #   make lint        rustfmt and clippy, warnings are errors
 #   make sample      build the sample app's static binary
 #

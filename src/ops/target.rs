@@ -90,7 +90,6 @@ pub fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode
         let s = Session::open(ctx, region).await?;
         let opts = DeployOptions {
             version,
-            no_build: true,
             ..Default::default()
         };
         let (plans, removed, notes) = deploy::plan(ctx, &s, &opts).await?;
@@ -128,7 +127,6 @@ pub fn diff_live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<Exi
         let s = Session::open(ctx, region).await?;
         let opts = DeployOptions {
             version,
-            no_build: true,
             ..Default::default()
         };
         let (left, right) = deploy::live_and_desired_lines(&s, &opts).await?;

@@ -30,6 +30,6 @@ step() {
 # shellcheck disable=SC1091
 source "$root/target/test-env/env.sh"
 
-step cargo test --workspace
+step cargo test --workspace --no-fail-fast
 step cargo test --manifest-path tests/sample-app/Cargo.toml
 exit "$rc"
