@@ -428,7 +428,12 @@ fn read_source(path: &Path, shown: &Arc<str>) -> Result<Source, Diagnostic> {
 fn check_types(src: &Source) -> Vec<Diagnostic> {
     // The defaults file also holds the fleet settings (checked by `global`).
     let skip: &[&str] = if src.path.ends_with(DEFAULTS_FILE) {
-        &["environments", global::KEYS[0], global::KEYS[1], global::KEYS[2]]
+        &[
+            "environments",
+            global::KEYS[0],
+            global::KEYS[1],
+            global::KEYS[2],
+        ]
     } else {
         &["environments"]
     };
