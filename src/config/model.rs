@@ -46,6 +46,8 @@ pub struct RegionConfig {
     pub keep_releases: u32,
     /// How long a deploy lock holds before another run may take it over.
     pub lock_ttl: Duration,
+    /// Data backup jobs run before every deploy changes anything (see `config/backups.rs`).
+    pub backups: Vec<super::backups::BackupJob>,
 }
 
 impl Default for RegionConfig {
@@ -65,6 +67,7 @@ impl Default for RegionConfig {
             services: IndexMap::new(),
             keep_releases: 5,
             lock_ttl: Duration::from_secs(15 * 60),
+            backups: Vec::new(),
         }
     }
 }

@@ -392,6 +392,7 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             }
         }
     }
+    super::backups::check(cfg, &mut |path, message, hint| c.at(path, message, hint));
     c.out
 }
 

@@ -75,6 +75,7 @@ fn platform_env(
 }
 
 /// Builds the desired state of one service. `image_id` is what `image` resolved to on the engine.
+#[allow(clippy::too_many_arguments)]
 pub fn desired(
     region: &str,
     env: &str,

@@ -138,7 +138,7 @@ impl Engine {
         let mut bindings = HashMap::new();
         for port in &spec.ports {
             let key = format!("{port}/tcp");
-            exposed.insert(key.clone(), HashMap::new());
+            exposed.insert(key.clone(), HashMap::<(), ()>::new());
             bindings.insert(
                 key,
                 Some(vec![PortBinding {
@@ -153,12 +153,7 @@ impl Engine {
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             cmd: spec.command.clone(),
-            exposed_ports: Some(
-                exposed
-                    .into_iter()
-                    .map(|(k, _): (String, HashMap<(), ()>)| k)
-                    .collect(),
-            ),
+            exposed_ports: Some(exposed.into_keys().collect()),
             stop_timeout: Some(spec.stop_grace.as_secs() as i64),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
