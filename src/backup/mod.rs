@@ -605,3 +605,324 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::backups::ExecJob;
+    use crate::config::model::SecretRef;
+    use crate::ui::{Output, Verbosity};
+    use sha2::Digest;
+
+    /// A target on which no container runs, or one whose exec prints `out` and exits `code`.
+    struct FakeExec(Option<(&'static str, i64)>);
+
+    impl ExecIn for FakeExec {
+        async fn exec<W: AsyncWrite + Unpin + Send>(
+            &self,
+            _: &str,
+            _: &[String],
+            _: &[String],
+            out: &mut W,
+            err: &mut Tail,
+        ) -> anyhow::Result<Option<i64>> {
+            let Some((text, code)) = self.0 else {
+                return Ok(None);
+            };
+            out.write_all(text.as_bytes()).await?;
+            err.push(b"exec stderr\n");
+            Ok(Some(code))
+        }
+    }
+
+    fn ui() -> Ui {
+        Ui::new(Output::Human, Verbosity::Quiet)
+    }
+
+    fn sh(name: &str, script: &str) -> BackupJob {
+        BackupJob {
+            name: name.into(),
+            command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+            ..Default::default()
+        }
+    }
+
+    fn run<'a>(root: &Path, release: &'a str, jobs: Vec<BackupJob>) -> Run<'a> {
+        Run {
+            region: "cuba",
+            env: "production",
+            release,
+            first_release: false,
+            jobs: jobs.into_iter().map(|j| (j, root.to_path_buf())).collect(),
+        }
+    }
+
+    fn files(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_streams_its_output_to_the_store_with_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = run(
+            dir.path(),
+            "r1",
+            vec![sh("db", "echo hello; echo noise >&2")],
+        )
+        .run(&ui(), &FakeExec(None))
+        .await
+        .unwrap();
+        let r = &recs[0];
+        assert_eq!(r.id, "cuba/production/r1/db");
+        assert_eq!(r.sha256, hex::encode(sha2::Sha256::digest(b"hello\n")));
+        assert_eq!(r.bytes, 6);
+        assert_eq!(r.source, "sh -c echo hello; echo noise >&2");
+        assert_eq!(
+            files(dir.path()),
+            [
+                ".gitignore",
+                "cuba/production/r1/db.dump.zst",
+                "cuba/production/r1/db.json"
+            ]
+        );
+        let listed = store::scan(dir.path(), "cuba", None);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].path, r.path);
+        assert!(store::verify(&listed[0]).unwrap().problems(r).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_required_job_stops_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = run(
+            dir.path(),
+            "r2",
+            vec![
+                sh("first", "echo data"),
+                sh(
+                    "db",
+                    "echo partial; echo 'FATAL: role x does not exist' >&2; exit 3",
+                ),
+            ],
+        )
+        .run(&ui(), &FakeExec(None))
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), crate::error::ExitCode::Usage);
+        let Error::Usage { message, hint } = e else {
+            panic!()
+        };
+        assert_eq!(
+            message,
+            "backup job 'db' failed, so the deploy of cuba/production did not start: `sh` exited 3\n  stderr (last lines):\n    FATAL: role x does not exist"
+        );
+        assert!(hint.unwrap().starts_with("nothing was changed"));
+        assert_eq!(files(dir.path()), [".gitignore"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_best_effort_job_only_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = sh("cache", "exit 1");
+        job.required = false;
+        let recs = run(dir.path(), "r1", vec![job, sh("db", "echo ok")])
+            .run(&ui(), &FakeExec(None))
+            .await
+            .unwrap();
+        assert_eq!(recs[0].error.as_deref(), Some("`sh` exited 1"));
+        assert!(recs[0].path.is_empty());
+        assert!(recs[1].error.is_none());
+        assert_eq!(
+            rollback_note(&Release {
+                backups: recs,
+                ..release("r1")
+            })
+            .unwrap(),
+            "data was not restored: the backup taken before r1 is cuba/production/r1/db; writes made since would be lost, so restoring is a person's decision: packfy-deploy backup restore cuba/production/r1/db"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secret_values_never_show() {
+        std::env::set_var("PACKFY_TEST_BACKUP_SECRET", "hunter2-very-secret");
+        std::env::set_var("PACKFY_TEST_BACKUP_URL", "postgres://u:pw-in-url@h/db");
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = sh("db", "echo \"auth failed for $TOKEN at $1\" >&2; exit 2");
+        job.command
+            .as_mut()
+            .unwrap()
+            .extend(["x".into(), "${PACKFY_TEST_BACKUP_URL}".into()]);
+        job.env.insert(
+            "TOKEN".into(),
+            EnvValue::Secret {
+                secret: SecretRef("env:PACKFY_TEST_BACKUP_SECRET".into()),
+            },
+        );
+        let e = run(dir.path(), "r1", vec![job])
+            .run(&ui(), &FakeExec(None))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("auth failed for <secret:env:PACKFY_TEST_BACKUP_SECRET> at ${PACKFY_TEST_BACKUP_URL}"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2") && !e.contains("pw-in-url"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unset_variables_and_timeouts_fail_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut unset = sh("a", "true");
+        unset
+            .command
+            .as_mut()
+            .unwrap()
+            .push("${PACKFY_TEST_SURELY_UNSET}".into());
+        let e = run(dir.path(), "r1", vec![unset])
+            .run(&ui(), &FakeExec(None))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("${PACKFY_TEST_SURELY_UNSET} is not set (in the job's env: or this machine's environment)"),
+            "{e}"
+        );
+        let mut slow = sh("b", "echo start; sleep 5");
+        slow.timeout = crate::config::model::Duration(std::time::Duration::from_millis(300));
+        let started = Instant::now();
+        let e = run(dir.path(), "r1", vec![slow])
+            .run(&ui(), &FakeExec(None))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("timed out after 300ms"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+        assert_eq!(files(dir.path()), [".gitignore"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_keeps_the_newest_of_its_own_region_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = sh("db", "echo x");
+        job.keep = 2;
+        // Another environment and another region in the same store.
+        for (region, env) in [("cuba", "staging"), ("mexico", "production")] {
+            Run {
+                region,
+                env,
+                release: "r1",
+                first_release: false,
+                jobs: vec![(job.clone(), dir.path().to_path_buf())],
+            }
+            .run(&ui(), &FakeExec(None))
+            .await
+            .unwrap();
+        }
+        for r in ["r1", "r2", "r3", "r4"] {
+            run(dir.path(), r, vec![job.clone()])
+                .run(&ui(), &FakeExec(None))
+                .await
+                .unwrap();
+        }
+        let ids: Vec<String> = store::scan(dir.path(), "cuba", None)
+            .into_iter()
+            .chain(store::scan(dir.path(), "mexico", None))
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "cuba/staging/r1/db",
+                "cuba/production/r3/db",
+                "cuba/production/r4/db",
+                "mexico/production/r1/db"
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exec_jobs_store_the_containers_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = BackupJob {
+            name: "files".into(),
+            exec: Some(ExecJob {
+                service: "web".into(),
+                command: vec!["tar".into(), "c".into()],
+            }),
+            compression: Compression::Gzip,
+            ..Default::default()
+        };
+        let recs = run(dir.path(), "r1", vec![job.clone()])
+            .run(&ui(), &FakeExec(Some(("archive", 0))))
+            .await
+            .unwrap();
+        assert_eq!(recs[0].bytes, 7);
+        assert!(recs[0].path.ends_with("cuba/production/r1/files.dump.gz"));
+        assert_eq!(recs[0].source, "exec in web: tar c");
+        // Nothing runs yet on a first release: nothing to back up, the deploy goes on.
+        let mut first = run(dir.path(), "r2", vec![job.clone()]);
+        first.first_release = true;
+        let recs = first.run(&ui(), &FakeExec(None)).await.unwrap();
+        assert!(recs[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no release serves yet"));
+        // Once a release serves, a missing container fails a required job.
+        let e = run(dir.path(), "r3", vec![job.clone()])
+            .run(&ui(), &FakeExec(None))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("no container of service 'web' is running"),
+            "{e}"
+        );
+        let e = run(dir.path(), "r3", vec![job])
+            .run(&ui(), &FakeExec(Some(("", 7))))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("`exec in web: tar c` exited 7\n  stderr (last lines):\n    exec stderr"),
+            "{e}"
+        );
+    }
+
+    fn release(id: &str) -> Release {
+        Release {
+            id: id.into(),
+            number: 1,
+            region: "cuba".into(),
+            environment: "production".into(),
+            kind: crate::release::Kind::Deploy,
+            version: "v1".into(),
+            outcome: crate::release::Outcome::RolledBack,
+            previous: None,
+            target: None,
+            actor: "t".into(),
+            command: "c".into(),
+            git_commit: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            services: vec![],
+            error: None,
+            runner: "h:1".into(),
+            before: vec![],
+            backups: vec![],
+        }
+    }
+}
