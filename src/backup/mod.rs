@@ -141,12 +141,14 @@ impl ExecIn for Session {
 
 /// Where a job's backups go: its `store:` (relative to the regions directory's parent), or
 /// `backups/` beside the regions directory.
+/// Absolute, so the paths in release records mean something on another machine's screen.
 pub fn store_root(ctx: &Ctx, job: &BackupJob) -> PathBuf {
-    match job.store.as_deref().map(crate::config::expand_env) {
+    let root = match job.store.as_deref().map(crate::config::expand_env) {
         Some(s) if Path::new(&s).is_absolute() => PathBuf::from(s),
         Some(s) => ctx.sibling(&s),
         None => ctx.sibling(store::DEFAULT_STORE),
-    }
+    };
+    std::path::absolute(&root).unwrap_or(root)
 }
 
 /// The `before` backups of a deploy, run after the lock and before anything changes.

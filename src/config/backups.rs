@@ -64,6 +64,8 @@ impl Default for BackupJob {
 pub struct ExecJob {
     /// The service whose running container runs the command.
     pub service: String,
+    /// The command (no shell); `${NAME}` is replaced on the deploying machine, as for
+    /// `command:`, and the job's `env:` is set in the exec.
     pub command: Vec<String>,
 }
 

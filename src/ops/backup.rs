@@ -36,7 +36,8 @@ fn job_config(regions: &Regions, region: &str, env: Environment, job: &str) -> O
 
 /// Where a region's backups for `env` may be: every job's store, and the default one.
 fn roots(ctx: &Ctx, regions: &Regions, region: &str, env: Environment) -> Vec<PathBuf> {
-    let mut v = vec![ctx.sibling(store::DEFAULT_STORE)];
+    let default = ctx.sibling(store::DEFAULT_STORE);
+    let mut v = vec![std::path::absolute(&default).unwrap_or(default)];
     if let Some(Ok(cfg)) = regions.effective(region, env).map(|e| e.config) {
         for j in &cfg.backups {
             let r = store_root(ctx, j);
