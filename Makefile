@@ -4,7 +4,7 @@
 #   make env-down    stop everything env-up started (data stays for the next env-up)
 #   make env-status  what is up
 #   make env-clean   env-down, then remove target/test-env (images, registry, database)
-#   make test        env-up, all tests with env.sh sourced, env-down (KEEP_ENV=1 keeps it up)
+#   make test        env-up, all tests (--no-fail-fast) with env.sh sourced, env-down (KEEP_ENV=1 keeps it up)
 #   make lint        rustfmt and clippy, warnings are errors
 #   make sample      build the sample app's static binary
 #
@@ -16,7 +16,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SAMPLE_MANIFEST := tests/sample-app/Cargo.toml
 
-.PHONY: env-up env-down env-status env-clean test lint sample
+.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-deploy bench-fleet k8s-up k8s-down k8s-smoke
 
 env-up:
 	@tests/env/up.sh
@@ -41,3 +41,29 @@ lint:
 
 sample:
 	@tests/env/sample-bin.sh
+
+# The README's first command: the sample app on the `local` region, behind HAProxy.
+demo:
+	@scripts/demo.sh
+
+# Benchmarks write bench/RESULTS.md, each section with the command that produced it.
+bench: bench-config bench-deploy bench-fleet
+
+bench-deploy:
+	@tests/env/up.sh >/dev/null
+	@$(CARGO) build --release --quiet
+	@bench/deploy.sh
+
+k8s-up:
+	@tests/k8s/up.sh
+
+k8s-down:
+	@tests/k8s/down.sh
+
+k8s-smoke:
+	@tests/k8s/smoke.sh
+
+bench-fleet:
+	@tests/env/up.sh >/dev/null
+	@$(CARGO) build --release --quiet
+	@bench/fleet.sh

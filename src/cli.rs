@@ -103,6 +103,7 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Go back to the previous healthy release (or the one given with --to)
     Rollback {
+        /// Region, several (a,b) or all (all at once, not in waves)
         #[arg(long, short = 'r')]
         region: String,
         /// Release to go back to, e.g. r3
@@ -202,7 +203,7 @@ pub struct RenderArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Region to deploy
+    /// Region to deploy, several (a,b) or all, in the waves of _defaults.yaml
     #[arg(long, short = 'r')]
     pub region: String,
     /// Version (image tag) to deploy [default: git commit for built services, else `version:`]

@@ -10,6 +10,8 @@ pub mod deploy;
 pub mod docker;
 pub mod error;
 pub mod health;
+pub mod hooks;
+pub mod notify;
 pub mod ops;
 pub mod plan;
 pub mod release;

@@ -120,8 +120,8 @@ pub fn parse_id(id: &str) -> Option<u64> {
     id.strip_prefix('r')?.parse().ok()
 }
 
-/// The release a rollback goes back to: the newest succeeded (or reverted) release before
-/// `current`, or `to` when given.
+/// The release a rollback goes back to: the newest succeeded release before `current` that
+/// runs something else, or `to` when given (which may also name a reverted release).
 pub fn rollback_target<'a>(
     history: &'a [Release],
     current: Option<&Release>,
@@ -147,9 +147,8 @@ pub fn rollback_target<'a>(
     let running_images: Vec<&str> = current.map(|c| c.image_ids().collect()).unwrap_or_default();
     history
         .iter()
-        .filter(|r| {
-            r.number < current_no && matches!(r.outcome, Outcome::Succeeded | Outcome::Reverted)
-        })
+        // A reverted release was rolled back from on purpose: only `--to` goes back to it.
+        .filter(|r| r.number < current_no && r.outcome == Outcome::Succeeded)
         // Going "back" to what already runs would change nothing.
         .filter(|r| {
             current.is_none()

@@ -1,9 +1,14 @@
 //! All user-facing output goes through [`Ui`]: status lines, warnings, errors and JSON.
 //!
-//! Colour follows the terminal (anstream strips it off a terminal and honours NO_COLOR);
-//! `-q` keeps only errors and results; `--output json` keeps stdout machine-readable.
+//! - Colour follows the terminal (anstream strips it off a terminal and honours NO_COLOR).
+//! - `-q` keeps only errors and each command's outcome.
+//! - `--output json` keeps stdout machine-readable: documents for read commands, and for
+//!   deploys and rollbacks one JSON event per line (NDJSON) plus a summary per region.
+//! - A multi-region run on a terminal shows one progress line per region (indicatif); off a
+//!   terminal or under CI, plain lines with a timestamp and the region instead.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anstream::{eprintln, println};
 use anstyle::{AnsiColor, Style};
@@ -28,6 +33,14 @@ pub enum Verbosity {
 pub struct Ui {
     pub output: Output,
     pub verbosity: Verbosity,
+    /// The region this output is about, in multi-region runs.
+    pub region: Option<String>,
+    /// Plain status lines carry a timestamp (deploys off a terminal or under CI).
+    pub timestamps: bool,
+    /// Steps are events of a deploy or rollback: NDJSON on stdout with -o json.
+    pub stream: bool,
+    /// This region's line of a multi-region progress display.
+    pub bar: Option<Arc<indicatif::ProgressBar>>,
 }
 
 pub const RED: Style = AnsiColor::Red.on_default().bold();
@@ -37,34 +50,123 @@ pub const CYAN: Style = AnsiColor::Cyan.on_default();
 pub const BOLD: Style = Style::new().bold();
 pub const DIM: Style = Style::new().dimmed();
 
+/// Whether progress should be drawn: stderr is a terminal and this is not CI.
+pub fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var("CI").map_or(true, |v| v.is_empty() || v == "false")
+}
+
 impl Ui {
     pub fn new(output: Output, verbosity: Verbosity) -> Self {
-        Ui { output, verbosity }
+        Ui {
+            output,
+            verbosity,
+            region: None,
+            timestamps: false,
+            stream: false,
+            bar: None,
+        }
+    }
+
+    /// The same Ui, speaking for one region.
+    pub fn for_region(&self, region: &str, bar: Option<indicatif::ProgressBar>) -> Ui {
+        Ui {
+            region: Some(region.to_string()),
+            bar: bar.map(Arc::new),
+            ..self.clone()
+        }
     }
 
     pub fn json(&self) -> bool {
         self.output == Output::Json
     }
 
-    /// A progress/status line on stderr (`     Deploying mexico`), hidden with -q.
+    fn prefix(&self) -> String {
+        let mut p = String::new();
+        if self.timestamps {
+            p.push_str(&chrono::Utc::now().format("%H:%M:%S%.3f ").to_string());
+        }
+        if let Some(r) = &self.region {
+            p.push_str(&format!("[{r}] "));
+        }
+        p
+    }
+
+    /// A step of the work (`   Deploying mexico`): an NDJSON event with -o json, a progress
+    /// line in multi-region terminal runs, else a line on stderr. Hidden with -q.
     pub fn status(&self, verb: &str, message: impl std::fmt::Display) {
+        if self.json() && self.stream {
+            self.event(verb, "running", &message.to_string());
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{verb} {message}"));
+            return;
+        }
         if self.verbosity >= Verbosity::Normal {
-            eprintln!("{GREEN}{BOLD}{verb:>12}{BOLD:#}{GREEN:#} {message}");
+            let p = self.prefix();
+            eprintln!("{p}{GREEN}{BOLD}{verb:>12}{BOLD:#}{GREEN:#} {message}");
+        }
+    }
+
+    /// The outcome of a command: shown even with -q.
+    pub fn outcome(&self, verb: &str, message: impl std::fmt::Display) {
+        if self.json() && self.stream {
+            self.event(verb, "done", &message.to_string());
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.finish_with_message(format!("{verb} {message}"));
+            return;
+        }
+        let p = self.prefix();
+        eprintln!("{p}{GREEN}{BOLD}{verb:>12}{BOLD:#}{GREEN:#} {message}");
+    }
+
+    /// One NDJSON event on stdout: time, region, step, status, detail.
+    pub fn event(&self, step: &str, status: &str, detail: &str) {
+        let v = serde_json::json!({
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "region": self.region,
+            "step": step.trim().to_lowercase().replace(' ', "_"),
+            "status": status,
+            "detail": detail,
+        });
+        self.out_line(&v);
+    }
+
+    /// Replicas updated so far, for the progress display.
+    pub fn progress(&self, done: u64, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(done);
         }
     }
 
     pub fn verbose(&self, message: impl std::fmt::Display) {
-        if self.verbosity >= Verbosity::Verbose {
-            eprintln!("{DIM}{message}{DIM:#}");
+        if self.verbosity >= Verbosity::Verbose && self.bar.is_none() {
+            let p = self.prefix();
+            eprintln!("{p}{DIM}{message}{DIM:#}");
         }
     }
 
     pub fn warn(&self, message: impl std::fmt::Display) {
-        eprintln!("{YELLOW}warning{YELLOW:#}: {message}");
+        let p = self.prefix();
+        let line = format!("{p}{YELLOW}warning{YELLOW:#}: {message}");
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
     }
 
     pub fn error(&self, message: impl std::fmt::Display) {
-        eprintln!("{RED}error{RED:#}: {message}");
+        let p = self.prefix();
+        let line = format!("{p}{RED}error{RED:#}: {message}");
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
     }
 
     pub fn hint(&self, hint: impl std::fmt::Display) {
@@ -80,9 +182,18 @@ impl Ui {
         println!("{line}");
     }
 
+    /// A JSON document on stdout.
     pub fn out_json(&self, value: &serde_json::Value) {
         let mut out = std::io::stdout().lock();
         let _ = serde_json::to_writer_pretty(&mut out, value);
         let _ = writeln!(out);
+    }
+
+    /// One compact JSON line on stdout (NDJSON).
+    pub fn out_line(&self, value: &serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, value);
+        let _ = writeln!(out);
+        let _ = out.flush();
     }
 }

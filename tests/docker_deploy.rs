@@ -87,6 +87,19 @@ impl Region {
         }
     }
 
+    /// A build context of the sample app beside the regions (`ctx/`); returns the region file.
+    fn with_build_context(&self, env: &TestEnv) -> PathBuf {
+        let ctx = self.dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
+        std::fs::copy(
+            support::repo_root().join("tests/sample-app/Dockerfile"),
+            ctx.join("Dockerfile"),
+        )
+        .unwrap();
+        self.regions_dir().join(format!("{}.yaml", self.name))
+    }
+
     fn regions_dir(&self) -> PathBuf {
         self.dir.path().join("regions")
     }
@@ -122,26 +135,9 @@ impl Region {
         self.run(&["deploy", "--region", &self.name, "--version", version])
     }
 
-    /// Versions of the running containers of this region (environment production).
+    /// Versions of the running containers of this region.
     fn running_versions(&self) -> Vec<String> {
-        let out = docker(
-            &self.host,
-            [
-                "ps",
-                "--filter",
-                &format!("label=packfy.region={}", self.name),
-                "--filter",
-                "label=packfy.kind=app",
-                "--format",
-                "{{.Label \"packfy.version\"}}",
-            ],
-        );
-        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
+        support::running_versions(&self.host, &self.name)
     }
 
     fn history_json(&self) -> serde_json::Value {
@@ -154,42 +150,7 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         // Remove everything this region created on the engine, whatever the test did.
-        let filter = format!("label=packfy.region={}", self.name);
-        if let Ok(out) = Command::new("docker")
-            .env("DOCKER_HOST", &self.host)
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .env("DOCKER_HOST", &self.host)
-                    .arg("rm")
-                    .arg("-f")
-                    .args(&ids)
-                    .output();
-            }
-        }
-        if let Ok(out) = Command::new("docker")
-            .env("DOCKER_HOST", &self.host)
-            .args(["volume", "ls", "-q", "--filter", &filter])
-            .output()
-        {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .env("DOCKER_HOST", &self.host)
-                    .args(["volume", "rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
+        support::remove_labelled(&self.host, &format!("packfy.region={}", self.name));
     }
 }
 
@@ -199,58 +160,6 @@ fn code(out: &Output) -> i32 {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-/// A keep-alive HTTP/1.1 client that sends each request in one write with TCP_NODELAY (small
-/// writes would wait on delayed ACKs and cap the loop at ~25 requests/s per connection).
-struct KeepAlive {
-    stream: std::net::TcpStream,
-    request: Vec<u8>,
-    buf: Vec<u8>,
-}
-
-impl KeepAlive {
-    fn open(addr: &str) -> std::io::Result<KeepAlive> {
-        let stream = std::net::TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(KeepAlive {
-            stream,
-            request: Vec::new(),
-            buf: Vec::new(),
-        })
-    }
-
-    fn get(&mut self, path: &str) -> std::io::Result<support::HttpResponse> {
-        use std::io::{Read, Write};
-        self.request.clear();
-        write!(self.request, "GET {path} HTTP/1.1\r\nHost: packfy\r\n\r\n")?;
-        self.stream.write_all(&self.request)?;
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if self.buf.len() >= end + 4 + len {
-                    let rest = self.buf.split_off(end + 4 + len);
-                    let whole = std::mem::replace(&mut self.buf, rest);
-                    return support::parse_response(&whole);
-                }
-            }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed mid-response",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
 }
 
 /// A load loop through HAProxy: `threads` clients, bounded by `max` requests and `limit` time.
@@ -279,7 +188,7 @@ impl Load {
                 let frontend = frontend.to_string();
                 std::thread::spawn(move || {
                     let mut n = 0;
-                    let mut conn: Option<KeepAlive> = None;
+                    let mut conn: Option<support::HttpConnection> = None;
                     while !stop.load(Ordering::Relaxed)
                         && started.elapsed() < limit
                         && n < max_per_thread
@@ -288,7 +197,7 @@ impl Load {
                         // Keep-alive to HAProxy, as browsers do; a new connection after an error.
                         let result = match conn.as_mut() {
                             Some(c) => c.get("/version"),
-                            None => KeepAlive::open(&frontend).and_then(|mut c| {
+                            None => support::HttpConnection::open(&frontend).and_then(|mut c| {
                                 let r = c.get("/version");
                                 conn = Some(c);
                                 r
@@ -636,15 +545,7 @@ fn an_unreachable_registry_fails_the_push_before_anything_changes() {
     let _i1 = sample(&env, &r.host, &v1, &[]);
     assert_eq!(code(&r.deploy(&v1)), 0);
     // A build context of our own, and an image name whose registry nothing listens on.
-    let ctx = r.dir.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
-    std::fs::copy(
-        support::repo_root().join("tests/sample-app/Dockerfile"),
-        ctx.join("Dockerfile"),
-    )
-    .unwrap();
-    let file = r.regions_dir().join(format!("{}.yaml", r.name));
+    let file = r.with_build_context(&env);
     let yaml = std::fs::read_to_string(&file).unwrap().replace(
         "    image: packfy-sample\n",
         "    image: 127.0.0.1:1/packfy-sample\n    build: {context: ctx}\n",
@@ -664,15 +565,7 @@ fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
     };
     let (first, second) = (env.docker_hosts[0].clone(), env.docker_hosts[1].clone());
     let r = Region::on(&env, &first, None, "");
-    let ctx = r.dir.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
-    std::fs::copy(
-        support::repo_root().join("tests/sample-app/Dockerfile"),
-        ctx.join("Dockerfile"),
-    )
-    .unwrap();
-    let file = r.regions_dir().join(format!("{}.yaml", r.name));
+    let file = r.with_build_context(&env);
     let repo = format!("{}/{}", env.registry, r.name);
     let yaml = std::fs::read_to_string(&file).unwrap().replace(
         "    image: packfy-sample\n",
@@ -717,8 +610,16 @@ fn secrets_reach_the_container_but_no_output_or_record() {
         &v1,
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // NDJSON: one event per line, the region's summary last.
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
     assert_eq!(summary["outcome"], "succeeded");
+    assert!(events.iter().any(|e| e["step"] == "healthy"), "{stdout}");
     // In the container…
     let ps = docker(
         &r.host,

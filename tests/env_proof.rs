@@ -200,6 +200,39 @@ fn registry_carries_an_image_to_another_daemon() {
     assert_eq!(http_get(&addr, "/version"), (200, version));
 }
 
+/// On every engine, containers reach each other over its bridge (the sample binary's
+/// `healthcheck HOST:PORT` is the client: a FROM scratch image has no shell).
+#[test]
+fn containers_reach_each_other_on_every_daemon() {
+    let Some(env) = TestEnv::get() else { return };
+    for host in &env.docker_hosts {
+        let image = env.build_sample(host, &unique_name("proof-c2c"), &[]);
+        let server = Container::run(host, &unique_name("proof-c2c"), [&image.reference]);
+        let ip = stdout(&docker(
+            host,
+            [
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.IPAddress}}",
+                &server.name,
+            ],
+        ));
+        let target = format!("{ip}:8080");
+        wait_until(
+            STARTUP,
+            &format!("{target} to answer another container on {host}"),
+            || {
+                docker_try(
+                    host,
+                    ["run", "--rm", &image.reference, "healthcheck", &target],
+                )
+                .status
+                .success()
+            },
+        );
+    }
+}
+
 /// HAProxy serves the app through a server added over the Runtime API; draining that server
 /// lets an in-flight `/slow` request finish with 200 while new requests go to the other
 /// server; the drained server then leaves the backend. No request fails on the way.

@@ -151,16 +151,22 @@ pub fn store_root(ctx: &Ctx, job: &BackupJob) -> PathBuf {
     std::path::absolute(&root).unwrap_or(root)
 }
 
-/// The `before` backups of a deploy, run after the lock and before anything changes.
-pub async fn before_deploy(ctx: &Ctx, s: &Session, rec: &Release) -> Result<Vec<BackupRecord>> {
+/// The backups of the deploy of `release`, run after the lock (and the pre-deploy hooks) and
+/// before anything changes. `first_release`: no release serves yet.
+pub async fn before_deploy(
+    ctx: &Ctx,
+    s: &Session,
+    release: &str,
+    first_release: bool,
+) -> Result<Vec<BackupRecord>> {
     if s.cfg.backups.is_empty() {
         return Ok(Vec::new());
     }
     let run = Run {
         region: &s.region,
         env: &s.env,
-        release: &rec.id,
-        first_release: rec.previous.is_none(),
+        release,
+        first_release,
         jobs: s
             .cfg
             .backups

@@ -11,6 +11,7 @@
 pub mod backups;
 pub mod de;
 pub mod diag;
+pub mod global;
 pub mod merge;
 pub mod model;
 pub mod node;
@@ -144,7 +145,7 @@ impl Regions {
         let empty = merge::empty_like(&src.root);
         let defaults = self.defaults.as_ref().map(|d| &d.root);
         let mut tree = match defaults {
-            Some(d) => merge::without(d, &["environments"]),
+            Some(d) => merge::without(d, &["environments", "waves", "max_parallel", "on_failure"]),
             None => empty.clone(),
         };
         tree = merge::merge(tree, &merge::without(&src.root, &["environments"]));
@@ -171,6 +172,11 @@ impl Regions {
             tree,
             config,
         })
+    }
+
+    /// The fleet settings of `_defaults.yaml` (waves, max_parallel, on_failure).
+    pub fn global(&self) -> Result<global::Global, Vec<Diagnostic>> {
+        global::from_defaults(self.defaults.as_ref().map(|d| &d.root), &self.names())
     }
 
     /// Every problem of the given regions in the given environments, each once. A problem seen
@@ -204,6 +210,9 @@ impl Regions {
             }
         }
         let mut out: Vec<Diagnostic> = self.problems.clone();
+        if let Err(mut ds) = self.global() {
+            out.append(&mut ds);
+        }
         for (mut d, in_envs) in seen {
             if in_envs.len() < envs.len() {
                 let names: Vec<&str> = in_envs.iter().map(|e| e.as_str()).collect();

@@ -46,6 +46,10 @@ pub struct RegionConfig {
     pub keep_releases: u32,
     /// How long a deploy lock holds before another run may take it over.
     pub lock_ttl: Duration,
+    /// Local commands run on the deploying machine around deploys and rollbacks.
+    pub hooks: Hooks,
+    /// Webhooks told when a deploy starts, succeeds, fails or is rolled back.
+    pub notifications: Vec<Webhook>,
     /// Data backup jobs run before every deploy changes anything (see `config/backups.rs`).
     pub backups: Vec<super::backups::BackupJob>,
 }
@@ -67,6 +71,8 @@ impl Default for RegionConfig {
             services: IndexMap::new(),
             keep_releases: 5,
             lock_ttl: Duration::from_secs(15 * 60),
+            hooks: Hooks::default(),
+            notifications: Vec::new(),
             backups: Vec::new(),
         }
     }
@@ -638,6 +644,199 @@ impl Quantity {
         }
         s.parse::<f64>().ok().map(|x| x as u64)
     }
+}
+
+/// Local commands run around deploys and rollbacks, in order; see `hooks.rs`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    /// Before anything changes (e.g. the test suites); a failure aborts the deploy.
+    pub pre_deploy: Vec<Hook>,
+    /// After the deploy (e.g. smoke tests); `PACKFY_OUTCOME` says how it ended.
+    pub post_deploy: Vec<Hook>,
+    /// Before a rollback changes anything; a failure aborts the rollback.
+    pub pre_rollback: Vec<Hook>,
+    /// After a rollback; `PACKFY_OUTCOME` says how it ended.
+    pub post_rollback: Vec<Hook>,
+}
+
+/// One local command.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hook {
+    /// Shown in output and errors, and passed as `PACKFY_HOOK_NAME`; the program's name when unset.
+    pub name: Option<String>,
+    /// `["cargo", "test"]` runs the program directly; a string runs with `sh -c`.
+    pub command: HookCommand,
+    /// The hook's process group is killed when it runs longer.
+    pub timeout: Duration,
+    /// Working directory, relative to the repository root; the root when unset.
+    pub dir: Option<String>,
+}
+
+impl Default for Hook {
+    fn default() -> Self {
+        Hook {
+            name: None,
+            command: HookCommand::Argv(Vec::new()),
+            timeout: Duration::from_secs(5 * 60),
+            dir: None,
+        }
+    }
+}
+
+/// A program and its arguments, or one line for `sh -c`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum HookCommand {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl<'de> Deserialize<'de> for HookCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = HookCommand;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list [program, arg, ...] or a string run with `sh -c`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HookCommand, E> {
+                Ok(HookCommand::Shell(v.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<HookCommand, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(HookCommand::Argv(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum HookCommandSchema {
+    /// The program and its arguments, run without a shell.
+    Argv(Vec<String>),
+    /// A command line run with `sh -c`.
+    Shell(String),
+}
+
+impl JsonSchema for HookCommand {
+    fn schema_name() -> Cow<'static, str> {
+        "HookCommand".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        HookCommandSchema::json_schema(generator)
+    }
+}
+
+impl fmt::Display for HookCommand {
+    /// `cargo test --workspace`, or the shell line as written.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookCommand::Argv(argv) => f.write_str(&argv.join(" ")),
+            HookCommand::Shell(line) => f.write_str(line),
+        }
+    }
+}
+
+/// A webhook told about deploys; see `notify.rs`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhook {
+    /// Where to POST: `https://…`, or `{secret: "env:NAME"}` when the URL is itself a
+    /// credential (Slack's incoming-webhook URLs are).
+    pub url: EnvValue,
+    /// The payload: `slack` (incoming-webhook message) or `generic` (the event as JSON).
+    pub kind: WebhookKind,
+    /// HMAC-SHA256 key signing generic payloads (`X-Packfy-Signature`): `{secret: "env:NAME"}`.
+    pub secret: Option<SecretValue>,
+    /// The events sent; all of them when unset.
+    pub events: Vec<NotifyKind>,
+    /// The limit of one attempt (connect and answer); a delivery makes at most 3 attempts.
+    pub timeout: Duration,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Webhook {
+            url: EnvValue::Plain(String::new()),
+            kind: WebhookKind::Generic,
+            secret: None,
+            events: NotifyKind::ALL.to_vec(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    /// A Slack-compatible incoming-webhook message (`text` and `blocks`).
+    Slack,
+    /// The event as JSON, signed when a `secret` is set.
+    #[default]
+    Generic,
+}
+
+impl WebhookKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WebhookKind::Slack => "slack",
+            WebhookKind::Generic => "generic",
+        }
+    }
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    /// A deploy started.
+    Start,
+    /// A deploy finished and the new release is serving.
+    Success,
+    /// A deploy failed (whether or not the previous release could be put back).
+    Failure,
+    /// A release was rolled back, automatically after a failure or by `rollback`.
+    Rollback,
+}
+
+impl NotifyKind {
+    pub const ALL: [NotifyKind; 4] = [
+        NotifyKind::Start,
+        NotifyKind::Success,
+        NotifyKind::Failure,
+        NotifyKind::Rollback,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotifyKind::Start => "start",
+            NotifyKind::Success => "success",
+            NotifyKind::Failure => "failure",
+            NotifyKind::Rollback => "rollback",
+        }
+    }
+}
+
+impl fmt::Display for NotifyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value that must come from a secret: `{secret: "env:NAME"}` or `{secret: "file:PATH"}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretValue {
+    /// `env:NAME` (read from the deploying machine's environment) or `file:PATH`.
+    pub secret: SecretRef,
 }
 
 /// Where a secret comes from: `env:NAME` or `file:PATH`. The value is read only by a deploy.

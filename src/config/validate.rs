@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::diag::Diagnostic;
-use super::model::{EnvValue, RegionConfig, Traffic};
+use super::model::{EnvValue, HookCommand, RegionConfig, Traffic, WebhookKind};
 use super::node::Node;
 
 /// Names whose plain values are almost certainly secrets that belong in a reference.
@@ -392,8 +392,127 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             }
         }
     }
+    hooks(&mut c, cfg);
+    notifications(&mut c, cfg);
     super::backups::check(cfg, &mut |path, message, hint| c.at(path, message, hint));
     c.out
+}
+
+/// The longest a notification attempt may be given (`notify::DELIVERY_DEADLINE` bounds all).
+const MAX_WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn hooks(c: &mut Ctx, cfg: &RegionConfig) {
+    let h = &cfg.hooks;
+    for (kind, list) in [
+        ("pre_deploy", &h.pre_deploy),
+        ("post_deploy", &h.post_deploy),
+        ("pre_rollback", &h.pre_rollback),
+        ("post_rollback", &h.post_rollback),
+    ] {
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, hook) in list.iter().enumerate() {
+            let p = format!("hooks.{kind}.{i}");
+            let empty = match &hook.command {
+                HookCommand::Argv(argv) => argv.first().is_none_or(|a| a.trim().is_empty()),
+                HookCommand::Shell(line) => line.trim().is_empty(),
+            };
+            if empty {
+                c.at(
+                    &format!("{p}.command"),
+                    format!("{p}: no command"),
+                    "write `command: [program, arg, ...]`, or a string run with `sh -c`",
+                );
+            }
+            if let Some(name) = &hook.name {
+                if name.trim().is_empty() {
+                    c.at(
+                        &format!("{p}.name"),
+                        format!("{p}.name: is empty"),
+                        "name the hook, or leave `name` out to use the program's name",
+                    );
+                } else if let Some(first) = names.insert(name.clone(), i) {
+                    c.at(
+                        &format!("{p}.name"),
+                        format!("{p}.name: '{name}' is already the name of hooks.{kind}.{first}"),
+                        "give each hook of one kind its own name; errors and output name it",
+                    );
+                }
+            }
+            if hook.timeout.0.is_zero() {
+                c.at(
+                    &format!("{p}.timeout"),
+                    format!("{p}.timeout: must be above 0"),
+                    "the longest the command may run, e.g. 5m",
+                );
+            }
+            if let Some(dir) = &hook.dir {
+                if dir.is_empty() || std::path::Path::new(dir).is_absolute() {
+                    c.at(
+                        &format!("{p}.dir"),
+                        format!("{p}.dir: '{dir}' is not a path relative to the repository root"),
+                        "e.g. `dir: backend`; leave it out to run in the repository root",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn notifications(c: &mut Ctx, cfg: &RegionConfig) {
+    for (i, w) in cfg.notifications.iter().enumerate() {
+        let p = format!("notifications.{i}");
+        match &w.url {
+            EnvValue::Plain(url) if url.is_empty() => c.at(
+                &p,
+                format!("{p}: no url"),
+                "set `url:` to the receiver, or `url: {secret: \"env:NAME\"}`",
+            ),
+            EnvValue::Plain(url) => match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    if u.host_str() == Some("hooks.slack.com") {
+                        c.at(
+                            &format!("{p}.url"),
+                            format!("{p}.url: a Slack webhook URL is a credential written in plain text"),
+                            "write `url: {secret: \"env:SLACK_WEBHOOK_URL\"}` and set it where the deploy runs",
+                        );
+                    } else if !u.username().is_empty() || u.password().is_some() {
+                        c.at(
+                            &format!("{p}.url"),
+                            format!("{p}.url: carries a user name or password"),
+                            "write `url: {secret: \"env:NAME\"}` so the credential stays out of region files",
+                        );
+                    }
+                }
+                _ => c.at(
+                    &format!("{p}.url"),
+                    format!("{p}.url: '{url}' is not an http:// or https:// URL"),
+                    "e.g. https://hooks.example.com/packfy",
+                ),
+            },
+            EnvValue::Secret { .. } => {}
+        }
+        if w.kind == WebhookKind::Slack && w.secret.is_some() {
+            c.at(
+                &format!("{p}.secret"),
+                format!("{p}.secret: Slack webhooks are not signed"),
+                "remove `secret`, or use `kind: generic` for a receiver that checks X-Packfy-Signature",
+            );
+        }
+        if w.events.is_empty() {
+            c.at(
+                &format!("{p}.events"),
+                format!("{p}.events: is empty, so nothing would be sent"),
+                "list some of start, success, failure, rollback, or leave `events` out for all",
+            );
+        }
+        if w.timeout.0.is_zero() || w.timeout.0 > MAX_WEBHOOK_TIMEOUT {
+            c.at(
+                &format!("{p}.timeout"),
+                format!("{p}.timeout: {} must be above 0 and at most 30s", w.timeout),
+                "a notification never holds a deploy for long; e.g. 5s",
+            );
+        }
+    }
 }
 
 /// Checks across regions of one environment: one primary, capacity shares summing to 100.

@@ -5,9 +5,10 @@
 //! 3. reach the engine and HAProxy (exit 6 naming the endpoint when one does not answer);
 //! 4. take the lock on the target (exit 5 naming the holder; a stale lock is taken over);
 //! 5. recover an interrupted release left by a killed run, if any;
-//! 6. back up: run the region's data backup jobs (`crate::backup`; a required job that fails
-//!    stops the deploy here, nothing changed: exit 2), then record the new release as
-//!    `in_progress` with a snapshot of what runs now;
+//! 6. back up: after the pre_deploy hooks, run the region's data backup jobs
+//!    (`crate::backup`; a failing hook or required job stops the deploy here, nothing
+//!    changed: exit 2), then record the new release as `in_progress` with a snapshot of
+//!    what runs now;
 //! 7. roll each service in batches: start → healthy → into rotation → drain old → stop old;
 //! 8. verify for the bake period (health, HAProxy 5xx ratio);
 //! 9. on any failure or signal, restore the snapshot and record `rolled_back` (exit 3), or
@@ -15,6 +16,7 @@
 //! 10. record the outcome, prune releases beyond `keep_releases` (this scope only), unlock.
 
 pub mod desired;
+pub mod fleet;
 pub mod rollout;
 
 use std::collections::HashMap;
@@ -29,10 +31,12 @@ use crate::docker::naming::{self, Scope};
 use crate::docker::state::{Acquire, Lock};
 use crate::docker::{expand_env, Engine};
 use crate::error::{Error, ExitCode, Result};
+use crate::hooks::{self, HookEnv, HookKind};
+use crate::notify::{self, Notice, NotifyKind};
 use crate::ops::Ctx;
 use crate::plan::{plan_service, rolling_steps, Action, ServicePlan};
 use crate::release::{self, Kind, Outcome, Release, ServiceRecord};
-use crate::traffic::haproxy::Haproxy;
+use crate::traffic::haproxy::{CheckTiming, Haproxy};
 use desired::Desired;
 use rollout::{Ledger, Member, Rollout};
 
@@ -74,6 +78,8 @@ pub struct Session {
     pub scope: Scope,
     /// The repository root (the regions directory's parent): build contexts are relative to it.
     pub root: std::path::PathBuf,
+    /// For notifications sent from inside the flow.
+    pub ui: crate::ui::Ui,
 }
 
 impl Session {
@@ -91,7 +97,13 @@ impl Session {
         let engine = Engine::connect(&target).await?;
         let lb = match &cfg.traffic {
             Traffic::Haproxy(h) => {
-                let lb = Haproxy::new(&expand_env(&h.runtime_api));
+                // Our own health check has passed before a server is added, so HAProxy needs one
+                // pass of its own (not two) before the server takes traffic.
+                let lb = Haproxy::new(&expand_env(&h.runtime_api)).with_check_timing(CheckTiming {
+                    inter: Duration::from_millis(250),
+                    rise: 1,
+                    fall: 3,
+                });
                 lb.ping().await.map_err(|e| {
                     Error::failed(ExitCode::Unreachable, anyhow!("cannot reach HAProxy's Runtime API at {}: {e}", lb.address()))
                         .with_hint("is HAProxy running with `stats socket … level admin`? (traffic.haproxy.runtime_api)")
@@ -104,6 +116,7 @@ impl Session {
         let root = ctx.sibling(".");
         Ok(Session {
             root,
+            ui: ctx.ui.clone(),
             region: region.to_string(),
             env,
             cfg,
@@ -210,6 +223,32 @@ impl Session {
         }
     }
 
+    /// Sends a notification to the region's webhooks; never fails, warns when undelivered.
+    async fn notify(
+        &self,
+        kind: NotifyKind,
+        version: &str,
+        release: Option<String>,
+        previous: Option<String>,
+        detail: Option<String>,
+    ) {
+        if self.cfg.notifications.is_empty() {
+            return;
+        }
+        let notice = Notice {
+            kind,
+            region: self.region.clone(),
+            environment: self.env.clone(),
+            version: version.to_string(),
+            release,
+            previous,
+            actor: release::actor(),
+            detail,
+            time: Utc::now(),
+        };
+        notify::send(&self.cfg.notifications, &notice, &self.ui).await;
+    }
+
     fn service_cfg(&self, name: &str) -> Service {
         self.cfg.services.get(name).cloned().unwrap_or_default()
     }
@@ -297,6 +336,12 @@ async fn resolve_images(
             Some((_, _, id)) => id.clone(),
             None => match s.engine.image_id(&image).await? {
                 Some(id) => id,
+                None if !has_registry(&image) => {
+                    return Err(Error::usage_hint(
+                        format!("image {image} is not on the engine at {}", s.engine.endpoint),
+                        "build it (packfy-deploy build), or name it REGISTRY/NAME and push it there so the engine can pull it; nothing was changed",
+                    ));
+                }
                 None => {
                     ctx.ui.status("Pulling", image.clone());
                     s.engine.pull(&image).await.map_err(|e| {
@@ -320,6 +365,14 @@ async fn resolve_images(
         out.push(d);
     }
     Ok(out)
+}
+
+/// Whether an image name starts with a registry host (`127.0.0.1:5000/x`, `ghcr.io/x`).
+/// Others would be pulled from Docker Hub, which deploys here never rely on.
+fn has_registry(image: &str) -> bool {
+    image
+        .split_once('/')
+        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
 }
 
 /// What `deploy` would do, without building, pulling or changing anything.
@@ -595,6 +648,38 @@ async fn locked_deploy(
         ctx.ui.status("Plan", p.describe());
     }
     let number = history.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+    let hook_env = HookEnv {
+        region: s.region.clone(),
+        environment: s.env.clone(),
+        version: version.to_string(),
+        release: format!("r{number}"),
+        previous: current.as_ref().map(|r| r.id.clone()),
+        outcome: None,
+    };
+    // The old deploy script ran the test suites before every deploy: a failing pre-hook
+    // stops here, before anything on the target changes.
+    if !s.cfg.hooks.pre_deploy.is_empty() {
+        ctx.ui.status("Hooks", "pre_deploy");
+        hooks::run(
+            HookKind::PreDeploy,
+            &s.cfg.hooks.pre_deploy,
+            &hook_env,
+            &s.root,
+            &ctx.ui,
+        )
+        .await
+        .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))?;
+    }
+    let backups =
+        crate::backup::before_deploy(ctx, s, &hook_env.release, current.is_none()).await?;
+    s.notify(
+        NotifyKind::Start,
+        version,
+        Some(hook_env.release.clone()),
+        hook_env.previous.clone(),
+        None,
+    )
+    .await;
     let mut rec = new_record(
         s,
         number,
@@ -605,7 +690,7 @@ async fn locked_deploy(
     );
     rec.services = desired.iter().map(Desired::record).collect();
     rec.before = snapshot(&live);
-    rec.backups = crate::backup::before_deploy(ctx, s, &rec).await?;
+    rec.backups = backups;
     s.engine.save_release(&s.scope, &rec).await?;
     ctx.ui.status(
         "Backed up",
@@ -662,6 +747,23 @@ async fn locked_deploy(
                 ),
             );
         }
+        // Smoke tests: a failing post-deploy hook rolls back like a failed health check (the
+        // old script's post-deploy check exited 1 and left the bad release serving).
+        if !s.cfg.hooks.post_deploy.is_empty() {
+            ctx.ui.status("Hooks", "post_deploy");
+            let env = HookEnv {
+                outcome: Some("succeeded".into()),
+                ..hook_env.clone()
+            };
+            hooks::run(
+                HookKind::PostDeploy,
+                &s.cfg.hooks.post_deploy,
+                &env,
+                &s.root,
+                &ctx.ui,
+            )
+            .await?;
+        }
         for name in &removed {
             for c in live.iter().filter(|c| c.running && &c.service == name) {
                 s.engine.stop(&c.id, Duration::from_secs(30)).await?;
@@ -670,7 +772,44 @@ async fn locked_deploy(
         anyhow::Ok(())
     };
     let outcome = interruptible(work).await;
-    finish_release(ctx, s, rec, &ro, &desired, outcome, started).await
+    let failed = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    let (release, previous) = (Some(rec.id.clone()), rec.previous.clone());
+    let result = finish_release(ctx, s, rec, &ro, &desired, outcome, started).await;
+    match (&failed, &result) {
+        (None, _) => {
+            s.notify(NotifyKind::Success, version, release, previous, None)
+                .await
+        }
+        (Some(why), r) => {
+            s.notify(
+                NotifyKind::Failure,
+                version,
+                release.clone(),
+                previous.clone(),
+                Some(why.clone()),
+            )
+            .await;
+            if r.as_ref()
+                .err()
+                .is_some_and(|e| e.code() == ExitCode::RolledBack)
+            {
+                let detail = format!(
+                    "{} failed and {} serves again",
+                    release.as_deref().unwrap_or("?"),
+                    previous.as_deref().unwrap_or("the state before it")
+                );
+                s.notify(
+                    NotifyKind::Rollback,
+                    version,
+                    release,
+                    previous,
+                    Some(detail),
+                )
+                .await;
+            }
+        }
+    }
+    result
 }
 
 /// Runs the rollout until it ends or SIGINT/SIGTERM arrives (which counts as a failure, so the
@@ -849,8 +988,12 @@ fn finish(
             error: None,
             url,
         };
-        ctx.ui
-            .out_json(&serde_json::to_value(summary).map_err(anyhow::Error::from)?);
+        let mut v = serde_json::to_value(summary).map_err(anyhow::Error::from)?;
+        v["event"] = "summary".into();
+        v["time"] = Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into();
+        ctx.ui.out_line(&v);
     }
     Ok(code)
 }
@@ -1137,12 +1280,9 @@ async fn restore_release(
                 .map(|c| s.member(c))
                 .collect();
             let wanted = d.replicas.saturating_sub(keep.len() as u32);
-            let steps = rolling_steps(
-                wanted,
-                d.service.rollout.max_surge.max(1),
-                d.service.rollout.max_unavailable,
-                old.len() as u32,
-            );
+            // A rollback goes back in one batch: the retained containers start together and the
+            // replaced ones leave together, still never below the wanted count in rotation.
+            let steps = rolling_steps(wanted, wanted.max(1), 0, old.len() as u32);
             let first_index = live
                 .iter()
                 .filter(|c| c.service == d.name)
@@ -1302,7 +1442,61 @@ pub async fn rollback(
                 s.region, s.env, current.id, current.version, target.id, target.version
             ),
         );
+        let hook_env = HookEnv {
+            region: s.region.clone(),
+            environment: s.env.clone(),
+            version: target.version.clone(),
+            release: target.id.clone(),
+            previous: Some(current.id.clone()),
+            outcome: None,
+        };
+        if !s.cfg.hooks.pre_rollback.is_empty() {
+            ctx.ui.status("Hooks", "pre_rollback");
+            hooks::run(
+                HookKind::PreRollback,
+                &s.cfg.hooks.pre_rollback,
+                &hook_env,
+                &s.root,
+                &ctx.ui,
+            )
+            .await
+            .map_err(|e| {
+                Error::usage_hint(format!("{e:#}"), "nothing on the target was changed")
+            })?;
+        }
         let code = restore_release(ctx, &s, Some(target), current, &history).await?;
+        let detail = format!(
+            "{} ({}) serves again instead of {} ({})",
+            target.id, target.version, current.id, current.version
+        );
+        s.notify(
+            NotifyKind::Rollback,
+            &target.version,
+            Some(target.id.clone()),
+            Some(current.id.clone()),
+            Some(detail),
+        )
+        .await;
+        if !s.cfg.hooks.post_rollback.is_empty() {
+            ctx.ui.status("Hooks", "post_rollback");
+            let env = HookEnv {
+                outcome: Some("succeeded".into()),
+                ..hook_env
+            };
+            // The previous release already serves; a failing check after it is reported, and
+            // rolling back again would not help.
+            if let Err(e) = hooks::run(
+                HookKind::PostRollback,
+                &s.cfg.hooks.post_rollback,
+                &env,
+                &s.root,
+                &ctx.ui,
+            )
+            .await
+            {
+                ctx.ui.warn(format!("{e:#}"));
+            }
+        }
         finish(
             ctx,
             &s,

@@ -148,16 +148,15 @@ impl Rollout<'_> {
         Ok(created)
     }
 
+    /// The containers this rollout started so far.
+    fn started(&self) -> Vec<Member> {
+        let ledger = self.ledger.lock().expect("ledger");
+        ledger.started.iter().map(|(m, _)| m.clone()).collect()
+    }
+
     /// Fails fast when a container started earlier in this rollout has exited since.
     async fn still_alive(&self) -> anyhow::Result<()> {
-        let started: Vec<Member> = self
-            .ledger
-            .lock()
-            .expect("ledger")
-            .started
-            .iter()
-            .map(|(m, _)| m.clone())
-            .collect();
+        let started = self.started();
         for m in started {
             if let Some(st) = self.engine.inspect(&m.id).await? {
                 if !st.running {
@@ -319,14 +318,7 @@ impl Rollout<'_> {
             .map(|d| d.service.rollout.bake.0)
             .max()
             .unwrap_or_default();
-        let started: Vec<Member> = self
-            .ledger
-            .lock()
-            .expect("ledger")
-            .started
-            .iter()
-            .map(|(m, _)| m.clone())
-            .collect();
+        let started = self.started();
         let mut report = BakeReport::default();
         if bake.is_zero() {
             return Ok(report);

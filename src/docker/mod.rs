@@ -134,11 +134,11 @@ impl Engine {
 
     /// Creates and starts a container; returns its ID.
     pub async fn run(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
-        let mut exposed = HashMap::new();
+        let mut exposed: Vec<String> = Vec::new();
         let mut bindings = HashMap::new();
         for port in &spec.ports {
             let key = format!("{port}/tcp");
-            exposed.insert(key.clone(), HashMap::<(), ()>::new());
+            exposed.push(key.clone());
             bindings.insert(
                 key,
                 Some(vec![PortBinding {
@@ -153,7 +153,7 @@ impl Engine {
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             cmd: spec.command.clone(),
-            exposed_ports: Some(exposed.into_keys().collect()),
+            exposed_ports: Some(exposed),
             stop_timeout: Some(spec.stop_grace.as_secs() as i64),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),

@@ -14,6 +14,7 @@ use crate::config::{Effective, Environment, RegionConfig, Regions};
 use crate::error::{Error, ExitCode, Result};
 use crate::ui::Ui;
 
+#[derive(Clone)]
 pub struct Ctx {
     pub ui: Ui,
     pub regions_dir: PathBuf,

@@ -29,18 +29,24 @@ fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<E
     rt.block_on(f)
 }
 
-fn single_region(region: &str) -> Result<&str> {
-    if region == "all" || region.contains(',') {
-        return Err(Error::usage_hint(
-            format!("'{region}' names several regions; this build deploys one region per run"),
-            "run one command per region",
-        ));
+/// Deploys and rollbacks stream their steps: NDJSON with -o json, timestamps off a terminal.
+fn streaming(ctx: &Ctx) -> Ctx {
+    let mut ui = ctx.ui.clone();
+    ui.stream = true;
+    ui.timestamps = !crate::ui::interactive();
+    Ctx {
+        ui,
+        regions_dir: ctx.regions_dir.clone(),
+        env: ctx.env,
     }
-    Ok(region)
+}
+
+fn several(region: &str) -> bool {
+    region == "all" || region.contains(',')
 }
 
 pub fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<ExitCode> {
-    let region = single_region(&args.region)?;
+    let ctx = &streaming(ctx);
     let opts = DeployOptions {
         version: args.version.clone(),
         no_build: args.no_build,
@@ -48,7 +54,11 @@ pub fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<ExitCode> {
         lock_wait: args.lock_wait,
         reason: args.reason.clone(),
     };
-    block_on(deploy::deploy(ctx, region, &opts))
+    if several(&args.region) {
+        let selected = deploy::fleet::select(ctx, &args.region)?;
+        return block_on(deploy::fleet::deploy(ctx, selected, &opts));
+    }
+    block_on(deploy::deploy(ctx, &args.region, &opts))
 }
 
 pub fn rollback(
@@ -57,7 +67,16 @@ pub fn rollback(
     to: Option<&str>,
     lock_wait: Option<Duration>,
 ) -> Result<ExitCode> {
-    let region = single_region(region)?;
+    let ctx = &streaming(ctx);
+    if several(region) {
+        if to.is_some() {
+            return Err(Error::usage(
+                "--to names a release of one region; roll back several regions without it",
+            ));
+        }
+        let selected = deploy::fleet::select(ctx, region)?;
+        return block_on(deploy::fleet::rollback(ctx, selected));
+    }
     block_on(deploy::rollback(ctx, region, to, lock_wait))
 }
 
@@ -90,7 +109,6 @@ pub fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode
         let s = Session::open(ctx, region).await?;
         let opts = DeployOptions {
             version,
-            no_build: true,
             ..Default::default()
         };
         let (plans, removed, notes) = deploy::plan(ctx, &s, &opts).await?;
@@ -128,7 +146,6 @@ pub fn diff_live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<Exi
         let s = Session::open(ctx, region).await?;
         let opts = DeployOptions {
             version,
-            no_build: true,
             ..Default::default()
         };
         let (left, right) = deploy::live_and_desired_lines(&s, &opts).await?;

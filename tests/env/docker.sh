@@ -82,6 +82,13 @@ dockerd_start() {
     fail "dockerd $d_name" "could not set up bridge $d_bridge ($d_addr)"
     return 1
   }
+  # A daemon without --iptables adds no FORWARD rules. Should the iptables-managing daemon
+  # make the FORWARD policy DROP (with br_netfilter, even traffic within a bridge passes
+  # FORWARD), this daemon's containers could no longer reach each other.
+  if [[ "$iptables" == false ]] && iptables -S FORWARD >/dev/null 2>&1 &&
+    ! iptables -C FORWARD -i "$d_bridge" -o "$d_bridge" -j ACCEPT 2>/dev/null; then
+    iptables -I FORWARD -i "$d_bridge" -o "$d_bridge" -j ACCEPT && touch "$RUN_DIR/forward-$d_bridge.ours"
+  fi
   mkdir -p "$d_base/data" "$d_exec"
   # Our own (empty) config file, so /etc/docker/daemon.json of the machine cannot interfere.
   [[ -f "$d_base/daemon.json" ]] || echo '{}' >"$d_base/daemon.json"
@@ -207,6 +214,13 @@ docker_down() {
     umount -l "$m" 2>/dev/null || true
   done
   local marker br
+  for marker in "$RUN_DIR"/forward-*.ours; do
+    [[ -e "$marker" ]] || continue
+    br="${marker##*/forward-}"
+    br="${br%.ours}"
+    iptables -D FORWARD -i "$br" -o "$br" -j ACCEPT 2>/dev/null || true
+    rm -f "$marker"
+  done
   for marker in "$RUN_DIR"/bridge-*.ours; do
     [[ -e "$marker" ]] || continue
     br="${marker##*/bridge-}"

@@ -11,6 +11,7 @@ source "$here/registry.sh"
 source "$here/haproxy.sh"
 source "$here/postgres.sh"
 
+"$ROOT/tests/k8s/down.sh" || true
 haproxy_down
 registry_down
 postgres_down

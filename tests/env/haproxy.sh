@@ -132,7 +132,7 @@ haproxy_up() {
     stop_pidfile "$pidf" haproxy 10
     rm -f "$sock"
     spawn "$pidf" "$logf" haproxy -db -f "$cfg"
-    if ! wait_for 20 "haproxy's runtime API" haproxy_answers "$sock"; then
+    if ! wait_alive 20 "haproxy's runtime API" "$pidf" haproxy_answers "$sock"; then
       fail haproxy "no answer on its runtime API socket $sock" "$logf"
       return 1
     fi

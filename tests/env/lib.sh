@@ -86,6 +86,8 @@ pid_alive() {
   [[ -s "$pidfile" ]] || return 1
   pid="$(head -n1 "$pidfile" | tr -dc '0-9')"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  # An exited child not yet reaped (a zombie) is not alive.
+  [[ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
   if [[ -n "$name" ]]; then
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -- "$name" >/dev/null || return 1
   fi
@@ -126,6 +128,23 @@ wait_for() {
   shift 2
   for ((i = 0; i < secs * 5; i++)); do
     "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  log "timed out after ${secs}s waiting for $what"
+  return 1
+}
+
+# wait_alive SECONDS DESCRIPTION PIDFILE CMD...: like wait_for, but gives up as soon as
+# the process PIDFILE names has exited (no point waiting for a program that died).
+wait_alive() {
+  local secs="$1" what="$2" pidfile="$3" i
+  shift 3
+  for ((i = 0; i < secs * 5; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    if ((i > 2)) && ! pid_alive "$pidfile"; then
+      log "$what: the process exited"
+      return 1
+    fi
     sleep 0.2
   done
   log "timed out after ${secs}s waiting for $what"

@@ -33,7 +33,7 @@ http:
     X-Content-Type-Options: [nosniff]
 EOF
   spawn "$pidf" "$logf" docker-registry serve "$dir/config.yml"
-  if ! wait_for 30 "the registry on 127.0.0.1:$port" http_ok "http://127.0.0.1:$port/v2/"; then
+  if ! wait_alive 30 "the registry on 127.0.0.1:$port" "$pidf" http_ok "http://127.0.0.1:$port/v2/"; then
     fail registry "no answer on http://127.0.0.1:$port/v2/" "$logf"
     return 1
   fi

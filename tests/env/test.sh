@@ -30,6 +30,8 @@ step() {
 # shellcheck disable=SC1091
 source "$root/target/test-env/env.sh"
 
-step cargo test --workspace
+step cargo test --workspace --no-fail-fast
 step cargo test --manifest-path tests/sample-app/Cargo.toml
+# The Kubernetes control plane: rollouts complete, never-ready and crash-looping images fail.
+step tests/k8s/smoke.sh
 exit "$rc"

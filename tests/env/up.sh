@@ -38,6 +38,12 @@ failed=()
 registry_up || failed+=(registry)
 haproxy_up || failed+=(haproxy)
 postgres_up || failed+=(postgres)
+# The Kubernetes control plane (tests/k8s): built once from Go modules into a cache outside
+# the repository (cold ~7 min on an idle 2-core machine, warm 0.1 s), started with kwokctl.
+"$ROOT/tests/k8s/up.sh" >"$LOG_DIR/k8s.log" 2>&1 || {
+  fail "kubernetes" "tests/k8s/up.sh failed" "$LOG_DIR/k8s.log" || true
+  failed+=(k8s)
+}
 if "$here/sample-bin.sh" >"$LOG_DIR/sample-build.log" 2>&1; then
   state_set sample "PACKFY_SAMPLE_BIN=$SAMPLE_BIN"
 else
@@ -61,6 +67,8 @@ fi
       fi
     done <"$STATE_DIR/$part.env"
   done
+  # KUBECONFIG and friends, written by tests/k8s/up.sh.
+  [[ -f "$ENV_DIR/k8s.env" ]] && grep '^export ' "$ENV_DIR/k8s.env" || true
 } >"$ENV_FILE.new"
 if cmp -s "$ENV_FILE.new" "$ENV_FILE"; then rm -f "$ENV_FILE.new"; else mv "$ENV_FILE.new" "$ENV_FILE"; fi
 

@@ -18,13 +18,17 @@
 //!   the lane's servers are deleted when the lease is dropped).
 //!
 //! Everything here uses std only and the `docker`, `psql` and `pg_dump` command-line tools.
+//! [`webhook`] (a recording webhook receiver) also uses the crate's hmac, sha2 and serde_json.
 #![allow(dead_code)]
+
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -225,7 +229,7 @@ impl TestEnv {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             for (backend, frontend) in self.lane_backends.iter().zip(&self.lane_frontends) {
-                if let Some(lock) = LockFile::try_acquire(dir.join(format!("{backend}.lock"))) {
+                if let Some(lock) = LaneLock::try_acquire(dir.join(format!("{backend}.lock"))) {
                     let lane = Lane {
                         backend: backend.clone(),
                         frontend: frontend.clone(),
@@ -467,6 +471,9 @@ impl HttpConnection {
     pub fn open(addr: &str) -> io::Result<HttpConnection> {
         let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // One write per request and no Nagle delay: small writes otherwise wait on delayed
+        // ACKs and cap a keep-alive load loop near 25 requests/s per connection.
+        stream.set_nodelay(true)?;
         Ok(HttpConnection {
             addr: addr.to_string(),
             stream,
@@ -476,11 +483,11 @@ impl HttpConnection {
 
     /// Sends `GET path` (keep-alive) without reading the answer: see [`HttpConnection::read`].
     pub fn send(&mut self, path: &str) -> io::Result<()> {
-        write!(
-            self.stream,
+        let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: packfy-tests\r\n\r\n",
             self.addr
-        )
+        );
+        self.stream.write_all(request.as_bytes())
     }
 
     /// Reads the answer to the oldest request sent.
@@ -641,7 +648,7 @@ pub struct Lane {
     /// `127.0.0.1:PORT`.
     pub frontend: String,
     pub socket: PathBuf,
-    _lock: LockFile,
+    _lock: LaneLock,
 }
 
 impl Lane {
@@ -719,39 +726,60 @@ impl Drop for Lane {
     }
 }
 
-/// A lock held while the file exists; it names the holder's pid, so the lock of a process
-/// that died is taken over.
-struct LockFile(PathBuf);
+/// A lane lock: `flock(2)` on `target/test-env/locks/BACKEND.lock`, held while this value
+/// lives. The kernel releases it when the holder exits, however it exits, so no lock is ever
+/// stale and lock files are never deleted (deleting one that another process has open
+/// would let two processes hold "the same" lock).
+///
+/// The file also names the holder's pid while held (and is emptied on release), which keeps
+/// it exclusive against copies of the older create-new-file locks (a file naming a live
+/// process other than this one counts as held).
+pub struct LaneLock {
+    file: fs::File,
+}
 
-impl LockFile {
-    fn try_acquire(path: PathBuf) -> Option<LockFile> {
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => {
-                let _ = write!(f, "{}", std::process::id());
-                Some(LockFile(path))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let holder = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok());
-                let alive = holder.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                // A file with no pid yet may be a lock being written this very moment.
-                let fresh = fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(2));
-                if !alive && !(holder.is_none() && fresh) {
-                    let _ = fs::remove_file(&path);
-                }
-                None
-            }
-            Err(e) => panic!("lock {}: {e}", path.display()),
+impl LaneLock {
+    /// Takes the lock at `path` if it is free; never waits.
+    pub fn try_acquire(path: PathBuf) -> Option<LaneLock> {
+        use std::os::fd::AsRawFd;
+        use std::os::raw::c_int;
+        extern "C" {
+            fn flock(fd: c_int, operation: c_int) -> c_int;
         }
+        const LOCK_EX: c_int = 2;
+        const LOCK_NB: c_int = 4;
+
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { flock(file.as_raw_fd(), LOCK_EX | LOCK_NB) } != 0 {
+            return None;
+        }
+        let mut content = String::new();
+        let _ = file.read_to_string(&mut content);
+        let me = std::process::id();
+        let other_holder = content
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| pid != me && Path::new(&format!("/proc/{pid}")).exists());
+        if other_holder {
+            return None; // dropping `file` releases the flock
+        }
+        let _ = file.set_len(0);
+        let _ = file.write_all_at(me.to_string().as_bytes(), 0);
+        Some(LaneLock { file })
     }
 }
 
-impl Drop for LockFile {
+impl Drop for LaneLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+        let _ = self.file.set_len(0);
+        // Closing the file releases the flock.
     }
 }
 
@@ -765,4 +793,59 @@ pub fn psql(url: &str, sql: &str) -> String {
         "-c",
         sql,
     ])))
+}
+
+/// Removes every container and volume carrying `label` (`key=value`) on `host`, whatever
+/// state they are in: the cleanup of tests that deploy a region of their own.
+pub fn remove_labelled(host: &str, label: &str) {
+    let filter = format!("label={label}");
+    for (list, rm) in [
+        (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
+        (
+            vec!["volume", "ls", "-q", "--filter", &filter],
+            vec!["volume", "rm", "-f"],
+        ),
+    ] {
+        let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", host)
+            .args(&list)
+            .output()
+        else {
+            continue;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .env("DOCKER_HOST", host)
+                .args(&rm)
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// The `packfy.version` labels of the running app containers of `region` on `host`, sorted:
+/// what a deploy test asserts about what really runs.
+pub fn running_versions(host: &str, region: &str) -> Vec<String> {
+    let out = docker(
+        host,
+        [
+            "ps",
+            "--filter",
+            &format!("label=packfy.region={region}"),
+            "--filter",
+            "label=packfy.kind=app",
+            "--format",
+            "{{.Label \"packfy.version\"}}",
+        ],
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
 }

@@ -1,0 +1,314 @@
+//! Deploys and rollbacks across several regions: waves in order, regions of a wave in parallel
+//! (up to `max_parallel`), a failure stops later waves and `on_failure` decides what happens
+//! to regions that already succeeded. `rollback --region all` is the fast path: every region at
+//! once, no waves. The exit code is the worst region's.
+
+use std::time::Instant;
+
+use futures_util::stream::{self, StreamExt};
+
+use super::DeployOptions;
+use crate::config::global::{plan_waves, OnFailure};
+use crate::error::{Error, ExitCode, Result};
+use crate::ops::Ctx;
+
+/// How bad an exit code is, to pick the worst of several regions.
+pub fn severity(code: ExitCode) -> u8 {
+    match code {
+        ExitCode::Success => 0,
+        ExitCode::Changes => 1,
+        ExitCode::Usage => 2,
+        ExitCode::Locked => 3,
+        ExitCode::Unreachable => 4,
+        ExitCode::RolledBack => 5,
+        ExitCode::NeedsPerson => 6,
+    }
+}
+
+pub fn worst(codes: impl IntoIterator<Item = ExitCode>) -> ExitCode {
+    codes
+        .into_iter()
+        .max_by_key(|c| severity(*c))
+        .unwrap_or(ExitCode::Success)
+}
+
+/// What happened to one region in a fleet run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegionOutcome {
+    pub region: String,
+    pub wave: usize,
+    pub exit_code: i32,
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    pub duration_secs: f64,
+}
+
+/// Expands `all` / `a,b` into region names (checked), in the order given.
+pub fn select(ctx: &Ctx, arg: &str) -> Result<Vec<String>> {
+    let regions = ctx.load()?;
+    let names: Vec<String> = if arg == "all" {
+        regions.names().iter().map(|s| s.to_string()).collect()
+    } else {
+        arg.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    for n in &names {
+        regions.check_name(n).map_err(|d| Error::Usage {
+            message: d.message,
+            hint: d.hint,
+        })?;
+    }
+    Ok(names)
+}
+
+fn region_ctx(ctx: &Ctx, region: &str, bars: Option<&indicatif::MultiProgress>) -> Ctx {
+    let bar = bars.map(|m| {
+        let b = m.add(indicatif::ProgressBar::new(0));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>12.bold} [{bar:20}] {pos}/{len} {wide_msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(region.to_string());
+        b
+    });
+    Ctx {
+        ui: ctx.ui.for_region(region, bar),
+        regions_dir: ctx.regions_dir.clone(),
+        env: ctx.env,
+    }
+}
+
+async fn one_deploy(ctx: Ctx, region: String, wave: usize, opts: DeployOptions) -> RegionOutcome {
+    let t0 = Instant::now();
+    let result = super::deploy(&ctx, &region, &opts).await;
+    outcome(&ctx, region, wave, result, t0)
+}
+
+async fn one_rollback(ctx: Ctx, region: String, wave: usize) -> RegionOutcome {
+    let t0 = Instant::now();
+    let result = super::rollback(&ctx, &region, None, None).await;
+    outcome(&ctx, region, wave, result, t0)
+}
+
+fn outcome(
+    ctx: &Ctx,
+    region: String,
+    wave: usize,
+    result: Result<ExitCode>,
+    t0: Instant,
+) -> RegionOutcome {
+    let (code, error) = match result {
+        Ok(c) => (c, None),
+        Err(e) => {
+            ctx.ui.error(&e);
+            (e.code(), Some(e.to_string()))
+        }
+    };
+    RegionOutcome {
+        region,
+        wave,
+        exit_code: code as i32,
+        outcome: match code {
+            ExitCode::Success => "succeeded",
+            ExitCode::RolledBack => "rolled_back",
+            ExitCode::NeedsPerson => "failed",
+            ExitCode::Locked => "locked",
+            ExitCode::Unreachable => "unreachable",
+            _ => "refused",
+        },
+        error,
+        duration_secs: t0.elapsed().as_secs_f64(),
+    }
+}
+
+fn code_of(o: &RegionOutcome) -> ExitCode {
+    match o.exit_code {
+        0 => ExitCode::Success,
+        1 => ExitCode::Changes,
+        2 => ExitCode::Usage,
+        3 => ExitCode::RolledBack,
+        5 => ExitCode::Locked,
+        6 => ExitCode::Unreachable,
+        _ => ExitCode::NeedsPerson,
+    }
+}
+
+/// `deploy --region a,b | all`.
+pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> Result<ExitCode> {
+    let regions = ctx.load()?;
+    let global = regions.global().map_err(Error::Config)?;
+    let waves = plan_waves(&selected, &global.waves);
+    let bars = (crate::ui::interactive()
+        && !ctx.ui.json()
+        && ctx.ui.verbosity > crate::ui::Verbosity::Quiet)
+        .then(indicatif::MultiProgress::new);
+    let mut results: Vec<RegionOutcome> = Vec::new();
+    let mut failed_wave = None;
+    for (w, wave) in waves.iter().enumerate() {
+        ctx.ui.status(
+            "Wave",
+            format!("{} of {}: {}", w + 1, waves.len(), wave.join(", ")),
+        );
+        let runs = wave.iter().map(|r| {
+            one_deploy(
+                region_ctx(ctx, r, bars.as_ref()),
+                r.clone(),
+                w + 1,
+                opts.clone(),
+            )
+        });
+        let done: Vec<RegionOutcome> = stream::iter(runs)
+            .buffer_unordered(global.max_parallel.max(1) as usize)
+            .collect()
+            .await;
+        let failed = done.iter().any(|o| o.exit_code != 0);
+        results.extend(done);
+        if failed {
+            failed_wave = Some(w + 1);
+            break;
+        }
+    }
+    if let Some(w) = failed_wave {
+        let later: Vec<&String> = waves.iter().skip(w).flatten().collect();
+        if !later.is_empty() {
+            ctx.ui.warn(format!(
+                "wave {w} failed; later waves do not start: {}",
+                later
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let to_undo: Vec<String> = results
+            .iter()
+            .filter(|o| o.exit_code == 0)
+            .filter(|o| match global.on_failure {
+                OnFailure::Halt => false,
+                OnFailure::RollbackWave => o.wave == w,
+                OnFailure::RollbackAll => true,
+            })
+            .map(|o| o.region.clone())
+            .collect();
+        if !to_undo.is_empty() {
+            ctx.ui.status(
+                "Rolling back",
+                format!(
+                    "{} (on_failure: {:?})",
+                    to_undo.join(", "),
+                    global.on_failure
+                ),
+            );
+            let runs = to_undo
+                .iter()
+                .map(|r| one_rollback(region_ctx(ctx, r, bars.as_ref()), r.clone(), w));
+            let undone: Vec<RegionOutcome> = stream::iter(runs)
+                .buffer_unordered(to_undo.len())
+                .collect()
+                .await;
+            for u in undone {
+                if let Some(o) = results.iter_mut().find(|o| o.region == u.region) {
+                    o.outcome = if u.exit_code == 0 {
+                        "rolled_back"
+                    } else {
+                        "failed"
+                    };
+                    o.exit_code = if u.exit_code == 0 {
+                        ExitCode::RolledBack as i32
+                    } else {
+                        ExitCode::NeedsPerson as i32
+                    };
+                    o.error = u
+                        .error
+                        .or(Some(format!("rolled back because wave {w} failed")));
+                }
+            }
+        }
+    }
+    report(ctx, &results, &waves, "deploy")
+}
+
+/// `rollback --region a,b | all`: every region at once.
+pub async fn rollback(ctx: &Ctx, selected: Vec<String>) -> Result<ExitCode> {
+    let bars = (crate::ui::interactive()
+        && !ctx.ui.json()
+        && ctx.ui.verbosity > crate::ui::Verbosity::Quiet)
+        .then(indicatif::MultiProgress::new);
+    let runs = selected
+        .iter()
+        .map(|r| one_rollback(region_ctx(ctx, r, bars.as_ref()), r.clone(), 1));
+    let results: Vec<RegionOutcome> = stream::iter(runs)
+        .buffer_unordered(selected.len().max(1))
+        .collect()
+        .await;
+    report(ctx, &results, &[selected], "rollback")
+}
+
+fn report(
+    ctx: &Ctx,
+    results: &[RegionOutcome],
+    waves: &[Vec<String>],
+    what: &str,
+) -> Result<ExitCode> {
+    let code = worst(results.iter().map(code_of));
+    let not_started: Vec<&String> = waves
+        .iter()
+        .flatten()
+        .filter(|r| !results.iter().any(|o| &o.region == *r))
+        .collect();
+    if ctx.ui.json() {
+        ctx.ui.out_line(&serde_json::json!({
+            "event": "run_summary",
+            "command": what,
+            "exit_code": code as i32,
+            "regions": results,
+            "not_started": not_started,
+        }));
+    } else {
+        for o in results {
+            let detail = o
+                .error
+                .as_deref()
+                .map(|e| format!(" — {}", e.lines().next().unwrap_or("")))
+                .unwrap_or_default();
+            ctx.ui.outcome(
+                "Result",
+                format!(
+                    "{:<12} {:<12} wave {} in {:.1}s{detail}",
+                    o.region, o.outcome, o.wave, o.duration_secs
+                ),
+            );
+        }
+        for r in not_started {
+            ctx.ui.outcome("Result", format!("{r:<12} not started"));
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_code_wins() {
+        assert_eq!(
+            worst([ExitCode::Success, ExitCode::RolledBack, ExitCode::Locked]),
+            ExitCode::RolledBack
+        );
+        assert_eq!(
+            worst([
+                ExitCode::Success,
+                ExitCode::NeedsPerson,
+                ExitCode::RolledBack
+            ]),
+            ExitCode::NeedsPerson
+        );
+        assert_eq!(worst([]), ExitCode::Success);
+    }
+}

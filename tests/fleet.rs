@@ -1,0 +1,207 @@
+//! Multi-region deploys against several real Docker daemons (each standing in for a region's
+//! host): waves in order, a failure in a wave rolls that region back, `on_failure` decides the
+//! fate of its wave partners, later waves never start, and the JSON output matches what the
+//! engines really run.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{unique_name, TestEnv};
+
+const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    /// (region, engine)
+    regions: Vec<(String, String)>,
+}
+
+impl Fleet {
+    fn new(env: &TestEnv, on_failure: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let rd = dir.path().join("regions");
+        std::fs::create_dir(&rd).unwrap();
+        let tag = unique_name("f").replace('-', "");
+        let tag: String = tag.chars().take(10).collect();
+        let mut regions = Vec::new();
+        for (i, host) in env.docker_hosts.iter().take(3).enumerate() {
+            for suffix in ["a", "b"] {
+                let name = format!("{tag}{i}{suffix}");
+                std::fs::write(
+                    rd.join(format!("{name}.yaml")),
+                    format!(
+                        r#"currency: USD
+target: {{docker: {{host: "{host}"}}}}
+traffic: none
+services:
+  web:
+    image: packfy-sample
+    replicas: 2
+    ports: [{{container: 8080}}]
+    health: {{http: {{path: /health}}, start_period: 2s, interval: 500ms, timeout: 500ms, deadline: 30s}}
+    rollout: {{bake: 1s}}
+    stop_grace_period: 2s
+"#
+                    ),
+                )
+                .unwrap();
+                regions.push((name, host.clone()));
+            }
+        }
+        let names: Vec<&str> = regions.iter().map(|(n, _)| n.as_str()).collect();
+        // Wave 1: a canary; wave 2: two regions on two daemons; wave 3: the rest.
+        std::fs::write(
+            rd.join("_defaults.yaml"),
+            format!(
+                "waves: [[{}], [{}, {}], [{}, {}, {}]]\nmax_parallel: 2\non_failure: {on_failure}\n",
+                names[0], names[2], names[4], names[1], names[3], names[5]
+            ),
+        )
+        .unwrap();
+        Fleet { dir, regions }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--regions-dir")
+            .arg(self.dir.path().join("regions"))
+            .args(args)
+            .env("PACKFY_ACTOR", "ci-bot")
+            .output()
+            .unwrap()
+    }
+
+    fn versions(&self, region: &str) -> Vec<String> {
+        let host = &self.regions.iter().find(|(n, _)| n == region).unwrap().1;
+        support::running_versions(host, region)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (name, host) in &self.regions {
+            support::remove_labelled(host, &format!("packfy.region={name}"));
+        }
+    }
+}
+
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn waves_stop_at_a_failure_and_on_failure_rolls_the_wave_back() {
+    let Some(env) = TestEnv::with_docker_hosts(3) else {
+        return;
+    };
+    let fleet = Fleet::new(&env, "rollback_wave");
+    let (v1, v2) = (unique_name("v1"), unique_name("v2"));
+    let mut images = Vec::new();
+    for host in env.docker_hosts.iter().take(3) {
+        images.push(env.build_sample(host, &v1, &[]));
+        // v2 is healthy everywhere but on the third daemon, where it never becomes healthy.
+        let bad = host == &env.docker_hosts[2];
+        images.push(env.build_sample(host, &v2, if bad { &[("NEVER_HEALTHY", "1")] } else { &[] }));
+    }
+    let names: Vec<String> = fleet.regions.iter().map(|(n, _)| n.clone()).collect();
+
+    let out = fleet.run(&["-o", "json", "deploy", "--region", "all", "--version", &v1]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["event"], "run_summary");
+    for n in &names {
+        assert_eq!(fleet.versions(n), vec![v1.clone(); 2], "{n}");
+        let r = summary["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["region"] == n.as_str())
+            .unwrap();
+        assert_eq!(r["outcome"], "succeeded");
+    }
+    // Wave order: every event of wave 1's region comes before wave 2's first.
+    let first_w2 = ev
+        .iter()
+        .position(|e| e["region"] == names[2].as_str() || e["region"] == names[4].as_str())
+        .unwrap();
+    let last_w1 = ev
+        .iter()
+        .rposition(|e| e["region"] == names[0].as_str())
+        .unwrap();
+    assert!(last_w1 < first_w2, "wave 2 started before wave 1 ended");
+    for e in &ev[..ev.len() - 1] {
+        assert!(
+            e["time"].is_string() && (e["step"].is_string() || e["event"] == "summary"),
+            "{e}"
+        );
+    }
+
+    // v2: wave 2 has names[2] (daemon 1, fine) and names[4] (daemon 2, never healthy).
+    let out = fleet.run(&["-o", "json", "deploy", "--region", "all", "--version", &v2]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    let outcome = |n: &str| {
+        summary["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["region"] == n)
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome(&names[0]).as_deref(), Some("succeeded"));
+    assert_eq!(outcome(&names[4]).as_deref(), Some("rolled_back"));
+    assert_eq!(
+        outcome(&names[2]).as_deref(),
+        Some("rolled_back"),
+        "the wave partner follows on_failure"
+    );
+    let not_started: Vec<&str> = summary["not_started"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(not_started.len(), 3, "{summary}");
+    // What the engines run agrees with the JSON.
+    assert_eq!(fleet.versions(&names[0]), vec![v2.clone(); 2]);
+    assert_eq!(fleet.versions(&names[2]), vec![v1.clone(); 2]);
+    assert_eq!(fleet.versions(&names[4]), vec![v1.clone(); 2]);
+    for n in [&names[1], &names[3], &names[5]] {
+        assert_eq!(
+            fleet.versions(n),
+            vec![v1.clone(); 2],
+            "{n} must not have been touched"
+        );
+    }
+
+    // The fast path: every region at once. Only the canary has an earlier release to go back
+    // to; the others refuse (exit 2), and the worst code is the run's.
+    let out = fleet.run(&["rollback", "--region", "all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fleet.versions(&names[0]), vec![v1.clone(); 2]);
+    for n in &names[1..] {
+        assert_eq!(fleet.versions(n), vec![v1.clone(); 2], "{n}");
+    }
+    drop(images);
+}
