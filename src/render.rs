@@ -87,7 +87,7 @@ pub fn render(
     }
     let mut out = Vec::new();
     for (sname, svc) in &cfg.services {
-        let ctx = context(region, env, cfg, sname, svc, image_tag);
+        let mut ctx = context(region, env, cfg, sname, svc, image_tag);
         for (tname, suffix) in TEMPLATES {
             let tmpl = jinja
                 .get_template(tname)
@@ -102,6 +102,10 @@ pub fn render(
                     source,
                 })?;
             let text = text.trim();
+            if suffix == "configmap" {
+                // On the pod template: a ConfigMap change changes it, so the pods roll.
+                ctx["config_hash"] = json!(format!("{:016x}", fnv1a(text.as_bytes())));
+            }
             if !text.is_empty() {
                 out.push((format!("{sname}-{suffix}.yaml"), format!("{text}\n")));
             }
@@ -180,16 +184,6 @@ fn context(
     } else {
         None
     };
-    // A hash of the ConfigMap's data on the pod template: a config change rolls the pods.
-    let config_hash = {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for (k, v) in &plain {
-            k.hash(&mut hasher);
-            v.hash(&mut hasher);
-        }
-        format!("{:016x}", hasher.finish())
-    };
     let ports: Vec<_> = svc
         .ports
         .iter()
@@ -217,7 +211,8 @@ fn context(
         "env": plain,
         "secrets": secrets,
         "secret_name": format!("{name}-secrets"),
-        "config_hash": config_hash,
+        // set from the rendered ConfigMap (see `render`)
+        "config_hash": "",
         "currency": cfg.currency,
         "locale": cfg.locale,
         "requests": {"cpu": res.requests.cpu.as_ref().map(|q| q.0.clone()), "memory": res.requests.memory.as_ref().map(|q| q.0.clone())},
@@ -229,4 +224,106 @@ fn context(
         "termination_grace_seconds": svc.stop_grace_period.0.as_secs(),
         "autoscale": svc.autoscale,
     })
+}
+
+/// 64-bit FNV-1a. Committed manifests carry it, so it must not change between Rust releases
+/// (std's `DefaultHasher` may) or `render --check` would fail after a toolchain update.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::de::from_node;
+    use crate::config::yaml::parse;
+    use std::sync::Arc;
+
+    #[test]
+    fn fnv1a_is_the_published_function() {
+        // test vectors of FNV-1a 64 (draft-eastlake-fnv)
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    fn templates() -> BTreeMap<String, String> {
+        load_templates(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+    }
+
+    fn config(text: &str) -> RegionConfig {
+        from_node(&parse(&Arc::from("r.yaml"), text).unwrap(), "").unwrap()
+    }
+
+    const REGION: &str = "currency: MXN\nlocale: es-MX\ntarget: {kubernetes: {namespace: mx}}\nservices:\n  web:\n    image: r/web\n    ports: [{container: 80}]\n    env: {A: '1'}\n";
+
+    fn file<'a>(files: &'a [(String, String)], name: &str) -> &'a str {
+        &files.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    #[test]
+    fn the_config_hash_follows_the_configmap() {
+        let t = templates();
+        let render_with = |text: &str| {
+            let files = render(&t, "mx", Environment::Production, &config(text), "1.0").unwrap();
+            let deployment = file(&files, "web-deployment.yaml").to_string();
+            let line = deployment
+                .lines()
+                .find(|l| l.contains("packfy.io/config-hash"))
+                .unwrap()
+                .to_string();
+            line
+        };
+        let base = render_with(REGION);
+        assert_eq!(base, render_with(REGION), "stable");
+        assert_ne!(
+            base,
+            render_with(&REGION.replace("A: '1'", "A: '2'")),
+            "env"
+        );
+        // not in the service's env, but in the ConfigMap: must roll the pods too
+        assert_ne!(base, render_with(&REGION.replace("MXN", "USD")), "currency");
+        // the image is not configuration
+        let files = render(&t, "mx", Environment::Production, &config(REGION), "2.0").unwrap();
+        assert!(file(&files, "web-deployment.yaml").contains(&base));
+    }
+
+    #[test]
+    fn a_service_may_set_the_region_variables_itself() {
+        let text = REGION.replace(
+            "env: {A: '1'}",
+            "env: {PACKFY_REGION: mexico-1, PACKFY_CURRENCY: MXN}",
+        );
+        let files = render(
+            &templates(),
+            "mx",
+            Environment::Staging,
+            &config(&text),
+            "1.0",
+        )
+        .unwrap();
+        let cm = file(&files, "web-configmap.yaml");
+        assert_eq!(cm.matches("PACKFY_REGION:").count(), 1, "{cm}");
+        assert!(cm.contains("PACKFY_REGION: \"mexico-1\""), "{cm}");
+        assert_eq!(cm.matches("PACKFY_CURRENCY:").count(), 1, "{cm}");
+        assert!(cm.contains("PACKFY_ENVIRONMENT: \"staging\""), "{cm}");
+        assert!(cm.contains("PACKFY_LOCALE: \"es-MX\""), "{cm}");
+    }
+
+    #[test]
+    fn no_hpa_without_autoscale_and_no_service_without_ports() {
+        let text = REGION.replace("    ports: [{container: 80}]\n", "");
+        let files = render(
+            &templates(),
+            "mx",
+            Environment::Production,
+            &config(&text),
+            "1.0",
+        )
+        .unwrap();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-configmap.yaml", "web-deployment.yaml"]);
+    }
 }

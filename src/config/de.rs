@@ -39,27 +39,84 @@ impl de::Error for DeError {
     }
 }
 
+/// A typed value recovered as far as possible, with every problem met on the way.
+///
+/// `value` is `None` only when a problem made the whole value impossible to build; otherwise
+/// it holds neutral values (0, "", defaults) where problems were. `poisoned` lists the key paths
+/// of those neutral values, so later rules can leave them alone instead of reporting an
+/// invented `0` as a second mistake.
+#[derive(Debug)]
+pub struct Typed<T> {
+    pub value: Option<T>,
+    pub problems: Vec<Diagnostic>,
+    pub poisoned: Vec<String>,
+}
+
 /// Deserializes `T` from `node`; `path` prefixes the key paths in messages.
 pub fn from_node<T: de::DeserializeOwned>(node: &Node, path: &str) -> Result<T, Vec<Diagnostic>> {
-    let sink = RefCell::new(Vec::new());
+    let typed = from_node_partial(node, path);
+    match typed.value {
+        Some(v) if typed.problems.is_empty() => Ok(v),
+        _ => Err(typed.problems),
+    }
+}
+
+/// Like [`from_node`], but keeps the recovered value and the paths of neutral values.
+pub fn from_node_partial<T: de::DeserializeOwned>(node: &Node, path: &str) -> Typed<T> {
+    typed(node, path, &[])
+}
+
+/// One layer of a file as written (the whole file, or one `environments.<env>` overlay),
+/// without copying it: top-level keys in `skip` are left out, and so is every `null` (in a
+/// layer it removes an inherited value; typed alone it means "not set").
+pub fn from_layer_partial<T: de::DeserializeOwned>(node: &Node, skip: &[&str]) -> Typed<T> {
+    typed(node, "", skip)
+}
+
+fn typed<T: de::DeserializeOwned>(node: &Node, path: &str, skip_root: &[&str]) -> Typed<T> {
+    let sink = RefCell::new(Sink {
+        skip_root: skip_root.iter().map(|s| s.to_string()).collect(),
+        ..Sink::default()
+    });
     let de = NodeDe {
         node,
         sink: &sink,
         path: path.to_string(),
     };
     let result = T::deserialize(de);
-    let mut diags = sink.into_inner();
-    match result {
-        Ok(v) if diags.is_empty() => Ok(v),
-        Ok(_) => Err(diags),
+    let Sink {
+        mut problems,
+        poisoned,
+        ..
+    } = sink.into_inner();
+    let value = match result {
+        Ok(v) => Some(v),
         Err(e) => {
             if !e.recorded {
-                diags.push(Diagnostic::at(&node.loc, e.msg));
+                problems.push(Diagnostic::at(&node.loc, e.msg));
             }
-            Err(diags)
+            None
         }
+    };
+    Typed {
+        value,
+        problems,
+        poisoned,
     }
 }
+
+/// Where problems go while deserializing.
+#[derive(Default)]
+struct Sink {
+    problems: Vec<Diagnostic>,
+    /// Key paths whose value was replaced by a neutral one.
+    poisoned: Vec<String>,
+    /// Top-level keys not to read (see [`from_layer_partial`]).
+    skip_root: Vec<String>,
+}
+
+/// The name [`super::model::EnvValue`] deserializes itself under, to get the check below.
+pub const ENV_VALUE: &str = "packfy::EnvValue";
 
 /// A syntax check for a `packfy::…` scalar: Ok, or (message, hint).
 type Check = fn(&str) -> Result<(), (String, String)>;
@@ -76,15 +133,37 @@ fn special(name: &str) -> Option<(&'static str, Check)> {
 
 struct NodeDe<'a> {
     node: &'a Node,
-    sink: &'a RefCell<Vec<Diagnostic>>,
+    sink: &'a RefCell<Sink>,
     path: String,
 }
 
 impl<'a> NodeDe<'a> {
+    /// A problem with this node's value; the value is replaced by a neutral one.
     fn record(&self, message: String, hint: Option<String>) {
         let mut d = Diagnostic::at(&self.node.loc, message);
         d.hint = hint;
-        self.sink.borrow_mut().push(d);
+        self.push(d);
+        self.poison();
+    }
+
+    /// A problem that leaves this node's value usable (an unknown key beside known ones).
+    fn push(&self, d: Diagnostic) {
+        self.sink.borrow_mut().problems.push(d);
+    }
+
+    /// The entries of a mapping to read: not `null` ones (not set; layering already removed
+    /// what they remove), nor the skipped top-level keys.
+    fn entries(&self, m: &'a super::node::Map) -> Vec<(&'a String, &'a Entry)> {
+        let sink = self.sink.borrow();
+        let root = self.path.is_empty() && !sink.skip_root.is_empty();
+        m.entries
+            .iter()
+            .filter(|(k, e)| e.value.value != Value::Null && !(root && sink.skip_root.contains(k)))
+            .collect()
+    }
+
+    fn poison(&self) {
+        self.sink.borrow_mut().poisoned.push(self.path.clone());
     }
 
     fn label(&self) -> String {
@@ -99,13 +178,27 @@ impl<'a> NodeDe<'a> {
         let found = match &self.node.value {
             Value::Str(s) => format!("a string ({})", self.node.display_short(s)),
             Value::Int(i) => format!("an integer ({i})"),
-            Value::Float(x) => format!("a number ({x})"),
+            Value::Float(x) => format!("a number ({x:?})"),
             Value::Bool(b) => format!("a boolean ({b})"),
             other => other.kind().to_string(),
         };
         let hint = match (&self.node.value, expected) {
             (Value::Int(_) | Value::Float(_) | Value::Bool(_), "a string") => {
                 Some("quote the value to make it a string".to_string())
+            }
+            (Value::Str(s), "an integer" | "a number") if s.trim().parse::<f64>().is_ok() => {
+                Some("remove the quotes: a quoted number is text".to_string())
+            }
+            (Value::Str(s), "true or false") if matches!(s.as_str(), "true" | "false") => {
+                Some("remove the quotes: a quoted boolean is text".to_string())
+            }
+            (Value::Str(s), "true or false")
+                if matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "yes" | "no" | "on" | "off" | "y" | "n"
+                ) =>
+            {
+                Some("write true or false; YAML 1.2 reads yes/no/on/off as text".to_string())
             }
             _ => None,
         };
@@ -130,12 +223,67 @@ impl<'a> NodeDe<'a> {
         NodeDe {
             node,
             sink: self.sink,
+            // built by hand: this runs for every value of every region (format! is slower)
             path: if self.path.is_empty() {
                 key.to_string()
             } else {
-                format!("{}.{key}", self.path)
+                let mut p = String::with_capacity(self.path.len() + 1 + key.len());
+                p.push_str(&self.path);
+                p.push('.');
+                p.push_str(key);
+                p
             },
         }
+    }
+
+    /// An environment variable's value: a scalar, or `{secret: REF}` and nothing else. Any
+    /// other shape is recorded here and read as an empty string, so checking goes on.
+    fn env_value<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let ok = match &self.node.value {
+            Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => true,
+            Value::Map(m) if m.entries.is_empty() => {
+                self.record(
+                    format!("{}: an empty mapping", self.label()),
+                    Some("write a value, or {secret: \"env:NAME\"} for a secret".into()),
+                );
+                false
+            }
+            Value::Map(m) => {
+                let mut ok = true;
+                for (key, entry) in m.entries.iter().filter(|(k, _)| *k != "secret") {
+                    let mut d = Diagnostic::at(
+                        &entry.key_loc,
+                        format!("unknown field '{key}' in {}", self.label()),
+                    );
+                    d.hint = Some(match did_you_mean(key, ["secret"]) {
+                        Some(s) => format!("did you mean '{s}'?"),
+                        None => {
+                            "an environment value is a plain value or {secret: \"env:NAME\"}".into()
+                        }
+                    });
+                    self.push(d);
+                    self.poison();
+                    ok = false;
+                }
+                ok
+            }
+            _ => {
+                self.mismatch("a string, a number, a boolean or {secret: \"env:NAME\"}");
+                false
+            }
+        };
+        if ok {
+            let inner = NodeDe {
+                node: self.node,
+                sink: self.sink,
+                path: self.path.clone(),
+            };
+            let r = visitor.visit_newtype_struct(inner);
+            return self.own(r);
+        }
+        let de: de::value::StrDeserializer<DeError> = "".into_deserializer();
+        let r = visitor.visit_newtype_struct(de);
+        self.own(r)
     }
 
     fn int(&self, min: i128, max: i128, what: &str) -> Option<i128> {
@@ -198,11 +346,8 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Int(i) => visitor.visit_i64(*i),
             Value::Float(x) => visitor.visit_f64(*x),
             Value::Str(s) => visitor.visit_str(s),
-            Value::Seq(items) => return visitor.visit_seq(SeqAcc::new(&self, items)),
-            Value::Map(m) => {
-                let entries: Vec<_> = m.entries.iter().collect();
-                return visitor.visit_map(MapAcc::new(&self, entries));
-            }
+            Value::Seq(items) => visitor.visit_seq(SeqAcc::new(&self, items)),
+            Value::Map(m) => visitor.visit_map(MapAcc::new(&self, self.entries(m))),
         };
         self.own(r)
     }
@@ -331,6 +476,9 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             let r = visitor.visit_newtype_struct(de);
             return self.own(r);
         }
+        if name == ENV_VALUE {
+            return self.env_value(visitor);
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -366,10 +514,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Map(m) => {
-                let entries: Vec<_> = m.entries.iter().collect();
-                visitor.visit_map(MapAcc::new(&self, entries))
-            }
+            Value::Map(m) => visitor.visit_map(MapAcc::new(&self, self.entries(m))),
             _ => {
                 self.mismatch("a mapping");
                 visitor.visit_map(MapAcc::new(&self, Vec::new()))
@@ -388,7 +533,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             return visitor.visit_map(MapAcc::new(&self, Vec::new()));
         };
         let mut known = Vec::new();
-        for (key, entry) in &m.entries {
+        for (key, entry) in self.entries(m) {
             if fields.contains(&key.as_str()) {
                 known.push((key, entry));
                 continue;
@@ -401,7 +546,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                 Some(s) => format!("did you mean '{s}'?"),
                 None => format!("expected one of: {}", fields.join(", ")),
             });
-            self.sink.borrow_mut().push(d);
+            self.push(d);
         }
         let r = visitor.visit_map(MapAcc::new(&self, known));
         self.own(r)
@@ -427,17 +572,15 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                     Some(v) => format!("did you mean '{v}'?"),
                     None => format!("expected one of: {}", variants.join(", ")),
                 };
-                self.sink.borrow_mut().push(
+                self.push(
                     Diagnostic::at(
                         &entry.key_loc,
                         format!("{}: unknown kind '{key}'", self.label()),
                     )
                     .hint(hint),
                 );
-                return Err(DeError {
-                    msg: String::new(),
-                    recorded: true,
-                });
+                self.poison();
+                return neutral_variant(variants, visitor);
             }
         }
         let chosen = match &self.node.value {
@@ -448,11 +591,11 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                     None => format!("expected one of: {}", variants.join(", ")),
                 };
                 self.record(format!("{}: unknown value '{s}'", self.label()), Some(hint));
-                variants[0]
+                return neutral_variant(variants, visitor);
             }
             _ => {
                 self.mismatch(&format!("one of: {}", variants.join(", ")));
-                variants[0]
+                return neutral_variant(variants, visitor);
             }
         };
         let de: de::value::StrDeserializer<DeError> = chosen.into_deserializer();
@@ -467,6 +610,19 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_unit()
     }
+}
+
+/// The first variant, standing in for a wrong one so the rest of the file is still checked.
+/// Errors on the way are not reported: the real problem already is.
+fn neutral_variant<'de, V: Visitor<'de>>(
+    variants: &'static [&'static str],
+    visitor: V,
+) -> Result<V::Value, DeError> {
+    let de: de::value::StrDeserializer<DeError> = variants[0].into_deserializer();
+    visitor.visit_enum(de).map_err(|e| DeError {
+        msg: e.msg,
+        recorded: true,
+    })
 }
 
 struct SeqAcc<'a> {
@@ -543,7 +699,7 @@ impl<'de, 'a> de::MapAccess<'de> for MapAcc<'a> {
         let de: de::value::StrDeserializer<DeError> = key.as_str().into_deserializer();
         seed.deserialize(de).map(Some).map_err(|mut e| {
             if !e.recorded {
-                self.parent.sink.borrow_mut().push(Diagnostic::at(
+                self.parent.sink.borrow_mut().problems.push(Diagnostic::at(
                     &entry.key_loc,
                     format!("key '{key}': {}", e.msg),
                 ));
@@ -601,3 +757,6 @@ impl<'de, 'a> de::VariantAccess<'de> for NodeDe<'a> {
         de::Deserializer::deserialize_struct(self, "", fields, visitor)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,7 +18,7 @@ pub mod node;
 pub mod validate;
 pub mod yaml;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,7 +45,12 @@ pub struct Regions {
     pub regions: Vec<(String, Source)>,
     /// Problems found while reading (syntax, structure); files with problems are left out.
     pub problems: Vec<Diagnostic>,
+    /// File names (`_defaults.yaml`, `cuba.yaml`) left out because of those problems.
+    pub unreadable: Vec<String>,
 }
+
+/// A configuration typed despite problems, and the key paths of its stand-in values.
+type Recovered = (RegionConfig, Vec<String>);
 
 /// One region in one environment, layered and typed.
 #[derive(Debug, Clone)]
@@ -76,7 +81,12 @@ impl Regions {
             defaults: None,
             regions: Vec::new(),
             problems: Vec::new(),
+            unreadable: Vec::new(),
         };
+        // Names first (cheap, in order), then reading and parsing on every core, then the
+        // results in file order.
+        let mut to_read = Vec::new();
+        let mut stems = HashMap::new();
         for path in files {
             let stem = path
                 .file_stem()
@@ -84,7 +94,11 @@ impl Regions {
                 .unwrap_or("")
                 .to_string();
             let shown: Arc<str> = Arc::from(path.display().to_string());
-            let is_defaults = path.file_name().and_then(|n| n.to_str()) == Some(DEFAULTS_FILE);
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let is_defaults = file_name == DEFAULTS_FILE;
             if !is_defaults && !validate::is_dns_label(&stem) {
                 if !stem.starts_with('_') {
                     out.problems.push(
@@ -94,21 +108,45 @@ impl Regions {
                 }
                 continue;
             }
-            match read_source(&path, &shown) {
+            if let Some(first) = stems.get(&stem) {
+                out.problems.push(
+                    Diagnostic::at(
+                        &Loc::new(&shown, 1, 1),
+                        format!("region '{stem}' is already defined in {first}"),
+                    )
+                    .hint("keep one file per region"),
+                );
+                out.unreadable.push(file_name);
+                continue;
+            }
+            stems.insert(stem.clone(), shown.clone());
+            to_read.push((path, stem, shown, file_name, is_defaults));
+        }
+        let read = par_map(&to_read, |(path, _, shown, ..)| read_source(path, shown));
+        for ((_, stem, _, file_name, is_defaults), result) in to_read.into_iter().zip(read) {
+            match result {
                 Ok(src) => {
                     let mut problems = check_structure(&src, is_defaults);
-                    if problems.is_empty() {
+                    // A wrong `environments:` entry is never layered, so the rest of the file
+                    // is still worth checking; a file that is not a mapping is not.
+                    if src.root.as_map().is_some() {
                         if is_defaults {
                             out.defaults = Some(src);
                         } else {
                             out.regions.push((stem, src));
                         }
+                    } else {
+                        out.unreadable.push(file_name);
                     }
                     out.problems.append(&mut problems);
                 }
-                Err(d) => out.problems.push(d),
+                Err(d) => {
+                    out.unreadable.push(file_name);
+                    out.problems.push(d);
+                }
             }
         }
+        out.problems.sort_by(|a, b| a.loc.cmp(&b.loc));
         Ok(out)
     }
 
@@ -141,6 +179,16 @@ impl Regions {
 
     /// The layered tree and typed configuration of `region` in `env`.
     pub fn effective(&self, region: &str, env: Environment) -> Option<Effective> {
+        self.effective_partial(region, env).map(|(eff, _)| eff)
+    }
+
+    /// [`Regions::effective`], plus, when it has problems, the configuration recovered
+    /// despite them and the paths of its stand-in values (for rules across regions).
+    fn effective_partial(
+        &self,
+        region: &str,
+        env: Environment,
+    ) -> Option<(Effective, Option<Recovered>)> {
         let src = self.source(region)?;
         let empty = merge::empty_like(&src.root);
         let defaults = self.defaults.as_ref().map(|d| &d.root);
@@ -148,7 +196,7 @@ impl Regions {
             Some(d) => merge::without(d, &["environments", "waves", "max_parallel", "on_failure"]),
             None => empty.clone(),
         };
-        tree = merge::merge(tree, &merge::without(&src.root, &["environments"]));
+        tree = merge::merge_except(tree, &src.root, &["environments"]);
         for layer in [defaults, Some(&src.root)].into_iter().flatten() {
             if let Some(overlay) = layer.lookup(&format!("environments.{env}")) {
                 if overlay.as_map().is_some() {
@@ -157,21 +205,23 @@ impl Regions {
             }
         }
         tree.loc = src.root.loc.clone();
-        let config = de::from_node::<RegionConfig>(&tree, "");
-        let config = config.and_then(|c| {
-            let problems = validate::region(region, &c, &tree);
-            if problems.is_empty() {
-                Ok(c)
-            } else {
-                Err(problems)
-            }
-        });
-        Some(Effective {
+        let typed = de::from_node_partial::<RegionConfig>(&tree, "");
+        let mut problems = typed.problems;
+        if let Some(c) = &typed.value {
+            problems.extend(validate::region_partial(region, c, &tree, &typed.poisoned));
+        }
+        let (config, recovered) = match typed.value {
+            Some(c) if problems.is_empty() => (Ok(c), None),
+            Some(c) => (Err(problems), Some((c, typed.poisoned))),
+            None => (Err(problems), None),
+        };
+        let eff = Effective {
             region: region.to_string(),
             env,
             tree,
             config,
-        })
+        };
+        Some((eff, recovered))
     }
 
     /// The fleet settings of `_defaults.yaml` (waves, max_parallel, on_failure).
@@ -179,39 +229,74 @@ impl Regions {
         global::from_defaults(self.defaults.as_ref().map(|d| &d.root), &self.names())
     }
 
-    /// Every problem of the given regions in the given environments, each once. A problem seen
-    /// in only some environments names them.
+    /// Every problem of the given regions in the given environments, each once, in file order.
+    /// A problem seen in only some environments names them.
     pub fn validate(&self, regions: &[String], envs: &[Environment]) -> Vec<Diagnostic> {
-        let mut seen: Vec<(Diagnostic, BTreeSet<Environment>)> = Vec::new();
-        let mut add = |d: Diagnostic, env: Environment| match seen.iter_mut().find(|(s, _)| *s == d)
-        {
-            Some((_, envs)) => {
-                envs.insert(env);
-            }
-            None => seen.push((d, BTreeSet::from([env]))),
-        };
-        for env in envs {
-            let mut typed = Vec::new();
-            for name in regions {
-                let Some(eff) = self.effective(name, *env) else {
-                    continue;
-                };
-                match eff.config {
-                    Ok(c) => typed.push((name.clone(), c, eff.tree)),
-                    Err(ds) => ds.into_iter().for_each(|d| add(d, *env)),
-                }
-            }
-            // Cross-region rules only make sense over all regions.
-            if regions.len() == self.regions.len() {
-                let refs: Vec<_> = typed.iter().map(|(n, c, t)| (n.as_str(), c, t)).collect();
-                validate::across(&refs)
-                    .into_iter()
-                    .for_each(|d| add(d, *env));
-            }
-        }
         let mut out: Vec<Diagnostic> = self.problems.clone();
         if let Err(mut ds) = self.global() {
             out.append(&mut ds);
+        }
+        // Every region inherits the defaults: without them, each region would be reported for
+        // every value the defaults set. Their own problems are enough.
+        if self.unreadable.iter().any(|f| f == DEFAULTS_FILE) {
+            return out;
+        }
+        let mut seen: Vec<(Diagnostic, BTreeSet<Environment>)> = Vec::new();
+        let mut index: HashMap<Diagnostic, usize> = HashMap::new();
+        let mut add = |d: Diagnostic, env: Environment| match index.get(&d) {
+            Some(&i) => {
+                seen[i].1.insert(env);
+            }
+            None => {
+                index.insert(d.clone(), seen.len());
+                seen.push((d, BTreeSet::from([env])));
+            }
+        };
+        // Each file on its own, so a mistake is found even where every environment overrides
+        // it (the effective configurations below never see it then). The same problem found
+        // again in an effective configuration is the same diagnostic, reported once.
+        let files: Vec<&Source> = self
+            .defaults
+            .iter()
+            .chain(regions.iter().filter_map(|n| self.source(n)))
+            .collect();
+        for d in par_map(&files, |src| check_types(src))
+            .into_iter()
+            .flatten()
+        {
+            envs.iter().for_each(|e| add(d.clone(), *e));
+        }
+        // Every region in every environment, on every core; then in order, environment by
+        // environment, so the rules across regions see one environment at a time.
+        let pairs: Vec<(Environment, &String)> = envs
+            .iter()
+            .flat_map(|e| regions.iter().map(move |r| (*e, r)))
+            .collect();
+        let checked = par_map(&pairs, |(env, name)| self.check_region(name, *env));
+        // Rules across regions only make sense over all of them, each read and typed.
+        let complete = regions.len() == self.regions.len() && self.unreadable.is_empty();
+        for (env, in_env) in envs.iter().zip(checked.chunks(regions.len().max(1))) {
+            let mut typed = Vec::new();
+            let mut all_typed = complete;
+            for (name, outcome) in regions.iter().zip(in_env) {
+                let Some((problems, recovered)) = outcome else {
+                    continue;
+                };
+                problems.iter().for_each(|d| add(d.clone(), *env));
+                match recovered {
+                    Some((c, slim, poisoned)) => typed.push((name.as_str(), c, slim, poisoned)),
+                    None => all_typed = false,
+                }
+            }
+            if all_typed {
+                let refs: Vec<_> = typed
+                    .iter()
+                    .map(|(n, c, t, p)| (*n, *c, *t, p.as_slice()))
+                    .collect();
+                validate::across_partial(&refs)
+                    .into_iter()
+                    .for_each(|d| add(d, *env));
+            }
         }
         for (mut d, in_envs) in seen {
             if in_envs.len() < envs.len() {
@@ -220,8 +305,49 @@ impl Regions {
             }
             out.push(d);
         }
+        // File order: typing finds problems in field order, rules in rule order.
+        out.sort_by(|a, b| a.loc.cmp(&b.loc));
         out
     }
+}
+
+/// What checking one region in one environment leaves for [`Regions::validate`]: its problems
+/// and, unless it could not be typed at all, its configuration (real or recovered), the keys
+/// the rules across regions point at, and the paths of stand-in values.
+type Checked = (Vec<Diagnostic>, Option<(RegionConfig, Node, Vec<String>)>);
+
+impl Regions {
+    /// One region in one environment for [`Regions::validate`]; `None` for an unknown region.
+    fn check_region(&self, region: &str, env: Environment) -> Option<Checked> {
+        let (eff, recovered) = self.effective_partial(region, env)?;
+        // the rules across regions only point at these keys: keep those, not the tree
+        let slim = merge::only(&eff.tree, &["primary", "capacity_share"]);
+        Some(match (eff.config, recovered) {
+            (Ok(c), _) => (Vec::new(), Some((c, slim, Vec::new()))),
+            (Err(ds), Some((c, poisoned))) => (ds, Some((c, slim, poisoned))),
+            (Err(ds), None) => (ds, None),
+        })
+    }
+}
+
+/// `f` over `items` on every core (scoped threads, no pool to keep), results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    // below this, starting threads costs more than it saves
+    if threads < 2 || items.len() < 32 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// `${VAR}` and `${VAR:-default}` in endpoint strings, so one region file serves several
@@ -298,6 +424,29 @@ fn read_source(path: &Path, shown: &Arc<str>) -> Result<Source, Diagnostic> {
     })
 }
 
+/// The type problems of one file: its settings, and each `environments.<env>` overlay, each
+/// typed as if it were a whole configuration (every field has a default).
+fn check_types(src: &Source) -> Vec<Diagnostic> {
+    // The defaults file also holds the fleet settings (checked by `global`).
+    let skip: &[&str] = if src.path.ends_with(DEFAULTS_FILE) {
+        &[
+            "environments",
+            global::KEYS[0],
+            global::KEYS[1],
+            global::KEYS[2],
+        ]
+    } else {
+        &["environments"]
+    };
+    let mut problems = de::from_layer_partial::<RegionConfig>(&src.root, skip).problems;
+    if let Some(envs) = src.root.get("environments").and_then(Node::as_map) {
+        for overlay in envs.entries.values().filter(|e| e.value.as_map().is_some()) {
+            problems.extend(de::from_layer_partial::<RegionConfig>(&overlay.value, &[]).problems);
+        }
+    }
+    problems
+}
+
 fn line_col(prefix: &[u8]) -> (usize, usize) {
     let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
     let line_start = prefix
@@ -370,3 +519,6 @@ fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

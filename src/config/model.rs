@@ -372,12 +372,20 @@ pub enum EnvValue {
 }
 
 impl<'de> Deserialize<'de> for EnvValue {
+    /// Asks for a newtype named [`super::de::ENV_VALUE`] so the region-file deserializer can
+    /// check the shape and carry on after a mistake; other deserializers just unwrap it.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> de::Visitor<'de> for V {
             type Value = EnvValue;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, a number, a boolean or {secret: \"env:NAME\"}")
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<EnvValue, D::Error> {
+                d.deserialize_any(V)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
                 Ok(EnvValue::Plain(v.to_string()))
@@ -411,7 +419,7 @@ impl<'de> Deserialize<'de> for EnvValue {
                     })
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_newtype_struct(super::de::ENV_VALUE, V)
     }
 }
 
@@ -894,6 +902,67 @@ pub struct RegionFile {
     /// Overlays applied on top of the region for one environment.
     #[serde(default)]
     pub environments: IndexMap<Environment, RegionConfig>,
+}
+
+/// The JSON Schema of a region file, generated from [`RegionFile`], for editors.
+///
+/// Any setting may be `null`: in a region file that removes the value a lower layer set
+/// (`frontend: null`), so the schema must not call it a mistake.
+pub fn region_file_schema() -> serde_json::Value {
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(RegionFile)).expect("a schema is plain JSON");
+    allow_null_settings(&mut schema);
+    schema
+}
+
+/// Lets every property and map value of `schema` (and its subschemas) also be `null`.
+fn allow_null_settings(schema: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    fn nullable(s: &mut Value) {
+        let Some(obj) = s.as_object_mut() else {
+            return;
+        };
+        let null = json!({"type": "null"});
+        let alternatives = ["anyOf", "oneOf"]
+            .into_iter()
+            .find(|k| obj.contains_key(*k));
+        if let Some(r) = obj.remove("$ref") {
+            obj.insert("anyOf".into(), json!([{"$ref": r}, {"type": "null"}]));
+        } else if let Some(Value::Array(alts)) = alternatives.and_then(|k| obj.get_mut(k)) {
+            if !alts.contains(&null) {
+                alts.push(null);
+            }
+        } else if let Some(t) = obj.get_mut("type") {
+            match t {
+                Value::String(one) if one != "null" => *t = json!([one.clone(), "null"]),
+                Value::Array(many) if !many.contains(&json!("null")) => many.push(json!("null")),
+                _ => {}
+            }
+            if let Some(Value::Array(values)) = obj.get_mut("enum") {
+                if !values.contains(&Value::Null) {
+                    values.push(Value::Null);
+                }
+            }
+        }
+    }
+    match schema {
+        Value::Object(obj) => {
+            for (key, value) in obj.iter_mut() {
+                match key.as_str() {
+                    "properties" => {
+                        if let Value::Object(props) = value {
+                            props.values_mut().for_each(nullable);
+                        }
+                    }
+                    "additionalProperties" => nullable(value),
+                    _ => {}
+                }
+                allow_null_settings(value);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(allow_null_settings),
+        _ => {}
+    }
 }
 
 /// The three environments every region has.

@@ -38,8 +38,9 @@ impl fmt::Display for Loc {
 pub struct Node {
     pub value: Value,
     pub loc: Loc,
-    /// Values this one replaced while layering, oldest first (for `explain`).
-    pub overridden: Vec<(Loc, String)>,
+    /// Values this one replaced while layering, oldest first (for `explain`); each with its
+    /// own location and an empty history of its own.
+    pub overridden: Vec<Node>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +67,9 @@ pub struct Map {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub key_loc: Loc,
-    pub value: Node,
+    /// Shared: layering copies a region's tree once per environment, and only the paths an
+    /// overlay changes need their own copy (`Arc::make_mut`-style, see `merge.rs`).
+    pub value: Arc<Node>,
 }
 
 impl Node {
@@ -86,7 +89,7 @@ impl Node {
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.entries.get(key).map(|e| &e.value)
+        self.as_map()?.entries.get(key).map(|e| &*e.value)
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -207,5 +210,92 @@ fn display_str(s: &str) -> String {
         s.to_string()
     } else {
         serde_json::to_string(s).unwrap_or_else(|_| s.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::parse;
+
+    fn p(text: &str) -> Node {
+        parse(&Arc::from("n.yaml"), text).unwrap()
+    }
+
+    #[test]
+    fn lookup_walks_maps_and_lists() {
+        let n = p("s:\n  web:\n    ports: [{container: 80}, {container: 443}]\n");
+        assert_eq!(
+            n.lookup("s.web.ports.1.container").unwrap().value,
+            Value::Int(443)
+        );
+        assert_eq!(n.lookup("").unwrap().loc.to_string(), "n.yaml:1:1");
+        assert!(n.lookup("s.web.ports.2").is_none());
+        assert!(n.lookup("s.web.ports.x").is_none());
+        assert!(n.lookup("s.web.ports.0.container.deeper").is_none());
+    }
+
+    #[test]
+    fn display_quotes_what_would_read_back_as_another_type() {
+        let n = p("a: '3'\nb: 3\nc: 'true'\nd: ''\ne: 'a: b'\nf: plain text\ng: '-x'\nh: [1, 'x,y']\ni: ~\nj: 1.5\n");
+        let shown: Vec<String> = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+            .iter()
+            .map(|k| n.get(k).unwrap().display())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "\"3\"",
+                "3",
+                "\"true\"",
+                "\"\"",
+                "\"a: b\"",
+                "plain text",
+                "\"-x\"",
+                "[1, \"x,y\"]",
+                "null",
+                "1.5"
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked_in_text_and_json() {
+        let n = p(
+            "env: {A: {secret: 'env:A'}, B: {secret: 'file:/run/b'}, C: {secret: x, other: y}}\n",
+        );
+        assert_eq!(n.lookup("env.A").unwrap().display(), "<secret:env:A>");
+        assert_eq!(
+            n.lookup("env.A").unwrap().to_json(),
+            serde_json::json!("<secret:env:A>")
+        );
+        assert_eq!(n.lookup("env.B").unwrap().secret_ref(), Some("file:/run/b"));
+        // only a one-key {secret: …} mapping is a reference
+        assert_eq!(n.lookup("env.C").unwrap().secret_ref(), None);
+        assert_eq!(
+            n.get("env").unwrap().to_json(),
+            serde_json::json!({"A": "<secret:env:A>", "B": "<secret:file:/run/b>", "C": {"secret": "x", "other": "y"}})
+        );
+    }
+
+    #[test]
+    fn kinds_for_messages() {
+        let n = p("a: 1\nb: x\nc: [1]\nd: {}\ne: true\nf: 1.5\ng: null\n");
+        let kinds: Vec<&str> = ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .map(|k| n.get(k).unwrap().kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "an integer",
+                "a string",
+                "a list",
+                "a mapping",
+                "a boolean",
+                "a number",
+                "null"
+            ]
+        );
     }
 }

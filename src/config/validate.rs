@@ -23,12 +23,24 @@ const SECRET_SUFFIXES: [&str; 7] = [
 
 struct Ctx<'a> {
     tree: &'a Node,
+    /// Key paths whose typed value is a stand-in for a value that failed to deserialize.
+    poisoned: &'a [String],
     out: Vec<Diagnostic>,
 }
 
 impl Ctx<'_> {
-    /// A problem at `path`, or at the nearest ancestor that exists in the tree.
+    /// A problem at `path`, or at the nearest ancestor that exists in the tree, unless the value
+    /// at `path` is a stand-in for a value already reported as wrong.
     fn at(&mut self, path: &str, message: String, hint: &str) {
+        self.report(path, &[path], message, hint);
+    }
+
+    /// A problem at `path` found by reading the values at `reads`: silent when any of them is a
+    /// stand-in (it would be a second report of one mistake, about a value nobody wrote).
+    fn report(&mut self, path: &str, reads: &[&str], message: String, hint: &str) {
+        if !self.clean(reads) {
+            return;
+        }
         let mut p = path;
         let node = loop {
             if let Some(n) = self.tree.lookup(p) {
@@ -45,17 +57,66 @@ impl Ctx<'_> {
         }
         self.out.push(d);
     }
+
+    /// A problem with the name of the key at `path` (not its value): reported where the key is
+    /// written, and never silenced by stand-ins in its value.
+    fn key(&mut self, path: &str, message: String, hint: &str) {
+        let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
+        let Some(entry) = self
+            .tree
+            .lookup(parent)
+            .and_then(Node::as_map)
+            .and_then(|m| m.entries.get(last))
+        else {
+            return self.report(path, &[], message, hint);
+        };
+        let mut d = Diagnostic::at(&entry.key_loc, message);
+        if !hint.is_empty() {
+            d.hint = Some(hint.to_string());
+        }
+        self.out.push(d);
+    }
+
+    /// True when no value at, above or below any of `reads` was replaced by a stand-in.
+    fn clean(&self, reads: &[&str]) -> bool {
+        !reads
+            .iter()
+            .any(|r| self.poisoned.iter().any(|q| related(q, r)))
+    }
+}
+
+/// `a` and `b` are the same key path, or one is inside the other.
+fn related(a: &str, b: &str) -> bool {
+    let inside = |inner: &str, outer: &str| {
+        outer.is_empty()
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
+    inside(a, b) || inside(b, a)
 }
 
 /// Checks one region's effective configuration.
 pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
+    region_partial(name, cfg, tree, &[])
+}
+
+/// Checks a configuration recovered from a file with type errors: rules that read a value in
+/// `poisoned` (see [`super::de::Typed`]) stay silent.
+pub fn region_partial(
+    name: &str,
+    cfg: &RegionConfig,
+    tree: &Node,
+    poisoned: &[String],
+) -> Vec<Diagnostic> {
     let mut c = Ctx {
         tree,
+        poisoned,
         out: Vec::new(),
     };
     match cfg.currency.as_deref() {
         None => c.at(
-            "",
+            "currency",
             format!("region '{name}' has no currency"),
             "add `currency:` with its ISO 4217 code, e.g. `currency: MXN`",
         ),
@@ -81,8 +142,9 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             format!("region '{name}' has no target"),
             "set `target: {docker: {host: ...}}` or `target: {kubernetes: {namespace: ...}}`",
         ),
-        (Some(_), Some(_)) => c.at(
+        (Some(_), Some(_)) => c.report(
             "target.kubernetes",
+            &["target.docker", "target.kubernetes"],
             "target: both docker and kubernetes are set".into(),
             "a region deploys to one target; remove one of them (an overlay can remove an inherited one with `null`)",
         ),
@@ -140,8 +202,9 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
     }
     if let Traffic::Haproxy(h) = &cfg.traffic {
         if h.runtime_api.is_empty() {
-            c.at(
+            c.report(
                 "traffic.haproxy",
+                &["traffic.haproxy.runtime_api"],
                 "traffic.haproxy.runtime_api is not set".into(),
                 "the path of HAProxy's `stats socket ... level admin`, or HOST:PORT",
             );
@@ -163,15 +226,16 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
     for (sname, s) in &cfg.services {
         let p = format!("services.{sname}");
         if !is_dns_label(sname) {
-            c.at(
+            c.key(
                 &p,
                 format!("service name '{sname}' is not valid"),
                 "lower-case letters, digits and '-', at most 63 characters",
             );
         }
         if s.image.as_deref().unwrap_or("").is_empty() {
-            c.at(
+            c.report(
                 &p,
+                &[&format!("{p}.image")],
                 format!("{p}: no image"),
                 "set `image:` to the image repository (the release version is the tag)",
             );
@@ -193,8 +257,11 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             );
         }
         if s.rollout.max_surge == 0 && s.rollout.max_unavailable == 0 {
-            c.at(
-                &format!("{p}.rollout"),
+            // Pointed at max_surge, where the fix goes (the rollout map itself is usually
+            // written in _defaults.yaml, far from the value that broke it).
+            c.report(
+                &format!("{p}.rollout.max_surge"),
+                &[&format!("{p}.rollout")],
                 format!("{p}.rollout: max_surge and max_unavailable are both 0"),
                 "nothing could ever be replaced; set max_surge: 1 for a zero-downtime rollout",
             );
@@ -203,10 +270,14 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             && s.replicas > 0
             && s.rollout.max_unavailable > 0
         {
-            c.at(
+            c.report(
                 &format!("{p}.rollout.max_unavailable"),
+                &[
+                    &format!("{p}.rollout.max_unavailable"),
+                    &format!("{p}.replicas"),
+                ],
                 format!(
-                    "{p}.rollout.max_unavailable: {} would allow all {} replicas down at once",
+                    "{p}.rollout.max_unavailable: {} would let all {} replica(s) be down at once",
                     s.rollout.max_unavailable, s.replicas
                 ),
                 "keep it below replicas, or use max_surge for zero downtime",
@@ -262,8 +333,9 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             );
         }
         if h.timeout.0.is_zero() || h.timeout > h.interval {
-            c.at(
+            c.report(
                 &format!("{hp}.timeout"),
+                &[&format!("{hp}.timeout"), &format!("{hp}.interval")],
                 format!(
                     "{hp}.timeout: {} must be above 0 and at most the interval ({})",
                     h.timeout, h.interval
@@ -273,8 +345,9 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
         }
         let earliest = h.start_period.0 + h.interval.0 * h.healthy_threshold.max(1);
         if h.deadline.0 < earliest {
-            c.at(
+            c.report(
                 &format!("{hp}.deadline"),
+                &[&hp],
                 format!(
                     "{hp}.deadline: {} is shorter than the earliest a container can pass ({}s: start_period + interval × healthy_threshold)",
                     h.deadline,
@@ -290,15 +363,17 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             .or(h.tcp.as_ref().and_then(|x| x.port));
         if let Some(port) = check_port {
             if !s.ports.iter().any(|x| x.container == port) {
-                c.at(
+                c.report(
                     &hp,
+                    &[&hp, &format!("{p}.ports")],
                     format!("{hp}: checks port {port}, which the service does not declare"),
                     "add it under `ports:` or fix the check's port",
                 );
             }
         } else if (h.http.is_some() || h.tcp.is_some()) && s.ports.is_empty() {
-            c.at(
+            c.report(
                 &hp,
+                &[&hp, &format!("{p}.ports")],
                 format!("{hp}: an http or tcp check needs a port"),
                 "declare the service's port under `ports:`",
             );
@@ -307,12 +382,12 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
             let pp = format!("{p}.ports.{i}");
             if port.container == 0 {
                 c.at(
-                    &pp,
+                    &format!("{pp}.container"),
                     format!("{pp}.container: must be 1..65535"),
                     "the port the process listens on",
                 );
             }
-            if let Some(host) = port.host {
+            if let Some(host) = port.host.filter(|_| c.clean(&[&format!("{pp}.host")])) {
                 let key = (host, port.protocol.to_string());
                 if let Some(other) = host_ports.get(&key) {
                     c.at(
@@ -327,11 +402,15 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
                     host_ports.insert(key, sname.clone());
                 }
                 if is_docker && (s.replicas > 1 || s.rollout.max_surge > 0) {
-                    c.at(
+                    c.report(
                         &format!("{pp}.host"),
+                        &[
+                            &format!("{pp}.host"),
+                            &format!("{p}.replicas"),
+                            &format!("{p}.rollout.max_surge"),
+                        ],
                         format!(
-                            "{pp}.host: a fixed host port cannot serve {} replicas and a rolling update",
-                            s.replicas
+                            "{pp}.host: a fixed host port fits one container, but replicas and rolling updates run several"
                         ),
                         "leave `host` unset: each container gets its own port and HAProxy routes to it",
                     );
@@ -341,7 +420,7 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
         for (key, value) in &s.env {
             let ep = format!("{p}.env.{key}");
             if !super::model::is_env_name(key) {
-                c.at(
+                c.key(
                     &ep,
                     format!("{p}.env: '{key}' is not a valid variable name"),
                     "letters, digits and '_', not starting with a digit",
@@ -361,8 +440,9 @@ pub fn region(name: &str, cfg: &RegionConfig, tree: &Node) -> Vec<Diagnostic> {
         if let Some(a) = &s.autoscale {
             let ap = format!("{p}.autoscale");
             if a.min == 0 || a.min > a.max {
-                c.at(
-                    &ap,
+                c.report(
+                    &format!("{ap}.min"),
+                    &[&ap],
                     format!(
                         "{ap}: min {} and max {} must satisfy 1 <= min <= max",
                         a.min, a.max
@@ -516,7 +596,23 @@ fn notifications(c: &mut Ctx, cfg: &RegionConfig) {
 }
 
 /// Checks across regions of one environment: one primary, capacity shares summing to 100.
+/// `regions` must be all of them: a sum over some is meaningless.
 pub fn across(regions: &[(&str, &RegionConfig, &Node)]) -> Vec<Diagnostic> {
+    let with: Vec<_> = regions
+        .iter()
+        .map(|(n, c, t)| (*n, *c, *t, &[][..]))
+        .collect();
+    across_partial(&with)
+}
+
+/// [`across`] over configurations recovered from files with type errors; the fourth item is
+/// each region's poisoned paths (see [`super::de::Typed`]).
+pub fn across_partial(regions: &[(&str, &RegionConfig, &Node, &[String])]) -> Vec<Diagnostic> {
+    let shares_known = regions
+        .iter()
+        .all(|(.., poisoned)| !poisoned.iter().any(|q| related(q, "capacity_share")));
+    let regions: Vec<(&str, &RegionConfig, &Node)> =
+        regions.iter().map(|(n, c, t, _)| (*n, *c, *t)).collect();
     let mut out = Vec::new();
     let primaries: Vec<_> = regions.iter().filter(|(_, c, _)| c.primary).collect();
     if primaries.len() > 1 {
@@ -533,7 +629,7 @@ pub fn across(regions: &[(&str, &RegionConfig, &Node)]) -> Vec<Diagnostic> {
         .iter()
         .filter_map(|(n, c, t)| c.capacity_share.map(|s| (*n, s, *t)))
         .collect();
-    if !shares.is_empty() {
+    if shares_known && !shares.is_empty() {
         let total: f64 = shares.iter().map(|(_, s, _)| s).sum();
         let missing: Vec<&str> = regions
             .iter()
@@ -564,7 +660,11 @@ pub fn across(regions: &[(&str, &RegionConfig, &Node)]) -> Vec<Diagnostic> {
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = names.map(String::as_str).collect();
-    format!("services are: {}", v.join(", "))
+    if v.is_empty() {
+        "the region defines no services".into()
+    } else {
+        format!("services are: {}", v.join(", "))
+    }
 }
 
 pub fn is_dns_label(s: &str) -> bool {
@@ -575,3 +675,6 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
+
+#[cfg(test)]
+mod tests;

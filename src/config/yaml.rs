@@ -28,13 +28,14 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
     }
     let mut builder = Builder {
         file: file.clone(),
+        text,
         anchors: Vec::new(),
         nodes: 0,
     };
     let mut parser = Parser::new_from_str(text);
     let mut docs = Vec::new();
     loop {
-        let (event, span) = next(file, &mut parser)?;
+        let (event, span) = next(file, text, &mut parser)?;
         match event {
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
             Event::StreamEnd => break,
@@ -46,7 +47,7 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
                     )
                     .hint("put each region in its own file"));
                 }
-                let (ev, sp) = next(file, &mut parser)?;
+                let (ev, sp) = next(file, text, &mut parser)?;
                 docs.push(builder.node(&mut parser, ev, sp, 0)?);
             }
             other => {
@@ -57,25 +58,39 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
             }
         }
     }
-    docs.pop()
-        .ok_or_else(|| Diagnostic::at(&Loc::new(file, 1, 1), "the file is empty"))
+    docs.pop().ok_or_else(|| {
+        Diagnostic::at(&Loc::new(file, 1, 1), "the file is empty")
+            .hint("a region file is a mapping of settings, e.g. `currency: MXN`")
+    })
 }
 
 fn next<'a>(
     file: &Arc<str>,
+    text: &str,
     parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
 ) -> Result<(Event<'a>, Span), Diagnostic> {
     match parser.next_event() {
         Some(Ok(ev)) => Ok(ev),
         Some(Err(e)) => {
             let m = e.marker();
+            let (mut line, mut col) = (m.line(), m.col() + 1);
+            let tab = if e.info().contains("tab") {
+                find_tab(text, line, usize::MAX)
+            } else {
+                find_tab(text, line, col).filter(|t| t.0 == line)
+            };
+            let mut hint = None;
+            if let Some(t) = tab {
+                // The scanner points after the tab, or at the scalar before it.
+                (line, col) = t;
+                hint =
+                    Some("replace the tab with spaces; YAML does not allow tabs for indentation");
+            }
             let mut d = Diagnostic::at(
-                &Loc::new(file, m.line(), m.col() + 1),
+                &Loc::new(file, line, col),
                 format!("invalid YAML: {}", e.info()),
             );
-            if e.info().contains("tab") {
-                d = d.hint("indent with spaces; YAML does not allow tabs for indentation");
-            }
+            d.hint = hint.map(str::to_string);
             Err(d)
         }
         None => Err(Diagnostic::at(
@@ -85,14 +100,31 @@ fn next<'a>(
     }
 }
 
-struct Builder {
+/// The first tab from the start of `line` up to column `before` of that line (or anywhere
+/// after it when `before` is `usize::MAX`), as 1-based (line, column).
+fn find_tab(text: &str, line: usize, before: usize) -> Option<(usize, usize)> {
+    for (i, l) in text.split('\n').enumerate().skip(line.saturating_sub(1)) {
+        let limit = if i + 1 == line { before } else { usize::MAX };
+        if let Some(c) = l.chars().take(limit).position(|c| c == '\t') {
+            return Some((i + 1, c + 1));
+        }
+        if before != usize::MAX {
+            return None;
+        }
+    }
+    None
+}
+
+struct Builder<'t> {
     file: Arc<str>,
+    /// The whole text, to find what the scanner's position only approximates (tabs).
+    text: &'t str,
     /// Anchored nodes by anchor id (ids are small consecutive integers).
     anchors: Vec<Option<Node>>,
     nodes: usize,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn loc(&self, span: &Span) -> Loc {
         Loc::new(&self.file, span.start.line(), span.start.col() + 1)
     }
@@ -163,7 +195,7 @@ impl Builder {
                 self.count(1, &span)?;
                 let mut items = Vec::new();
                 loop {
-                    let (ev, sp) = next(&self.file, parser)?;
+                    let (ev, sp) = next(&self.file, self.text, parser)?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
@@ -177,7 +209,7 @@ impl Builder {
                 self.count(1, &span)?;
                 let mut entries: IndexMap<String, Entry> = IndexMap::new();
                 loop {
-                    let (ev, sp) = next(&self.file, parser)?;
+                    let (ev, sp) = next(&self.file, self.text, parser)?;
                     if matches!(ev, Event::MappingEnd) {
                         break;
                     }
@@ -199,13 +231,19 @@ impl Builder {
                         )
                         .hint("use _defaults.yaml and environments: overlays to share values"));
                     }
-                    let (ev, sp) = next(&self.file, parser)?;
+                    let (ev, sp) = next(&self.file, self.text, parser)?;
                     let value = self.node(parser, ev, sp, depth + 1)?;
                     if let Some(first) = entries.get(&key) {
                         return Err(Diagnostic::at(&key_loc, format!("duplicate key '{key}'"))
                             .hint(format!("it is already set at {}", first.key_loc)));
                     }
-                    entries.insert(key, Entry { key_loc, value });
+                    entries.insert(
+                        key,
+                        Entry {
+                            key_loc,
+                            value: Arc::new(value),
+                        },
+                    );
                 }
                 let node = Node::new(
                     Value::Map(Map {
@@ -278,8 +316,13 @@ fn parse_int(text: &str) -> Option<i64> {
 }
 
 fn tagged_scalar(handle: &str, suffix: &str, text: &str) -> Result<Value, String> {
+    // The parser resolves the `!!` shorthand to its full prefix.
+    let handle = match handle {
+        "tag:yaml.org,2002:" => "!!",
+        other => other,
+    };
     match (handle, suffix) {
-        ("!!", "str") | ("tag:yaml.org,2002:", "str") => Ok(Value::Str(text.to_string())),
+        ("!!", "str") => Ok(Value::Str(text.to_string())),
         ("!!", "int") => parse_int(text)
             .map(Value::Int)
             .ok_or_else(|| format!("'{text}' is tagged !!int but is not an integer")),
@@ -366,6 +409,99 @@ mod tests {
     fn tabs_give_a_hint() {
         let e = p("a:\n\tb: 1\n").unwrap_err();
         assert!(e.to_string().contains("t.yaml:2:"), "{e}");
+    }
+
+    #[test]
+    fn tabs_are_located_where_they_are() {
+        let cases = [
+            ("a: 1\n\tb: 2\n", "t.yaml:2:1"),
+            ("a:\n  b:\n\t  c: 1\n", "t.yaml:3:1"),
+            ("a:\n  - 1\n\t- 2\n", "t.yaml:3:1"),
+            ("a:\t1\n", "t.yaml:1:3"),
+        ];
+        for (text, at) in cases {
+            let e = p(text).unwrap_err();
+            assert_eq!(e.loc.as_ref().unwrap().to_string(), at, "{text:?}: {e}");
+            assert_eq!(
+                e.hint.as_deref(),
+                Some("replace the tab with spaces; YAML does not allow tabs for indentation"),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_parser_message_and_place() {
+        let e = p("a: [1, 2\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid YAML: while parsing a flow sequence, expected ',' or ']' at t.yaml:2:1"
+        );
+        let e = p("a: 'open\n").unwrap_err();
+        assert!(e.message.starts_with("invalid YAML: "), "{e}");
+        assert_eq!(e.hint, None);
+    }
+
+    #[test]
+    fn refused_constructs() {
+        let cases = [
+            (
+                "a: 1\n---\nb: 2\n",
+                "a second YAML document (`---`) in one file at t.yaml:2:1 — put each region in its own file",
+            ),
+            (
+                "base: &b {x: 1}\nother:\n  <<: *b\n",
+                "merge keys (`<<`) are not supported at t.yaml:3:3 — use _defaults.yaml and environments: overlays to share values",
+            ),
+            (
+                "? [a, b]\n: 1\n",
+                "a mapping key must be a plain scalar at t.yaml:1:3 — use `name: value` with a simple name",
+            ),
+            ("a: !!int x\n", "'x' is tagged !!int but is not an integer at t.yaml:1:4"),
+            ("a: !!bool yes\n", "'yes' is tagged !!bool but is not true or false at t.yaml:1:4"),
+            ("a: !!float x\n", "'x' is tagged !!float but is not a number at t.yaml:1:4"),
+            ("a: !vault secret\n", "unsupported YAML tag '!vault' at t.yaml:1:4"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(p(text).unwrap_err().to_string(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn tags_that_are_understood() {
+        let n = p("a: !!str 3\nb: !!int '7'\nc: !!null ''\nd: 0x1f\ne: 0o17\n").unwrap();
+        assert_eq!(n.get("a").unwrap().value, Value::Str("3".into()));
+        assert_eq!(n.get("b").unwrap().value, Value::Int(7));
+        assert_eq!(n.get("c").unwrap().value, Value::Null);
+        assert_eq!(n.get("d").unwrap().value, Value::Int(31));
+        assert_eq!(n.get("e").unwrap().value, Value::Int(15));
+    }
+
+    #[test]
+    fn nesting_at_the_limit_is_fine() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(p(&ok).is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        assert_eq!(
+            p(&deep).unwrap_err().to_string(),
+            "nesting deeper than 64 levels at t.yaml:1:66 — region files are a few levels deep; check the indentation"
+        );
+    }
+
+    #[test]
+    fn alias_bomb_message() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..6u8 {
+            let (prev, cur) = ((b'a' + i) as char, (b'b' + i) as char);
+            text.push_str(&format!("{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let e = p(&text).unwrap_err();
+        assert_eq!(e.message, "the document expands to more than 100000 values",);
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("this looks like an alias bomb (anchors that multiply); write the values out")
+        );
+        assert_eq!(e.loc.unwrap().line, 5, "the alias that crosses the limit");
     }
 
     #[test]

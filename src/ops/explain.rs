@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, region: &str, key: &str) -> Result<ExitCode> {
                 "key": key,
                 "value": node.to_json(),
                 "origin": node.loc.to_string(),
-                "overrides": node.overridden.iter().map(|(l, v)| serde_json::json!({"value": v, "origin": l.to_string()})).collect::<Vec<_>>(),
+                "overrides": node.overridden.iter().map(|o| serde_json::json!({"value": o.to_json(), "origin": o.loc.to_string()})).collect::<Vec<_>>(),
                 "leaves": leaves.iter().map(|l| serde_json::json!({"key": join(key, &l.path), "value": l.json, "origin": l.origin})).collect::<Vec<_>>(),
             }));
             return Ok(ExitCode::Success);
@@ -33,8 +33,9 @@ pub fn run(ctx: &Ctx, region: &str, key: &str) -> Result<ExitCode> {
         ctx.ui
             .out(format!("{key} = {}    ({region}, {env})", node.display()));
         ctx.ui.out(format!("  set at {}", node.loc));
-        for (loc, old) in node.overridden.iter().rev() {
-            ctx.ui.out(format!("  overrides {old} from {loc}"));
+        for old in node.overridden.iter().rev() {
+            ctx.ui
+                .out(format!("  overrides {} from {}", old.display(), old.loc));
         }
         for leaf in &leaves {
             ctx.ui.out(format!(

@@ -74,8 +74,6 @@ impl Ctx {
 
 /// `schema`: the JSON Schema of region files, generated from the config types.
 pub fn schema(ctx: &Ctx) -> Result<ExitCode> {
-    let schema = schemars::schema_for!(crate::config::model::RegionFile);
-    ctx.ui
-        .out_json(&serde_json::to_value(schema).map_err(anyhow::Error::from)?);
+    ctx.ui.out_json(&crate::config::model::region_file_schema());
     Ok(ExitCode::Success)
 }

@@ -1,5 +1,6 @@
 //! `render`: Kubernetes manifests into `manifests/<region>/<env>/`, or `--check` them.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::cli::RenderArgs;
@@ -31,9 +32,10 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
         Some(r) => vec![r.clone()],
         None => regions.names().iter().map(|s| s.to_string()).collect(),
     };
-    let mut stale = Vec::new();
+    // (what is wrong, file): "stale" differs, "missing" is not there, "extra" is not rendered
+    let mut stale: Vec<(&str, PathBuf)> = Vec::new();
     let mut written = 0usize;
-    let mut expected: Vec<PathBuf> = Vec::new();
+    let mut expected: HashSet<PathBuf> = HashSet::new();
     for name in &names {
         for env in &envs {
             let c = Ctx {
@@ -66,11 +68,13 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
             let dir = out_dir.join(name).join(env.as_str());
             for (file, text) in files {
                 let path = dir.join(&file);
-                expected.push(path.clone());
+                expected.insert(path.clone());
                 let current = std::fs::read_to_string(&path).ok();
                 if args.check {
-                    if current.as_deref() != Some(text.as_str()) {
-                        stale.push(path);
+                    if current.is_none() {
+                        stale.push(("missing", path));
+                    } else if current.as_deref() != Some(text.as_str()) {
+                        stale.push(("stale", path));
                     }
                 } else if current.as_deref() != Some(text.as_str()) {
                     std::fs::create_dir_all(&dir).map_err(|e| write_error(&dir, e))?;
@@ -79,15 +83,34 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
                 }
             }
             // Files left from a service that no longer exists are stale too.
-            if let Ok(listing) = std::fs::read_dir(&dir) {
-                for entry in listing.flatten() {
-                    let p = entry.path();
-                    if p.extension().is_some_and(|e| e == "yaml") && !expected.contains(&p) {
-                        if args.check {
-                            stale.push(p);
-                        } else {
-                            std::fs::remove_file(&p).map_err(|e| write_error(&p, e))?;
-                        }
+            for p in yaml_files(&dir) {
+                if !expected.contains(&p) {
+                    if args.check {
+                        stale.push(("extra", p));
+                    } else {
+                        std::fs::remove_file(&p).map_err(|e| write_error(&p, e))?;
+                        written += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Manifests of a region that is gone, or no longer on Kubernetes, are stale too.
+    if args.region.is_none() {
+        for dir in orphan_dirs(&out_dir, &envs) {
+            for p in yaml_files(&dir) {
+                if expected.contains(&p) || stale.iter().any(|(_, s)| *s == p) {
+                    continue;
+                }
+                if args.check {
+                    stale.push(("extra", p));
+                } else {
+                    std::fs::remove_file(&p).map_err(|e| write_error(&p, e))?;
+                    written += 1;
+                    // only empty directories go; failing to remove one changes nothing
+                    let _ = std::fs::remove_dir(&dir);
+                    if let Some(region_dir) = dir.parent() {
+                        let _ = std::fs::remove_dir(region_dir);
                     }
                 }
             }
@@ -101,8 +124,8 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
             );
             return Ok(ExitCode::Success);
         }
-        for p in &stale {
-            ctx.ui.out(format!("stale: {}", p.display()));
+        for (what, p) in &stale {
+            ctx.ui.out(format!("{what}: {}", p.display()));
         }
         ctx.ui.error(format!(
             "{} manifest(s) differ from a fresh render; run `packfy-deploy render` and commit the result",
@@ -127,4 +150,33 @@ fn write_error(path: &Path, e: std::io::Error) -> Error {
         ExitCode::NeedsPerson,
         anyhow::anyhow!("cannot write {}: {e}", path.display()),
     )
+}
+
+/// `out/<any region>/<env>` for the environments rendered.
+fn orphan_dirs(out: &Path, envs: &[Environment]) -> Vec<PathBuf> {
+    let Ok(listing) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = listing
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .flat_map(|r| envs.iter().map(move |e| r.join(e.as_str())))
+        .filter(|d| d.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = listing
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
 }
