@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use support::{unique_name, TestEnv};
 
 const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
+const HMAC_KEY: &str = "fleet-test-hmac-key-0042";
 
 struct Fleet {
     dir: tempfile::TempDir,
@@ -19,6 +20,11 @@ struct Fleet {
 
 impl Fleet {
     fn new(env: &TestEnv, on_failure: &str) -> Fleet {
+        Self::with_defaults(env, on_failure, "")
+    }
+
+    /// `extra` is appended to `_defaults.yaml` (hooks, notifications).
+    fn with_defaults(env: &TestEnv, on_failure: &str, extra: &str) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let rd = dir.path().join("regions");
         std::fs::create_dir(&rd).unwrap();
@@ -54,7 +60,7 @@ services:
         std::fs::write(
             rd.join("_defaults.yaml"),
             format!(
-                "waves: [[{}], [{}, {}], [{}, {}, {}]]\nmax_parallel: 2\non_failure: {on_failure}\n",
+                "waves: [[{}], [{}, {}], [{}, {}, {}]]\nmax_parallel: 2\non_failure: {on_failure}\n{extra}",
                 names[0], names[2], names[4], names[1], names[3], names[5]
             ),
         )
@@ -64,6 +70,7 @@ services:
 
     fn run(&self, args: &[&str]) -> Output {
         Command::new(BIN)
+            .env("PACKFY_TEST_HMAC_KEY", HMAC_KEY)
             .arg("--regions-dir")
             .arg(self.dir.path().join("regions"))
             .args(args)
@@ -203,5 +210,113 @@ fn waves_stop_at_a_failure_and_on_failure_rolls_the_wave_back() {
     for n in &names[1..] {
         assert_eq!(fleet.versions(n), vec![v1.clone(); 2], "{n}");
     }
+    drop(images);
+}
+
+#[test]
+fn hooks_run_around_each_region_and_signed_webhooks_report_every_step() {
+    let Some(env) = TestEnv::with_docker_hosts(3) else {
+        return;
+    };
+    let receiver = support::webhook::Receiver::start(&[support::webhook::Reply::Status(200)]);
+    let marks = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"hooks:
+  pre_deploy:
+    - {{name: tests, command: "echo ran > {dir}/pre-$PACKFY_REGION-$PACKFY_VERSION"}}
+  post_deploy:
+    - {{name: smoke, command: "test \"$PACKFY_OUTCOME\" = succeeded && touch {dir}/post-$PACKFY_REGION"}}
+notifications:
+  - url: {url}
+    kind: generic
+    secret: {{secret: "env:PACKFY_TEST_HMAC_KEY"}}
+"#,
+        dir = marks.path().display(),
+        url = receiver.url("/hook"),
+    );
+    let fleet = Fleet::with_defaults(&env, "halt", &extra);
+    let v1 = unique_name("v1");
+    let mut images = Vec::new();
+    for host in env.docker_hosts.iter().take(3) {
+        images.push(env.build_sample(host, &v1, &[]));
+    }
+    let names: Vec<String> = fleet.regions.iter().map(|(n, _)| n.clone()).collect();
+    let subset = format!("{},{}", names[0], names[2]);
+    let out = fleet.run(&["deploy", "--region", &subset, "--version", &v1]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains(HMAC_KEY), "the HMAC key was printed");
+    for n in [&names[0], &names[2]] {
+        assert!(
+            marks.path().join(format!("pre-{n}-{v1}")).exists(),
+            "pre_deploy did not run for {n}"
+        );
+        assert!(
+            marks.path().join(format!("post-{n}")).exists(),
+            "post_deploy did not run for {n}"
+        );
+    }
+    assert!(
+        !marks.path().join(format!("pre-{}-{v1}", names[1])).exists(),
+        "a region outside the run was touched"
+    );
+    let requests = receiver.wait_for(4, std::time::Duration::from_secs(10));
+    assert_eq!(requests.len(), 4, "start and success for two regions");
+    for r in &requests {
+        assert!(
+            r.verify_signature(HMAC_KEY.as_bytes()),
+            "bad signature on {:?}",
+            r.header("x-packfy-event")
+        );
+        assert!(!String::from_utf8_lossy(&r.body).contains(HMAC_KEY));
+    }
+    let mut seen: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            (
+                j["region"].as_str().unwrap().to_string(),
+                j["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (names[0].clone(), "start".to_string()),
+        (names[0].clone(), "success".to_string()),
+        (names[2].clone(), "start".to_string()),
+        (names[2].clone(), "success".to_string()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+
+    // A failing pre-deploy hook stops before anything changes.
+    let defaults = fleet.dir.path().join("regions/_defaults.yaml");
+    let text = std::fs::read_to_string(&defaults)
+        .unwrap()
+        .replace("command: \"echo ran", "command: \"exit 7; echo ran");
+    std::fs::write(&defaults, text).unwrap();
+    let v2 = unique_name("v2");
+    for host in env.docker_hosts.iter().take(1) {
+        images.push(env.build_sample(host, &v2, &[]));
+    }
+    let out = fleet.run(&["deploy", "--region", &names[0], "--version", &v2]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("pre_deploy hook `tests` failed with exit code 7"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fleet.versions(&names[0]), vec![v1.clone(); 2]);
     drop(images);
 }
