@@ -144,12 +144,41 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Data backups taken before deploys: list, verify, restore
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Print the JSON Schema of region files (for editors)
     Schema,
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Backups in the store, oldest first (all environments unless --env is given)
+    List {
+        #[arg(long, short = 'r')]
+        region: Option<String>,
+    },
+    /// Recompute a backup's checksums; exit 1 when it does not match its record
+    Verify {
+        /// region/env/release/job, as `backup list` shows it
+        id: String,
+    },
+    /// Feed a backup to a command on its standard input (never automatic; asks first)
+    Restore {
+        /// region/env/release/job, as `backup list` shows it
+        id: String,
+        /// Do not ask (required off a terminal)
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// The command that reads the dump on stdin, e.g. `--into psql --dbname URL` (takes
+        /// the rest of the line) [default: the job's `restore:`]
+        #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "COMMAND")]
+        into: Vec<String>,
     },
 }
 

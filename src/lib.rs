@@ -3,6 +3,7 @@
 //! `run` parses the command line, runs one operation and is the only place that turns an
 //! error into an exit code (see `error.rs`).
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod deploy;
@@ -84,6 +85,7 @@ pub fn run() -> i32 {
         Command::Unlock { region, force } => ops::target::unlock(&ctx, &region, force),
         Command::Explain { region, key } => ops::explain::run(&ctx, &region, &key),
         Command::Render(args) => ops::render::run(&ctx, &args),
+        Command::Backup(cmd) => ops::backup::run(&ctx, cmd),
         Command::Schema => ops::schema(&ctx),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -99,6 +99,9 @@ pub struct Release {
     /// The backup: what ran when this release started, container by container.
     #[serde(default)]
     pub before: Vec<ServiceRecord>,
+    /// Data backups taken before this release changed anything (`backups:` jobs).
+    #[serde(default)]
+    pub backups: Vec<crate::backup::BackupRecord>,
 }
 
 impl Release {
@@ -269,6 +272,7 @@ mod tests {
             error: None,
             runner: "h:1".into(),
             before: vec![],
+            backups: vec![],
         }
     }
 

@@ -8,6 +8,7 @@
 //!
 //! All of it is pure: values in, values out, no daemon.
 
+pub mod backups;
 pub mod de;
 pub mod diag;
 pub mod global;

@@ -50,6 +50,8 @@ pub struct RegionConfig {
     pub hooks: Hooks,
     /// Webhooks told when a deploy starts, succeeds, fails or is rolled back.
     pub notifications: Vec<Webhook>,
+    /// Data backup jobs run before every deploy changes anything (see `config/backups.rs`).
+    pub backups: Vec<super::backups::BackupJob>,
 }
 
 impl Default for RegionConfig {
@@ -71,6 +73,7 @@ impl Default for RegionConfig {
             lock_ttl: Duration::from_secs(15 * 60),
             hooks: Hooks::default(),
             notifications: Vec::new(),
+            backups: Vec::new(),
         }
     }
 }

@@ -474,6 +474,7 @@ pub fn region_partial(
     }
     hooks(&mut c, cfg);
     notifications(&mut c, cfg);
+    super::backups::check(cfg, &mut |path, message, hint| c.at(path, message, hint));
     c.out
 }
 

@@ -5,7 +5,10 @@
 //! 3. reach the engine and HAProxy (exit 6 naming the endpoint when one does not answer);
 //! 4. take the lock on the target (exit 5 naming the holder; a stale lock is taken over);
 //! 5. recover an interrupted release left by a killed run, if any;
-//! 6. back up: record the new release as `in_progress` with a snapshot of what runs now;
+//! 6. back up: after the pre_deploy hooks, run the region's data backup jobs
+//!    (`crate::backup`; a failing hook or required job stops the deploy here, nothing
+//!    changed: exit 2), then record the new release as `in_progress` with a snapshot of
+//!    what runs now;
 //! 7. roll each service in batches: start → healthy → into rotation → drain old → stop old;
 //! 8. verify for the bake period (health, HAProxy 5xx ratio);
 //! 9. on any failure or signal, restore the snapshot and record `rolled_back` (exit 3), or
@@ -667,6 +670,8 @@ async fn locked_deploy(
         .await
         .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))?;
     }
+    let backups =
+        crate::backup::before_deploy(ctx, s, &hook_env.release, current.is_none()).await?;
     s.notify(
         NotifyKind::Start,
         version,
@@ -685,6 +690,7 @@ async fn locked_deploy(
     );
     rec.services = desired.iter().map(Desired::record).collect();
     rec.before = snapshot(&live);
+    rec.backups = backups;
     s.engine.save_release(&s.scope, &rec).await?;
     ctx.ui.status(
         "Backed up",
@@ -911,6 +917,9 @@ async fn finish_release(
             let problems = ro.restore(&by_service).await;
             rec.finished_at = Some(Utc::now());
             rec.error = Some(error.clone());
+            if let Some(note) = crate::backup::rollback_note(&rec) {
+                ctx.ui.warn(note);
+            }
             if problems.is_empty() {
                 rec.outcome = Outcome::RolledBack;
                 s.engine.save_release(&s.scope, &rec).await?;
@@ -1016,6 +1025,7 @@ fn new_record(
         error: None,
         runner: release::runner(),
         before: Vec::new(),
+        backups: Vec::new(),
     }
 }
 

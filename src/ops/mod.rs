@@ -1,6 +1,7 @@
 //! Operations: one file per command. Each takes the [`Ctx`] and its options and returns the
 //! exit code of a success; failures are `Error`s that `lib.rs` reports.
 
+pub mod backup;
 pub mod diff;
 pub mod explain;
 pub mod render;

@@ -1,0 +1,405 @@
+//! `backups:` of a region: the data backup jobs every deploy runs before it changes anything.
+//!
+//! A job's standard output is the dump. It runs either here, on the deploying machine
+//! (`command:`), or inside a running container of one of the region's services through the
+//! Docker exec API (`exec:`). Kubernetes pod exec is not in the schema until it exists.
+//! The rules below need more than one value at a time, so they run with the other rules of
+//! `validate.rs`; each reports a key path, a message and a hint.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model::{is_env_name, Duration, EnvValue, RegionConfig};
+
+/// One data backup job.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupJob {
+    /// Names the backup file (`<job>.dump.zst`); unique within the region.
+    pub name: String,
+    /// A command run on the deploying machine (no shell); its standard output is the dump.
+    /// `${NAME}` in an argument is replaced by the job's `env:` or this machine's environment.
+    pub command: Option<Vec<String>>,
+    /// A command run in a running container of one of the region's services.
+    pub exec: Option<ExecJob>,
+    /// Environment for the command: plain values or `{secret: "env:NAME"}` / `{secret: "file:PATH"}`.
+    pub env: IndexMap<String, EnvValue>,
+    /// Directory of the backups [default: `backups/` beside the regions directory]; files are
+    /// laid out as `<store>/<region>/<env>/<release>/<job>.<ext>`.
+    pub store: Option<String>,
+    pub compression: Compression,
+    /// Backups of this job kept per region and environment (the oldest are removed).
+    pub keep: u32,
+    /// A required job that fails stops the deploy before anything changes; a job that is not
+    /// required only warns.
+    pub required: bool,
+    /// The longest the job may run.
+    pub timeout: Duration,
+    /// The command `backup restore` feeds the decompressed dump to on standard input, e.g.
+    /// `[psql, --dbname, "${DATABASE_URL}"]`. Restoring is never automatic.
+    pub restore: Option<Vec<String>>,
+}
+
+impl Default for BackupJob {
+    fn default() -> Self {
+        BackupJob {
+            name: String::new(),
+            command: None,
+            exec: None,
+            env: IndexMap::new(),
+            store: None,
+            compression: Compression::Zstd,
+            keep: 7,
+            required: true,
+            timeout: Duration::from_secs(30 * 60),
+            restore: None,
+        }
+    }
+}
+
+/// `exec: {service: NAME, command: [...]}`
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecJob {
+    /// The service whose running container runs the command.
+    pub service: String,
+    /// The command (no shell); `${NAME}` is replaced on the deploying machine, as for
+    /// `command:`, and the job's `env:` is set in the exec.
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+    None,
+}
+
+impl Compression {
+    /// The file extension of a dump stored this way.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Compression::Zstd => "dump.zst",
+            Compression::Gzip => "dump.gz",
+            Compression::None => "dump",
+        }
+    }
+}
+
+/// Names ending so are secrets written in plain text (the same list as for services).
+const SECRET_SUFFIXES: [&str; 7] = [
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "TOKEN",
+    "API_KEY",
+    "PRIVATE_KEY",
+    "SECRET_KEY",
+];
+
+/// Whether a command argument names a `.env` file (`.env`, `.env.production`, `app/.env`).
+fn names_dotenv(arg: &str) -> bool {
+    arg.split(|c: char| c == '/' || c.is_whitespace() || c == '=')
+        .any(|part| part == ".env" || part.starts_with(".env."))
+}
+
+fn is_job_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !s.starts_with(['-', '_'])
+}
+
+/// Checks the `backups:` of a region; `report(path, message, hint)` records a problem.
+pub fn check(cfg: &RegionConfig, report: &mut dyn FnMut(&str, String, &str)) {
+    let mut names: Vec<(&str, usize)> = Vec::new();
+    for (i, job) in cfg.backups.iter().enumerate() {
+        let p = format!("backups.{i}");
+        if job.name.is_empty() {
+            report(
+                &p,
+                format!("{p}: no name"),
+                "give every job a name, e.g. `name: db`; it names the backup file",
+            );
+        } else if !is_job_name(&job.name) {
+            report(
+                &format!("{p}.name"),
+                format!("{p}.name: '{}' is not a valid job name", job.name),
+                "letters, digits, '-' and '_', at most 63 characters (it names the backup file)",
+            );
+        } else if let Some((_, first)) = names.iter().find(|(n, _)| *n == job.name) {
+            report(
+                &format!("{p}.name"),
+                format!(
+                    "{p}.name: '{}' is already the name of backups.{first}",
+                    job.name
+                ),
+                "job names name the backup files; make them unique",
+            );
+        } else {
+            names.push((&job.name, i));
+        }
+        let mut commands: Vec<(String, &Vec<String>)> = Vec::new();
+        match (&job.command, &job.exec) {
+            (None, None) => report(
+                &p,
+                format!("{p}: neither `command` nor `exec` is set"),
+                "run a command here with `command: [pg_dump, ...]`, or in a container of the region with `exec: {service: db, command: [...]}`",
+            ),
+            (Some(_), Some(_)) => report(
+                &format!("{p}.exec"),
+                format!("{p}: both `command` and `exec` are set"),
+                "a job runs either here (`command`) or in a container (`exec`); remove one",
+            ),
+            (Some(cmd), None) => commands.push((format!("{p}.command"), cmd)),
+            (None, Some(exec)) => {
+                let ep = format!("{p}.exec");
+                if cfg.target.kubernetes.is_some() {
+                    report(
+                        &ep,
+                        format!("{ep}: runs in a Docker container, and this region targets Kubernetes"),
+                        "use a `command:` run on the deploying machine; exec in a pod is not supported yet",
+                    );
+                }
+                if exec.service.is_empty() {
+                    report(
+                        &ep,
+                        format!("{ep}.service is not set"),
+                        "the service whose running container runs the command",
+                    );
+                } else if !cfg.services.contains_key(&exec.service) {
+                    let known: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
+                    report(
+                        &format!("{ep}.service"),
+                        format!("{ep}.service: no service named '{}'", exec.service),
+                        &format!("services are: {}", known.join(", ")),
+                    );
+                }
+                commands.push((format!("{ep}.command"), &exec.command));
+            }
+        }
+        if let Some(r) = &job.restore {
+            commands.push((format!("{p}.restore"), r));
+        }
+        for (cp, cmd) in commands {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                report(
+                    &cp,
+                    format!("{cp}: is empty"),
+                    "a program and its arguments, e.g. [pg_dump, --dbname, \"${DATABASE_URL}\"]",
+                );
+            }
+            if let Some(arg) = cmd.iter().find(|a| names_dotenv(a)) {
+                report(
+                    &cp,
+                    format!("{cp}: '{arg}' is a .env file, which holds secrets"),
+                    "back up data, never .env files: secrets live in the environment or a vault, not in archives",
+                );
+            }
+        }
+        if job.keep == 0 {
+            report(
+                &format!("{p}.keep"),
+                format!("{p}.keep: must be at least 1"),
+                "keep: 7 keeps the last seven backups of this job per region and environment",
+            );
+        }
+        if job.timeout.0.is_zero() {
+            report(
+                &format!("{p}.timeout"),
+                format!("{p}.timeout: must be above 0"),
+                "e.g. 30m",
+            );
+        }
+        if job.store.as_deref() == Some("") {
+            report(
+                &format!("{p}.store"),
+                format!("{p}.store: is empty"),
+                "a directory, or leave it unset for backups/ beside the regions directory",
+            );
+        }
+        for (key, value) in &job.env {
+            let ep = format!("{p}.env.{key}");
+            if !is_env_name(key) {
+                report(
+                    &ep,
+                    format!("{p}.env: '{key}' is not a valid variable name"),
+                    "letters, digits and '_', not starting with a digit",
+                );
+            }
+            let upper = key.to_ascii_uppercase();
+            if matches!(value, EnvValue::Plain(v) if !v.is_empty())
+                && SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
+            {
+                report(
+                    &ep,
+                    format!("{ep}: looks like a secret written in plain text"),
+                    &format!("write `{key}: {{secret: \"env:{key}\"}}` and set it where the deploy runs; secrets never belong in region files"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::{de, validate, yaml, RegionConfig};
+
+    const BASE: &str = "currency: USD
+target: {docker: {host: unix:///var/run/docker.sock}}
+services:
+  web: {image: packfy-sample}
+";
+
+    /// Every problem the rules find in BASE + `backups`, as `message at line:col — hint`.
+    fn problems(backups: &str) -> Vec<String> {
+        let file: Arc<str> = Arc::from("r.yaml");
+        let text = format!("{BASE}backups:\n{backups}");
+        let tree = yaml::parse(&file, &text).expect("yaml");
+        let cfg: RegionConfig = de::from_node(&tree, "").unwrap_or_else(|ds| {
+            panic!(
+                "{}",
+                ds.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        validate::region("r", &cfg, &tree)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_good_job_has_no_problems_and_takes_the_defaults() {
+        assert_eq!(
+            problems("  - {name: db, command: [pg_dump, --dbname, \"${DATABASE_URL}\"]}\n  - {name: files, exec: {service: web, command: [tar, c, /data]}, compression: gzip, keep: 3, required: false, timeout: 10s, restore: [psql]}\n"),
+            Vec::<String>::new()
+        );
+        let tree = yaml::parse(
+            &Arc::from("r.yaml"),
+            &format!("{BASE}backups: [{{name: db, command: [x]}}]\n"),
+        )
+        .unwrap();
+        let cfg: RegionConfig = de::from_node(&tree, "").unwrap();
+        let job = &cfg.backups[0];
+        assert_eq!(job.compression, super::Compression::Zstd);
+        assert_eq!((job.keep, job.required), (7, true));
+        assert_eq!(job.timeout.to_string(), "30m");
+    }
+
+    #[test]
+    fn duplicate_names() {
+        assert_eq!(
+            problems("  - {name: db, command: [a]}\n  - {name: db, command: [b]}\n"),
+            ["backups.1.name: 'db' is already the name of backups.0 at r.yaml:7:12 — job names name the backup files; make them unique"]
+        );
+    }
+
+    #[test]
+    fn names_are_required_and_file_safe() {
+        assert_eq!(
+            problems("  - {command: [a]}\n  - {name: ../x, command: [a]}\n"),
+            [
+                "backups.0: no name at r.yaml:6:5 — give every job a name, e.g. `name: db`; it names the backup file",
+                "backups.1.name: '../x' is not a valid job name at r.yaml:7:12 — letters, digits, '-' and '_', at most 63 characters (it names the backup file)",
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_service_must_exist() {
+        assert_eq!(
+            problems("  - {name: db, exec: {service: postgres, command: [pg_dump]}}\n"),
+            ["backups.0.exec.service: no service named 'postgres' at r.yaml:6:32 — services are: web"]
+        );
+    }
+
+    #[test]
+    fn exactly_one_of_command_and_exec() {
+        assert_eq!(
+            problems("  - {name: db}\n  - {name: x, command: [a], exec: {service: web, command: [b]}}\n"),
+            [
+                "backups.0: neither `command` nor `exec` is set at r.yaml:6:5 — run a command here with `command: [pg_dump, ...]`, or in a container of the region with `exec: {service: db, command: [...]}`",
+                "backups.1: both `command` and `exec` are set at r.yaml:7:35 — a job runs either here (`command`) or in a container (`exec`); remove one",
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_at_least_one_and_a_positive_timeout() {
+        assert_eq!(
+            problems("  - {name: db, command: [a], keep: 0, timeout: 0s}\n"),
+            [
+                "backups.0.keep: must be at least 1 at r.yaml:6:36 — keep: 7 keeps the last seven backups of this job per region and environment",
+                "backups.0.timeout: must be above 0 at r.yaml:6:48 — e.g. 30m",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_commands() {
+        assert_eq!(
+            problems("  - {name: db, command: [], restore: [\"\"]}\n"),
+            [
+                "backups.0.command: is empty at r.yaml:6:25 — a program and its arguments, e.g. [pg_dump, --dbname, \"${DATABASE_URL}\"]",
+                "backups.0.restore: is empty at r.yaml:6:38 — a program and its arguments, e.g. [pg_dump, --dbname, \"${DATABASE_URL}\"]",
+            ]
+        );
+    }
+
+    #[test]
+    fn never_back_up_dotenv_files() {
+        let p = problems("  - {name: cfg, command: [tar, c, app/.env.production]}\n");
+        assert_eq!(
+            p,
+            ["backups.0.command: 'app/.env.production' is a .env file, which holds secrets at r.yaml:6:26 — back up data, never .env files: secrets live in the environment or a vault, not in archives"]
+        );
+        assert!(!super::names_dotenv("environment.sql"));
+        assert!(!super::names_dotenv("--file=dump.env-free"));
+        assert!(super::names_dotenv("--env-file=.env"));
+        assert!(super::names_dotenv(".env"));
+    }
+
+    #[test]
+    fn secrets_stay_references() {
+        assert_eq!(
+            problems("  - name: db\n    command: [pg_dump]\n    env: {PGPASSWORD: hunter2, PGHOST: db}\n"),
+            ["backups.0.env.PGPASSWORD: looks like a secret written in plain text at r.yaml:8:23 — write `PGPASSWORD: {secret: \"env:PGPASSWORD\"}` and set it where the deploy runs; secrets never belong in region files"]
+        );
+        assert_eq!(
+            problems("  - name: db\n    command: [pg_dump]\n    env: {PGPASSWORD: {secret: \"env:PGPASSWORD\"}}\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn exec_needs_a_docker_target() {
+        let file: Arc<str> = Arc::from("k.yaml");
+        let text = "currency: USD\ntarget: {kubernetes: {namespace: ns}}\nservices: {web: {image: x}}\nbackups: [{name: db, exec: {service: web, command: [pg_dump]}}]\n";
+        let tree = yaml::parse(&file, text).unwrap();
+        let cfg: RegionConfig = de::from_node(&tree, "").unwrap();
+        let p: Vec<String> = validate::region("k", &cfg, &tree)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            p,
+            ["backups.0.exec: runs in a Docker container, and this region targets Kubernetes at k.yaml:4:28 — use a `command:` run on the deploying machine; exec in a pod is not supported yet"]
+        );
+    }
+
+    #[test]
+    fn the_schema_has_no_kubernetes_exec_yet() {
+        let schema = serde_json::to_string(&schemars::schema_for!(super::BackupJob)).unwrap();
+        assert!(schema.contains("\"exec\""));
+        assert!(!schema.contains("pod"), "{schema}");
+    }
+}

@@ -1,0 +1,708 @@
+//! Data backups before deploys, against the real PostgreSQL and Docker engine of the test
+//! environment (`make env-up`). Each test deploys its own region (a unique name) with
+//! `traffic: none`, dumps its own table, and restores into its own scratch database.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{docker, unique_ident, unique_name, TestEnv};
+
+const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
+
+/// A region of its own in a temporary regions directory; `backups` is the YAML list of jobs.
+struct Region {
+    name: String,
+    dir: tempfile::TempDir,
+    host: String,
+    pg_url: String,
+}
+
+impl Region {
+    fn new(env: &TestEnv, backups: &str) -> Region {
+        let name: String = unique_name("bk")
+            .replace('-', "")
+            .chars()
+            .take(20)
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("regions")).unwrap();
+        let r = Region {
+            name,
+            dir,
+            host: env.docker_host.clone(),
+            pg_url: env.pg_url.clone(),
+        };
+        r.write(backups);
+        r
+    }
+
+    /// (Re)writes the region file with these backup jobs.
+    fn write(&self, backups: &str) {
+        self.write_with(backups, "");
+    }
+
+    /// (Re)writes the region file with these backup jobs and `service_env` as the
+    /// service's `env:` mapping (a new value changes the containers).
+    fn write_with(&self, backups: &str, service_env: &str) {
+        let yaml = format!(
+            r#"currency: USD
+keep_releases: 2
+target:
+  docker:
+    host: {host}
+traffic: none
+services:
+  web:
+    image: packfy-sample
+    replicas: 1
+    env: {{{service_env}}}
+    ports: [{{container: 8080}}]
+    health:
+      http: {{path: /health}}
+      start_period: 1s
+      interval: 500ms
+      timeout: 500ms
+      healthy_threshold: 2
+      unhealthy_threshold: 3
+      deadline: 30s
+    rollout:
+      bake: 1s
+      drain_timeout: 1s
+    stop_grace_period: 2s
+{backups}"#,
+            host = self.host,
+        );
+        std::fs::write(self.regions_dir().join(format!("{}.yaml", self.name)), yaml).unwrap();
+    }
+
+    fn regions_dir(&self) -> PathBuf {
+        self.dir.path().join("regions")
+    }
+
+    /// The default store: `backups/` beside the regions directory.
+    fn default_store(&self) -> PathBuf {
+        self.dir.path().join("backups")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.dir.path())
+            .arg("--regions-dir")
+            .arg(self.regions_dir())
+            .args(args)
+            .env("PACKFY_PG_URL", &self.pg_url)
+            .env("PACKFY_ACTOR", "tester")
+            .env_remove("PACKFY_ENV")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The URL carries the database password: only its reference may show.
+        assert!(
+            !text.contains(&self.pg_url),
+            "the database URL appeared in the output of {args:?}:\n{text}"
+        );
+        assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
+        out
+    }
+
+    fn deploy(&self, version: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["deploy", "--region", &self.name, "--version", version];
+        args.extend(extra);
+        self.run(&args)
+    }
+
+    fn list(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["backup", "list", "--region", &self.name, "-o", "json"];
+        args.extend(extra);
+        let out = self.run(&args);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    fn history(&self) -> serde_json::Value {
+        let out = self.run(&["history", "--region", &self.name, "-o", "json"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Every container of the region (any state, any environment), sorted IDs.
+    fn containers(&self) -> Vec<String> {
+        let out = docker(
+            &self.host,
+            [
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label=packfy.region={}", self.name),
+            ],
+        );
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn running_versions(&self) -> Vec<String> {
+        let out = docker(
+            &self.host,
+            [
+                "ps",
+                "--filter",
+                &format!("label=packfy.region={}", self.name),
+                "--filter",
+                "label=packfy.kind=app",
+                "--format",
+                "{{.Label \"packfy.version\"}}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // Everything this region created on the engine, whatever the test did.
+        let filter = format!("label=packfy.region={}", self.name);
+        for (list, rm) in [
+            (vec!["ps", "-aq", "--filter"], vec!["rm", "-f"]),
+            (
+                vec!["volume", "ls", "-q", "--filter"],
+                vec!["volume", "rm", "-f"],
+            ),
+        ] {
+            let Ok(out) = Command::new("docker")
+                .env("DOCKER_HOST", &self.host)
+                .args(&list)
+                .arg(&filter)
+                .output()
+            else {
+                continue;
+            };
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.host)
+                    .args(&rm)
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// `psql URL -c SQL`, unaligned and quiet; panics on failure.
+fn psql(url: &str, sql: &str) -> String {
+    let out = support::run(
+        Command::new("psql")
+            .args(["--dbname", url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+            .stdin(Stdio::null()),
+    );
+    support::stdout(&out)
+}
+
+/// A table with rows in the test database, dropped at the end.
+struct Table<'a> {
+    url: &'a str,
+    name: String,
+}
+
+impl<'a> Table<'a> {
+    fn new(url: &'a str, rows: u64) -> Table<'a> {
+        let name = unique_ident("bk");
+        psql(
+            url,
+            &format!(
+                "CREATE TABLE {name} (id bigint PRIMARY KEY, owner text NOT NULL, amount numeric(12,2), note text);
+                 INSERT INTO {name} SELECT g, 'customer-' || g, g * 1.25, md5(g::text)
+                   FROM generate_series(1, {rows}) AS g;"
+            ),
+        );
+        Table { url, name }
+    }
+
+    /// Rows and a digest of every value, to compare a restored copy with.
+    fn fingerprint(&self, url: &str) -> String {
+        psql(
+            url,
+            &format!(
+                "SELECT count(*) || ' ' || md5(string_agg(id || ',' || owner || ',' || amount || ',' || note, ';' ORDER BY id)) FROM {}",
+                self.name
+            ),
+        )
+    }
+}
+
+impl Drop for Table<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["--dbname", self.url, "-qc"])
+            .arg(format!("DROP TABLE IF EXISTS {}", self.name))
+            .output();
+    }
+}
+
+/// A scratch database to restore into, dropped at the end.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn new(url: &str) -> Database {
+        let name = unique_ident("scratch");
+        psql(url, &format!("CREATE DATABASE {name}"));
+        let base = url.rsplit_once('/').unwrap().0;
+        Database {
+            admin_url: url.to_string(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["--dbname", &self.admin_url, "-qc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// A `pg_dump` job of one table, the database URL passed as a secret reference.
+fn pg_job(name: &str, table: &str, more: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    command: [pg_dump, --dbname, "${{PGURL}}", --table, {table}, --no-owner]
+    env: {{PGURL: {{secret: "env:PACKFY_PG_URL"}}}}
+{more}"#
+    )
+}
+
+#[test]
+fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
+    let Some(env) = TestEnv::get() else { return };
+    let table = Table::new(&env.pg_url, 5000);
+    let r = Region::new(
+        &env,
+        &format!("backups:\n{}", pg_job("db", &table.name, "")),
+    );
+    let v1 = format!("v1-{}", r.name);
+    let bad = format!("bad-{}", r.name);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let _ib = env.build_sample(&r.host, &bad, &[("NEVER_HEALTHY", "1")]);
+
+    let out = r.deploy(&v1, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = format!("{}/production/r1/db", r.name);
+    assert!(
+        stderr(&out).contains(&format!("Backed up {id}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // In the default store, kept out of git, listed and recorded in the release.
+    let store = r.default_store();
+    assert_eq!(
+        std::fs::read_to_string(store.join(".gitignore"))
+            .unwrap()
+            .lines()
+            .last(),
+        Some("*")
+    );
+    let file = store.join(format!("{}/production/r1/db.dump.zst", r.name));
+    let listed = r.list(&[]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["path"], file.display().to_string().as_str());
+    let dump = zstd::decode_all(std::fs::File::open(&file).unwrap()).unwrap();
+    let text = String::from_utf8_lossy(&dump);
+    assert!(
+        text.contains(&format!("CREATE TABLE public.{}", table.name)),
+        "{text:.500}"
+    );
+    assert_eq!(listed[0]["bytes"], dump.len() as u64);
+    let history = r.history();
+    assert_eq!(history[0]["backups"][0]["sha256"], listed[0]["sha256"]);
+    let table_out = r.run(&["backup", "list", "--region", &r.name]);
+    assert!(support::stdout(&table_out)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with(&id));
+
+    let out = r.run(&["backup", "verify", &id]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("Verified {id}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // Off a terminal, restoring needs --yes: refused, nothing done (exit 2).
+    let scratch = Database::new(&env.pg_url);
+    let into = [
+        "--into",
+        "psql",
+        "--dbname",
+        &scratch.url,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-q",
+    ];
+    let out = r.run(&[&["backup", "restore", &id][..], &into[..]].concat());
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing to restore"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        psql(
+            &scratch.url,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
+
+    // Restored into the scratch database: the same rows, value for value.
+    let out = r.run(&[&["backup", "restore", &id, "--yes"][..], &into[..]].concat());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        table.fingerprint(&scratch.url),
+        table.fingerprint(&env.pg_url)
+    );
+    assert!(table.fingerprint(&scratch.url).starts_with("5000 "));
+
+    // A release that never turns healthy rolls back; its output names the backup taken
+    // before it, which is not restored by itself.
+    psql(
+        &env.pg_url,
+        &format!(
+            "INSERT INTO {} VALUES (9999999, 'late', 1, 'after')",
+            table.name
+        ),
+    );
+    let out = r.deploy(&bad, &[]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let id2 = format!("{}/production/r2/db", r.name);
+    assert!(
+        stderr(&out).contains(&format!(
+            "data was not restored: the backup taken before r2 is {id2}"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(r.running_versions(), [v1.as_str()]);
+    assert!(
+        psql(
+            &env.pg_url,
+            &format!("SELECT owner FROM {} WHERE id = 9999999", table.name)
+        ) == "late"
+    );
+
+    // A damaged file fails verification with exit 1.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let out = r.run(&["backup", "verify", &id]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("backup {id} does not match its record")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_failing_required_job_stops_the_deploy_before_any_container_changes() {
+    let Some(env) = TestEnv::get() else { return };
+    let table = Table::new(&env.pg_url, 10);
+    let r = Region::new(&env, "");
+    let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let _i2 = env.build_sample(&r.host, &v2, &[]);
+    assert_eq!(code(&r.deploy(&v1, &[])), 0);
+    let before = r.containers();
+
+    // pg_dump of a table that does not exist fails, as a real broken job would.
+    let missing = format!("{}_missing", table.name);
+    r.write(&format!("backups:\n{}", pg_job("db", &missing, "")));
+    let out = r.deploy(&v2, &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("backup job 'db' failed, so the deploy of {}/production did not start: `pg_dump` exited 1", r.name)),
+        "{err}"
+    );
+    assert!(err.contains("no matching tables were found"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(r.containers(), before, "containers changed:\n{err}");
+    assert_eq!(r.running_versions(), [v1.as_str()]);
+    let history = r.history();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    assert!(r.list(&[]).is_empty());
+    assert!(!r
+        .default_store()
+        .join(&r.name)
+        .join("production/r2")
+        .exists());
+    // The lock was released: the next deploy (the job now best effort) goes ahead, warning.
+    r.write(&format!(
+        "backups:\n{}",
+        pg_job("db", &missing, "    required: false\n")
+    ));
+    let out = r.deploy(&v2, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "backup job 'db' failed (not required; the deploy goes on): `pg_dump` exited 1"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(r.running_versions(), [v2.as_str()]);
+    assert!(r.history()[0]["backups"][0]["error"].is_string());
+}
+
+#[test]
+fn retention_keeps_the_last_n_of_its_own_region_and_environment() {
+    let Some(env) = TestEnv::get() else { return };
+    let table = Table::new(&env.pg_url, 10);
+    let shared = tempfile::tempdir().unwrap();
+    let job = pg_job(
+        "db",
+        &table.name,
+        &format!("    keep: 2\n    store: {}\n", shared.path().display()),
+    );
+    let a = Region::new(&env, &format!("backups:\n{job}"));
+    let b = Region::new(&env, &format!("backups:\n{job}"));
+    let v = format!("v-{}", a.name);
+    let _img = env.build_sample(&a.host, &v, &[]);
+
+    // Another region and another environment of the same region, in the same store.
+    assert_eq!(code(&b.deploy(&v, &[])), 0);
+    assert_eq!(code(&a.deploy(&v, &["--env", "staging"])), 0);
+    // Four releases of a/production: each changes the containers (a new variable), so
+    // each takes a backup.
+    for n in 1..=4 {
+        a.write_with(&format!("backups:\n{job}"), &format!("GENERATION: \"{n}\""));
+        let out = a.deploy(&v, &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let ids = |r: &Region, extra: &[&str]| -> Vec<String> {
+        r.list(extra)
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&a, &["--env", "production"]),
+        [
+            format!("{}/production/r3/db", a.name),
+            format!("{}/production/r4/db", a.name)
+        ]
+    );
+    assert_eq!(
+        ids(&a, &["--env", "staging"]),
+        [format!("{}/staging/r1/db", a.name)]
+    );
+    assert_eq!(ids(&b, &[]), [format!("{}/production/r1/db", b.name)]);
+    // The files are gone too, release directories with them.
+    let prod = shared.path().join(&a.name).join("production");
+    let mut dirs: Vec<String> = std::fs::read_dir(&prod)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["r3", "r4"]);
+}
+
+#[test]
+fn an_exec_job_dumps_from_the_running_container() {
+    let Some(env) = TestEnv::get() else { return };
+    // The sample image is FROM scratch with only its binary: `--version` is a command it
+    // can run, and it prints the APP_VERSION of the container it runs in.
+    let job = |args: &str| {
+        format!("backups:\n  - name: version\n    exec: {{service: web, command: [/packfy-sample, {args}]}}\n    compression: gzip\n")
+    };
+    let r = Region::new(&env, &job("--version"));
+    let (v1, v2, v3) = (
+        format!("v1-{}", r.name),
+        format!("v2-{}", r.name),
+        format!("v3-{}", r.name),
+    );
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let _i2 = env.build_sample(&r.host, &v2, &[]);
+    let _i3 = env.build_sample(&r.host, &v3, &[]);
+
+    // Nothing runs before the first release: nothing to back up, the deploy goes on.
+    let out = r.deploy(&v1, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("backup job 'version' skipped"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The second deploy execs in the v1 container before replacing it.
+    let out = r.deploy(&v2, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listed = r.list(&[]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0]["id"],
+        format!("{}/production/r2/version", r.name).as_str()
+    );
+    assert_eq!(listed[0]["source"], "exec in web: /packfy-sample --version");
+    let path = listed[0]["path"].as_str().unwrap();
+    assert!(path.ends_with("version.dump.gz"), "{path}");
+    let mut dump = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()),
+        &mut dump,
+    )
+    .unwrap();
+    assert_eq!(dump, format!("{v1}\n"));
+    assert_eq!(
+        code(&r.run(&["backup", "verify", listed[0]["id"].as_str().unwrap()])),
+        0
+    );
+
+    // A command that fails in the container stops the deploy with its stderr.
+    r.write(&job("no-such-subcommand"));
+    let before = r.containers();
+    let out = r.deploy(&v3, &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`exec in web: /packfy-sample no-such-subcommand` exited 2"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("packfy-sample: unknown argument"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(r.containers(), before);
+    assert_eq!(r.running_versions(), [v2.as_str()]);
+}
+
+/// Peak resident memory of a process, sampled from /proc until it exits: (VmHWM kB, exit).
+fn run_measuring(mut cmd: Command) -> (u64, Output, Duration) {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let watcher = std::thread::spawn(move || {
+        let mut peak = 0u64;
+        while let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+            // A zombie has no memory left to report; the last reading stands.
+            if s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    });
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    (watcher.join().unwrap(), out, took)
+}
+
+#[test]
+fn a_200_mb_dump_streams_with_bounded_memory() {
+    let Some(env) = TestEnv::get() else { return };
+    // ~200 MB of dump: 1.4 M rows of ~146 bytes, mostly md5 hex of distinct inputs (zstd can
+    // halve hex digits, not much more).
+    let rows: u64 = std::env::var("PACKFY_BIG_DUMP_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_400_000);
+    let table = Table::new(&env.pg_url, 0);
+    psql(
+        &env.pg_url,
+        &format!(
+            "INSERT INTO {} SELECT g, md5('a' || g) || md5('b' || g), g, md5('c' || g) || md5('d' || g)
+               FROM generate_series(1, {rows}) AS g",
+            table.name
+        ),
+    );
+    let r = Region::new(
+        &env,
+        &format!("backups:\n{}", pg_job("db", &table.name, "")),
+    );
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let (peak_kb, out, took) =
+        run_measuring(r.cmd(&["deploy", "--region", &r.name, "--version", &v1]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listed = r.list(&[]);
+    let dump_bytes = listed[0]["bytes"].as_u64().unwrap();
+    let stored_bytes = listed[0]["stored_bytes"].as_u64().unwrap();
+    let line = format!(
+        "dump {:.1} MB (stored {:.1} MB zstd) in {:.1}s; packfy-deploy peak RSS (VmHWM) {:.1} MB",
+        dump_bytes as f64 / 1e6,
+        stored_bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        peak_kb as f64 / 1024.0
+    );
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("PACKFY_BENCH_OUT") {
+        std::fs::write(Path::new(&path), format!("{line}\n")).unwrap();
+    }
+    if rows >= 1_400_000 {
+        assert!(dump_bytes > 190_000_000, "{line}");
+    }
+    // Held in memory, the dump alone would be ~200 MB; streamed, the CLI stays small.
+    assert!(peak_kb < 64 * 1024, "{line}");
+    assert_eq!(
+        code(&r.run(&["backup", "verify", listed[0]["id"].as_str().unwrap()])),
+        0
+    );
+}
