@@ -223,6 +223,19 @@ impl Session {
         }
     }
 
+    /// Runs the region's hooks of a `pre_` kind: a failure stops the command before anything
+    /// on the target changes (exit 2).
+    async fn pre_hooks(&self, ctx: &Ctx, kind: HookKind, env: &HookEnv) -> Result<()> {
+        let list = kind.of(&self.cfg.hooks);
+        if list.is_empty() {
+            return Ok(());
+        }
+        ctx.ui.status("Hooks", kind.as_str());
+        hooks::run(kind, list, env, &self.root, &ctx.ui)
+            .await
+            .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))
+    }
+
     /// Sends a notification to the region's webhooks; never fails, warns when undelivered.
     async fn notify(
         &self,
@@ -658,18 +671,7 @@ async fn locked_deploy(
     };
     // The old deploy script ran the test suites before every deploy: a failing pre-hook
     // stops here, before anything on the target changes.
-    if !s.cfg.hooks.pre_deploy.is_empty() {
-        ctx.ui.status("Hooks", "pre_deploy");
-        hooks::run(
-            HookKind::PreDeploy,
-            &s.cfg.hooks.pre_deploy,
-            &hook_env,
-            &s.root,
-            &ctx.ui,
-        )
-        .await
-        .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))?;
-    }
+    s.pre_hooks(ctx, HookKind::PreDeploy, &hook_env).await?;
     let backups =
         crate::backup::before_deploy(ctx, s, &hook_env.release, current.is_none()).await?;
     s.notify(
@@ -1450,20 +1452,7 @@ pub async fn rollback(
             previous: Some(current.id.clone()),
             outcome: None,
         };
-        if !s.cfg.hooks.pre_rollback.is_empty() {
-            ctx.ui.status("Hooks", "pre_rollback");
-            hooks::run(
-                HookKind::PreRollback,
-                &s.cfg.hooks.pre_rollback,
-                &hook_env,
-                &s.root,
-                &ctx.ui,
-            )
-            .await
-            .map_err(|e| {
-                Error::usage_hint(format!("{e:#}"), "nothing on the target was changed")
-            })?;
-        }
+        s.pre_hooks(ctx, HookKind::PreRollback, &hook_env).await?;
         let code = restore_release(ctx, &s, Some(target), current, &history).await?;
         let detail = format!(
             "{} ({}) serves again instead of {} ({})",
