@@ -47,11 +47,7 @@ pub fn run() -> i32 {
         Verbosity::Normal
     };
     let ui = Ui::new(cli.global.output, verbosity);
-    let ctx = ops::Ctx {
-        ui: ui.clone(),
-        regions_dir: cli.global.regions_dir.clone(),
-        env: cli.global.env,
-    };
+    let ctx = ops::Ctx::new(ui.clone(), cli.global.regions_dir.clone(), cli.global.env);
     let result = match cli.command {
         Command::Validate { regions } => ops::validate::run(&ctx, &regions),
         Command::Diff {

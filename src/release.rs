@@ -164,7 +164,14 @@ pub fn rollback_target<'a>(
 }
 
 /// Who is deploying: PACKFY_ACTOR, else the CI system's user, else the git user, else $USER.
+/// Read once per process: a deploy asks for it several times (lock, record, notices), and
+/// each time would otherwise run `git config`.
 pub fn actor() -> String {
+    static ACTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ACTOR.get_or_init(find_actor).clone()
+}
+
+fn find_actor() -> String {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let Some(a) = env("PACKFY_ACTOR") {
         return a;
@@ -193,8 +200,14 @@ pub fn actor() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The current git commit of the working tree, with `-dirty` when it has changes.
+/// The current git commit of the working tree, with `-dirty` when it has changes. Read once
+/// per process (two `git` runs), though the version and the record both need it.
 pub fn git_commit() -> Option<String> {
+    static COMMIT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    COMMIT.get_or_init(find_git_commit).clone()
+}
+
+fn find_git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -7,12 +7,11 @@
 //! asserts about its own servers. Server names are unique per run and removed afterwards,
 //! also when a test fails.
 
-use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,6 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use packfy_deploy::traffic::haproxy::{Haproxy, HaproxyError, ServerState};
+
+mod support;
 
 /// Enough for a checked server to pass `rise` checks (about 1 s) on a busy machine.
 const UP_WITHIN: Duration = Duration::from_secs(15);
@@ -38,65 +39,16 @@ struct Env {
 }
 
 impl Env {
-    /// The test environment, or `None` (after a note) when it is not up. Under `CI=true` a
-    /// missing part is a failure.
+    /// The test environment (see `support::TestEnv`: under `CI=true` a missing part fails).
     fn get() -> Option<Env> {
-        let (vars, source): (HashMap<String, String>, String) =
-            if std::env::var_os("PACKFY_TEST_ENV").is_some() {
-                (std::env::vars().collect(), "the environment".to_string())
-            } else {
-                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-env/env.sh");
-                let vars = fs::read_to_string(&path)
-                    .map(|text| parse_env_sh(&text))
-                    .unwrap_or_default();
-                (vars, path.display().to_string())
-            };
-        let var = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
-        let required = [
-            "PACKFY_HAPROXY_SOCKET",
-            "PACKFY_HAPROXY_FRONTEND",
-            "PACKFY_HAPROXY_BACKEND",
-            "PACKFY_SAMPLE_BIN",
-        ];
-        let mut missing: Vec<String> = required
-            .iter()
-            .filter(|k| var(k).is_none())
-            .map(|k| k.to_string())
-            .collect();
-        if let Some(bin) = var("PACKFY_SAMPLE_BIN").filter(|b| !Path::new(b).is_file()) {
-            missing.push(format!("the sample app binary {bin}"));
-        }
-        if let Some(sock) = var("PACKFY_HAPROXY_SOCKET").filter(|s| !Path::new(s).exists()) {
-            missing.push(format!("HAProxy's runtime API socket {sock}"));
-        }
-        if !missing.is_empty() {
-            let what = format!(
-                "test environment incomplete, missing in {source}: {} (run `make env-up`, \
-                 then `. target/test-env/env.sh`)",
-                missing.join(", ")
-            );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{what}");
-            }
-            eprintln!("skipped: {what}");
-            return None;
-        }
-        let list = |k: &str| -> Vec<String> {
-            var(k)
-                .map(|v| v.split_whitespace().map(String::from).collect())
-                .unwrap_or_default()
-        };
-        let lanes: Vec<(String, String)> = list("PACKFY_HAPROXY_TEST_BACKENDS")
-            .into_iter()
-            .zip(list("PACKFY_HAPROXY_TEST_FRONTENDS"))
-            .collect();
+        let t = support::TestEnv::get()?;
         Some(Env {
-            socket: var("PACKFY_HAPROXY_SOCKET").unwrap(),
-            backend: var("PACKFY_HAPROXY_BACKEND").unwrap(),
-            frontend: var("PACKFY_HAPROXY_FRONTEND").unwrap(),
-            sample_bin: PathBuf::from(var("PACKFY_SAMPLE_BIN").unwrap()),
-            lanes,
-            locks: var("PACKFY_ENV_DIR").map(|d| PathBuf::from(d).join("locks")),
+            socket: t.haproxy_socket.display().to_string(),
+            backend: t.haproxy_backend,
+            frontend: t.haproxy_frontend,
+            sample_bin: t.sample_bin,
+            lanes: t.lane_backends.into_iter().zip(t.lane_frontends).collect(),
+            locks: Some(t.env_dir.join("locks")),
         })
     }
 
@@ -112,7 +64,9 @@ impl Env {
             let deadline = Instant::now() + Duration::from_secs(180);
             loop {
                 for (backend, frontend) in &self.lanes {
-                    if let Some(lock) = LockFile::try_acquire(dir.join(format!("{backend}.lock"))) {
+                    if let Some(lock) =
+                        support::LaneLock::try_acquire(dir.join(format!("{backend}.lock")))
+                    {
                         // The lane is ours: servers left by a killed run go.
                         let h = self.haproxy();
                         for s in h.servers(backend).await.expect("list lane servers") {
@@ -145,66 +99,13 @@ impl Env {
     }
 }
 
-/// The `export KEY="value"` lines of env.sh.
-fn parse_env_sh(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| {
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            (k.trim().to_string(), v.to_string())
-        })
-        .collect()
-}
-
 struct Lane {
     backend: String,
     frontend: String,
     /// Other tests' servers may be in this backend too.
     shared: bool,
-    _lock: Option<LockFile>,
+    _lock: Option<support::LaneLock>,
     _serial: Option<tokio::sync::MutexGuard<'static, ()>>,
-}
-
-/// A lock held while its file exists; the file names the holder's pid so a dead holder's
-/// lock is taken over (the protocol of `tests/support`).
-struct LockFile(PathBuf);
-
-impl LockFile {
-    fn try_acquire(path: PathBuf) -> Option<LockFile> {
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => {
-                let _ = write!(f, "{}", std::process::id());
-                Some(LockFile(path))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let holder = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok());
-                let alive = holder.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                // A file with no pid yet may be a lock being written this very moment.
-                let fresh = fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(2));
-                let being_written = holder.is_none() && fresh;
-                if !alive && !being_written {
-                    let _ = fs::remove_file(&path);
-                }
-                None
-            }
-            Err(e) => panic!("lock {}: {e}", path.display()),
-        }
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// A server name no other test or run uses.
@@ -311,22 +212,7 @@ impl Drop for App {
 
 /// `GET path` with `Connection: close`: the status and the body.
 fn http_get(addr: &str, path: &str) -> io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("answer {head:?}")))?;
-    Ok((status, body.to_string()))
+    support::http_request(addr, path).map(|r| (r.status, r.body))
 }
 
 /// `/version` through the frontend `n` times: the versions that answered. Panics on any

@@ -76,11 +76,7 @@ fn region_ctx(ctx: &Ctx, region: &str, bars: Option<&indicatif::MultiProgress>) 
         b.set_prefix(region.to_string());
         b
     });
-    Ctx {
-        ui: ctx.ui.for_region(region, bar),
-        regions_dir: ctx.regions_dir.clone(),
-        env: ctx.env,
-    }
+    ctx.with(ctx.ui.for_region(region, bar), ctx.env)
 }
 
 async fn one_deploy(ctx: Ctx, region: String, wave: usize, opts: DeployOptions) -> RegionOutcome {

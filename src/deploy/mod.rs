@@ -63,6 +63,9 @@ pub struct LiveContainer {
     pub id: String,
     pub name: String,
     pub running: bool,
+    /// The image reference the container was created from (the engine shows the ID when the
+    /// container was created by ID, as deploys do).
+    pub image: String,
     pub image_id: String,
     pub spec_hash: String,
     pub version: String,
@@ -195,6 +198,7 @@ impl Session {
                         .trim_start_matches('/')
                         .to_string(),
                     running: c.state.map(|s| s.to_string()) == Some("running".to_string()),
+                    image: c.image.unwrap_or_default(),
                     image_id: c.image_id.unwrap_or_default(),
                     spec_hash: get("packfy.spec"),
                     version: get(naming::VERSION),
@@ -390,7 +394,6 @@ fn has_registry(image: &str) -> bool {
 
 /// What `deploy` would do, without building, pulling or changing anything.
 pub async fn plan(
-    ctx: &Ctx,
     s: &Session,
     opts: &DeployOptions,
 ) -> Result<(Vec<ServicePlan>, Vec<String>, Vec<String>)> {
@@ -426,15 +429,13 @@ pub async fn plan(
     if s.lb.is_none() {
         notes.push("traffic: none — containers are replaced without a load balancer; zero downtime is not promised".into());
     }
-    if let Some(l) = s.engine.current_lock(&s.scope).await? {
+    let lock = s.engine.current_lock(&s.scope).await?;
+    if let Some(l) = &lock {
         notes.push(format!("locked by {}", l.describe()));
     }
-    if let Some(msg) =
-        crate::ops::target::interrupted(&history, s.engine.current_lock(&s.scope).await?.as_ref())
-    {
+    if let Some(msg) = interrupted(&history, lock.as_ref()) {
         notes.push(msg);
     }
-    let _ = ctx;
     Ok((plans, removed, notes))
 }
 
@@ -493,7 +494,7 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<serde_json::Value> {
     let live = s.live().await?;
     let lock = s.engine.current_lock(&s.scope).await?;
     let serving = serving(&history);
-    let interrupted = crate::ops::target::interrupted(&history, lock.as_ref());
+    let interrupted = interrupted(&history, lock.as_ref());
     let mut services = Vec::new();
     for name in s
         .cfg
@@ -647,13 +648,11 @@ async fn locked_deploy(
         );
         return finish(
             ctx,
-            s,
-            "unchanged",
-            current.as_ref().map(|r| r.id.clone()),
-            None,
-            Some(version.into()),
-            started,
-            None,
+            Summary {
+                release: current.as_ref().map(|r| r.id.clone()),
+                version: Some(version.into()),
+                ..Summary::new(s, "unchanged", started)
+            },
             ExitCode::Success,
         );
     }
@@ -848,8 +847,8 @@ async fn finish_release(
             sr.containers = ledger
                 .started
                 .iter()
-                .filter(|(m, _)| m.service == sr.name)
-                .map(|(m, _)| release::ContainerRecord {
+                .filter(|m| m.service == sr.name)
+                .map(|m| release::ContainerRecord {
                     name: m.name.clone(),
                     id: m.id.clone(),
                     addr: m.addr.map(|a| a.to_string()),
@@ -883,13 +882,7 @@ async fn finish_release(
             }
             finish(
                 ctx,
-                s,
-                "succeeded",
-                Some(rec.id.clone()),
-                rec.previous.clone(),
-                Some(rec.version.clone()),
-                started,
-                url,
+                Summary::of(s, "succeeded", &rec, started, url),
                 ExitCode::Success,
             )
         }
@@ -938,13 +931,7 @@ async fn finish_release(
                 );
                 finish(
                     ctx,
-                    s,
-                    "rolled_back",
-                    Some(rec.id.clone()),
-                    rec.previous.clone(),
-                    Some(rec.version.clone()),
-                    started,
-                    url,
+                    Summary::of(s, "rolled_back", &rec, started, url),
                     ExitCode::RolledBack,
                 )?;
                 Err(Error::failed(
@@ -965,31 +952,43 @@ async fn finish_release(
     }
 }
 
-/// Prints the final summary (JSON with -o json) and returns the exit code.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    ctx: &Ctx,
-    s: &Session,
-    outcome: &str,
-    release: Option<String>,
-    previous: Option<String>,
-    version: Option<String>,
-    started: Instant,
-    url: Option<String>,
-    code: ExitCode,
-) -> Result<ExitCode> {
-    if ctx.ui.json() {
-        let summary = Summary {
+impl Summary {
+    /// The summary of one region's run, with nothing named yet.
+    fn new(s: &Session, outcome: &str, started: Instant) -> Summary {
+        Summary {
             region: s.region.clone(),
             environment: s.env.clone(),
             outcome: outcome.into(),
-            release,
-            previous,
-            version,
+            release: None,
+            previous: None,
+            version: None,
             duration_secs: started.elapsed().as_secs_f64(),
             error: None,
+            url: None,
+        }
+    }
+
+    /// The summary of a recorded release.
+    fn of(
+        s: &Session,
+        outcome: &str,
+        rec: &Release,
+        started: Instant,
+        url: Option<String>,
+    ) -> Summary {
+        Summary {
+            release: Some(rec.id.clone()),
+            previous: rec.previous.clone(),
+            version: Some(rec.version.clone()),
             url,
-        };
+            ..Summary::new(s, outcome, started)
+        }
+    }
+}
+
+/// Prints the final summary (an NDJSON line with -o json) and returns the exit code.
+fn finish(ctx: &Ctx, summary: Summary, code: ExitCode) -> Result<ExitCode> {
+    if ctx.ui.json() {
         let mut v = serde_json::to_value(summary).map_err(anyhow::Error::from)?;
         v["event"] = "summary".into();
         v["time"] = Utc::now()
@@ -1029,6 +1028,29 @@ fn new_record(
         before: Vec::new(),
         backups: Vec::new(),
     }
+}
+
+/// For `status`: an interrupted release is one still `in_progress` with no live lock holder.
+pub fn interrupted(
+    history: &[Release],
+    lock: Option<&crate::docker::state::Lock>,
+) -> Option<String> {
+    let last = history
+        .last()
+        .filter(|r| r.outcome == Outcome::InProgress)?;
+    if lock.is_some_and(|l| !l.is_stale(Utc::now())) && !release::runner_is_dead(&last.runner) {
+        return None;
+    }
+    Some(format!(
+        "release {} ({}) was interrupted (started {} by {} on {}); `packfy-deploy rollback --region {}` restores {}",
+        last.id,
+        last.version,
+        last.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        last.actor,
+        last.runner,
+        last.region,
+        last.previous.as_deref().unwrap_or("the state before it")
+    ))
 }
 
 /// The release serving now: the newest that succeeded.
@@ -1097,7 +1119,7 @@ fn snapshot(live: &[LiveContainer]) -> Vec<ServiceRecord> {
             None => {
                 out.push(ServiceRecord {
                     name: c.service.clone(),
-                    image: c.version.clone(),
+                    image: c.image.clone(),
                     image_id: c.image_id.clone(),
                     replicas: 0,
                     env: Default::default(),
@@ -1318,14 +1340,9 @@ async fn restore_release(
         anyhow::Ok(())
     };
     let outcome = interruptible(work).await;
-    let mut history_now = s.engine.releases(&s.scope).await.unwrap_or_default();
     match outcome {
         Ok(()) => {
-            let mut replaced = history_now
-                .iter()
-                .find(|r| r.id == replaced.id)
-                .cloned()
-                .unwrap_or_else(|| replaced.clone());
+            let mut replaced = replaced.clone();
             replaced.outcome = if interrupted {
                 Outcome::RolledBack
             } else {
@@ -1341,7 +1358,6 @@ async fn restore_release(
                 rec.finished_at = Some(Utc::now());
                 s.engine.save_release(&s.scope, &rec).await?;
             }
-            history_now.clear();
             ctx.ui.status(
                 "Restored",
                 format!(
@@ -1413,13 +1429,11 @@ pub async fn rollback(
                 recover_interrupted(ctx, &s, &history).await?;
                 return finish(
                     ctx,
-                    &s,
-                    "rolled_back",
-                    Some(last.id.clone()),
-                    last.previous.clone(),
-                    None,
-                    started,
-                    None,
+                    Summary {
+                        release: Some(last.id.clone()),
+                        previous: last.previous.clone(),
+                        ..Summary::new(&s, "rolled_back", started)
+                    },
                     ExitCode::Success,
                 );
             }
@@ -1488,13 +1502,12 @@ pub async fn rollback(
         }
         finish(
             ctx,
-            &s,
-            "succeeded",
-            Some(target.id.clone()),
-            Some(current.id.clone()),
-            Some(target.version.clone()),
-            started,
-            None,
+            Summary {
+                release: Some(target.id.clone()),
+                previous: Some(current.id.clone()),
+                version: Some(target.version.clone()),
+                ..Summary::new(&s, "succeeded", started)
+            },
             code,
         )
     }

@@ -43,8 +43,8 @@ pub struct Member {
 /// Everything the rollout changed, in order.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    /// New containers created or (for a rollback) restarted, with whether they are in rotation.
-    pub started: Vec<(Member, bool)>,
+    /// New containers created or (for a rollback) restarted.
+    pub started: Vec<Member>,
     /// Old containers taken out of rotation (and maybe stopped).
     pub stopped: Vec<Member>,
 }
@@ -102,7 +102,7 @@ impl Rollout<'_> {
                             .lock()
                             .expect("ledger")
                             .started
-                            .push((member.clone(), false));
+                            .push(member.clone());
                         batch.push(member);
                     }
                     let names: Vec<&str> = batch.iter().map(|m| m.name.as_str()).collect();
@@ -151,7 +151,7 @@ impl Rollout<'_> {
     /// The containers this rollout started so far.
     fn started(&self) -> Vec<Member> {
         let ledger = self.ledger.lock().expect("ledger");
-        ledger.started.iter().map(|(m, _)| m.clone()).collect()
+        ledger.started.clone()
     }
 
     /// Fails fast when a container started earlier in this rollout has exited since.
@@ -274,9 +274,8 @@ impl Rollout<'_> {
                 .verbose(format!("{server} ({addr}) in rotation in {backend}"));
         }
         let mut ledger = self.ledger.lock().expect("ledger");
-        if let Some(entry) = ledger.started.iter_mut().find(|(x, _)| x.id == m.id) {
-            entry.0.addr = m.addr;
-            entry.1 = true;
+        if let Some(entry) = ledger.started.iter_mut().find(|x| x.id == m.id) {
+            entry.addr = m.addr;
         }
         Ok(())
     }
@@ -427,11 +426,8 @@ impl Rollout<'_> {
                 problems.push(format!("{}: {e:#}", m.name));
             }
         }
-        for (m, in_rotation) in started.iter().rev() {
-            if let Err(e) = self
-                .take_out(m, *in_rotation, desired_by_service.get(&m.service))
-                .await
-            {
+        for m in started.iter().rev() {
+            if let Err(e) = self.take_out(m, desired_by_service.get(&m.service)).await {
                 problems.push(format!("{}: {e:#}", m.name));
             }
         }
@@ -467,12 +463,7 @@ impl Rollout<'_> {
             let path = d
                 .and_then(|d| d.service.health.http.as_ref())
                 .map(|h| h.path.as_str());
-            let present = lb
-                .servers(backend)
-                .await?
-                .into_iter()
-                .any(|s| &s.name == server);
-            if present {
+            if lb.server(backend, server).await?.is_some() {
                 lb.set_state(backend, server, ServerState::Ready).await?;
             } else {
                 lb.add_server(backend, server, addr, path).await?;
@@ -484,15 +475,9 @@ impl Rollout<'_> {
         Ok(())
     }
 
-    async fn take_out(
-        &self,
-        m: &Member,
-        in_rotation: bool,
-        d: Option<&Desired>,
-    ) -> anyhow::Result<()> {
+    async fn take_out(&self, m: &Member, d: Option<&Desired>) -> anyhow::Result<()> {
         if let (Some(lb), Some((backend, server))) = (self.lb, &m.server) {
-            // Whatever the ledger says, HAProxy is the truth (it may have restarted meanwhile).
-            let _ = in_rotation;
+            // HAProxy is the truth about what is in rotation (it may have restarted meanwhile).
             if lb.server(backend, server).await?.is_some() {
                 lb.set_state(backend, server, ServerState::Drain).await?;
                 let drain = d.map_or(Duration::from_secs(10), |d| {

@@ -9,6 +9,7 @@ pub mod target;
 pub mod validate;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{Effective, Environment, RegionConfig, Regions};
 use crate::error::{Error, ExitCode, Result};
@@ -19,6 +20,9 @@ pub struct Ctx {
     pub ui: Ui,
     pub regions_dir: PathBuf,
     pub env: Option<Environment>,
+    /// The region files once read, shared by every copy of this context: a fleet run or
+    /// `status` over all regions would otherwise parse every file once per region.
+    pub loaded: Arc<OnceLock<Arc<Regions>>>,
 }
 
 impl Ctx {
@@ -27,13 +31,34 @@ impl Ctx {
         self.env.unwrap_or(Environment::Production)
     }
 
-    /// Reads the region files; unreadable files are configuration errors.
-    pub fn load(&self) -> Result<Regions> {
+    pub fn new(ui: Ui, regions_dir: PathBuf, env: Option<Environment>) -> Ctx {
+        Ctx {
+            ui,
+            regions_dir,
+            env,
+            loaded: Arc::default(),
+        }
+    }
+
+    /// The same context with another Ui or environment, sharing the region files read.
+    pub fn with(&self, ui: Ui, env: Option<Environment>) -> Ctx {
+        Ctx {
+            ui,
+            env,
+            ..self.clone()
+        }
+    }
+
+    /// Reads the region files once per process; unreadable files are configuration errors.
+    pub fn load(&self) -> Result<Arc<Regions>> {
+        if let Some(r) = self.loaded.get() {
+            return Ok(r.clone());
+        }
         let regions = Regions::load(&self.regions_dir)?;
         if !regions.problems.is_empty() {
             return Err(Error::Config(regions.problems));
         }
-        Ok(regions)
+        Ok(self.loaded.get_or_init(|| Arc::new(regions)).clone())
     }
 
     /// The effective tree of a region (typing problems are not fatal: `diff` shows trees).

@@ -38,11 +38,7 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
     let mut expected: HashSet<PathBuf> = HashSet::new();
     for name in &names {
         for env in &envs {
-            let c = Ctx {
-                ui: ctx.ui.clone(),
-                regions_dir: ctx.regions_dir.clone(),
-                env: Some(*env),
-            };
+            let c = ctx.with(ctx.ui.clone(), Some(*env));
             let (_, cfg) = c.config(&regions, name)?;
             if cfg.target.kubernetes.is_none() {
                 if args.region.is_some() {

@@ -11,7 +11,7 @@ use crate::cli::DeployArgs;
 use crate::deploy::{self, DeployOptions, Session};
 use crate::docker::state::Acquire;
 use crate::error::{Error, ExitCode, Result};
-use crate::release::{self, Outcome};
+use crate::release;
 
 use super::Ctx;
 
@@ -34,11 +34,7 @@ fn streaming(ctx: &Ctx) -> Ctx {
     let mut ui = ctx.ui.clone();
     ui.stream = true;
     ui.timestamps = !crate::ui::interactive();
-    Ctx {
-        ui,
-        regions_dir: ctx.regions_dir.clone(),
-        env: ctx.env,
-    }
+    ctx.with(ui, ctx.env)
 }
 
 fn several(region: &str) -> bool {
@@ -111,7 +107,7 @@ pub fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode
             version,
             ..Default::default()
         };
-        let (plans, removed, notes) = deploy::plan(ctx, &s, &opts).await?;
+        let (plans, removed, notes) = deploy::plan(&s, &opts).await?;
         let changes = plans
             .iter()
             .any(|p| p.action != crate::plan::Action::Unchanged)
@@ -321,27 +317,4 @@ pub fn unlock(ctx: &Ctx, region: &str, force: bool) -> Result<ExitCode> {
         );
         Ok(ExitCode::Success)
     })
-}
-
-/// For `status`: an interrupted release is one still `in_progress` with no live lock holder.
-pub fn interrupted(
-    history: &[release::Release],
-    lock: Option<&crate::docker::state::Lock>,
-) -> Option<String> {
-    let last = history
-        .last()
-        .filter(|r| r.outcome == Outcome::InProgress)?;
-    if lock.is_some_and(|l| !l.is_stale(Utc::now())) && !release::runner_is_dead(&last.runner) {
-        return None;
-    }
-    Some(format!(
-        "release {} ({}) was interrupted (started {} by {} on {}); `packfy-deploy rollback --region {}` restores {}",
-        last.id,
-        last.version,
-        last.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        last.actor,
-        last.runner,
-        last.region,
-        last.previous.as_deref().unwrap_or("the state before it")
-    ))
 }
