@@ -157,56 +157,14 @@ services:
     }
 
     fn running_versions(&self) -> Vec<String> {
-        let out = docker(
-            &self.host,
-            [
-                "ps",
-                "--filter",
-                &format!("label=packfy.region={}", self.name),
-                "--filter",
-                "label=packfy.kind=app",
-                "--format",
-                "{{.Label \"packfy.version\"}}",
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        support::running_versions(&self.host, &self.name)
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
         // Everything this region created on the engine, whatever the test did.
-        let filter = format!("label=packfy.region={}", self.name);
-        for (list, rm) in [
-            (vec!["ps", "-aq", "--filter"], vec!["rm", "-f"]),
-            (
-                vec!["volume", "ls", "-q", "--filter"],
-                vec!["volume", "rm", "-f"],
-            ),
-        ] {
-            let Ok(out) = Command::new("docker")
-                .env("DOCKER_HOST", &self.host)
-                .args(&list)
-                .arg(&filter)
-                .output()
-            else {
-                continue;
-            };
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .env("DOCKER_HOST", &self.host)
-                    .args(&rm)
-                    .args(&ids)
-                    .output();
-            }
-        }
+        support::remove_labelled(&self.host, &format!("packfy.region={}", self.name));
     }
 }
 
