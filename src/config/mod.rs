@@ -193,7 +193,7 @@ impl Regions {
         let empty = merge::empty_like(&src.root);
         let defaults = self.defaults.as_ref().map(|d| &d.root);
         let mut tree = match defaults {
-            Some(d) => merge::without(d, &["environments", "waves", "max_parallel", "on_failure"]),
+            Some(d) => merge::without(d, &DEFAULTS_NOT_INHERITED),
             None => empty.clone(),
         };
         tree = merge::merge_except(tree, &src.root, &["environments"]);
@@ -424,17 +424,21 @@ fn read_source(path: &Path, shown: &Arc<str>) -> Result<Source, Diagnostic> {
     })
 }
 
+/// Keys of `_defaults.yaml` that regions do not inherit: the overlays, layered separately, and
+/// the fleet settings (`global.rs`).
+const DEFAULTS_NOT_INHERITED: [&str; 4] = [
+    "environments",
+    global::KEYS[0],
+    global::KEYS[1],
+    global::KEYS[2],
+];
+
 /// The type problems of one file: its settings, and each `environments.<env>` overlay, each
 /// typed as if it were a whole configuration (every field has a default).
 fn check_types(src: &Source) -> Vec<Diagnostic> {
     // The defaults file also holds the fleet settings (checked by `global`).
     let skip: &[&str] = if src.path.ends_with(DEFAULTS_FILE) {
-        &[
-            "environments",
-            global::KEYS[0],
-            global::KEYS[1],
-            global::KEYS[2],
-        ]
+        &DEFAULTS_NOT_INHERITED
     } else {
         &["environments"]
     };
