@@ -221,6 +221,9 @@ pub struct DeployArgs {
     /// Why (recorded on the lock)
     #[arg(long)]
     pub reason: Option<String>,
+    /// Kubernetes: take over fields another field manager owns instead of stopping
+    #[arg(long)]
+    pub force_conflicts: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod error;
 pub mod health;
 pub mod hooks;
+pub mod k8s;
 pub mod notify;
 pub mod ops;
 pub mod plan;

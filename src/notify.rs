@@ -324,7 +324,7 @@ pub async fn deliver_all(hooks: &[Webhook], notice: &Notice) -> Vec<Delivery> {
 /// An HTTP client on rustls with the ring provider and the platform's roots; redirects are not
 /// followed (a signed POST must not turn into something else on the way). Without system CA
 /// roots the client still speaks plain HTTP, and the reason is kept for https:// webhooks.
-fn client() -> Result<(reqwest::Client, Option<String>), String> {
+pub(crate) fn client() -> Result<(reqwest::Client, Option<String>), String> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -475,7 +475,7 @@ fn answer_text(status: reqwest::StatusCode, answer: &str) -> String {
 }
 
 /// An HTTP error with its causes, without the URL reqwest would print.
-fn error_text(e: &reqwest::Error) -> String {
+pub(crate) fn error_text(e: &reqwest::Error) -> String {
     let mut top = e.to_string();
     if let Some(url) = e.url() {
         top = top.replace(&format!(" for url ({url})"), "");

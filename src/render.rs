@@ -52,6 +52,38 @@ pub fn load_templates(dir: &Path) -> Result<BTreeMap<String, String>, RenderErro
     Ok(out)
 }
 
+/// The templates this binary was built with: what `deploy` renders when no `templates/`
+/// directory sits beside the regions directory.
+pub fn embedded_templates() -> BTreeMap<String, String> {
+    [
+        (
+            "configmap.yaml.j2",
+            include_str!("../templates/configmap.yaml.j2"),
+        ),
+        (
+            "deployment.yaml.j2",
+            include_str!("../templates/deployment.yaml.j2"),
+        ),
+        (
+            "service.yaml.j2",
+            include_str!("../templates/service.yaml.j2"),
+        ),
+        ("hpa.yaml.j2", include_str!("../templates/hpa.yaml.j2")),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect()
+}
+
+/// The templates of `dir` when it exists, else the embedded ones.
+pub fn templates_or_embedded(dir: &Path) -> Result<BTreeMap<String, String>, RenderError> {
+    if dir.is_dir() {
+        load_templates(dir)
+    } else {
+        Ok(embedded_templates())
+    }
+}
+
 /// A name for an object of `service` in `region` (`packfy-backend`; the namespace is the region's).
 pub fn object_name(cfg: &RegionConfig, service: &str) -> String {
     format!("{}-{service}", cfg.app)
@@ -310,6 +342,12 @@ mod tests {
         assert_eq!(cm.matches("PACKFY_CURRENCY:").count(), 1, "{cm}");
         assert!(cm.contains("PACKFY_ENVIRONMENT: \"staging\""), "{cm}");
         assert!(cm.contains("PACKFY_LOCALE: \"es-MX\""), "{cm}");
+    }
+
+    #[test]
+    fn the_embedded_templates_are_the_repository_s() {
+        assert_eq!(embedded_templates(), templates());
+        assert_eq!(embedded_templates().len(), TEMPLATES.len());
     }
 
     #[test]

@@ -267,7 +267,7 @@ fn the_production_backend_autoscales_3_to_50_at_70_cpu_80_memory() {
     for region in ["usa", "spain"] {
         let path = manifests().join(region).join("production/backend-hpa.yaml");
         let hpa: HorizontalPodAutoscaler = parse(&path);
-        let spec = hpa.spec.unwrap();
+        let spec = hpa.spec;
         assert_eq!(
             (spec.min_replicas, spec.max_replicas),
             (Some(3), 50),

@@ -118,6 +118,9 @@ pub struct KubernetesTarget {
     /// kubeconfig context; the current context when unset.
     pub context: Option<String>,
     pub namespace: String,
+    /// Checked over HTTP(S) after a rollout, for the services' `rollout.bake` period: every
+    /// answer must be 2xx, or the release is rolled back. Unset: Kubernetes' own readiness only.
+    pub health_url: Option<String>,
 }
 
 /// `none`, or `{haproxy: {...}}`.

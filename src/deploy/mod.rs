@@ -52,6 +52,8 @@ pub struct DeployOptions {
     pub push: bool,
     pub lock_wait: Option<Duration>,
     pub reason: Option<String>,
+    /// Kubernetes: take over fields another field manager owns (server-side apply `force`).
+    pub force_conflicts: bool,
 }
 
 /// A container of the scope as the engine lists it.
@@ -230,18 +232,62 @@ impl Session {
     /// Runs the region's hooks of a `pre_` kind: a failure stops the command before anything
     /// on the target changes (exit 2).
     async fn pre_hooks(&self, ctx: &Ctx, kind: HookKind, env: &HookEnv) -> Result<()> {
-        let list = kind.of(&self.cfg.hooks);
-        if list.is_empty() {
-            return Ok(());
-        }
-        ctx.ui.status("Hooks", kind.as_str());
-        hooks::run(kind, list, env, &self.root, &ctx.ui)
-            .await
-            .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))
+        pre_hooks(ctx, &self.cfg, &self.root, kind, env).await
     }
 
     /// Sends a notification to the region's webhooks; never fails, warns when undelivered.
     async fn notify(
+        &self,
+        kind: NotifyKind,
+        version: &str,
+        release: Option<String>,
+        previous: Option<String>,
+        detail: Option<String>,
+    ) {
+        let n = Notify {
+            cfg: &self.cfg,
+            region: &self.region,
+            env: &self.env,
+            ui: &self.ui,
+        };
+        n.send(kind, version, release, previous, detail).await;
+    }
+
+    fn service_cfg(&self, name: &str) -> Service {
+        self.cfg.services.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Runs a region's hooks of a `pre_` kind (any target): a failure stops the command before
+/// anything on the target changes (exit 2).
+pub(crate) async fn pre_hooks(
+    ctx: &Ctx,
+    cfg: &RegionConfig,
+    root: &std::path::Path,
+    kind: HookKind,
+    env: &HookEnv,
+) -> Result<()> {
+    let list = kind.of(&cfg.hooks);
+    if list.is_empty() {
+        return Ok(());
+    }
+    ctx.ui.status("Hooks", kind.as_str());
+    hooks::run(kind, list, env, root, &ctx.ui)
+        .await
+        .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))
+}
+
+/// Where a region's notices go (any target).
+pub(crate) struct Notify<'a> {
+    pub cfg: &'a RegionConfig,
+    pub region: &'a str,
+    pub env: &'a str,
+    pub ui: &'a crate::ui::Ui,
+}
+
+impl Notify<'_> {
+    /// Sends a notification to the region's webhooks; never fails, warns when undelivered.
+    pub async fn send(
         &self,
         kind: NotifyKind,
         version: &str,
@@ -254,8 +300,8 @@ impl Session {
         }
         let notice = Notice {
             kind,
-            region: self.region.clone(),
-            environment: self.env.clone(),
+            region: self.region.to_string(),
+            environment: self.env.to_string(),
             version: version.to_string(),
             release,
             previous,
@@ -263,11 +309,7 @@ impl Session {
             detail,
             time: Utc::now(),
         };
-        notify::send(&self.cfg.notifications, &notice, &self.ui).await;
-    }
-
-    fn service_cfg(&self, name: &str) -> Service {
-        self.cfg.services.get(name).cloned().unwrap_or_default()
+        notify::send(&self.cfg.notifications, &notice, self.ui).await;
     }
 }
 
@@ -489,6 +531,9 @@ pub async fn live_and_desired_lines(s: &Session, opts: &DeployOptions) -> Result
 
 /// `status` of one region: serving release, containers, lock, interrupted release.
 pub async fn status(ctx: &Ctx, region: &str) -> Result<serde_json::Value> {
+    if crate::k8s::targets_kubernetes(ctx, region)? {
+        return crate::k8s::status(ctx, region).await;
+    }
     let s = Session::open(ctx, region).await?;
     let history = s.engine.releases(&s.scope).await?;
     let live = s.live().await?;
@@ -592,6 +637,9 @@ pub struct Summary {
 
 /// `deploy --region R`
 pub async fn deploy(ctx: &Ctx, region: &str, opts: &DeployOptions) -> Result<ExitCode> {
+    if crate::k8s::targets_kubernetes(ctx, region)? {
+        return crate::k8s::deploy(ctx, region, opts).await;
+    }
     let started = Instant::now();
     let s = Session::open(ctx, region).await?;
     let version = version_of(opts, &s.cfg).ok_or_else(|| {
@@ -815,7 +863,7 @@ async fn locked_deploy(
 
 /// Runs the rollout until it ends or SIGINT/SIGTERM arrives (which counts as a failure, so the
 /// caller restores the previous release before exiting).
-async fn interruptible<F: std::future::Future<Output = anyhow::Result<()>>>(
+pub(crate) async fn interruptible<F: std::future::Future<Output = anyhow::Result<()>>>(
     work: F,
 ) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -955,9 +1003,14 @@ async fn finish_release(
 impl Summary {
     /// The summary of one region's run, with nothing named yet.
     fn new(s: &Session, outcome: &str, started: Instant) -> Summary {
+        Summary::for_region(&s.region, &s.env, outcome, started)
+    }
+
+    /// The summary of one region's run on any target, with nothing named yet.
+    pub(crate) fn for_region(region: &str, env: &str, outcome: &str, started: Instant) -> Summary {
         Summary {
-            region: s.region.clone(),
-            environment: s.env.clone(),
+            region: region.to_string(),
+            environment: env.to_string(),
             outcome: outcome.into(),
             release: None,
             previous: None,
@@ -987,7 +1040,7 @@ impl Summary {
 }
 
 /// Prints the final summary (an NDJSON line with -o json) and returns the exit code.
-fn finish(ctx: &Ctx, summary: Summary, code: ExitCode) -> Result<ExitCode> {
+pub(crate) fn finish(ctx: &Ctx, summary: Summary, code: ExitCode) -> Result<ExitCode> {
     if ctx.ui.json() {
         let mut v = serde_json::to_value(summary).map_err(anyhow::Error::from)?;
         v["event"] = "summary".into();
@@ -1007,11 +1060,24 @@ fn new_record(
     previous: Option<String>,
     target: Option<String>,
 ) -> Release {
+    release_record(&s.region, &s.env, number, kind, version, previous, target)
+}
+
+/// A new `in_progress` release of a region on any target.
+pub(crate) fn release_record(
+    region: &str,
+    env: &str,
+    number: u64,
+    kind: Kind,
+    version: &str,
+    previous: Option<String>,
+    target: Option<String>,
+) -> Release {
     Release {
         id: format!("r{number}"),
         number,
-        region: s.region.clone(),
-        environment: s.env.clone(),
+        region: region.to_string(),
+        environment: env.to_string(),
         kind,
         version: version.into(),
         outcome: Outcome::InProgress,
@@ -1409,6 +1475,9 @@ pub async fn rollback(
     to: Option<&str>,
     lock_wait: Option<Duration>,
 ) -> Result<ExitCode> {
+    if crate::k8s::targets_kubernetes(ctx, region)? {
+        return crate::k8s::rollback(ctx, region, to, lock_wait).await;
+    }
     let started = Instant::now();
     let s = Session::open(ctx, region).await?;
     let lock = s

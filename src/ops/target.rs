@@ -11,6 +11,7 @@ use crate::cli::DeployArgs;
 use crate::deploy::{self, DeployOptions, Session};
 use crate::docker::state::Acquire;
 use crate::error::{Error, ExitCode, Result};
+use crate::k8s;
 use crate::release;
 
 use super::Ctx;
@@ -49,6 +50,7 @@ pub fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<ExitCode> {
         push: args.push,
         lock_wait: args.lock_wait,
         reason: args.reason.clone(),
+        force_conflicts: args.force_conflicts,
     };
     if several(&args.region) {
         let selected = deploy::fleet::select(ctx, &args.region)?;
@@ -77,6 +79,12 @@ pub fn rollback(
 }
 
 pub fn build(ctx: &Ctx, region: &str, push: bool, version: Option<String>) -> Result<ExitCode> {
+    if k8s::targets_kubernetes(ctx, region)? {
+        return Err(Error::usage_hint(
+            format!("region '{region}' targets Kubernetes: its images are built and pushed elsewhere"),
+            "build on a Docker region (`packfy-deploy build --region local --push`), or by CI; deploy then names the tag with --version",
+        ));
+    }
     block_on(async {
         let s = Session::open(ctx, region).await?;
         let opts = DeployOptions {
@@ -101,6 +109,9 @@ pub fn build(ctx: &Ctx, region: &str, push: bool, version: Option<String>) -> Re
 }
 
 pub fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
+    if k8s::targets_kubernetes(ctx, region)? {
+        return block_on(k8s::plan(ctx, region, version));
+    }
     block_on(async {
         let s = Session::open(ctx, region).await?;
         let opts = DeployOptions {
@@ -139,24 +150,29 @@ pub fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode
 
 pub fn diff_live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
     block_on(async {
-        let s = Session::open(ctx, region).await?;
-        let opts = DeployOptions {
-            version,
-            ..Default::default()
+        let (env, left, right) = if k8s::targets_kubernetes(ctx, region)? {
+            k8s::live_and_desired_lines(ctx, region, version).await?
+        } else {
+            let s = Session::open(ctx, region).await?;
+            let opts = DeployOptions {
+                version,
+                ..Default::default()
+            };
+            let (left, right) = deploy::live_and_desired_lines(&s, &opts).await?;
+            (s.env.clone(), left, right)
         };
-        let (left, right) = deploy::live_and_desired_lines(&s, &opts).await?;
         let same = left == right;
         if ctx.ui.json() {
-            ctx.ui.out_json(&serde_json::json!({"region": s.region, "environment": s.env, "same": same, "live": left, "desired": right}));
+            ctx.ui.out_json(&serde_json::json!({"region": region, "environment": env, "same": same, "live": left, "desired": right}));
         } else if same {
             ctx.ui.status(
                 "Same",
-                format!("{}/{} runs what its configuration says", s.region, s.env),
+                format!("{region}/{env} runs what its configuration says"),
             );
         } else {
             super::diff::print_unified(
-                &format!("{region} ({}) live", s.env),
-                &format!("{region} ({}) desired", s.env),
+                &format!("{region} ({env}) live"),
+                &format!("{region} ({env}) desired"),
                 &left,
                 &right,
             );
@@ -212,8 +228,13 @@ pub fn status(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
 
 pub fn history(ctx: &Ctx, region: &str, limit: usize) -> Result<ExitCode> {
     block_on(async {
-        let s = Session::open(ctx, region).await?;
-        let history = s.engine.releases(&s.scope).await?;
+        let (region, env, history) = if k8s::targets_kubernetes(ctx, region)? {
+            k8s::history(ctx, region).await?
+        } else {
+            let s = Session::open(ctx, region).await?;
+            let history = s.engine.releases(&s.scope).await?;
+            (s.region, s.env, history)
+        };
         let shown: Vec<_> = history.iter().rev().take(limit).collect();
         if ctx.ui.json() {
             ctx.ui
@@ -221,8 +242,7 @@ pub fn history(ctx: &Ctx, region: &str, limit: usize) -> Result<ExitCode> {
             return Ok(ExitCode::Success);
         }
         if shown.is_empty() {
-            ctx.ui
-                .out(format!("{}/{}: no releases yet", s.region, s.env));
+            ctx.ui.out(format!("{region}/{env}: no releases yet"));
             return Ok(ExitCode::Success);
         }
         ctx.ui.out(format!(
@@ -254,6 +274,9 @@ pub fn history(ctx: &Ctx, region: &str, limit: usize) -> Result<ExitCode> {
 }
 
 pub fn lock(ctx: &Ctx, region: &str, reason: &str, ttl: Option<Duration>) -> Result<ExitCode> {
+    if k8s::targets_kubernetes(ctx, region)? {
+        return block_on(k8s::lock(ctx, region, reason, ttl));
+    }
     block_on(async {
         let s = Session::open(ctx, region).await?;
         // A lock held by hand outlives this process: only its expiry makes it stale.
@@ -290,6 +313,9 @@ pub fn lock(ctx: &Ctx, region: &str, reason: &str, ttl: Option<Duration>) -> Res
 }
 
 pub fn unlock(ctx: &Ctx, region: &str, force: bool) -> Result<ExitCode> {
+    if k8s::targets_kubernetes(ctx, region)? {
+        return block_on(k8s::unlock(ctx, region, force));
+    }
     block_on(async {
         let s = Session::open(ctx, region).await?;
         let Some(current) = s.engine.current_lock(&s.scope).await? else {
