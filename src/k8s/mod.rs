@@ -609,6 +609,27 @@ impl Cluster {
         Ok(out)
     }
 
+    /// Deletes release records beyond `keep_releases` (at least 2), never `serving`'s.
+    async fn prune(&self, ctx: &Ctx, serving: &str) {
+        let Ok(history) = self.history().await else {
+            return;
+        };
+        let keep = (self.cfg.keep_releases as usize).max(2);
+        for gone in records::prune(
+            &self.secrets(),
+            &self.cfg.app,
+            &history,
+            keep,
+            Some(serving),
+        )
+        .await
+        {
+            ctx.ui.verbose(format!(
+                "pruned release record {gone} (keep_releases {keep})"
+            ));
+        }
+    }
+
     async fn save(&self, rec: &Record) -> Result<()> {
         records::save(&self.secrets(), &self.cfg.app, rec)
             .await
@@ -940,21 +961,7 @@ async fn locked_deploy(
             rec.release.outcome = Outcome::Succeeded;
             rec.release.finished_at = Some(Utc::now());
             c.save(&rec).await?;
-            let history = c.history().await.unwrap_or_default();
-            let keep = (c.cfg.keep_releases as usize).max(2);
-            for gone in records::prune(
-                &c.secrets(),
-                &c.cfg.app,
-                &history,
-                keep,
-                Some(&rec.release.id),
-            )
-            .await
-            {
-                ctx.ui.verbose(format!(
-                    "pruned release record {gone} (keep_releases {keep})"
-                ));
-            }
+            c.prune(ctx, &rec.release.id).await;
             ctx.ui.status(
                 "Deployed",
                 format!(
@@ -1225,6 +1232,7 @@ async fn locked_rollback(
             rec.release.outcome = Outcome::Succeeded;
             rec.release.finished_at = Some(Utc::now());
             c.save(&rec).await?;
+            c.prune(ctx, &rec.release.id).await;
             ctx.ui.status(
                 "Restored",
                 format!(

@@ -85,6 +85,99 @@ const REQUIRED: &[&str] = &[
     "PACKFY_SAMPLE_BIN",
 ];
 
+/// The test environment's variables: the process's when `PACKFY_TEST_ENV` is set (`make test`
+/// sources env.sh), else `target/test-env/env.sh`'s.
+fn env_vars() -> Result<HashMap<String, String>, String> {
+    if std::env::var_os("PACKFY_TEST_ENV").is_some() {
+        return Ok(std::env::vars().collect());
+    }
+    let file = repo_root().join("target/test-env/env.sh");
+    let text = fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "PACKFY_TEST_ENV is not set and {} cannot be read ({e})",
+            file.display()
+        )
+    })?;
+    Ok(parse_env_sh(&text))
+}
+
+/// The test Kubernetes cluster (tests/k8s/up.sh, part of `make env-up`): its kubeconfig, the
+/// context in it, and the kubectl built with it.
+#[derive(Debug, Clone)]
+pub struct KubeEnv {
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub context: String,
+}
+
+impl KubeEnv {
+    /// The cluster, or `None` (after a note) when it is not up; under `CI=true` a missing
+    /// cluster panics naming what is missing.
+    pub fn get() -> Option<KubeEnv> {
+        let found = env_vars().and_then(|vars| {
+            let get = |k: &str| {
+                vars.get(k)
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+                    .ok_or_else(|| format!("{k} is not set (tests/k8s/up.sh writes it)"))
+            };
+            let env = KubeEnv {
+                kubeconfig: PathBuf::from(get("PACKFY_KUBECONFIG")?),
+                kubectl: PathBuf::from(get("PACKFY_KUBECTL")?),
+                context: String::new(),
+            };
+            if !env.kubeconfig.exists() || !env.kubectl.exists() {
+                return Err(format!(
+                    "{} or {} does not exist",
+                    env.kubeconfig.display(),
+                    env.kubectl.display()
+                ));
+            }
+            let out = Command::new(&env.kubectl)
+                .args(["--kubeconfig"])
+                .arg(&env.kubeconfig)
+                .args(["config", "current-context"])
+                .output()
+                .map_err(|e| format!("cannot run kubectl: {e}"))?;
+            let context = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if context.is_empty() {
+                return Err("the test kubeconfig has no current context".into());
+            }
+            Ok(KubeEnv { context, ..env })
+        });
+        match found {
+            Ok(k) => Some(k),
+            Err(why) if is_ci() => panic!("test cluster not available under CI=true: {why}"),
+            Err(why) => {
+                eprintln!("skipping: test cluster not up (run `make env-up`): {why}");
+                None
+            }
+        }
+    }
+
+    /// `kubectl ARGS` against the test cluster (whatever it exits with).
+    pub fn kubectl_try<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--request-timeout=20s")
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// `kubectl ARGS`; panics with its stderr unless it exits 0; stdout.
+    pub fn kubectl<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> String {
+        let out = self.kubectl_try(args);
+        assert!(
+            out.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
 fn is_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
 }
@@ -124,18 +217,7 @@ impl TestEnv {
     }
 
     fn load() -> Result<TestEnv, String> {
-        let vars: HashMap<String, String> = if std::env::var_os("PACKFY_TEST_ENV").is_some() {
-            std::env::vars().collect()
-        } else {
-            let file = repo_root().join("target/test-env/env.sh");
-            let text = fs::read_to_string(&file).map_err(|e| {
-                format!(
-                    "PACKFY_TEST_ENV is not set and {} cannot be read ({e})",
-                    file.display()
-                )
-            })?;
-            parse_env_sh(&text)
-        };
+        let vars = env_vars()?;
         let missing: Vec<&str> = REQUIRED
             .iter()
             .copied()

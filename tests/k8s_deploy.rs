@@ -1,0 +1,654 @@
+//! The Kubernetes target against the real control plane of the test environment (kube-apiserver,
+//! kube-controller-manager and kube-scheduler, with kwok's nodes; tests/k8s). Images are never
+//! pulled there: kwok's Stages make pods of a tag ending in `never-ready` stay unready and of a
+//! tag ending in `crashloop` crash-loop, which is how releases fail here.
+//!
+//! Each test deploys its own region into its own namespace, so tests run in parallel.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{unique_name, KubeEnv};
+
+const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
+const SECRET_VALUE: &str = "k8s-s3cr3t-do-not-print-4417";
+
+struct Region {
+    name: String,
+    namespace: String,
+    dir: tempfile::TempDir,
+    k: KubeEnv,
+    kubeconfig: PathBuf,
+}
+
+impl Region {
+    /// `regions/<name>.yaml`: the sample app, 5 replicas, in a namespace of its own.
+    /// `deadline` is the progress deadline; `extra` is appended (YAML at the top level).
+    fn new(k: &KubeEnv, deadline: &str, extra: &str) -> Region {
+        let name: String = unique_name("k").replace('-', "").chars().take(20).collect();
+        let namespace = unique_name("pk").chars().take(50).collect::<String>();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("regions")).unwrap();
+        let r = Region {
+            name,
+            namespace,
+            dir,
+            k: k.clone(),
+            kubeconfig: k.kubeconfig.clone(),
+        };
+        r.write(deadline, "\"1\"", extra);
+        r
+    }
+
+    /// Rewrites the region file with `A` (a plain variable, so in the ConfigMap) set to `a`.
+    fn write(&self, deadline: &str, a: &str, extra: &str) {
+        let yaml = format!(
+            r#"app: packfy
+currency: USD
+keep_releases: 4
+target:
+  kubernetes:
+    context: {context}
+    namespace: {ns}
+services:
+  web:
+    image: sample
+    replicas: 5
+    ports: [{{container: 8080}}]
+    env:
+      A: {a}
+      API_TOKEN: {{secret: "env:PACKFY_TEST_K8S_TOKEN"}}
+    health:
+      http: {{path: /health}}
+    rollout: {{max_surge: 2, max_unavailable: 0, progress_deadline: {deadline}, bake: 2s}}
+{extra}"#,
+            context = self.k.context,
+            ns = self.namespace,
+        );
+        std::fs::write(self.regions_dir().join(format!("{}.yaml", self.name)), yaml).unwrap();
+    }
+
+    fn regions_dir(&self) -> PathBuf {
+        self.dir.path().join("regions")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.dir.path())
+            .arg("--regions-dir")
+            .arg(self.regions_dir())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PACKFY_TEST_K8S_TOKEN", SECRET_VALUE)
+            .env("PACKFY_ACTOR", "tester")
+            .env_remove("PACKFY_ENV");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        let text = text(&out);
+        assert!(
+            !text.contains(SECRET_VALUE),
+            "a secret value appeared in the output of {args:?}:\n{text}"
+        );
+        assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
+        out
+    }
+
+    fn deploy(&self, version: &str) -> Output {
+        self.run(&["deploy", "--region", &self.name, "--version", version])
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.namespace.as_str()];
+        all.extend_from_slice(args);
+        self.k.kubectl(all)
+    }
+
+    fn jsonpath(&self, what: &str, path: &str) -> String {
+        self.kubectl(&["get", what, "-o", &format!("jsonpath={path}")])
+    }
+
+    fn image(&self) -> String {
+        self.jsonpath(
+            "deployment/packfy-web",
+            "{.spec.template.spec.containers[0].image}",
+        )
+    }
+
+    fn replica_sets(&self) -> usize {
+        self.kubectl(&["get", "rs", "--no-headers"]).lines().count()
+    }
+
+    fn history(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["-o", "json", "history", "--region", &self.name]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    fn record_count(&self) -> usize {
+        self.kubectl(&[
+            "get",
+            "secrets",
+            "-l",
+            "packfy.io/record=release",
+            "--no-headers",
+        ])
+        .lines()
+        .count()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        let _ = self
+            .k
+            .kubectl_try(["delete", "namespace", &self.namespace, "--wait=false"]);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn v1_then_v2_and_the_same_release_twice_changes_nothing() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "30s", "");
+    let out = r.deploy("v1");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.image(), "sample:v1");
+    let out = r.deploy("v2");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.image(), "sample:v2");
+    assert_eq!(
+        r.jsonpath("deployment/packfy-web", "{.status.readyReplicas}"),
+        "5"
+    );
+    assert_eq!(
+        r.jsonpath("deployment/packfy-web", "{.status.updatedReplicas}"),
+        "5"
+    );
+    // the field manager is ours
+    let managers = r.jsonpath(
+        "deployment/packfy-web",
+        "{.metadata.managedFields[*].manager}",
+    );
+    assert!(managers.contains("packfy-deploy"), "{managers}");
+
+    // the same release again: no new ReplicaSet, revision or record
+    let (sets, revision, generation, records) = (
+        r.replica_sets(),
+        r.jsonpath(
+            "deployment/packfy-web",
+            "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ),
+        r.jsonpath("deployment/packfy-web", "{.metadata.generation}"),
+        r.record_count(),
+    );
+    assert_eq!((sets, records), (2, 2));
+    let out = r.deploy("v2");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("Unchanged"), "{}", text(&out));
+    assert_eq!(r.replica_sets(), sets);
+    assert_eq!(
+        r.jsonpath(
+            "deployment/packfy-web",
+            "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+        ),
+        revision
+    );
+    assert_eq!(
+        r.jsonpath("deployment/packfy-web", "{.metadata.generation}"),
+        generation
+    );
+    assert_eq!(r.record_count(), records);
+    // diff --live agrees: nothing differs
+    let out = r.run(&["diff", "--live", &r.name, "--version", "v2"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = r.run(&["diff", "--live", &r.name, "--version", "v3"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(
+            "-Deployment/packfy-web: spec.template.spec.containers[0].image: \"sample:v2\""
+        ) && shown.contains(
+            "+Deployment/packfy-web: spec.template.spec.containers[0].image: \"sample:v3\""
+        ),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("managedFields") && !shown.contains("resourceVersion"),
+        "{shown}"
+    );
+    // plan says the same, through the API server's dry run
+    let out = r.run(&["plan", "--region", &r.name, "--version", "v2"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // what kubectl shows matches status and history
+    let out = r.run(&["-o", "json", "status", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = &status[0];
+    assert_eq!(status["release"], "r2");
+    assert_eq!(status["version"], "v2");
+    assert_eq!(status["namespace"], r.namespace.as_str());
+    let web = &status["services"][0];
+    assert_eq!(web["image"], r.image().as_str());
+    assert_eq!(
+        web["ready"].to_string(),
+        r.jsonpath("deployment/packfy-web", "{.status.readyReplicas}")
+    );
+    assert_eq!(
+        web["revision"].as_str().unwrap(),
+        r.jsonpath(
+            "deployment/packfy-web",
+            "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+        )
+    );
+    let history = r.history();
+    let ids: Vec<&str> = history.iter().map(|h| h["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["r2", "r1"]);
+    let labels = r.kubectl(&[
+        "get",
+        "secrets",
+        "-l",
+        "packfy.io/record=release",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.labels.packfy\\.io/release}={.metadata.labels.packfy\\.io/outcome} {end}",
+    ]);
+    let mut labels: Vec<&str> = labels.split_whitespace().collect();
+    labels.sort();
+    assert_eq!(labels, ["r1=succeeded", "r2=succeeded"]);
+}
+
+#[test]
+fn a_release_that_never_becomes_ready_is_rolled_back_at_its_deadline() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "10s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    assert_eq!(code(&r.deploy("v2")), 0);
+    let started = Instant::now();
+    let out = r.deploy("v3-never-ready");
+    let took = started.elapsed();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(10 + 15),
+        "rolled back after {took:?} (deadline 10s)"
+    );
+    assert!(
+        text(&out).contains("progress deadline exceeded"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(r.image(), "sample:v2");
+    assert_eq!(
+        r.jsonpath("deployment/packfy-web", "{.status.readyReplicas}"),
+        "5"
+    );
+    let h = r.history();
+    assert_eq!(h[0]["id"], "r3");
+    assert_eq!(h[0]["outcome"], "rolled_back");
+    assert!(h[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("progress deadline"));
+}
+
+#[test]
+fn a_crash_looping_release_fails_fast() {
+    let Some(k) = KubeEnv::get() else { return };
+    // a long deadline: only the pods' state can end this early
+    let r = Region::new(&k, "120s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let started = Instant::now();
+    let out = r.deploy("v4-crashloop");
+    let took = started.elapsed();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(40),
+        "took {took:?} with a 120s deadline"
+    );
+    assert!(text(&out).contains("CrashLoopBackOff"), "{}", text(&out));
+    assert_eq!(r.image(), "sample:v1");
+}
+
+#[test]
+fn a_configmap_change_and_an_image_change_roll_back_together() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "60s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let config = || r.jsonpath("configmap/packfy-web-env", "{.data.A}");
+    assert_eq!(config(), "1");
+    // a failing release that changes both: both come back
+    r.write("60s", "\"2\"", "");
+    let out = r.deploy("v2-crashloop");
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert_eq!((config(), r.image()), ("1".into(), "sample:v1".into()));
+    // a good release that changes both, then `rollback`: both come back
+    let out = r.deploy("v2");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!((config(), r.image()), ("2".into(), "sample:v2".into()));
+    let sets = r.replica_sets();
+    let out = r.run(&["rollback", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!((config(), r.image()), ("1".into(), "sample:v1".into()));
+    assert_eq!(
+        r.replica_sets(),
+        sets,
+        "a rollback reuses the old ReplicaSet"
+    );
+    let h = r.history();
+    assert_eq!(
+        (
+            h[0]["kind"].as_str(),
+            h[0]["target"].as_str(),
+            h[1]["outcome"].as_str()
+        ),
+        (Some("rollback"), Some("r1"), Some("reverted"))
+    );
+}
+
+#[test]
+fn an_object_the_failed_release_added_is_deleted() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "60s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    // v2 adds an HPA; it crash-loops, so the HPA must go again
+    let path = r.regions_dir().join(format!("{}.yaml", r.name));
+    let text_before = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text_before.replace(
+            "    replicas: 5\n",
+            "    replicas: 5\n    autoscale: {min: 5, max: 10, cpu: 80}\n",
+        ),
+    )
+    .unwrap();
+    let out = r.deploy("v2-crashloop");
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let hpas = r.kubectl(&["get", "hpa", "--no-headers", "--ignore-not-found"]);
+    assert!(
+        hpas.trim().is_empty(),
+        "the added HPA is still there: {hpas}"
+    );
+}
+
+#[test]
+fn a_second_deploy_while_one_runs_exits_5() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "10s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let first = r
+        .cmd(&["deploy", "--region", &r.name, "--version", "v2-never-ready"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    support::wait_until(
+        Duration::from_secs(20),
+        "the first deploy holds the lock",
+        || {
+            r.k.kubectl_try(["-n", &r.namespace, "get", "lease", "packfy-production-lock"])
+                .status
+                .success()
+        },
+    );
+    let out = r.deploy("v3");
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(text(&out).contains("is locked by tester"), "{}", text(&out));
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(code(&first), 3, "{}", text(&first));
+    // the lock went with the first run
+    let out = r.deploy("v3");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+#[test]
+fn sigkill_mid_rollout_then_rollback_restores() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "120s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let mut child = r
+        .cmd(&["deploy", "--region", &r.name, "--version", "v2-never-ready"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until(Duration::from_secs(30), "the rollout of v2 started", || {
+        r.image() == "sample:v2-never-ready"
+    });
+    child.kill().unwrap(); // SIGKILL: no cleanup at all
+    child.wait().unwrap();
+    let out = r.run(&["status", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("was interrupted"), "{}", text(&out));
+    let out = r.run(&["rollback", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.image(), "sample:v1");
+    assert_eq!(
+        r.jsonpath("deployment/packfy-web", "{.status.readyReplicas}"),
+        "5"
+    );
+    let h = r.history();
+    assert_eq!(h[0]["id"], "r2");
+    assert_eq!(h[0]["outcome"], "rolled_back");
+    assert!(h[0]["error"].as_str().unwrap().contains("interrupted"));
+}
+
+#[test]
+fn an_unreachable_api_server_exits_6_and_changes_nothing() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "30s", "");
+    // the same kubeconfig, its server moved to a port nothing listens on
+    let text_cfg = std::fs::read_to_string(&k.kubeconfig).unwrap();
+    let moved: String = text_cfg
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("server:") {
+                "    server: https://127.0.0.1:1".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = r.dir.path().join("kubeconfig");
+    std::fs::write(&path, moved).unwrap();
+    let mut r = r;
+    r.kubeconfig = path;
+    for args in [
+        vec!["deploy", "--region", &r.name, "--version", "v1"],
+        vec!["status", "--region", &r.name],
+        vec!["rollback", "--region", &r.name],
+    ] {
+        let out = r.run(&args);
+        assert_eq!(code(&out), 6, "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("cannot reach the Kubernetes API server")
+                && text(&out).contains("127.0.0.1:1"),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = k.kubectl_try(["get", "namespace", &r.namespace]);
+    assert!(!out.status.success(), "nothing may have been created");
+}
+
+#[test]
+fn conflicts_with_another_manager_stop_until_forced() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "30s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    // someone scales by hand: kubectl now owns spec.replicas
+    r.kubectl(&["scale", "deployment/packfy-web", "--replicas=2"]);
+    let out = r.deploy("v2");
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("conflict") && text(&out).contains("--force-conflicts"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(r.image(), "sample:v1", "nothing changed");
+    let out = r.run(&[
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        "v2",
+        "--force-conflicts",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.jsonpath("deployment/packfy-web", "{.spec.replicas}"), "5");
+    assert_eq!(r.image(), "sample:v2");
+}
+
+#[test]
+fn secrets_reach_the_cluster_but_never_output_or_records() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "30s", "");
+    let out = r.run(&[
+        "-o",
+        "json",
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        "v1",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // the pods get it through a Secret of their own
+    let b64 = r.jsonpath("secret/packfy-web-secrets", "{.data.API_TOKEN}");
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&decoded.stdout), SECRET_VALUE);
+    // the release record (gzip JSON in a Secret) holds no value
+    let rec = r.jsonpath(
+        "secret/packfy.release.packfy.production.r1",
+        "{.data.release}",
+    );
+    let json = Command::new("sh")
+        .args(["-c", "base64 -d | gzip -d"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(rec.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(json.contains("\"applied\""), "{json}");
+    assert!(!json.contains(SECRET_VALUE), "{json}");
+    assert!(
+        json.contains("<secret:env:PACKFY_TEST_K8S_TOKEN>"),
+        "{json}"
+    );
+    // diff, plan and history never show it (Region::run checks every output)
+    for args in [
+        vec!["diff", "--live", &r.name, "--version", "v2"],
+        vec!["-o", "json", "plan", "--region", &r.name, "--version", "v2"],
+        vec!["-o", "json", "history", "--region", &r.name],
+    ] {
+        let _ = r.run(&args);
+    }
+}
+
+/// A one-route HTTP server answering `status` until dropped.
+struct Health {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Health {
+    fn serve(status: u16) -> Health {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf);
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Health { addr, stop }
+    }
+}
+
+impl Drop for Health {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_http_bake_rolls_back_a_release_its_url_calls_unhealthy() {
+    let Some(k) = KubeEnv::get() else { return };
+    let good = Health::serve(200);
+    let r = Region::new(&k, "30s", "");
+    let with_url = |addr: &str| {
+        let path = r.regions_dir().join(format!("{}.yaml", r.name));
+        let t = std::fs::read_to_string(&path).unwrap();
+        let t = match t.find("    health_url:") {
+            Some(i) => {
+                let end = i + t[i..].find('\n').unwrap() + 1;
+                format!("{}{}", &t[..i], &t[end..])
+            }
+            None => t,
+        };
+        std::fs::write(
+            &path,
+            t.replace(
+                "services:\n",
+                &format!("    health_url: http://{addr}/health\nservices:\n"),
+            ),
+        )
+        .unwrap();
+    };
+    with_url(&good.addr);
+    let out = r.deploy("v1");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("Verified"), "{}", text(&out));
+    let bad = Health::serve(503);
+    with_url(&bad.addr);
+    let out = r.deploy("v2");
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(text(&out).contains("status 503"), "{}", text(&out));
+    assert_eq!(r.image(), "sample:v1");
+}
