@@ -320,3 +320,234 @@ notifications:
     assert_eq!(fleet.versions(&names[0]), vec![v1.clone(); 2]);
     drop(images);
 }
+
+/// Five regions in one run: three on three Docker daemons, two on the Kubernetes control plane.
+#[test]
+fn docker_and_kubernetes_regions_deploy_in_one_run() {
+    let Some(env) = TestEnv::with_docker_hosts(3) else {
+        return;
+    };
+    let Some(kube) = support::KubeEnv::get() else {
+        return;
+    };
+    let receiver = support::webhook::Receiver::start(&[support::webhook::Reply::Status(200)]);
+    let dir = tempfile::tempdir().unwrap();
+    let rd = dir.path().join("regions");
+    std::fs::create_dir(&rd).unwrap();
+    let tag: String = unique_name("m").replace('-', "").chars().take(10).collect();
+    let docker: Vec<(String, String)> = env
+        .docker_hosts
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, h)| (format!("{tag}d{i}"), h.clone()))
+        .collect();
+    for (name, host) in &docker {
+        std::fs::write(
+            rd.join(format!("{name}.yaml")),
+            format!(
+                r#"currency: USD
+target: {{docker: {{host: "{host}"}}}}
+traffic: none
+services:
+  web:
+    image: packfy-sample
+    replicas: 2
+    ports: [{{container: 8080}}]
+    health: {{http: {{path: /health}}, start_period: 2s, interval: 500ms, timeout: 500ms, deadline: 30s}}
+    rollout: {{bake: 1s}}
+    stop_grace_period: 2s
+"#
+            ),
+        )
+        .unwrap();
+    }
+    let kube_regions: Vec<(String, String)> = (0..2)
+        .map(|i| (format!("{tag}k{i}"), unique_name(&format!("pm{i}"))))
+        .collect();
+    for (name, ns) in &kube_regions {
+        std::fs::write(
+            rd.join(format!("{name}.yaml")),
+            format!(
+                r#"currency: USD
+target: {{kubernetes: {{context: {ctx}, namespace: {ns}}}}}
+services:
+  web:
+    image: sample
+    replicas: 3
+    ports: [{{container: 8080}}]
+    rollout: {{progress_deadline: 60s, bake: 0s}}
+"#,
+                ctx = kube.context
+            ),
+        )
+        .unwrap();
+    }
+    // wave 1: a Docker canary; wave 2: Docker (fails on v2) + Kubernetes; wave 3: one of each
+    std::fs::write(
+        rd.join("_defaults.yaml"),
+        format!(
+            r#"waves: [[{d0}], [{d1}, {k0}], [{d2}, {k1}]]
+max_parallel: 2
+on_failure: rollback_wave
+notifications:
+  - url: {url}
+    kind: generic
+    secret: {{secret: "env:PACKFY_TEST_HMAC_KEY"}}
+"#,
+            d0 = docker[0].0,
+            d1 = docker[1].0,
+            d2 = docker[2].0,
+            k0 = kube_regions[0].0,
+            k1 = kube_regions[1].0,
+            url = receiver.url("/hook"),
+        ),
+    )
+    .unwrap();
+    let (v1, v2) = (unique_name("v1"), unique_name("v2"));
+    let mut images = Vec::new();
+    for (i, (_, host)) in docker.iter().enumerate() {
+        images.push(env.build_sample(host, &v1, &[]));
+        let bad: &[(&str, &str)] = if i == 1 {
+            &[("NEVER_HEALTHY", "1")]
+        } else {
+            &[]
+        };
+        images.push(env.build_sample(host, &v2, bad));
+    }
+    let run = |version: &str| {
+        Command::new(BIN)
+            .env("PACKFY_TEST_HMAC_KEY", HMAC_KEY)
+            .env("KUBECONFIG", &kube.kubeconfig)
+            .env("PACKFY_ACTOR", "ci-bot")
+            .arg("--regions-dir")
+            .arg(&rd)
+            .args([
+                "-o",
+                "json",
+                "deploy",
+                "--region",
+                "all",
+                "--version",
+                version,
+            ])
+            .output()
+            .unwrap()
+    };
+    let k8s_image = |ns: &str| {
+        kube.kubectl([
+            "-n",
+            ns,
+            "get",
+            "deployment/packfy-web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image} {.status.readyReplicas}",
+        ])
+    };
+    let cleanup = || {
+        for (name, host) in &docker {
+            support::remove_labelled(host, &format!("packfy.region={name}"));
+        }
+        for (_, ns) in &kube_regions {
+            let _ = kube.kubectl_try(["delete", "namespace", ns, "--wait=false"]);
+        }
+    };
+    struct Cleanup<F: Fn()>(F);
+    impl<F: Fn()> Drop for Cleanup<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    let _cleanup = Cleanup(cleanup);
+
+    let out = run(&v1);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, _) in &docker {
+        assert_eq!(versions_on(&docker, name), vec![v1.clone(); 2], "{name}");
+    }
+    for (_, ns) in &kube_regions {
+        assert_eq!(k8s_image(ns), format!("sample:{v1} 3"));
+    }
+
+    let out = run(&v2);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["event"], "run_summary");
+    let outcome = |n: &str| {
+        summary["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["region"] == n)
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome(&docker[0].0).as_deref(), Some("succeeded"));
+    assert_eq!(outcome(&docker[1].0).as_deref(), Some("rolled_back"));
+    assert_eq!(
+        outcome(&kube_regions[0].0).as_deref(),
+        Some("rolled_back"),
+        "the Kubernetes wave partner follows on_failure: {summary}"
+    );
+    let not_started: Vec<&str> = summary["not_started"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut want = vec![docker[2].0.as_str(), kube_regions[1].0.as_str()];
+    want.sort();
+    let mut got = not_started.clone();
+    got.sort();
+    assert_eq!(got, want, "{summary}");
+    // what the targets run agrees with the JSON
+    assert_eq!(versions_on(&docker, &docker[0].0), vec![v2.clone(); 2]);
+    assert_eq!(versions_on(&docker, &docker[1].0), vec![v1.clone(); 2]);
+    assert_eq!(versions_on(&docker, &docker[2].0), vec![v1.clone(); 2]);
+    assert_eq!(k8s_image(&kube_regions[0].1), format!("sample:{v1} 3"));
+    assert_eq!(k8s_image(&kube_regions[1].1), format!("sample:{v1} 3"));
+
+    // every notice is signed; each region's start and end were reported
+    let requests = receiver.wait_for(10, std::time::Duration::from_secs(10));
+    for r in &requests {
+        assert!(r.verify_signature(HMAC_KEY.as_bytes()), "bad signature");
+    }
+    let seen: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            (
+                j["region"].as_str().unwrap().to_string(),
+                j["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (region, event) in [
+        (&kube_regions[0].0, "start"),
+        (&kube_regions[0].0, "success"),
+        (&kube_regions[1].0, "success"),
+        (&docker[1].0, "failure"),
+        (&docker[1].0, "rollback"),
+    ] {
+        assert!(
+            seen.iter().any(|(r, e)| r == region && e == event),
+            "no {event} notice for {region}: {seen:?}"
+        );
+    }
+    drop(images);
+}
+
+fn versions_on(docker: &[(String, String)], region: &str) -> Vec<String> {
+    let host = &docker.iter().find(|(n, _)| n == region).unwrap().1;
+    support::running_versions(host, region)
+}
