@@ -196,7 +196,7 @@ pub fn status(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
                 regions
                     .effective(n, ctx.env_or_default())
                     .and_then(|e| e.config.ok())
-                    .is_some_and(|c| c.target.docker.is_some())
+                    .is_some_and(|c| c.target.docker.is_some() || c.target.kubernetes.is_some())
             })
             .map(str::to_string)
             .collect(),
