@@ -177,6 +177,15 @@ pub fn region_partial(
                     "lower-case letters, digits and '-', at most 63 characters",
                 );
             }
+            if let Some(url) = &k.health_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    c.at(
+                        "target.kubernetes.health_url",
+                        format!("target.kubernetes.health_url: '{url}' is not an http(s) URL"),
+                        "write the full URL the bake checks, e.g. https://usa.packfy.example/health",
+                    );
+                }
+            }
         }
     }
     if !is_dns_label(&cfg.app) {

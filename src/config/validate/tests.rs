@@ -102,6 +102,11 @@ fn region_rules() {
             &["target.kubernetes.namespace: 'Packfy_MX' is not a valid namespace at r.yaml:2:34 — lower-case letters, digits and '-', at most 63 characters"],
         ),
         (
+            "health url without a scheme",
+            BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx, health_url: mx.packfy.example/health}}"),
+            &["target.kubernetes.health_url: 'mx.packfy.example/health' is not an http(s) URL at r.yaml:2:51 — write the full URL the bake checks, e.g. https://usa.packfy.example/health"],
+        ),
+        (
             "bad app name",
             with("app: Packfy App\n"),
             &["app: 'Packfy App' is not a valid name at r.yaml:8:6 — lower-case letters, digits and '-', at most 63 characters"],
