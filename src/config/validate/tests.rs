@@ -104,7 +104,7 @@ fn region_rules() {
         (
             "health url without a scheme",
             BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx, health_url: mx.packfy.example/health}}"),
-            &["target.kubernetes.health_url: 'mx.packfy.example/health' is not an http(s) URL at r.yaml:2:51 — write the full URL the bake checks, e.g. https://usa.packfy.example/health"],
+            &["target.kubernetes.health_url: 'mx.packfy.example/health' is not an http(s) URL at r.yaml:2:50 — write the full URL the bake checks, e.g. https://usa.packfy.example/health"],
         ),
         (
             "bad app name",
