@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make bench-fleet`: five regions (on the test environment's Docker daemons) deployed in one
-# wave against the same five one after another; the parallel wall time should approach the
-# slowest single region's. Writes bench/RESULTS.md section "fleet".
+# `make bench-fleet`: five regions — three on the test environment's Docker daemons, two on its
+# Kubernetes control plane — deployed in one wave against the same five one after another; the
+# parallel wall time should approach the slowest single region's. Writes bench/RESULTS.md
+# section "fleet".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,8 +15,12 @@ bin="$root/target/release/packfy-deploy"
 read -r -a hosts <<<"$PACKFY_DOCKER_HOSTS"
 work="$(mktemp -d)"
 names=(bfa bfb bfc bfd bfe)
+kube_names=(bfd bfe)
+[[ -s "${KUBECONFIG:-}" ]] || { echo "bench-fleet: no test cluster (KUBECONFIG in target/test-env/env.sh); run make env-up" >&2; exit 1; }
+context="$("$PACKFY_KUBECTL" config current-context)"
 cleanup() {
-  for i in "${!names[@]}"; do
+  for n in "${kube_names[@]}"; do "$PACKFY_KUBECTL" delete namespace "bench-fleet-$n" --wait=false >/dev/null 2>&1 || true; done
+  for i in 0 1 2; do
     h="${hosts[$((i % ${#hosts[@]}))]}"
     DOCKER_HOST="$h" docker ps -aq --filter "label=packfy.region=${names[$i]}" | xargs -r env DOCKER_HOST="$h" docker rm -f >/dev/null
     DOCKER_HOST="$h" docker volume ls -q --filter "label=packfy.region=${names[$i]}" | xargs -r env DOCKER_HOST="$h" docker volume rm -f >/dev/null
@@ -31,6 +36,19 @@ done
 for i in "${!names[@]}"; do
   h="${hosts[$((i % ${#hosts[@]}))]}"
   for d in one seq; do
+    if ((i >= 3)); then
+      cat >"$work/$d/${names[$i]}.yaml" <<YAML
+currency: USD
+target: {kubernetes: {context: $context, namespace: bench-fleet-${names[$i]}}}
+services:
+  web:
+    image: sample
+    replicas: 2
+    ports: [{container: 8080}]
+    rollout: {bake: 0s, progress_deadline: 60s}
+YAML
+      continue
+    fi
     cat >"$work/$d/${names[$i]}.yaml" <<YAML
 currency: USD
 target: {docker: {host: "$h"}}
@@ -69,7 +87,7 @@ sequential=$(echo "$t1 - $t0" | bc -l)
 section=$(cat <<MD
 ## fleet
 
-Command: \`make bench-fleet\` (bench/fleet.sh) on $(date -u +%Y-%m-%d), $(nproc) cores, five regions over ${#hosts[@]} Docker daemons, 2 replicas each, rolling replace with a 2 s bake.
+Command: \`make bench-fleet\` (bench/fleet.sh) on $(date -u +%Y-%m-%d), $(nproc) cores, five regions: three over ${#hosts[@]} Docker daemons (2 replicas each, rolling replace with a 2 s bake) and two on the kwok Kubernetes control plane (2 replicas each, server-side apply + watched rollout).
 
 | figure | value |
 |---|---|

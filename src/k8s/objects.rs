@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -46,10 +46,6 @@ impl Object {
 
     pub fn is_secret(&self) -> bool {
         self.kind == "Secret" && self.api_version == "v1"
-    }
-
-    pub fn dynamic(&self) -> Result<DynamicObject, serde_json::Error> {
-        serde_json::from_value(self.manifest.clone())
     }
 
     /// The object with a Secret's values replaced by nothing: what records, plans and output
