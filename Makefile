@@ -18,6 +18,7 @@ SAMPLE_MANIFEST := tests/sample-app/Cargo.toml
 
 include bench/config.mk
 include bench/backups.mk
+include bench/k8s.mk
 
 .PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-deploy bench-fleet k8s-up k8s-down k8s-smoke
 

@@ -330,6 +330,33 @@ fn a_crash_looping_release_fails_fast() {
 }
 
 #[test]
+fn pods_that_cannot_be_scheduled_fail_the_release_before_its_deadline() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "40s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    // more CPU than any kwok node has (32): the scheduler says so, and waiting cannot help
+    let path = r.regions_dir().join(format!("{}.yaml", r.name));
+    let t = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        t.replace(
+            "    replicas: 5\n",
+            "    replicas: 5\n    resources: {requests: {cpu: \"64\"}}\n",
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = r.deploy("v2");
+    let took = started.elapsed();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(text(&out).contains("unschedulable"), "{}", text(&out));
+    assert!(text(&out).contains("Insufficient cpu"), "{}", text(&out));
+    // half the 40s deadline, then the rollback
+    assert!(took < Duration::from_secs(35), "took {took:?}");
+    assert_eq!(r.image(), "sample:v1");
+}
+
+#[test]
 fn a_configmap_change_and_an_image_change_roll_back_together() {
     let Some(k) = KubeEnv::get() else { return };
     let r = Region::new(&k, "60s", "");

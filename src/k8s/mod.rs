@@ -462,25 +462,23 @@ impl Cluster {
         }
     }
 
-    /// The longest any Deployment of the region may take: its progress deadline and a margin
-    /// for the controller to say so.
-    fn rollout_limit(&self) -> Duration {
+    /// The longest progress deadline of the region's services.
+    fn progress_deadline(&self) -> Duration {
         self.cfg
             .services
             .values()
             .map(|s| s.rollout.progress_deadline.0)
             .max()
             .unwrap_or(Duration::from_secs(600))
-            + Duration::from_secs(30)
     }
 
     /// Waits for every Deployment among `objs`, together; the first failure ends the wait.
     async fn wait_all(&self, ctx: &Ctx, objs: &[&Object]) -> anyhow::Result<()> {
-        let limit = self.rollout_limit();
+        let deadline = self.progress_deadline();
         let waits = objs.iter().filter(|o| o.kind == "Deployment").map(|o| {
             let name = o.name.clone();
             async move {
-                let line = wait::rollout(&self.client, &self.namespace, &name, limit, &ctx.ui)
+                let line = wait::rollout(&self.client, &self.namespace, &name, deadline, &ctx.ui)
                     .await
                     .map_err(|e| anyhow!(e))?;
                 ctx.ui

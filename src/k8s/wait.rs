@@ -16,8 +16,11 @@ use kube::runtime::{watcher, WatchStreamExt};
 
 use crate::ui::Ui;
 
-/// How long a new pod may stay unschedulable before the rollout is called failed.
+/// How long a new pod may stay unschedulable before the rollout is called failed: this, or
+/// half the progress deadline when that is shorter.
 pub const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(30);
+/// How long past the progress deadline the controller gets to say it was exceeded.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
 /// Container waiting reasons that waiting longer cannot fix.
 const HOPELESS: [&str; 7] = [
     "CrashLoopBackOff",
@@ -147,15 +150,17 @@ pub fn unschedulable(p: &Pod) -> Option<String> {
 
 type PodStream = Pin<Box<dyn Stream<Item = Result<Pod, watcher::Error>> + Send>>;
 
-/// Waits until the Deployment `name` has rolled out, or says why it will not. `limit` bounds
-/// the wait in case the controller never reports (the progress deadline plus a margin).
+/// Waits until the Deployment `name` has rolled out, or says why it will not. The controller
+/// judges the `progress_deadline`; past it (and a margin) the wait ends anyway.
 pub async fn rollout(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-    limit: Duration,
+    progress_deadline: Duration,
     ui: &Ui,
 ) -> Result<String, String> {
+    let limit = progress_deadline + DEADLINE_MARGIN;
+    let grace = UNSCHEDULABLE_GRACE.min(progress_deadline / 2);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let mut dstream = watcher(
         deployments,
@@ -213,8 +218,8 @@ pub async fn rollout(
                 }
             }
             _ = tick.tick() => {
-                if let Some((_, why)) = unscheduled.values().find(|(since, _)| since.elapsed() >= UNSCHEDULABLE_GRACE) {
-                    return Err(format!("Deployment {name}: {why} (for {}s)", UNSCHEDULABLE_GRACE.as_secs()));
+                if let Some((_, why)) = unscheduled.values().find(|(since, _)| since.elapsed() >= grace) {
+                    return Err(format!("Deployment {name}: {why} (for {}s)", grace.as_secs()));
                 }
             }
             _ = &mut deadline => {
