@@ -10,7 +10,7 @@
 # a watch counts once however long it streams) whose userAgent is the tool's and whose time
 # falls within the process's run is one request. Same binaries and Stages as tests/k8s/up.sh.
 # Knobs: PACKFY_BENCH_K8S_REPLICAS (200), PACKFY_BENCH_K8S_ROUNDS (3, median wall time),
-# PACKFY_KWOK_NODES (3, 110 pods each). Writes bench/RESULTS.md section "k8s".
+# PACKFY_KWOK_NODES (enough for both Deployments and a surge: 5, 110 pods each). Writes bench/RESULTS.md section "k8s".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,8 +21,9 @@ source tests/k8s/lib.sh
 
 replicas="${PACKFY_BENCH_K8S_REPLICAS:-200}"
 rounds="${PACKFY_BENCH_K8S_ROUNDS:-3}"
-nodes="${PACKFY_KWOK_NODES:-3}"
 surge=$(((replicas + 3) / 4)) # 25%, rounded up as Kubernetes does
+# Both Deployments stay up, one of them surging: 2 × replicas + surge pods, 110 per kwok node.
+nodes="${PACKFY_KWOK_NODES:-$(((2 * replicas + surge + 109) / 110))}"
 name=packfy-bench
 context="kwok-$name"
 work="$root/target/bench-k8s"

@@ -330,6 +330,23 @@ fn a_crash_looping_release_fails_fast() {
 }
 
 #[test]
+fn an_image_that_cannot_be_pulled_fails_fast() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "120s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let started = Instant::now();
+    let out = r.deploy("v2-no-such-image");
+    let took = started.elapsed();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(text(&out).contains("ImagePullBackOff"), "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?} with a 120s deadline"
+    );
+    assert_eq!(r.image(), "sample:v1");
+}
+
+#[test]
 fn pods_that_cannot_be_scheduled_fail_the_release_before_its_deadline() {
     let Some(k) = KubeEnv::get() else { return };
     let r = Region::new(&k, "40s", "");

@@ -26,8 +26,13 @@ export PATH="$bin:$PATH"
 unset KUBECONFIG
 kubectl=("$bin/kubectl" --kubeconfig "$KUBECONFIG_LINK")
 
+# The Stages are read when the cluster is created: a cluster made from other Stages is remade.
+stages_sum="$(sha256sum "$K8S_DIR/stages/stages.yaml" | cut -c1-16)"
+stages_mark="$KWOK_WORKDIR/stages.sha256"
+
 healthy() {
   [[ -s "$KUBECONFIG_LINK" ]] &&
+    [[ "$(cat "$stages_mark" 2>/dev/null)" == "$stages_sum" ]] &&
     "${kubectl[@]}" --request-timeout=5s get --raw /readyz >/dev/null 2>&1 &&
     [[ "$("${kubectl[@]}" --request-timeout=5s get nodes -l type=kwok --no-headers 2>/dev/null |
       awk '$2 == "Ready"' | wc -l)" -ge "$nodes" ]]
@@ -91,6 +96,7 @@ for _ in $(seq 1 60); do
   "${kubectl[@]}" get serviceaccount default -n default >/dev/null 2>&1 && break
   sleep 0.5
 done
+echo "$stages_sum" >"$stages_mark"
 healthy || k8s_fail "cluster $CLUSTER_NAME is not healthy after creation" "$log"
 
 write_env
