@@ -68,6 +68,7 @@ cleanup() {
   rm -rf "$tmp" "$KUBECACHEDIR" "$KUBECONFIG"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 down # what an interrupted run left
 rm -rf "$KUBECACHEDIR" "$KUBECONFIG" "$audit_keep"
 
@@ -215,7 +216,7 @@ def kind(e):
     res = o.get("resource", e["requestURI"].split("?")[0])
     if o.get("subresource"):
         res += "/" + o["subresource"]
-    return f'{e["verb"]} {res}'
+    return f'{e["verb"]}{" (dry run)" if "dryRun=" in e["requestURI"] else ""} {res}'
 for label, (t0, t1) in windows.items():
     out[f"req_{label}"] = len(hits[label])
     out[f"secs_{label}"] = t1 - t0

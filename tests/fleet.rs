@@ -34,24 +34,7 @@ impl Fleet {
         for (i, host) in env.docker_hosts.iter().take(3).enumerate() {
             for suffix in ["a", "b"] {
                 let name = format!("{tag}{i}{suffix}");
-                std::fs::write(
-                    rd.join(format!("{name}.yaml")),
-                    format!(
-                        r#"currency: USD
-target: {{docker: {{host: "{host}"}}}}
-traffic: none
-services:
-  web:
-    image: packfy-sample
-    replicas: 2
-    ports: [{{container: 8080}}]
-    health: {{http: {{path: /health}}, start_period: 2s, interval: 500ms, timeout: 500ms, deadline: 30s}}
-    rollout: {{bake: 1s}}
-    stop_grace_period: 2s
-"#
-                    ),
-                )
-                .unwrap();
+                std::fs::write(rd.join(format!("{name}.yaml")), docker_region(host)).unwrap();
                 regions.push((name, host.clone()));
             }
         }
@@ -91,6 +74,24 @@ impl Drop for Fleet {
             support::remove_labelled(host, &format!("packfy.region={name}"));
         }
     }
+}
+
+/// A region of the sample app on the Docker engine `host`, 2 replicas, fast checks.
+fn docker_region(host: &str) -> String {
+    format!(
+        r#"currency: USD
+target: {{docker: {{host: "{host}"}}}}
+traffic: none
+services:
+  web:
+    image: packfy-sample
+    replicas: 2
+    ports: [{{container: 8080}}]
+    health: {{http: {{path: /health}}, start_period: 2s, interval: 500ms, timeout: 500ms, deadline: 30s}}
+    rollout: {{bake: 1s}}
+    stop_grace_period: 2s
+"#
+    )
 }
 
 fn events(out: &Output) -> Vec<serde_json::Value> {
@@ -343,24 +344,7 @@ fn docker_and_kubernetes_regions_deploy_in_one_run() {
         .map(|(i, h)| (format!("{tag}d{i}"), h.clone()))
         .collect();
     for (name, host) in &docker {
-        std::fs::write(
-            rd.join(format!("{name}.yaml")),
-            format!(
-                r#"currency: USD
-target: {{docker: {{host: "{host}"}}}}
-traffic: none
-services:
-  web:
-    image: packfy-sample
-    replicas: 2
-    ports: [{{container: 8080}}]
-    health: {{http: {{path: /health}}, start_period: 2s, interval: 500ms, timeout: 500ms, deadline: 30s}}
-    rollout: {{bake: 1s}}
-    stop_grace_period: 2s
-"#
-            ),
-        )
-        .unwrap();
+        std::fs::write(rd.join(format!("{name}.yaml")), docker_region(host)).unwrap();
     }
     let kube_regions: Vec<(String, String)> = (0..2)
         .map(|i| (format!("{tag}k{i}"), unique_name(&format!("pm{i}"))))

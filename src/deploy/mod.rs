@@ -145,37 +145,20 @@ impl Session {
     /// Takes the lock, waiting up to `wait`; exit 5 naming the holder when it stays held.
     pub async fn lock(&self, ctx: &Ctx, reason: &str, wait: Option<Duration>) -> Result<Lock> {
         let holder = release::actor();
-        let until = Instant::now() + wait.unwrap_or_default();
-        loop {
-            match self
-                .engine
-                .try_lock(&self.scope, &holder, reason, self.cfg.lock_ttl.0, true)
-                .await?
-            {
-                Acquire::Acquired(lock) => return Ok(lock),
-                Acquire::Held(other) if other.is_stale(Utc::now()) => {
-                    ctx.ui.warn(format!(
-                        "taking over a stale lock on {}/{} held by {}",
-                        self.region,
-                        self.env,
-                        other.describe()
-                    ));
-                    self.engine.break_lock(&self.scope).await?;
-                }
-                Acquire::Held(other) if Instant::now() < until => {
-                    ctx.ui
-                        .verbose(format!("waiting for the lock held by {}", other.describe()));
-                    tokio::time::sleep(LOCK_POLL).await;
-                }
-                Acquire::Held(other) => {
-                    return Err(Error::failed(
-                        ExitCode::Locked,
-                        anyhow!("{}/{} is locked by {}", self.region, self.env, other.describe()),
-                    )
-                    .with_hint("wait with --lock-wait 10m, or if that run is dead: packfy-deploy unlock --force"));
-                }
-            }
-        }
+        let where_ = format!("{}/{}", self.region, self.env);
+        take_lock(
+            ctx,
+            &where_,
+            wait,
+            || async {
+                Ok(self
+                    .engine
+                    .try_lock(&self.scope, &holder, reason, self.cfg.lock_ttl.0, true)
+                    .await?)
+            },
+            |_| async { Ok(self.engine.break_lock(&self.scope).await?) },
+        )
+        .await
     }
 
     /// The scope's app containers, running or retained.
@@ -235,26 +218,63 @@ impl Session {
         pre_hooks(ctx, &self.cfg, &self.root, kind, env).await
     }
 
-    /// Sends a notification to the region's webhooks; never fails, warns when undelivered.
-    async fn notify(
-        &self,
-        kind: NotifyKind,
-        version: &str,
-        release: Option<String>,
-        previous: Option<String>,
-        detail: Option<String>,
-    ) {
-        let n = Notify {
+    /// Where this region's notices go.
+    fn notifier(&self) -> Notify<'_> {
+        Notify {
             cfg: &self.cfg,
             region: &self.region,
             env: &self.env,
             ui: &self.ui,
-        };
-        n.send(kind, version, release, previous, detail).await;
+        }
     }
 
     fn service_cfg(&self, name: &str) -> Service {
         self.cfg.services.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Takes a region's lock (any target): `try_once` until it is ours, taking over a stale holder
+/// with `take_over` (and saying so), waiting up to `wait` for a live one; exit 5 naming the
+/// holder when it stays held.
+pub(crate) async fn take_lock<T, TF, B, BF>(
+    ctx: &Ctx,
+    where_: &str,
+    wait: Option<Duration>,
+    mut try_once: T,
+    mut take_over: B,
+) -> Result<Lock>
+where
+    T: FnMut() -> TF,
+    TF: std::future::Future<Output = Result<Acquire>>,
+    B: FnMut(Lock) -> BF,
+    BF: std::future::Future<Output = Result<()>>,
+{
+    let until = Instant::now() + wait.unwrap_or_default();
+    loop {
+        match try_once().await? {
+            Acquire::Acquired(lock) => return Ok(lock),
+            Acquire::Held(other) if other.is_stale(Utc::now()) && !other.token.is_empty() => {
+                ctx.ui.warn(format!(
+                    "taking over a stale lock on {where_} held by {}",
+                    other.describe()
+                ));
+                take_over(other).await?;
+            }
+            Acquire::Held(other) if Instant::now() < until => {
+                ctx.ui
+                    .verbose(format!("waiting for the lock held by {}", other.describe()));
+                tokio::time::sleep(LOCK_POLL).await;
+            }
+            Acquire::Held(other) => {
+                return Err(Error::failed(
+                    ExitCode::Locked,
+                    anyhow!("{where_} is locked by {}", other.describe()),
+                )
+                .with_hint(
+                    "wait with --lock-wait 10m, or if that run is dead: packfy-deploy unlock --force",
+                ));
+            }
+        }
     }
 }
 
@@ -275,6 +295,70 @@ pub(crate) async fn pre_hooks(
     hooks::run(kind, list, env, root, &ctx.ui)
         .await
         .map_err(|e| Error::usage_hint(format!("{e:#}"), "nothing on the target was changed"))
+}
+
+/// The `post_deploy` hooks (any target), smoke tests: a failing one rolls back like a failed
+/// health check (the old script's post-deploy check exited 1 and left the bad release serving).
+pub(crate) async fn post_deploy_hooks(
+    ctx: &Ctx,
+    cfg: &RegionConfig,
+    root: &std::path::Path,
+    hook_env: &HookEnv,
+) -> anyhow::Result<()> {
+    if cfg.hooks.post_deploy.is_empty() {
+        return Ok(());
+    }
+    ctx.ui.status("Hooks", "post_deploy");
+    let env = HookEnv {
+        outcome: Some("succeeded".into()),
+        ..hook_env.clone()
+    };
+    hooks::run(
+        HookKind::PostDeploy,
+        &cfg.hooks.post_deploy,
+        &env,
+        root,
+        &ctx.ui,
+    )
+    .await
+}
+
+/// After a rollback landed (any target): the notice, then the `post_rollback` hooks. The
+/// previous release already serves; a failing check after it is reported, and rolling back
+/// again would not help.
+pub(crate) async fn after_rollback(
+    ctx: &Ctx,
+    notify: &Notify<'_>,
+    root: &std::path::Path,
+    target: &Release,
+    current: &Release,
+    hook_env: HookEnv,
+) {
+    let detail = format!(
+        "{} ({}) serves again instead of {} ({})",
+        target.id, target.version, current.id, current.version
+    );
+    notify
+        .send(
+            NotifyKind::Rollback,
+            &target.version,
+            Some(target.id.clone()),
+            Some(current.id.clone()),
+            Some(detail),
+        )
+        .await;
+    let hooks = &notify.cfg.hooks.post_rollback;
+    if hooks.is_empty() {
+        return;
+    }
+    ctx.ui.status("Hooks", "post_rollback");
+    let env = HookEnv {
+        outcome: Some("succeeded".into()),
+        ..hook_env
+    };
+    if let Err(e) = hooks::run(HookKind::PostRollback, hooks, &env, root, &ctx.ui).await {
+        ctx.ui.warn(format!("{e:#}"));
+    }
 }
 
 /// Where a region's notices go (any target).
@@ -575,26 +659,13 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<serde_json::Value> {
         "services": services,
     });
     if !ctx.ui.json() {
-        ctx.ui.out(format!(
-            "{}/{} on {}: {}",
-            s.region,
-            s.env,
-            s.engine.endpoint,
-            serving.map_or("no release yet".to_string(), |r| format!(
-                "{} ({}) since {}",
-                r.id,
-                r.version,
-                r.finished_at
-                    .unwrap_or(r.started_at)
-                    .format("%Y-%m-%d %H:%M:%S UTC")
-            ))
-        ));
-        if let Some(l) = &lock {
-            ctx.ui.out(format!("  locked by {}", l.describe()));
-        }
-        if let Some(i) = &interrupted {
-            ctx.ui.out(format!("  WARNING: {i}"));
-        }
+        status_header(
+            ctx,
+            &format!("{}/{} on {}", s.region, s.env, s.engine.endpoint),
+            serving,
+            lock.as_ref(),
+            interrupted.as_deref(),
+        );
         for svc in value["services"].as_array().into_iter().flatten() {
             let cs = svc["containers"].as_array().cloned().unwrap_or_default();
             let running = cs.iter().filter(|c| c["state"] == "running").count();
@@ -619,6 +690,34 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<serde_json::Value> {
         }
     }
     Ok(value)
+}
+
+/// The first lines of `status` for one region (any target): what serves since when, the lock,
+/// an interrupted release.
+pub(crate) fn status_header(
+    ctx: &Ctx,
+    place: &str,
+    serving: Option<&Release>,
+    lock: Option<&Lock>,
+    interrupted: Option<&str>,
+) {
+    ctx.ui.out(format!(
+        "{place}: {}",
+        serving.map_or("no release yet".to_string(), |r| format!(
+            "{} ({}) since {}",
+            r.id,
+            r.version,
+            r.finished_at
+                .unwrap_or(r.started_at)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+        ))
+    ));
+    if let Some(l) = lock {
+        ctx.ui.out(format!("  locked by {}", l.describe()));
+    }
+    if let Some(i) = interrupted {
+        ctx.ui.out(format!("  WARNING: {i}"));
+    }
 }
 
 /// The outcome printed (and returned as JSON) at the end of a deploy or rollback.
@@ -721,14 +820,15 @@ async fn locked_deploy(
     s.pre_hooks(ctx, HookKind::PreDeploy, &hook_env).await?;
     let backups =
         crate::backup::before_deploy(ctx, s, &hook_env.release, current.is_none()).await?;
-    s.notify(
-        NotifyKind::Start,
-        version,
-        Some(hook_env.release.clone()),
-        hook_env.previous.clone(),
-        None,
-    )
-    .await;
+    s.notifier()
+        .send(
+            NotifyKind::Start,
+            version,
+            Some(hook_env.release.clone()),
+            hook_env.previous.clone(),
+            None,
+        )
+        .await;
     let mut rec = new_record(
         s,
         number,
@@ -796,23 +896,7 @@ async fn locked_deploy(
                 ),
             );
         }
-        // Smoke tests: a failing post-deploy hook rolls back like a failed health check (the
-        // old script's post-deploy check exited 1 and left the bad release serving).
-        if !s.cfg.hooks.post_deploy.is_empty() {
-            ctx.ui.status("Hooks", "post_deploy");
-            let env = HookEnv {
-                outcome: Some("succeeded".into()),
-                ..hook_env.clone()
-            };
-            hooks::run(
-                HookKind::PostDeploy,
-                &s.cfg.hooks.post_deploy,
-                &env,
-                &s.root,
-                &ctx.ui,
-            )
-            .await?;
-        }
+        post_deploy_hooks(ctx, &s.cfg, &s.root, &hook_env).await?;
         for name in &removed {
             for c in live.iter().filter(|c| c.running && &c.service == name) {
                 s.engine.stop(&c.id, Duration::from_secs(30)).await?;
@@ -826,18 +910,20 @@ async fn locked_deploy(
     let result = finish_release(ctx, s, rec, &ro, &desired, outcome, started).await;
     match (&failed, &result) {
         (None, _) => {
-            s.notify(NotifyKind::Success, version, release, previous, None)
+            s.notifier()
+                .send(NotifyKind::Success, version, release, previous, None)
                 .await
         }
         (Some(why), r) => {
-            s.notify(
-                NotifyKind::Failure,
-                version,
-                release.clone(),
-                previous.clone(),
-                Some(why.clone()),
-            )
-            .await;
+            s.notifier()
+                .send(
+                    NotifyKind::Failure,
+                    version,
+                    release.clone(),
+                    previous.clone(),
+                    Some(why.clone()),
+                )
+                .await;
             if r.as_ref()
                 .err()
                 .is_some_and(|e| e.code() == ExitCode::RolledBack)
@@ -847,14 +933,15 @@ async fn locked_deploy(
                     release.as_deref().unwrap_or("?"),
                     previous.as_deref().unwrap_or("the state before it")
                 );
-                s.notify(
-                    NotifyKind::Rollback,
-                    version,
-                    release,
-                    previous,
-                    Some(detail),
-                )
-                .await;
+                s.notifier()
+                    .send(
+                        NotifyKind::Rollback,
+                        version,
+                        release,
+                        previous,
+                        Some(detail),
+                    )
+                    .await;
             }
         }
     }
@@ -1537,38 +1624,7 @@ pub async fn rollback(
         };
         s.pre_hooks(ctx, HookKind::PreRollback, &hook_env).await?;
         let code = restore_release(ctx, &s, Some(target), current, &history).await?;
-        let detail = format!(
-            "{} ({}) serves again instead of {} ({})",
-            target.id, target.version, current.id, current.version
-        );
-        s.notify(
-            NotifyKind::Rollback,
-            &target.version,
-            Some(target.id.clone()),
-            Some(current.id.clone()),
-            Some(detail),
-        )
-        .await;
-        if !s.cfg.hooks.post_rollback.is_empty() {
-            ctx.ui.status("Hooks", "post_rollback");
-            let env = HookEnv {
-                outcome: Some("succeeded".into()),
-                ..hook_env
-            };
-            // The previous release already serves; a failing check after it is reported, and
-            // rolling back again would not help.
-            if let Err(e) = hooks::run(
-                HookKind::PostRollback,
-                &s.cfg.hooks.post_rollback,
-                &env,
-                &s.root,
-                &ctx.ui,
-            )
-            .await
-            {
-                ctx.ui.warn(format!("{e:#}"));
-            }
-        }
+        after_rollback(ctx, &s.notifier(), &s.root, target, current, hook_env).await;
         finish(
             ctx,
             Summary {

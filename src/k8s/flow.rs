@@ -13,7 +13,7 @@ use super::{Action, Change, Cluster, MANAGER};
 use crate::config::model::{EnvValue, RegionConfig};
 use crate::deploy::{self, DeployOptions, Summary};
 use crate::error::{Error, ExitCode, Result};
-use crate::hooks::{self, HookEnv, HookKind};
+use crate::hooks::{HookEnv, HookKind};
 use crate::notify::NotifyKind;
 use crate::ops::Ctx;
 use crate::release::{self, Kind, Outcome, Release, ServiceRecord};
@@ -239,21 +239,7 @@ async fn locked_deploy(
         let deployments: Vec<&Object> = objs.iter().collect();
         c.wait_all(ctx, &deployments).await?;
         c.bake(ctx).await?;
-        if !c.cfg.hooks.post_deploy.is_empty() {
-            ctx.ui.status("Hooks", "post_deploy");
-            let env = HookEnv {
-                outcome: Some("succeeded".into()),
-                ..hook_env.clone()
-            };
-            hooks::run(
-                HookKind::PostDeploy,
-                &c.cfg.hooks.post_deploy,
-                &env,
-                &c.root,
-                &ctx.ui,
-            )
-            .await?;
-        }
+        deploy::post_deploy_hooks(ctx, &c.cfg, &c.root, &hook_env).await?;
         anyhow::Ok(())
     };
     let outcome = deploy::interruptible(work).await;
@@ -545,37 +531,7 @@ async fn locked_rollback(
                     started.elapsed().as_secs_f64()
                 ),
             );
-            let detail = format!(
-                "{} ({}) serves again instead of {} ({})",
-                target.id, target.version, current.id, current.version
-            );
-            notify
-                .send(
-                    NotifyKind::Rollback,
-                    &target.version,
-                    Some(target.id.clone()),
-                    Some(current.id.clone()),
-                    Some(detail),
-                )
-                .await;
-            if !c.cfg.hooks.post_rollback.is_empty() {
-                ctx.ui.status("Hooks", "post_rollback");
-                let env = HookEnv {
-                    outcome: Some("succeeded".into()),
-                    ..hook_env
-                };
-                if let Err(e) = hooks::run(
-                    HookKind::PostRollback,
-                    &c.cfg.hooks.post_rollback,
-                    &env,
-                    &c.root,
-                    &ctx.ui,
-                )
-                .await
-                {
-                    ctx.ui.warn(format!("{e:#}"));
-                }
-            }
+            deploy::after_rollback(ctx, &notify, &c.root, target, current, hook_env).await;
             deploy::finish(
                 ctx,
                 Summary {

@@ -72,27 +72,19 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<Value> {
         "services": services,
     });
     if !ctx.ui.json() {
-        ctx.ui.out(format!(
-            "{} on {} (context {}, namespace {}): {}",
-            c.where_(),
-            c.server,
-            c.context,
-            c.namespace,
-            serving.map_or("no release yet".to_string(), |r| format!(
-                "{} ({}) since {}",
-                r.id,
-                r.version,
-                r.finished_at
-                    .unwrap_or(r.started_at)
-                    .format("%Y-%m-%d %H:%M:%S UTC")
-            ))
-        ));
-        if let Some(l) = &lock {
-            ctx.ui.out(format!("  locked by {}", l.describe()));
-        }
-        if let Some(i) = &interrupted {
-            ctx.ui.out(format!("  WARNING: {i}"));
-        }
+        deploy::status_header(
+            ctx,
+            &format!(
+                "{} on {} (context {}, namespace {})",
+                c.where_(),
+                c.server,
+                c.context,
+                c.namespace
+            ),
+            serving,
+            lock.as_ref(),
+            interrupted.as_deref(),
+        );
         for s in value["services"].as_array().into_iter().flatten() {
             ctx.ui.out(format!(
                 "  {}: Deployment/{} {} of {} ready, {} updated, {} available, image {}, revision {} — {}",

@@ -36,7 +36,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use chrono::Utc;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -46,7 +45,7 @@ use serde_json::{json, Value};
 use crate::config::model::{EnvValue, RegionConfig};
 use crate::config::Environment;
 use crate::deploy::{self, Notify};
-use crate::docker::state::{Acquire, Lock};
+use crate::docker::state::Lock;
 use crate::error::{Error, ExitCode, Result};
 
 use crate::ops::Ctx;
@@ -56,8 +55,6 @@ use records::{Prior, Record};
 
 /// The field manager of every apply.
 pub const MANAGER: &str = "packfy-deploy";
-/// How often a waiting `--lock-wait` looks again.
-const LOCK_POLL: Duration = Duration::from_secs(1);
 /// How long the API server gets to answer the first request before it counts as unreachable.
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -391,7 +388,8 @@ impl Cluster {
         Ok(out)
     }
 
-    /// Takes the lock, waiting up to `wait`; exit 5 naming the holder when it stays held.
+    /// Takes the lock (a Lease, renewed while held), waiting up to `wait`; exit 5 naming the
+    /// holder when it stays held.
     async fn lock(
         &self,
         ctx: &Ctx,
@@ -400,52 +398,37 @@ impl Cluster {
     ) -> Result<(Lock, lease::Renewal)> {
         let name = lease::name(&self.cfg.app, self.env());
         let holder = release::actor();
-        let until = Instant::now() + wait.unwrap_or_default();
         let ttl = self.cfg.lock_ttl.0;
-        loop {
-            let got = lease::try_lock(&self.leases(), &name, &holder, reason, ttl, true)
-                .await
-                .map_err(|e| self.api_error("cannot take the lock", e))?;
-            match got {
-                Acquire::Acquired(lock) => {
-                    let renewal =
-                        lease::Renewal::start(self.leases(), name, lock.token.clone(), ttl);
-                    ctx.ui.status(
-                        "Locked",
-                        format!(
-                            "{} (Lease {}/{}, {})",
-                            self.where_(),
-                            self.namespace,
-                            lease::name(&self.cfg.app, self.env()),
-                            lock.holder
-                        ),
-                    );
-                    return Ok((lock, renewal));
-                }
-                Acquire::Held(other) if other.is_stale(Utc::now()) && !other.token.is_empty() => {
-                    ctx.ui.warn(format!(
-                        "taking over a stale lock on {} held by {}",
-                        self.where_(),
-                        other.describe()
-                    ));
-                    lease::take_over(&self.leases(), &name, &other)
+        let lock = deploy::take_lock(
+            ctx,
+            &self.where_(),
+            wait,
+            || async {
+                lease::try_lock(&self.leases(), &name, &holder, reason, ttl, true)
+                    .await
+                    .map_err(|e| self.api_error("cannot take the lock", e))
+            },
+            |stale| {
+                let name = &name;
+                async move {
+                    lease::take_over(&self.leases(), name, &stale)
                         .await
-                        .map_err(|e| self.api_error("cannot take over the stale lock", e))?;
+                        .map_err(|e| self.api_error("cannot take over the stale lock", e))
                 }
-                Acquire::Held(other) if Instant::now() < until => {
-                    ctx.ui
-                        .verbose(format!("waiting for the lock held by {}", other.describe()));
-                    tokio::time::sleep(LOCK_POLL).await;
-                }
-                Acquire::Held(other) => {
-                    return Err(Error::failed(
-                        ExitCode::Locked,
-                        anyhow!("{} is locked by {}", self.where_(), other.describe()),
-                    )
-                    .with_hint("wait with --lock-wait 10m, or if that run is dead: packfy-deploy unlock --force"));
-                }
-            }
-        }
+            },
+        )
+        .await?;
+        let renewal = lease::Renewal::start(self.leases(), name.clone(), lock.token.clone(), ttl);
+        ctx.ui.status(
+            "Locked",
+            format!(
+                "{} (Lease {}/{name}, {})",
+                self.where_(),
+                self.namespace,
+                lock.holder
+            ),
+        );
+        Ok((lock, renewal))
     }
 
     async fn unlock(&self, ctx: &Ctx, lock: (Lock, lease::Renewal)) {
