@@ -191,7 +191,6 @@ async fn locked_deploy(
             None,
         )
         .await;
-    let touched: Vec<&Object> = changes.iter().map(|ch| &ch.object).collect();
     let mut rec = Record {
         release: c.new_release(
             number,
@@ -201,7 +200,7 @@ async fn locked_deploy(
             None,
         ),
         applied: objs.iter().map(Object::redacted).collect(),
-        before: c.snapshot(&touched).await?,
+        before: changes.iter().map(Change::prior).collect(),
     };
     rec.release.services = service_records(&c.cfg, &objs);
     c.save(&rec).await?;
@@ -249,7 +248,8 @@ async fn locked_deploy(
             rec.release.outcome = Outcome::Succeeded;
             rec.release.finished_at = Some(Utc::now());
             c.save(&rec).await?;
-            c.prune(ctx, &rec.release.id).await;
+            let all: Vec<Record> = history.iter().cloned().chain([rec.clone()]).collect();
+            c.prune(ctx, &all, &rec.release.id).await;
             ctx.ui.status(
                 "Deployed",
                 format!(
@@ -520,7 +520,8 @@ async fn locked_rollback(
             rec.release.outcome = Outcome::Succeeded;
             rec.release.finished_at = Some(Utc::now());
             c.save(&rec).await?;
-            c.prune(ctx, &rec.release.id).await;
+            let all: Vec<Record> = history.iter().cloned().chain([rec.clone()]).collect();
+            c.prune(ctx, &all, &rec.release.id).await;
             ctx.ui.status(
                 "Restored",
                 format!(

@@ -599,20 +599,12 @@ impl Cluster {
         Ok(out)
     }
 
-    /// Deletes release records beyond `keep_releases` (at least 2), never `serving`'s.
-    async fn prune(&self, ctx: &Ctx, serving: &str) {
-        let Ok(history) = self.history().await else {
-            return;
-        };
+    /// Deletes release records beyond `keep_releases` (at least 2) of `history` (every
+    /// record, oldest first), never `serving`'s.
+    async fn prune(&self, ctx: &Ctx, history: &[Record], serving: &str) {
         let keep = (self.cfg.keep_releases as usize).max(2);
-        for gone in records::prune(
-            &self.secrets(),
-            &self.cfg.app,
-            &history,
-            keep,
-            Some(serving),
-        )
-        .await
+        for gone in
+            records::prune(&self.secrets(), &self.cfg.app, history, keep, Some(serving)).await
         {
             ctx.ui.verbose(format!(
                 "pruned release record {gone} (keep_releases {keep})"
@@ -665,6 +657,16 @@ pub struct Change {
 }
 
 impl Change {
+    /// The object as it was before the change: the backup a record keeps.
+    pub fn prior(&self) -> Prior {
+        Prior {
+            api_version: self.object.api_version.clone(),
+            kind: self.object.kind.clone(),
+            name: self.object.name.clone(),
+            live: self.live.as_ref().map(Object::redacted),
+        }
+    }
+
     /// `Deployment/packfy-web: update (2 fields)`; a Secret's values are never compared aloud.
     pub fn describe(&self) -> String {
         let verb = match self.action {
