@@ -696,3 +696,149 @@ fn the_http_bake_rolls_back_a_release_its_url_calls_unhealthy() {
     assert!(text(&out).contains("status 503"), "{}", text(&out));
     assert_eq!(r.image(), "sample:v1");
 }
+
+/// The company's own region files (regions/usa.yaml and regions/spain.yaml, every layer of
+/// _defaults.yaml) deploy to a real API server: the rendered Deployments, Services, ConfigMaps,
+/// HPAs and Secrets pass its validation and admission, and roll out. Their kubeconfig contexts
+/// (packfy-usa, packfy-eu) are made to point at the test cluster; their namespaces are made
+/// unique so runs never meet.
+#[test]
+fn the_company_regions_deploy_to_a_real_api_server() {
+    let Some(k) = KubeEnv::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let regions = dir.path().join("regions");
+    std::fs::create_dir(&regions).unwrap();
+    let suffix: String = unique_name("").chars().skip(1).take(20).collect();
+    let mut namespaces = Vec::new();
+    for entry in std::fs::read_dir(support::repo_root().join("regions")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for ns in ["packfy-usa", "packfy-spain"] {
+            if text.contains(&format!("namespace: {ns}")) {
+                let unique = format!("{ns}{suffix}");
+                text = text.replace(&format!("namespace: {ns}"), &format!("namespace: {unique}"));
+                namespaces.push(unique);
+            }
+        }
+        std::fs::write(regions.join(path.file_name().unwrap()), text).unwrap();
+    }
+    struct Gone(KubeEnv, Vec<String>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            for ns in &self.1 {
+                let _ = self
+                    .0
+                    .kubectl_try(["delete", "namespace", ns, "--wait=false"]);
+            }
+        }
+    }
+    let _gone = Gone(k.clone(), namespaces.clone());
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::copy(&k.kubeconfig, &kubeconfig).unwrap();
+    let cfg = |args: &[&str]| {
+        let out = Command::new(&k.kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["config"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let cluster = k.context.clone();
+    for ctx in ["packfy-usa", "packfy-eu"] {
+        cfg(&[
+            "set-context",
+            ctx,
+            "--cluster",
+            &cluster,
+            "--user",
+            &cluster,
+        ]);
+    }
+    let run = |env: &str, region: &str| {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["--regions-dir"])
+            .arg(&regions)
+            .args([
+                "-e",
+                env,
+                "deploy",
+                "--region",
+                region,
+                "--version",
+                "1.0.0",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env(
+                "PACKFY_DATABASE_URL",
+                format!("postgres://u:{SECRET_VALUE}@db/packfy"),
+            )
+            .env("PACKFY_JWT_SECRET", SECRET_VALUE)
+            .env("PACKFY_STRIPE_SECRET_KEY", SECRET_VALUE)
+            .env("PACKFY_ACTOR", "tester")
+            .output()
+            .unwrap();
+        assert!(!text(&out).contains(SECRET_VALUE), "{}", text(&out));
+        out
+    };
+    let get = |ns: &str, what: &str, path: &str| {
+        k.kubectl(["-n", ns, "get", what, "-o", &format!("jsonpath={path}")])
+    };
+    // staging: plain Deployments (backend 2, frontend 2 replicas)
+    let out = run("staging", "usa");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let usa = namespaces
+        .iter()
+        .find(|n| n.starts_with("packfy-usa"))
+        .unwrap();
+    assert_eq!(
+        get(usa, "deployment/packfy-backend", "{.status.readyReplicas}"),
+        "2"
+    );
+    assert_eq!(
+        get(
+            usa,
+            "deployment/packfy-backend",
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        "registry.packfy.example/packfy/backend:1.0.0"
+    );
+    assert_eq!(
+        get(
+            usa,
+            "configmap/packfy-backend-env",
+            "{.data.PACKFY_CURRENCY}"
+        ),
+        "USD"
+    );
+    assert_eq!(
+        get(usa, "service/packfy-frontend", "{.spec.ports[0].port}"),
+        "3000"
+    );
+    // production in Spain: the backend autoscales (an HPA, no fixed replicas)
+    let out = run("production", "spain");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let spain = namespaces
+        .iter()
+        .find(|n| n.starts_with("packfy-spain"))
+        .unwrap();
+    assert_eq!(get(spain, "hpa/packfy-backend", "{.spec.minReplicas}"), "3");
+    assert_eq!(
+        get(
+            spain,
+            "configmap/packfy-frontend-env",
+            "{.data.GDPR_BANNER}"
+        ),
+        "true"
+    );
+    assert_eq!(
+        get(spain, "secret/packfy-backend-secrets", "{.type}"),
+        "Opaque"
+    );
+    // and again: nothing to do
+    let out = run("production", "spain");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("Unchanged"), "{}", text(&out));
+}
