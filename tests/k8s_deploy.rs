@@ -497,6 +497,40 @@ fn sigkill_mid_rollout_then_rollback_restores() {
 }
 
 #[test]
+fn sigterm_mid_rollout_puts_the_previous_release_back() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "120s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let child = r
+        .cmd(&["deploy", "--region", &r.name, "--version", "v2-never-ready"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    support::wait_until(Duration::from_secs(30), "the rollout of v2 started", || {
+        r.image() == "sample:v2-never-ready"
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        text(&out).contains("interrupted (SIGTERM)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(r.image(), "sample:v1");
+    assert_eq!(r.history()[0]["outcome"], "rolled_back");
+    // the lock went with it
+    let out = r.deploy("v3");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+#[test]
 fn an_unreachable_api_server_exits_6_and_changes_nothing() {
     let Some(k) = KubeEnv::get() else { return };
     let r = Region::new(&k, "30s", "");
