@@ -41,6 +41,8 @@ pub struct Ui {
     pub stream: bool,
     /// This region's line of a multi-region progress display.
     pub bar: Option<Arc<indicatif::ProgressBar>>,
+    /// Progress per service (new replicas ready, wanted), summed on the bar.
+    progress: Arc<std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>>,
 }
 
 pub const RED: Style = AnsiColor::Red.on_default().bold();
@@ -66,6 +68,7 @@ impl Ui {
             timestamps: false,
             stream: false,
             bar: None,
+            progress: Default::default(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Ui {
         Ui {
             region: Some(region.to_string()),
             bar: bar.map(Arc::new),
+            progress: Default::default(),
             ..self.clone()
         }
     }
@@ -136,12 +140,15 @@ impl Ui {
         self.out_line(&v);
     }
 
-    /// Replicas updated so far, for the progress display.
-    pub fn progress(&self, done: u64, total: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
+    /// New replicas of `service` ready so far out of those wanted, for the progress display
+    /// (the region's bar shows the sum over its services).
+    pub fn progress(&self, service: &str, done: u64, total: u64) {
+        let Some(bar) = &self.bar else { return };
+        let mut all = self.progress.lock().expect("progress");
+        all.insert(service.to_string(), (done.min(total), total));
+        let (d, t) = all.values().fold((0, 0), |(d, t), (x, y)| (d + x, t + y));
+        bar.set_length(t);
+        bar.set_position(d);
     }
 
     pub fn verbose(&self, message: impl std::fmt::Display) {
@@ -195,5 +202,25 @@ impl Ui {
         let _ = serde_json::to_writer(&mut out, value);
         let _ = writeln!(out);
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_bar_sums_its_services() {
+        let ui = Ui::new(Output::Human, Verbosity::Normal)
+            .for_region("mx", Some(indicatif::ProgressBar::hidden()));
+        ui.progress("backend", 2, 5);
+        ui.progress("frontend", 1, 2);
+        ui.progress("backend", 4, 5);
+        let bar = ui.bar.as_ref().unwrap();
+        assert_eq!((bar.position(), bar.length()), (5, Some(7)));
+        // another region's Ui counts apart
+        let other = ui.for_region("co", Some(indicatif::ProgressBar::hidden()));
+        other.progress("backend", 9, 9);
+        assert_eq!(ui.bar.as_ref().unwrap().position(), 5);
     }
 }

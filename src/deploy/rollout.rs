@@ -122,6 +122,8 @@ impl Rollout<'_> {
                             addr: m.addr.map(|a| a.to_string()),
                         });
                     }
+                    self.ui
+                        .progress(&d.name, created.len() as u64, u64::from(d.replicas));
                     self.ui.status(
                         "Healthy",
                         format!(

@@ -185,6 +185,10 @@ pub async fn rollout(
                     Some(Err(e)) => { ui.verbose(format!("{name}: watch: {e}")); continue }
                     None => return Err(format!("Deployment {name}: the watch ended")),
                 };
+                if let (Some(st), Some(spec)) = (d.status.as_ref(), d.spec.as_ref()) {
+                    let ready_new = st.updated_replicas.unwrap_or(0).min(st.available_replicas.unwrap_or(0));
+                    ui.progress(name, ready_new.max(0) as u64, spec.replicas.unwrap_or(1).max(0) as u64);
+                }
                 match judge(&d) {
                     Judgement::Complete(line) => return Ok(line),
                     Judgement::Failed(why) => return Err(format!("Deployment {name}: {why}")),
