@@ -531,6 +531,43 @@ fn sigterm_mid_rollout_puts_the_previous_release_back() {
 }
 
 #[test]
+fn status_names_pods_that_cannot_get_ready() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "60s", "");
+    assert_eq!(code(&r.deploy("v1")), 0);
+    // someone changes the image by hand to one that crash-loops
+    r.kubectl(&[
+        "set",
+        "image",
+        "deployment/packfy-web",
+        "web=sample:v9-crashloop",
+    ]);
+    support::wait_until(Duration::from_secs(30), "a pod crash-loops", || {
+        r.kubectl(&["get", "pods", "--no-headers"])
+            .contains("CrashLoopBackOff")
+    });
+    let out = r.run(&["-o", "json", "status", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let web = &v[0]["services"][0];
+    assert_eq!(web["image"], "sample:v9-crashloop");
+    assert!(
+        web["rollout"].as_str().unwrap().starts_with("in progress"),
+        "{web}"
+    );
+    let problems = web["problems"].as_array().unwrap();
+    assert!(!problems.is_empty(), "{web}");
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.as_str().unwrap().contains("CrashLoopBackOff")),
+        "{web}"
+    );
+    // and the release record still says what packfy-deploy deployed
+    assert_eq!(v[0]["version"], "v1");
+}
+
+#[test]
 fn an_unreachable_api_server_exits_6_and_changes_nothing() {
     let Some(k) = KubeEnv::get() else { return };
     let r = Region::new(&k, "30s", "");

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use chrono::Utc;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 
 use super::flow::releases;
@@ -45,6 +46,25 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<Value> {
             .as_ref()
             .and_then(|d| d.status.clone())
             .unwrap_or_default();
+        // pods that cannot get ready, whatever their release, with the reason
+        let mut problems = Vec::new();
+        if let Some(labels) = d
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.selector.match_labels.clone())
+        {
+            let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
+            let list = pods
+                .list(&ListParams::default().labels(&selector.join(",")))
+                .await
+                .map_err(|e| c.api_error("cannot list the pods", e))?;
+            problems = list
+                .items
+                .iter()
+                .filter_map(|p| wait::pod_problem(p).or_else(|| wait::unschedulable(p)))
+                .collect();
+        }
         services.push(json!({
             "service": name,
             "deployment": dname,
@@ -55,6 +75,7 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<Value> {
             "available": st.available_replicas.unwrap_or(0),
             "image": d.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.template.spec.as_ref()).and_then(|p| p.containers.first()).and_then(|x| x.image.clone()),
             "revision": d.as_ref().and_then(|d| d.metadata.annotations.as_ref()).and_then(|a| a.get("deployment.kubernetes.io/revision").cloned()),
+            "problems": problems,
             "rollout": d.as_ref().map(|d| match wait::judge(d) { wait::Judgement::Complete(l) => format!("complete: {l}"), wait::Judgement::Waiting(l) => format!("in progress: {l}"), wait::Judgement::Failed(l) => format!("failed: {l}") }),
         }));
     }
@@ -98,6 +119,9 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<Value> {
                 s["revision"].as_str().unwrap_or("-"),
                 s["rollout"].as_str().unwrap_or("not deployed"),
             ));
+            for p in s["problems"].as_array().into_iter().flatten() {
+                ctx.ui.out(format!("    {}", p.as_str().unwrap_or("")));
+            }
         }
     }
     Ok(value)
