@@ -89,16 +89,19 @@ pub async fn deploy(ctx: &Ctx, region: &str, opts: &DeployOptions) -> Result<Exi
             "take the data backup in a pre_deploy hook for a Kubernetes region; nothing was changed",
         ));
     }
-    let version = opts
-        .version
-        .clone()
-        .or(c.cfg.version.clone())
-        .ok_or_else(|| {
-            Error::usage_hint(
-                "no version to deploy",
-                "pass --version V, or set `version:` in the region files",
-            )
-        })?;
+    if opts.push {
+        ctx.ui.warn(format!(
+            "--push: {region} is a Kubernetes region, which builds and pushes nothing; it deploys the tag as it is in the registry"
+        ));
+    }
+    // The same version a Docker region of the run tags (the git commit for built services),
+    // so one `deploy --region all` deploys one version everywhere.
+    let version = deploy::version_of(opts, &c.cfg).ok_or_else(|| {
+        Error::usage_hint(
+            "no version to deploy",
+            "pass --version V, or set `version:` in the region files",
+        )
+    })?;
     let objs = c.desired(ctx, &version)?;
     c.ensure_namespace(ctx).await?;
     let reason = opts

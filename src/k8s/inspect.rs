@@ -127,11 +127,19 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<Value> {
     Ok(value)
 }
 
+/// `--version`, else what `deploy` would tag (see `deploy::version_of`).
+fn version_for(c: &Cluster, version: Option<String>) -> Option<String> {
+    let opts = deploy::DeployOptions {
+        version,
+        ..Default::default()
+    };
+    deploy::version_of(&opts, &c.cfg)
+}
+
 /// `plan` of a Kubernetes region: the API server's dry run of every object against live.
 pub async fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
     let c = Cluster::open(ctx, region).await?;
-    let version = version
-        .or(c.cfg.version.clone())
+    let version = version_for(&c, version)
         .ok_or_else(|| Error::usage_hint("no version to plan", "pass --version V"))?;
     let objs = c.desired(ctx, &version)?;
     let changes = c.changes(&objs, false).await?;
@@ -169,8 +177,7 @@ pub async fn live_and_desired_lines(
     version: Option<String>,
 ) -> Result<(String, String, String)> {
     let c = Cluster::open(ctx, region).await?;
-    let version = version
-        .or(c.cfg.version.clone())
+    let version = version_for(&c, version)
         .ok_or_else(|| Error::usage_hint("no version to compare", "pass --version V"))?;
     let objs = c.desired(ctx, &version)?;
     let changes = c.changes(&objs, false).await?;
