@@ -1555,6 +1555,14 @@ async fn restore_release(
     }
 }
 
+/// What a rollback's lock says it is for.
+pub(crate) fn rollback_reason(to: Option<&str>) -> String {
+    format!(
+        "rollback{}",
+        to.map(|t| format!(" to {t}")).unwrap_or_default()
+    )
+}
+
 /// `rollback --region R [--to ID]`
 pub async fn rollback(
     ctx: &Ctx,
@@ -1567,16 +1575,7 @@ pub async fn rollback(
     }
     let started = Instant::now();
     let s = Session::open(ctx, region).await?;
-    let lock = s
-        .lock(
-            ctx,
-            &format!(
-                "rollback{}",
-                to.map(|t| format!(" to {t}")).unwrap_or_default()
-            ),
-            lock_wait,
-        )
-        .await?;
+    let lock = s.lock(ctx, &rollback_reason(to), lock_wait).await?;
     let result = async {
         let history = s.engine.releases(&s.scope).await?;
         if let Some(last) = history.last().filter(|r| r.outcome == Outcome::InProgress) {

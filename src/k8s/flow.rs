@@ -248,11 +248,7 @@ async fn locked_deploy(
     let (id, previous) = (Some(rec.release.id.clone()), rec.release.previous.clone());
     match outcome {
         Ok(()) => {
-            rec.release.outcome = Outcome::Succeeded;
-            rec.release.finished_at = Some(Utc::now());
-            c.save(&rec).await?;
-            let all: Vec<Record> = history.iter().cloned().chain([rec.clone()]).collect();
-            c.prune(ctx, &all, &rec.release.id).await;
+            c.succeeded(ctx, &mut rec, &history).await?;
             ctx.ui.status(
                 "Deployed",
                 format!(
@@ -401,16 +397,7 @@ pub async fn rollback(
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let c = Cluster::open(ctx, region).await?;
-    let lock = c
-        .lock(
-            ctx,
-            &format!(
-                "rollback{}",
-                to.map(|t| format!(" to {t}")).unwrap_or_default()
-            ),
-            lock_wait,
-        )
-        .await?;
+    let lock = c.lock(ctx, &deploy::rollback_reason(to), lock_wait).await?;
     let result = locked_rollback(ctx, &c, to, started).await;
     c.unlock(ctx, lock).await;
     result
@@ -520,11 +507,7 @@ async fn locked_rollback(
             let mut replaced = current_rec.clone();
             replaced.release.outcome = Outcome::Reverted;
             c.save(&replaced).await?;
-            rec.release.outcome = Outcome::Succeeded;
-            rec.release.finished_at = Some(Utc::now());
-            c.save(&rec).await?;
-            let all: Vec<Record> = history.iter().cloned().chain([rec.clone()]).collect();
-            c.prune(ctx, &all, &rec.release.id).await;
+            c.succeeded(ctx, &mut rec, &history).await?;
             ctx.ui.status(
                 "Restored",
                 format!(

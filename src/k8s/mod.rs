@@ -599,6 +599,16 @@ impl Cluster {
         Ok(out)
     }
 
+    /// Records `rec` as succeeded, then prunes the records (`history` is every record before it).
+    async fn succeeded(&self, ctx: &Ctx, rec: &mut Record, history: &[Record]) -> Result<()> {
+        rec.release.outcome = release::Outcome::Succeeded;
+        rec.release.finished_at = Some(chrono::Utc::now());
+        self.save(rec).await?;
+        let all: Vec<Record> = history.iter().cloned().chain([rec.clone()]).collect();
+        self.prune(ctx, &all, &rec.release.id).await;
+        Ok(())
+    }
+
     /// Deletes release records beyond `keep_releases` (at least 2) of `history` (every
     /// record, oldest first), never `serving`'s.
     async fn prune(&self, ctx: &Ctx, history: &[Record], serving: &str) {
