@@ -435,6 +435,43 @@ fn an_object_the_failed_release_added_is_deleted() {
 }
 
 #[test]
+fn an_object_the_configuration_drops_is_planned_and_deleted() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "60s", "");
+    let path = r.regions_dir().join(format!("{}.yaml", r.name));
+    let plain = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        plain.replace(
+            "    replicas: 5\n",
+            "    replicas: 5\n    autoscale: {min: 5, max: 10, cpu: 80}\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(code(&r.deploy("v1")), 0);
+    assert!(!r.kubectl(&["get", "hpa", "--no-headers"]).trim().is_empty());
+    std::fs::write(&path, plain).unwrap();
+    let out = r.run(&["plan", "--region", &r.name, "--version", "v1"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("HorizontalPodAutoscaler/packfy-web: delete (no longer rendered)"),
+        "{}",
+        text(&out)
+    );
+    let out = r.run(&["diff", "--live", &r.name, "--version", "v1"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("-HorizontalPodAutoscaler/packfy-web: spec.maxReplicas: 10"),
+        "{}",
+        text(&out)
+    );
+    let out = r.deploy("v1");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let hpas = r.kubectl(&["get", "hpa", "--no-headers", "--ignore-not-found"]);
+    assert!(hpas.trim().is_empty(), "{hpas}");
+}
+
+#[test]
 fn a_second_deploy_while_one_runs_exits_5() {
     let Some(k) = KubeEnv::get() else { return };
     let r = Region::new(&k, "10s", "");

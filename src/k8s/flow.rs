@@ -24,7 +24,7 @@ fn service_records(cfg: &RegionConfig, objs: &[Object]) -> Vec<ServiceRecord> {
     cfg.services
         .iter()
         .map(|(name, svc)| {
-            let mine: Vec<Value> = objs
+            let mine: Vec<&Object> = objs
                 .iter()
                 .filter(|o| {
                     o.manifest
@@ -32,20 +32,15 @@ fn service_records(cfg: &RegionConfig, objs: &[Object]) -> Vec<ServiceRecord> {
                         .and_then(Value::as_str)
                         == Some(name)
                 })
-                .map(|o| o.redacted().manifest)
                 .collect();
-            let deployment = objs.iter().find(|o| {
-                o.kind == "Deployment"
-                    && o.manifest
-                        .pointer("/metadata/labels/app.kubernetes.io~1component")
-                        .and_then(Value::as_str)
-                        == Some(name)
-            });
-            let image = deployment
+            let image = mine
+                .iter()
+                .find(|o| o.kind == "Deployment")
                 .and_then(|d| d.manifest.pointer("/spec/template/spec/containers/0/image"))
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
+            let redacted: Vec<Value> = mine.iter().map(|o| o.redacted().manifest).collect();
             let (mut env, mut refs) = (BTreeMap::new(), BTreeMap::new());
             for (k, v) in &svc.env {
                 match v {
@@ -68,7 +63,7 @@ fn service_records(cfg: &RegionConfig, objs: &[Object]) -> Vec<ServiceRecord> {
                 container_port: svc.ports.first().map(|p| p.container),
                 containers: Vec::new(),
                 spec_hash: hex::encode(
-                    &Sha256::digest(serde_json::to_vec(&mine).unwrap_or_default())[..8],
+                    &Sha256::digest(serde_json::to_vec(&redacted).unwrap_or_default())[..8],
                 ),
             }
         })
@@ -130,29 +125,9 @@ async fn locked_deploy(
         recover(ctx, c, last).await?;
         history = c.history().await?;
     }
-    let all = releases(&history);
-    let current = deploy::serving(&all).cloned();
-    let current_rec = current
-        .as_ref()
-        .and_then(|cur| history.iter().find(|r| r.release.id == cur.id));
-    let mut changes = c.changes(&objs, force).await?;
-    let rendered: BTreeSet<String> = objs.iter().map(Object::key).collect();
-    for old in current_rec
-        .map(|r| r.applied.as_slice())
-        .unwrap_or_default()
-    {
-        if !rendered.contains(&old.key()) {
-            let live = c.live(old).await?;
-            if live.is_some() {
-                changes.push(Change {
-                    object: old.clone(),
-                    live,
-                    after: None,
-                    action: Action::Delete,
-                });
-            }
-        }
-    }
+    let current_rec = records::serving(&history);
+    let current = current_rec.map(|r| r.release.clone());
+    let changes = c.changes(&objs, force, current_rec).await?;
     if changes.iter().all(|ch| ch.action == Action::Unchanged) {
         let id = current
             .as_ref()
@@ -174,7 +149,7 @@ async fn locked_deploy(
     for ch in changes.iter().filter(|ch| ch.action != Action::Unchanged) {
         ctx.ui.status("Plan", ch.describe());
     }
-    let number = history.iter().map(|r| r.release.number).max().unwrap_or(0) + 1;
+    let number = records::next_number(&history);
     let hook_env = HookEnv {
         region: c.region.clone(),
         environment: c.env().to_string(),
@@ -476,7 +451,7 @@ async fn locked_rollback(
         .filter(|o| !wanted.contains(&o.key()))
         .collect();
     let touched: Vec<&Object> = apply.iter().chain(remove.iter()).copied().collect();
-    let number = history.iter().map(|r| r.release.number).max().unwrap_or(0) + 1;
+    let number = records::next_number(&history);
     let mut rec = Record {
         release: c.new_release(
             number,

@@ -10,7 +10,7 @@ use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 
 use super::flow::releases;
-use super::{lease, objects, wait, Action, Cluster};
+use super::{lease, objects, records, wait, Action, Change, Cluster};
 use crate::deploy;
 use crate::docker::state::Acquire;
 use crate::error::{Error, ExitCode, Result};
@@ -29,7 +29,7 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<Value> {
     use k8s_openapi::api::apps::v1::Deployment;
     let c = Cluster::open(ctx, region).await?;
     let history = releases(&c.history().await?);
-    let lock = lease::current(&c.leases(), &lease::name(&c.cfg.app, c.env()))
+    let lock = lease::current(&c.leases(), &c.lease_name())
         .await
         .map_err(|e| c.api_error("cannot read the lock", e))?;
     let serving = deploy::serving(&history);
@@ -127,24 +127,31 @@ pub async fn status(ctx: &Ctx, region: &str) -> Result<Value> {
     Ok(value)
 }
 
-/// `--version`, else what `deploy` would tag (see `deploy::version_of`).
-fn version_for(c: &Cluster, version: Option<String>) -> Option<String> {
+/// What `deploy` would change (`plan` and `diff --live`): the region reached and every
+/// object's change, as the API server's dry run says and against the serving release.
+async fn planned(
+    ctx: &Ctx,
+    region: &str,
+    version: Option<String>,
+) -> Result<(Cluster, Vec<Change>)> {
+    let c = Cluster::open(ctx, region).await?;
     let opts = deploy::DeployOptions {
         version,
         ..Default::default()
     };
-    deploy::version_of(&opts, &c.cfg)
+    let version = deploy::version_of(&opts, &c.cfg)
+        .ok_or_else(|| Error::usage_hint("no version to compare with", "pass --version V"))?;
+    let objs = c.desired(ctx, &version)?;
+    let history = c.history().await?;
+    let changes = c.changes(&objs, false, records::serving(&history)).await?;
+    Ok((c, changes))
 }
 
 /// `plan` of a Kubernetes region: the API server's dry run of every object against live.
 pub async fn plan(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
-    let c = Cluster::open(ctx, region).await?;
-    let version = version_for(&c, version)
-        .ok_or_else(|| Error::usage_hint("no version to plan", "pass --version V"))?;
-    let objs = c.desired(ctx, &version)?;
-    let changes = c.changes(&objs, false).await?;
+    let (c, changes) = planned(ctx, region, version).await?;
     let mut notes = Vec::new();
-    if let Some(l) = lease::current(&c.leases(), &lease::name(&c.cfg.app, c.env()))
+    if let Some(l) = lease::current(&c.leases(), &c.lease_name())
         .await
         .map_err(|e| c.api_error("cannot read the lock", e))?
     {
@@ -176,11 +183,7 @@ pub async fn live_and_desired_lines(
     region: &str,
     version: Option<String>,
 ) -> Result<(String, String, String)> {
-    let c = Cluster::open(ctx, region).await?;
-    let version = version_for(&c, version)
-        .ok_or_else(|| Error::usage_hint("no version to compare", "pass --version V"))?;
-    let objs = c.desired(ctx, &version)?;
-    let changes = c.changes(&objs, false).await?;
+    let (c, changes) = planned(ctx, region, version).await?;
     let (mut left, mut right) = (String::new(), String::new());
     for ch in &changes {
         if let Some(l) = &ch.live {
@@ -205,7 +208,7 @@ pub async fn lock(
     let ttl = ttl.unwrap_or(c.cfg.lock_ttl.0);
     match lease::try_lock(
         &c.leases(),
-        &lease::name(&c.cfg.app, c.env()),
+        &c.lease_name(),
         &release::actor(),
         reason,
         ttl,
@@ -236,7 +239,7 @@ pub async fn lock(
 /// `unlock [--force]` on a Kubernetes region.
 pub async fn unlock(ctx: &Ctx, region: &str, force: bool) -> Result<ExitCode> {
     let c = Cluster::open(ctx, region).await?;
-    let name = lease::name(&c.cfg.app, c.env());
+    let name = c.lease_name();
     let Some(current) = lease::current(&c.leases(), &name)
         .await
         .map_err(|e| c.api_error("cannot read the lock", e))?

@@ -111,7 +111,7 @@ pub async fn current(api: &Api<Lease>, name: &str) -> kube::Result<Option<Lock>>
 }
 
 /// Tries once to take the lock. A stale holder is not taken over here: the caller decides
-/// (and says so), then calls [`take_over`].
+/// (and says so), then frees it with [`release`] and its token.
 pub async fn try_lock(
     api: &Api<Lease>,
     name: &str,
@@ -162,12 +162,6 @@ async fn held(api: &Api<Lease>, name: &str) -> kube::Result<Acquire> {
             runner: String::new(),
         }),
     })
-}
-
-/// Frees the lock held as `stale` (by token), so the next [`try_lock`] can take it. Does
-/// nothing when someone else took it over meanwhile.
-pub async fn take_over(api: &Api<Lease>, name: &str, stale: &Lock) -> kube::Result<()> {
-    release(api, name, &stale.token).await
 }
 
 /// Deletes the Lease if it still carries `token` (the resourceVersion precondition makes the

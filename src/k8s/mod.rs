@@ -44,7 +44,7 @@ use serde_json::{json, Value};
 
 use crate::config::model::{EnvValue, RegionConfig};
 use crate::config::Environment;
-use crate::deploy::{self, Notify};
+use crate::deploy::{self, desired, Notify};
 use crate::docker::state::Lock;
 use crate::error::{Error, ExitCode, Result};
 
@@ -238,16 +238,18 @@ impl Cluster {
             let mut values = BTreeMap::new();
             for (var, v) in &svc.env {
                 if let EnvValue::Secret { secret } = v {
-                    let value =
-                        crate::deploy::desired::resolve_secret(&secret.0).map_err(|why| {
-                            Error::usage_hint(
-                                format!(
-                                    "secret {} for {sname}.env.{var} is not available: {why}",
-                                    secret.0
-                                ),
-                                "set it where the deploy runs; nothing was changed",
-                            )
-                        })?;
+                    let value = desired::resolve_secret(&secret.0).map_err(|why| {
+                        let e = desired::SecretError {
+                            service: sname.clone(),
+                            var: var.clone(),
+                            reference: secret.0.clone(),
+                            why,
+                        };
+                        Error::usage_hint(
+                            e.to_string(),
+                            "set it where the deploy runs; nothing was changed",
+                        )
+                    })?;
                     values.insert(var.clone(), Value::String(value));
                 }
             }
@@ -282,11 +284,10 @@ impl Cluster {
             .get_opt(&o.name)
             .await
             .map_err(|e| self.api_error(&format!("cannot read {}", o.key()), e))?;
-        Ok(found.and_then(|d| serde_json::to_value(d).ok()).map(|v| {
-            let mut x = Object::from_value(objects::strip(&v)).unwrap_or_else(|| o.clone());
-            x.manifest = objects::strip(&x.manifest);
-            x
-        }))
+        found
+            .map(|d| o.with_server_view(d))
+            .transpose()
+            .map_err(|e| Error::failed(ExitCode::NeedsPerson, anyhow!("{}: {e}", o.key())))
     }
 
     /// Server-side apply of one object (`dry_run`: what the result would be, changing nothing).
@@ -307,11 +308,7 @@ impl Cluster {
             .api(o)
             .patch(&o.name, &pp, &Patch::Apply(&o.manifest))
             .await?;
-        let v = serde_json::to_value(d).map_err(kube::Error::SerdeError)?;
-        Ok(Object {
-            manifest: objects::strip(&v),
-            ..o.clone()
-        })
+        o.with_server_view(d).map_err(kube::Error::SerdeError)
     }
 
     async fn delete(&self, o: &Object) -> Result<()> {
@@ -350,42 +347,73 @@ impl Cluster {
         }
     }
 
-    /// What applying `objs` would do to each, asked of the API server (dry run). Conflicts with
-    /// another field manager and objects the server refuses are reported here, before anything
-    /// changes (exit 2).
-    async fn changes(&self, objs: &[Object], force: bool) -> Result<Vec<Change>> {
-        let mut out = Vec::new();
-        for o in objs {
-            let live = self.live(o).await?;
-            let after = match self.apply(o, force, true).await {
-                Ok(a) => a,
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    return Err(Error::usage_hint(
-                        format!("{} in namespace {}: {}", o.key(), self.namespace, s.message),
-                        "another field manager owns these fields; `deploy --force-conflicts` takes them over for packfy-deploy. Nothing was changed",
-                    ))
-                }
-                Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
-                    return Err(Error::usage_hint(
-                        format!("the API server refuses {}: {}", o.key(), s.message),
-                        "fix the template or the region's values; nothing was changed",
-                    ))
-                }
-                Err(e) => return Err(self.api_error(&format!("cannot dry-run {}", o.key()), e)),
-            };
-            let action = match &live {
-                None => Action::Create,
-                Some(l) if l.manifest == after.manifest => Action::Unchanged,
-                Some(_) => Action::Update,
-            };
-            out.push(Change {
-                object: o.clone(),
-                live,
-                after: Some(after),
-                action,
-            });
+    /// What applying `objs` would do to each, asked of the API server (dry run, every object
+    /// at once), and the objects `serving` applied that `objs` no longer has (deleted if still
+    /// live). Conflicts with another field manager and objects the server refuses are
+    /// reported here, before anything changes (exit 2).
+    async fn changes(
+        &self,
+        objs: &[Object],
+        force: bool,
+        serving: Option<&Record>,
+    ) -> Result<Vec<Change>> {
+        let mut out =
+            futures_util::future::try_join_all(objs.iter().map(|o| self.change(o, force))).await?;
+        let rendered: BTreeSet<String> = objs.iter().map(Object::key).collect();
+        let gone = serving
+            .map(|r| r.applied.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|old| !rendered.contains(&old.key()));
+        for old in gone {
+            if let Some(live) = self.live(old).await? {
+                out.push(Change {
+                    object: old.clone(),
+                    live: Some(live),
+                    after: None,
+                    action: Action::Delete,
+                });
+            }
         }
         Ok(out)
+    }
+
+    /// What applying one object would do: its live state against the server's dry run.
+    async fn change(&self, o: &Object, force: bool) -> Result<Change> {
+        let (live, after) =
+            futures_util::future::join(self.live(o), self.apply(o, force, true)).await;
+        let live = live?;
+        let after = match after {
+            Ok(a) => a,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Err(Error::usage_hint(
+                    format!("{} in namespace {}: {}", o.key(), self.namespace, s.message),
+                    "another field manager owns these fields; `deploy --force-conflicts` takes them over for packfy-deploy. Nothing was changed",
+                ))
+            }
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
+                return Err(Error::usage_hint(
+                    format!("the API server refuses {}: {}", o.key(), s.message),
+                    "fix the template or the region's values; nothing was changed",
+                ))
+            }
+            Err(e) => return Err(self.api_error(&format!("cannot dry-run {}", o.key()), e)),
+        };
+        let action = match &live {
+            None => Action::Create,
+            Some(l) if l.manifest == after.manifest => Action::Unchanged,
+            Some(_) => Action::Update,
+        };
+        Ok(Change {
+            object: o.clone(),
+            live,
+            after: Some(after),
+            action,
+        })
+    }
+
+    fn lease_name(&self) -> String {
+        lease::name(&self.cfg.app, self.env())
     }
 
     /// Takes the lock (a Lease, renewed while held), waiting up to `wait`; exit 5 naming the
@@ -396,7 +424,7 @@ impl Cluster {
         reason: &str,
         wait: Option<Duration>,
     ) -> Result<(Lock, lease::Renewal)> {
-        let name = lease::name(&self.cfg.app, self.env());
+        let name = self.lease_name();
         let holder = release::actor();
         let ttl = self.cfg.lock_ttl.0;
         let lock = deploy::take_lock(
@@ -411,7 +439,7 @@ impl Cluster {
             |stale| {
                 let name = &name;
                 async move {
-                    lease::take_over(&self.leases(), name, &stale)
+                    lease::release(&self.leases(), name, &stale.token)
                         .await
                         .map_err(|e| self.api_error("cannot take over the stale lock", e))
                 }
@@ -434,13 +462,7 @@ impl Cluster {
     async fn unlock(&self, ctx: &Ctx, lock: (Lock, lease::Renewal)) {
         let (lock, renewal) = lock;
         drop(renewal);
-        if let Err(e) = lease::release(
-            &self.leases(),
-            &lease::name(&self.cfg.app, self.env()),
-            &lock.token,
-        )
-        .await
-        {
+        if let Err(e) = lease::release(&self.leases(), &self.lease_name(), &lock.token).await {
             ctx.ui.warn(format!("could not release the lock: {e}"));
         }
     }
@@ -559,13 +581,7 @@ impl Cluster {
                     }
                 }
                 None => {
-                    let gone = Object {
-                        api_version: p.api_version.clone(),
-                        kind: p.kind.clone(),
-                        name: p.name.clone(),
-                        manifest: Value::Null,
-                    };
-                    if let Err(e) = self.delete(&gone).await {
+                    if let Err(e) = self.delete(&p.address()).await {
                         problems.push(format!("{}: cannot delete: {e}", p.key()));
                     } else {
                         ctx.ui
@@ -585,16 +601,11 @@ impl Cluster {
         }
     }
 
-    /// What the objects look like now (for the record's backup and `status`).
+    /// What the objects look like now (a rollback's backup).
     async fn snapshot(&self, objs: &[&Object]) -> Result<Vec<Prior>> {
         let mut out = Vec::new();
         for o in objs {
-            out.push(Prior {
-                api_version: o.api_version.clone(),
-                kind: o.kind.clone(),
-                name: o.name.clone(),
-                live: self.live(o).await?.map(|l| l.redacted()),
-            });
+            out.push(Prior::of(o, self.live(o).await?.as_ref()));
         }
         Ok(out)
     }
@@ -669,12 +680,7 @@ pub struct Change {
 impl Change {
     /// The object as it was before the change: the backup a record keeps.
     pub fn prior(&self) -> Prior {
-        Prior {
-            api_version: self.object.api_version.clone(),
-            kind: self.object.kind.clone(),
-            name: self.object.name.clone(),
-            live: self.live.as_ref().map(Object::redacted),
-        }
+        Prior::of(&self.object, self.live.as_ref())
     }
 
     /// `Deployment/packfy-web: update (2 fields)`; a Secret's values are never compared aloud.

@@ -58,6 +58,14 @@ impl Object {
         o
     }
 
+    /// This object as the API server returned it (`d`), stripped of what the server writes.
+    pub fn with_server_view<T: Serialize>(&self, d: T) -> Result<Object, serde_json::Error> {
+        Ok(Object {
+            manifest: strip(&serde_json::to_value(d)?),
+            ..self.clone()
+        })
+    }
+
     /// From an object as the API returns it.
     pub fn from_value(v: Value) -> Option<Object> {
         Some(Object {

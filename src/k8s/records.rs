@@ -45,8 +45,28 @@ pub struct Prior {
 }
 
 impl Prior {
+    /// `o` as it was: `live` (None when it did not exist), Secret values redacted.
+    pub fn of(o: &Object, live: Option<&Object>) -> Prior {
+        Prior {
+            api_version: o.api_version.clone(),
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            live: live.map(Object::redacted),
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.kind, self.name)
+    }
+
+    /// The object this is the backup of, without a manifest (enough to delete it).
+    pub fn address(&self) -> Object {
+        Object {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            manifest: serde_json::Value::Null,
+        }
     }
 }
 
@@ -117,6 +137,20 @@ pub async fn save(api: &Api<Secret>, app: &str, rec: &Record) -> anyhow::Result<
     .await
     .with_context(|| format!("cannot write the release record {name}"))?;
     Ok(())
+}
+
+/// The record of the release serving now (the newest that succeeded, as
+/// `deploy::serving` decides for releases).
+pub fn serving(history: &[Record]) -> Option<&Record> {
+    history
+        .iter()
+        .rev()
+        .find(|r| r.release.outcome == crate::release::Outcome::Succeeded)
+}
+
+/// The number of the next release after `history`.
+pub fn next_number(history: &[Record]) -> u64 {
+    history.iter().map(|r| r.release.number).max().unwrap_or(0) + 1
 }
 
 /// Every record of an app and environment, oldest first.
