@@ -22,6 +22,13 @@ pub enum ExitCode {
     Unreachable = 6,
 }
 
+/// Serialized as the number the process exits with.
+impl serde::Serialize for ExitCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_i32(*self as i32)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Problems in region files; every one is printed.

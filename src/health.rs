@@ -66,12 +66,6 @@ pub enum Verdict {
     TimedOut(String),
 }
 
-impl Verdict {
-    pub fn is_healthy(&self) -> bool {
-        matches!(self, Verdict::Healthy)
-    }
-}
-
 /// Turns a sequence of check results into a [`Verdict`]. Pure: the caller says how long
 /// after start each result was observed.
 #[derive(Debug, Clone)]

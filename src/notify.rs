@@ -244,7 +244,7 @@ fn cut(s: &str, max: usize) -> String {
 /// query of webhook URLs often are the credential), the reference for a secret one.
 pub fn shown(hook: &Webhook) -> String {
     match &hook.url {
-        EnvValue::Secret { secret } => format!("<secret:{}>", secret.0),
+        EnvValue::Secret { .. } => hook.url.to_string(),
         EnvValue::Plain(url) => origin(url),
     }
 }
@@ -358,12 +358,7 @@ async fn deliver(
     let deadline = Instant::now() + DELIVERY_DEADLINE;
     let url_text = match &hook.url {
         EnvValue::Plain(u) => u.clone(),
-        EnvValue::Secret { secret } => {
-            resolve_secret(&secret.0).map_err(|why| NotifyError::Secret {
-                reference: secret.0.clone(),
-                why,
-            })?
-        }
+        EnvValue::Secret { secret } => read_secret(&secret.0)?,
     };
     let url = match reqwest::Url::parse(url_text.trim()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => u,
@@ -378,16 +373,10 @@ async fn deliver(
     if let (Some(problem), "https") = (tls_problem, url.scheme()) {
         return Err(NotifyError::Client(problem.to_string()));
     }
-    let key =
-        match (&hook.secret, hook.kind) {
-            (Some(s), WebhookKind::Generic) => Some(resolve_secret(&s.secret.0).map_err(
-                |why| NotifyError::Secret {
-                    reference: s.secret.0.clone(),
-                    why,
-                },
-            )?),
-            _ => None,
-        };
+    let key = match (&hook.secret, hook.kind) {
+        (Some(s), WebhookKind::Generic) => Some(read_secret(&s.secret.0)?),
+        _ => None,
+    };
     let body = match hook.kind {
         WebhookKind::Slack => serde_json::to_vec(&slack_payload(notice)).expect("JSON"),
         WebhookKind::Generic => generic_payload(notice),
@@ -462,6 +451,14 @@ async fn deliver(
     Err(NotifyError::GaveUp {
         attempts: attempt,
         last,
+    })
+}
+
+/// The value of a secret reference; the error names the reference, never a value.
+fn read_secret(reference: &str) -> Result<String, NotifyError> {
+    resolve_secret(reference).map_err(|why| NotifyError::Secret {
+        reference: reference.to_string(),
+        why,
     })
 }
 

@@ -159,17 +159,18 @@ impl Ui {
     }
 
     pub fn warn(&self, message: impl std::fmt::Display) {
-        let p = self.prefix();
-        let line = format!("{p}{YELLOW}warning{YELLOW:#}: {message}");
-        match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
-        }
+        self.above_bar(format!(
+            "{}{YELLOW}warning{YELLOW:#}: {message}",
+            self.prefix()
+        ));
     }
 
     pub fn error(&self, message: impl std::fmt::Display) {
-        let p = self.prefix();
-        let line = format!("{p}{RED}error{RED:#}: {message}");
+        self.above_bar(format!("{}{RED}error{RED:#}: {message}", self.prefix()));
+    }
+
+    /// A line on stderr, drawn above the progress bar when there is one.
+    fn above_bar(&self, line: String) {
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),

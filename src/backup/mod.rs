@@ -143,7 +143,12 @@ impl ExecIn for Session {
 /// `backups/` beside the regions directory.
 /// Absolute, so the paths in release records mean something on another machine's screen.
 pub fn store_root(ctx: &Ctx, job: &BackupJob) -> PathBuf {
-    let root = match job.store.as_deref().map(crate::config::expand_env) {
+    store_dir(ctx, job.store.as_deref())
+}
+
+/// A `store:` as written (`None`: the default store), absolute.
+pub fn store_dir(ctx: &Ctx, store: Option<&str>) -> PathBuf {
+    let root = match store.map(crate::config::expand_env) {
         Some(s) if Path::new(&s).is_absolute() => PathBuf::from(s),
         Some(s) => ctx.sibling(&s),
         None => ctx.sibling(store::DEFAULT_STORE),
@@ -196,6 +201,7 @@ struct Failure {
 
 impl Run<'_> {
     pub async fn run(&self, ui: &Ui, target: &impl ExecIn) -> Result<Vec<BackupRecord>> {
+        // One record per job, in the order of `self.jobs`.
         let mut out: Vec<BackupRecord> = Vec::new();
         for (job, root) in &self.jobs {
             let source = describe(job);
@@ -219,25 +225,16 @@ impl Run<'_> {
                 Err(f) if job.required && !f.skipped => {
                     // The deploy does not happen: this attempt's backups would name a release
                     // that never was (and the next attempt reuses its number).
-                    for r in out.iter().filter(|r| r.error.is_none()) {
-                        let root = &self
-                            .jobs
-                            .iter()
-                            .find(|(j, _)| j.name == r.job)
-                            .expect("job")
-                            .1;
-                        let _ = store::remove(root, r);
+                    for ((_, root), r) in self.jobs.iter().zip(&out) {
+                        if r.error.is_none() {
+                            let _ = store::remove(root, r);
+                        }
                     }
                     let mut message = format!(
                         "backup job '{}' failed, so the deploy of {}/{} did not start: {}",
                         job.name, self.region, self.env, f.what
                     );
-                    if !f.stderr.is_empty() {
-                        message.push_str("\n  stderr (last lines):");
-                        for l in &f.stderr {
-                            message.push_str(&format!("\n    {l}"));
-                        }
-                    }
+                    quote_stderr(&mut message, &f.stderr);
                     return Err(Error::usage_hint(
                         message,
                         "nothing was changed; fix the job (run it by hand to see it fail), or set `required: false` on it to deploy without this backup",
@@ -258,31 +255,16 @@ impl Run<'_> {
                         line.push_str(&format!("\n    {l}"));
                     }
                     ui.warn(line);
-                    let now = Utc::now();
                     out.push(BackupRecord {
-                        id,
-                        job: job.name.clone(),
-                        region: self.region.into(),
-                        environment: self.env.into(),
-                        release: self.release.into(),
-                        path: String::new(),
-                        compression: job.compression,
-                        source,
-                        required: job.required,
-                        started_at: now,
-                        finished_at: now,
-                        sha256: String::new(),
-                        bytes: 0,
-                        stored_sha256: String::new(),
-                        stored_bytes: 0,
                         error: Some(f.what),
+                        ..self.record(job, id, source, Utc::now())
                     });
                 }
             }
         }
         // Retention once every job has run: a failed deploy attempt never costs an old backup.
-        for (job, root) in &self.jobs {
-            if !out.iter().any(|r| r.job == job.name && r.error.is_none()) {
+        for ((job, root), r) in self.jobs.iter().zip(&out) {
+            if r.error.is_some() {
                 continue;
             }
             match store::prune(root, self.region, self.env, &job.name, job.keep as usize) {
@@ -308,6 +290,34 @@ impl Run<'_> {
         Ok(out)
     }
 
+    /// The record of `job` taken at `at`, with nothing stored yet.
+    fn record(
+        &self,
+        job: &BackupJob,
+        id: String,
+        source: String,
+        at: DateTime<Utc>,
+    ) -> BackupRecord {
+        BackupRecord {
+            id,
+            job: job.name.clone(),
+            region: self.region.into(),
+            environment: self.env.into(),
+            release: self.release.into(),
+            path: String::new(),
+            compression: job.compression,
+            source,
+            required: job.required,
+            started_at: at,
+            finished_at: at,
+            sha256: String::new(),
+            bytes: 0,
+            stored_sha256: String::new(),
+            stored_bytes: 0,
+            error: None,
+        }
+    }
+
     async fn job(
         &self,
         job: &BackupJob,
@@ -322,16 +332,10 @@ impl Run<'_> {
             skipped: false,
         };
         let mut env = JobEnv::resolve(job).map_err(fail)?;
-        let (argv, exec_service) = match (&job.command, &job.exec) {
-            (Some(cmd), _) => (cmd, None),
-            (None, Some(x)) => (&x.command, Some(x.service.as_str())),
-            (None, None) => return Err(fail("the job has no command".into())),
+        let Some((argv, exec_service)) = job.argv() else {
+            return Err(fail("the job has no command".into()));
         };
-        let argv: Vec<String> = argv
-            .iter()
-            .map(|a| env.expand(a))
-            .collect::<Result<_, _>>()
-            .map_err(fail)?;
+        let argv = env.expand_all(argv).map_err(fail)?;
 
         let dir = store::release_dir(root, self.region, self.env, self.release);
         store::prepare_root(root)
@@ -345,20 +349,22 @@ impl Run<'_> {
         let started_at = Utc::now();
 
         let mut tail = Tail::default();
+        let mut no_container = false;
         let work = async {
-            match exec_service {
-                None => run_local(&argv, &env, &mut sink, &mut tail).await,
-                Some(service) => {
-                    match target
-                        .exec(service, &argv, &env.pairs(), &mut sink, &mut tail)
-                        .await
-                    {
-                        Ok(Some(0)) => Ok(()),
-                        Ok(Some(code)) => Err(format!("`{source}` exited {code}")),
-                        Ok(None) => Err(format!("no container of service '{service}' is running")),
-                        Err(e) => Err(format!("{e:#}")),
-                    }
+            let Some(service) = exec_service else {
+                return run_local(&argv, &env, &mut sink, &mut tail).await;
+            };
+            match target
+                .exec(service, &argv, &env.pairs(), &mut sink, &mut tail)
+                .await
+            {
+                Ok(Some(0)) => Ok(()),
+                Ok(Some(code)) => Err(format!("`{source}` exited {code}")),
+                Ok(None) => {
+                    no_container = true;
+                    Err(format!("no container of service '{service}' is running"))
                 }
+                Err(e) => Err(format!("{e:#}")),
             }
         };
         let outcome = match tokio::time::timeout(job.timeout.0, work).await {
@@ -371,52 +377,33 @@ impl Run<'_> {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r);
-        let result = match (outcome, stored) {
-            (Ok(()), Ok(stored)) => Ok(stored),
-            (Err(what), _) => Err(what),
-            (Ok(()), Err(e)) => Err(format!("cannot write {}: {e}", file.display())),
-        };
-        let stored = match result {
+        let stored = match outcome
+            .and_then(|()| stored.map_err(|e| format!("cannot write {}: {e}", file.display())))
+        {
             Ok(s) => s,
             Err(what) => {
                 let _ = std::fs::remove_file(&partial);
                 let _ = std::fs::remove_dir(&dir);
-                let skipped = exec_service.is_some()
-                    && self.first_release
-                    && bytes == 0
-                    && what.starts_with("no container");
+                let skipped = no_container && self.first_release && bytes == 0;
                 return Err(Failure {
                     what: if skipped {
                         format!("{what}, and no release serves yet: nothing to back up")
                     } else {
                         what
                     },
-                    stderr: tail
-                        .lines(STDERR_LINES)
-                        .into_iter()
-                        .map(|l| env.redact(&l))
-                        .collect(),
+                    stderr: env.stderr(&tail),
                     skipped,
                 });
             }
         };
         let rec = BackupRecord {
-            id: id.to_string(),
-            job: job.name.clone(),
-            region: self.region.into(),
-            environment: self.env.into(),
-            release: self.release.into(),
             path: file.display().to_string(),
-            compression: job.compression,
-            source: source.to_string(),
-            required: job.required,
-            started_at,
             finished_at: Utc::now(),
             sha256,
             bytes,
             stored_sha256: stored.sha256,
             stored_bytes: stored.bytes,
-            error: None,
+            ..self.record(job, id.to_string(), source.to_string(), started_at)
         };
         // A backup that exists has its manifest: the dump is renamed in last.
         let manifest = store::manifest_path(root, id);
@@ -470,6 +457,8 @@ async fn run_local<W: AsyncWrite + Unpin>(
 }
 
 /// A job's environment with secrets resolved, and what to mask in anything shown.
+/// `JobEnv::default()` has no variables (a restore whose job is no longer configured).
+#[derive(Default)]
 pub struct JobEnv {
     vars: Vec<(String, String)>,
     /// Secret value → how it is shown instead.
@@ -479,10 +468,7 @@ pub struct JobEnv {
 impl JobEnv {
     /// Resolves the job's `env:`; a missing secret names its reference, never a value.
     pub fn resolve(job: &BackupJob) -> Result<JobEnv, String> {
-        let mut e = JobEnv {
-            vars: Vec::new(),
-            masks: Vec::new(),
-        };
+        let mut e = JobEnv::default();
         for (k, v) in &job.env {
             match v {
                 EnvValue::Plain(s) => e.vars.push((k.clone(), s.clone())),
@@ -493,21 +479,12 @@ impl JobEnv {
                             secret.0, job.name
                         )
                     })?;
-                    e.masks
-                        .push((value.clone(), format!("<secret:{}>", secret.0)));
+                    e.masks.push((value.clone(), v.to_string()));
                     e.vars.push((k.clone(), value));
                 }
             }
         }
         Ok(e)
-    }
-
-    /// No variables (a restore whose job is no longer configured).
-    pub fn empty() -> JobEnv {
-        JobEnv {
-            vars: Vec::new(),
-            masks: Vec::new(),
-        }
     }
 
     /// The variables with secrets resolved, for a command's environment (never printed).
@@ -518,6 +495,11 @@ impl JobEnv {
     /// `KEY=value` pairs (for a container exec).
     pub fn pairs(&self) -> Vec<String> {
         self.vars.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    /// [`JobEnv::expand`] on each argument of a command.
+    pub fn expand_all(&mut self, args: &[String]) -> Result<Vec<String>, String> {
+        args.iter().map(|a| self.expand(a)).collect()
     }
 
     /// Replaces `${NAME}` (and `${NAME:-default}`) with the job's variable or this machine's
@@ -569,14 +551,32 @@ impl JobEnv {
         }
         out
     }
+
+    /// The last lines of a failed command's stderr, secrets masked.
+    pub fn stderr(&self, tail: &Tail) -> Vec<String> {
+        tail.lines(STDERR_LINES)
+            .iter()
+            .map(|l| self.redact(l))
+            .collect()
+    }
+}
+
+/// Appends `lines` (the end of a failed command's stderr) to an error message.
+pub(crate) fn quote_stderr(message: &mut String, lines: &[String]) {
+    if !lines.is_empty() {
+        message.push_str("\n  stderr (last lines):");
+        for l in lines {
+            message.push_str(&format!("\n    {l}"));
+        }
+    }
 }
 
 /// The job as written: `pg_dump --dbname ${DATABASE_URL}` or `exec db: pg_dump …`.
 pub fn describe(job: &BackupJob) -> String {
-    match (&job.command, &job.exec) {
-        (Some(cmd), _) => cmd.join(" "),
-        (None, Some(x)) => format!("exec in {}: {}", x.service, x.command.join(" ")),
-        (None, None) => String::new(),
+    match job.argv() {
+        Some((cmd, None)) => cmd.join(" "),
+        Some((cmd, Some(service))) => format!("exec in {service}: {}", cmd.join(" ")),
+        None => String::new(),
     }
 }
 
@@ -663,6 +663,11 @@ mod tests {
             first_release: false,
             jobs: jobs.into_iter().map(|j| (j, root.to_path_buf())).collect(),
         }
+    }
+
+    /// The error of a run that fails, as text.
+    async fn failure(run: Run<'_>, target: &FakeExec) -> String {
+        run.run(&ui(), target).await.unwrap_err().to_string()
     }
 
     fn files(root: &Path) -> Vec<String> {
@@ -778,11 +783,7 @@ mod tests {
                 secret: SecretRef("env:PACKFY_TEST_BACKUP_SECRET".into()),
             },
         );
-        let e = run(dir.path(), "r1", vec![job])
-            .run(&ui(), &FakeExec(None))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = failure(run(dir.path(), "r1", vec![job]), &FakeExec(None)).await;
         assert!(
             e.ends_with("auth failed for <secret:env:PACKFY_TEST_BACKUP_SECRET> at ${PACKFY_TEST_BACKUP_URL}"),
             "{e}"
@@ -799,11 +800,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .push("${PACKFY_TEST_SURELY_UNSET}".into());
-        let e = run(dir.path(), "r1", vec![unset])
-            .run(&ui(), &FakeExec(None))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = failure(run(dir.path(), "r1", vec![unset]), &FakeExec(None)).await;
         assert!(
             e.ends_with("${PACKFY_TEST_SURELY_UNSET} is not set (in the job's env: or this machine's environment)"),
             "{e}"
@@ -811,11 +808,7 @@ mod tests {
         let mut slow = sh("b", "echo start; sleep 5");
         slow.timeout = crate::config::model::Duration(std::time::Duration::from_millis(300));
         let started = Instant::now();
-        let e = run(dir.path(), "r1", vec![slow])
-            .run(&ui(), &FakeExec(None))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = failure(run(dir.path(), "r1", vec![slow]), &FakeExec(None)).await;
         assert!(e.ends_with("timed out after 300ms"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(3));
         assert_eq!(files(dir.path()), [".gitignore"]);
@@ -890,20 +883,12 @@ mod tests {
             .unwrap()
             .contains("no release serves yet"));
         // Once a release serves, a missing container fails a required job.
-        let e = run(dir.path(), "r3", vec![job.clone()])
-            .run(&ui(), &FakeExec(None))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = failure(run(dir.path(), "r3", vec![job.clone()]), &FakeExec(None)).await;
         assert!(
             e.ends_with("no container of service 'web' is running"),
             "{e}"
         );
-        let e = run(dir.path(), "r3", vec![job])
-            .run(&ui(), &FakeExec(Some(("", 7))))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = failure(run(dir.path(), "r3", vec![job]), &FakeExec(Some(("", 7)))).await;
         assert!(
             e.ends_with("`exec in web: tar c` exited 7\n  stderr (last lines):\n    exec stderr"),
             "{e}"

@@ -218,6 +218,14 @@ pub fn verify(rec: &BackupRecord) -> io::Result<Verified> {
     })
 }
 
+/// What [`verify`] found wrong with `rec`, as sentences (empty when it matches its record).
+pub fn check(rec: &BackupRecord) -> Vec<String> {
+    match verify(rec) {
+        Ok(v) => v.problems(rec),
+        Err(e) => vec![format!("cannot read {}: {e}", rec.path)],
+    }
+}
+
 /// sha256 and size of a whole file.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut h = Hashing::new(io::sink());

@@ -46,21 +46,22 @@ impl<W> Hashing<W> {
         }
     }
 
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// The writer, the hex sha256 and the size of everything written.
     pub fn finish(self) -> (W, String, u64) {
         (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+    }
+
+    /// Accounts for `written`, what the inner writer took.
+    fn count(&mut self, written: &[u8]) {
+        self.hasher.update(written);
+        self.bytes += written.len() as u64;
     }
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
+        self.count(&buf[..n]);
         Ok(n)
     }
 
@@ -78,8 +79,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Hashing<W> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            this.hasher.update(&buf[..n]);
-            this.bytes += n as u64;
+            this.count(&buf[..n]);
         }
         polled
     }
@@ -251,6 +251,19 @@ impl Tail {
         let skip = lines.len().saturating_sub(n);
         lines.split_off(skip)
     }
+}
+
+/// Reads `r` to its end into a [`Tail`] (blocking; for a thread of its own).
+pub fn read_tail_blocking(mut r: impl io::Read) -> Tail {
+    let mut tail = Tail::default();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        tail.push(&buf[..n]);
+    }
+    tail
 }
 
 /// Reads `r` to its end into a [`Tail`].

@@ -58,6 +58,18 @@ impl Default for BackupJob {
     }
 }
 
+impl BackupJob {
+    /// The command and, for an `exec:` job, the service it runs in (`command:` wins when both
+    /// are set, which validation refuses); `None` when neither is.
+    pub fn argv(&self) -> Option<(&[String], Option<&str>)> {
+        match (&self.command, &self.exec) {
+            (Some(cmd), _) => Some((cmd, None)),
+            (None, Some(x)) => Some((&x.command, Some(&x.service))),
+            (None, None) => None,
+        }
+    }
+}
+
 /// `exec: {service: NAME, command: [...]}`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
-use super::diag::{did_you_mean, Diagnostic};
+use super::diag::{suggest, Diagnostic};
 use super::node::{Entry, Node, Value};
 
 #[derive(Debug)]
@@ -255,12 +255,9 @@ impl<'a> NodeDe<'a> {
                         &entry.key_loc,
                         format!("unknown field '{key}' in {}", self.label()),
                     );
-                    d.hint = Some(match did_you_mean(key, ["secret"]) {
-                        Some(s) => format!("did you mean '{s}'?"),
-                        None => {
-                            "an environment value is a plain value or {secret: \"env:NAME\"}".into()
-                        }
-                    });
+                    d.hint = Some(suggest(key, ["secret"], || {
+                        "an environment value is a plain value or {secret: \"env:NAME\"}".into()
+                    }));
                     self.push(d);
                     self.poison();
                     ok = false;
@@ -542,10 +539,9 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             if !self.path.is_empty() {
                 d.message.push_str(&format!(" in {}", self.path));
             }
-            d.hint = Some(match did_you_mean(key, fields.iter().copied()) {
-                Some(s) => format!("did you mean '{s}'?"),
-                None => format!("expected one of: {}", fields.join(", ")),
-            });
+            d.hint = Some(suggest(key, fields.iter().copied(), || {
+                format!("expected one of: {}", fields.join(", "))
+            }));
             self.push(d);
         }
         let r = visitor.visit_map(MapAcc::new(&self, known));
@@ -568,10 +564,9 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                     });
                     return self.own(r);
                 }
-                let hint = match did_you_mean(key, variants.iter().copied()) {
-                    Some(v) => format!("did you mean '{v}'?"),
-                    None => format!("expected one of: {}", variants.join(", ")),
-                };
+                let hint = suggest(key, variants.iter().copied(), || {
+                    format!("expected one of: {}", variants.join(", "))
+                });
                 self.push(
                     Diagnostic::at(
                         &entry.key_loc,
@@ -586,10 +581,9 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         let chosen = match &self.node.value {
             Value::Str(s) if variants.contains(&s.as_str()) => s.as_str(),
             Value::Str(s) => {
-                let hint = match did_you_mean(s, variants.iter().copied()) {
-                    Some(v) => format!("did you mean '{v}'?"),
-                    None => format!("expected one of: {}", variants.join(", ")),
-                };
+                let hint = suggest(s, variants.iter().copied(), || {
+                    format!("expected one of: {}", variants.join(", "))
+                });
                 self.record(format!("{}: unknown value '{s}'", self.label()), Some(hint));
                 return neutral_variant(variants, visitor);
             }

@@ -54,6 +54,18 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A hint naming the closest candidate to `word` ("did you mean 'x'?"), else `otherwise()`.
+pub fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    otherwise: impl FnOnce() -> String,
+) -> String {
+    match did_you_mean(word, candidates) {
+        Some(s) => format!("did you mean '{s}'?"),
+        None => otherwise(),
+    }
+}
+
 /// The closest candidate to `word`, if it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(
     word: &str,

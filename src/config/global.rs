@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::diag::{did_you_mean, Diagnostic};
+use super::diag::{suggest, Diagnostic};
 use super::node::Node;
 
 /// The keys of `_defaults.yaml` that are fleet settings, not region defaults.
@@ -64,10 +64,9 @@ pub fn from_defaults(defaults: Option<&Node>, regions: &[&str]) -> Result<Global
                 .map_or(root.loc.clone(), |n| n.loc.clone());
             if !regions.contains(&name.as_str()) {
                 let mut d = Diagnostic::at(&loc, format!("waves: no region named '{name}'"));
-                d.hint = Some(match did_you_mean(name, regions.iter().copied()) {
-                    Some(s) => format!("did you mean '{s}'?"),
-                    None => format!("regions are: {}", regions.join(", ")),
-                });
+                d.hint = Some(suggest(name, regions.iter().copied(), || {
+                    format!("regions are: {}", regions.join(", "))
+                }));
                 problems.push(d);
             } else if seen.contains(&name.as_str()) {
                 problems.push(

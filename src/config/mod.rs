@@ -170,10 +170,9 @@ impl Regions {
             None,
             format!("no region '{region}' in {}", self.dir.display()),
         );
-        d.hint = Some(match diag::did_you_mean(region, self.names()) {
-            Some(s) => format!("did you mean '{s}'?"),
-            None => format!("regions are: {}", self.names().join(", ")),
-        });
+        d.hint = Some(diag::suggest(region, self.names(), || {
+            format!("regions are: {}", self.names().join(", "))
+        }));
         Err(d)
     }
 
@@ -190,11 +189,10 @@ impl Regions {
         env: Environment,
     ) -> Option<(Effective, Option<Recovered>)> {
         let src = self.source(region)?;
-        let empty = merge::empty_like(&src.root);
         let defaults = self.defaults.as_ref().map(|d| &d.root);
         let mut tree = match defaults {
             Some(d) => merge::without(d, &DEFAULTS_NOT_INHERITED),
-            None => empty.clone(),
+            None => merge::empty_like(&src.root),
         };
         tree = merge::merge_except(tree, &src.root, &["environments"]);
         for layer in [defaults, Some(&src.root)].into_iter().flatten() {
@@ -490,15 +488,12 @@ fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
         match envs.value.as_map() {
             Some(m) => {
                 for (name, e) in &m.entries {
-                    if name.parse::<Environment>().is_err()
-                        || !Environment::NAMES.contains(&name.as_str())
-                    {
+                    if !Environment::NAMES.contains(&name.as_str()) {
                         let mut d =
                             Diagnostic::at(&e.key_loc, format!("unknown environment '{name}'"));
-                        d.hint = Some(match diag::did_you_mean(name, Environment::NAMES) {
-                            Some(s) => format!("did you mean '{s}'?"),
-                            None => "environments are development, staging and production".into(),
-                        });
+                        d.hint = Some(diag::suggest(name, Environment::NAMES, || {
+                            "environments are development, staging and production".into()
+                        }));
                         out.push(d);
                     } else if !matches!(e.value.value, Value::Map(_) | Value::Null) {
                         out.push(Diagnostic::at(
@@ -522,6 +517,23 @@ fn check_structure(src: &Source, is_defaults: bool) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Runs every (name, text, expected problems) case through `problems` and reports every
+/// mismatch at once: the harness of the message tests of `de.rs` and `validate.rs`.
+#[cfg(test)]
+fn check_cases<T: AsRef<str>>(
+    cases: &[(&str, T, &[&str])],
+    problems: impl Fn(&str) -> Vec<String>,
+) {
+    let mut failures = Vec::new();
+    for (name, text, expected) in cases {
+        let got = problems(text.as_ref());
+        if got != *expected {
+            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[cfg(test)]

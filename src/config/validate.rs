@@ -21,6 +21,13 @@ const SECRET_SUFFIXES: [&str; 7] = [
     "SECRET_KEY",
 ];
 
+/// An environment variable whose name says it is a secret, written as a plain value.
+pub(crate) fn is_plain_secret(key: &str, value: &EnvValue) -> bool {
+    let upper = key.to_ascii_uppercase();
+    matches!(value, EnvValue::Plain(v) if !v.is_empty())
+        && SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
+}
+
 struct Ctx<'a> {
     tree: &'a Node,
     /// Key paths whose typed value is a stand-in for a value that failed to deserialize.
@@ -435,10 +442,7 @@ pub fn region_partial(
                     "letters, digits and '_', not starting with a digit",
                 );
             }
-            let upper = key.to_ascii_uppercase();
-            if matches!(value, EnvValue::Plain(v) if !v.is_empty())
-                && SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
-            {
+            if is_plain_secret(key, value) {
                 c.at(
                     &ep,
                     format!("{ep}: looks like a secret written in plain text"),

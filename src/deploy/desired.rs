@@ -228,7 +228,22 @@ mod tests {
         assert_eq!(d.env_shown["TOKEN"], "<secret:env:PACKFY_TEST_SECRET_X>");
         let rec = serde_json::to_string(&d.record()).unwrap();
         assert!(!rec.contains("s3cr3t-value"), "{rec}");
+        // (A hex digest never spells the value; what matters is that a rotated secret
+        // changes the hash, so its containers roll.)
         assert!(!d.spec_hash.contains("s3cr3t"));
+        std::env::set_var("PACKFY_TEST_SECRET_X", "rotated-value");
+        let rotated = desired(
+            "cuba",
+            "production",
+            "v1",
+            &cfg,
+            "backend",
+            &svc,
+            "img:v1",
+            "sha256:1",
+        )
+        .unwrap();
+        assert_ne!(rotated.spec_hash, d.spec_hash);
     }
 
     #[test]

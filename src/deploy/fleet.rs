@@ -37,7 +37,7 @@ pub fn worst(codes: impl IntoIterator<Item = ExitCode>) -> ExitCode {
 pub struct RegionOutcome {
     pub region: String,
     pub wave: usize,
-    pub exit_code: i32,
+    pub exit_code: ExitCode,
     pub outcome: &'static str,
     pub error: Option<String>,
     pub duration_secs: f64,
@@ -61,6 +61,12 @@ pub fn select(ctx: &Ctx, arg: &str) -> Result<Vec<String>> {
         })?;
     }
     Ok(names)
+}
+
+/// One progress line per region on an interactive terminal (not with -o json or -q).
+fn bars(ctx: &Ctx) -> Option<indicatif::MultiProgress> {
+    (crate::ui::interactive() && !ctx.ui.json() && ctx.ui.verbosity > crate::ui::Verbosity::Quiet)
+        .then(indicatif::MultiProgress::new)
 }
 
 fn region_ctx(ctx: &Ctx, region: &str, bars: Option<&indicatif::MultiProgress>) -> Ctx {
@@ -108,7 +114,7 @@ fn outcome(
     RegionOutcome {
         region,
         wave,
-        exit_code: code as i32,
+        exit_code: code,
         outcome: match code {
             ExitCode::Success => "succeeded",
             ExitCode::RolledBack => "rolled_back",
@@ -122,27 +128,12 @@ fn outcome(
     }
 }
 
-fn code_of(o: &RegionOutcome) -> ExitCode {
-    match o.exit_code {
-        0 => ExitCode::Success,
-        1 => ExitCode::Changes,
-        2 => ExitCode::Usage,
-        3 => ExitCode::RolledBack,
-        5 => ExitCode::Locked,
-        6 => ExitCode::Unreachable,
-        _ => ExitCode::NeedsPerson,
-    }
-}
-
 /// `deploy --region a,b | all`.
 pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> Result<ExitCode> {
     let regions = ctx.load()?;
     let global = regions.global().map_err(Error::Config)?;
     let waves = plan_waves(&selected, &global.waves);
-    let bars = (crate::ui::interactive()
-        && !ctx.ui.json()
-        && ctx.ui.verbosity > crate::ui::Verbosity::Quiet)
-        .then(indicatif::MultiProgress::new);
+    let bars = bars(ctx);
     let mut results: Vec<RegionOutcome> = Vec::new();
     let mut failed_wave = None;
     for (w, wave) in waves.iter().enumerate() {
@@ -162,7 +153,7 @@ pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> R
             .buffer_unordered(global.max_parallel.max(1) as usize)
             .collect()
             .await;
-        let failed = done.iter().any(|o| o.exit_code != 0);
+        let failed = done.iter().any(|o| o.exit_code != ExitCode::Success);
         results.extend(done);
         if failed {
             failed_wave = Some(w + 1);
@@ -183,7 +174,7 @@ pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> R
         }
         let to_undo: Vec<String> = results
             .iter()
-            .filter(|o| o.exit_code == 0)
+            .filter(|o| o.exit_code == ExitCode::Success)
             .filter(|o| match global.on_failure {
                 OnFailure::Halt => false,
                 OnFailure::RollbackWave => o.wave == w,
@@ -209,15 +200,10 @@ pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> R
                 .await;
             for u in undone {
                 if let Some(o) = results.iter_mut().find(|o| o.region == u.region) {
-                    o.outcome = if u.exit_code == 0 {
-                        "rolled_back"
+                    (o.outcome, o.exit_code) = if u.exit_code == ExitCode::Success {
+                        ("rolled_back", ExitCode::RolledBack)
                     } else {
-                        "failed"
-                    };
-                    o.exit_code = if u.exit_code == 0 {
-                        ExitCode::RolledBack as i32
-                    } else {
-                        ExitCode::NeedsPerson as i32
+                        ("failed", ExitCode::NeedsPerson)
                     };
                     o.error = u
                         .error
@@ -231,10 +217,7 @@ pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> R
 
 /// `rollback --region a,b | all`: every region at once.
 pub async fn rollback(ctx: &Ctx, selected: Vec<String>) -> Result<ExitCode> {
-    let bars = (crate::ui::interactive()
-        && !ctx.ui.json()
-        && ctx.ui.verbosity > crate::ui::Verbosity::Quiet)
-        .then(indicatif::MultiProgress::new);
+    let bars = bars(ctx);
     let runs = selected
         .iter()
         .map(|r| one_rollback(region_ctx(ctx, r, bars.as_ref()), r.clone(), 1));
@@ -251,7 +234,7 @@ fn report(
     waves: &[Vec<String>],
     what: &str,
 ) -> Result<ExitCode> {
-    let code = worst(results.iter().map(code_of));
+    let code = worst(results.iter().map(|o| o.exit_code));
     let not_started: Vec<&String> = waves
         .iter()
         .flatten()

@@ -193,21 +193,16 @@ impl Session {
     }
 
     fn member(&self, c: &LiveContainer) -> Member {
-        let backends = self.backends();
+        // Only this service's backend: the whole map is built once per rollout, not per container.
+        let backend = match (&self.cfg.traffic, &self.lb) {
+            (Traffic::Haproxy(h), Some(_)) => h.backends.get(&c.service).map(|b| expand_env(b)),
+            _ => None,
+        };
         Member {
             service: c.service.clone(),
             id: c.id.clone(),
             name: c.name.clone(),
-            server: if self.lb.is_some() {
-                backends.get(&c.service).map(|b| {
-                    (
-                        b.clone(),
-                        self.scope.server(&c.service, &c.release, c.index),
-                    )
-                })
-            } else {
-                None
-            },
+            server: backend.map(|b| (b, self.scope.server(&c.service, &c.release, c.index))),
             addr: None,
         }
     }
@@ -361,6 +356,19 @@ pub(crate) async fn after_rollback(
     }
 }
 
+/// The warning before a run restores what an interrupted release `last` replaced.
+pub(crate) fn recovering(last: &Release) -> String {
+    format!(
+        "release {} ({}) was interrupted: started {} by {} on {}, never finished; restoring {}",
+        last.id,
+        last.version,
+        last.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        last.actor,
+        last.runner,
+        last.previous.as_deref().unwrap_or("the state before it")
+    )
+}
+
 /// Where a region's notices go (any target).
 pub(crate) struct Notify<'a> {
     pub cfg: &'a RegionConfig,
@@ -370,6 +378,18 @@ pub(crate) struct Notify<'a> {
 }
 
 impl Notify<'_> {
+    /// The notice that a deploy of `env.version` as `env.release` starts.
+    pub async fn start(&self, env: &HookEnv) {
+        self.send(
+            NotifyKind::Start,
+            &env.version,
+            Some(env.release.clone()),
+            env.previous.clone(),
+            None,
+        )
+        .await;
+    }
+
     /// Sends a notification to the region's webhooks; never fails, warns when undelivered.
     pub async fn send(
         &self,
@@ -414,8 +434,14 @@ pub fn version_of(opts: &DeployOptions, cfg: &RegionConfig) -> Option<String> {
     cfg.version.clone()
 }
 
-/// A short hash of the uncommitted changes, so two dirty builds of one commit differ.
+/// A short hash of the uncommitted changes, so two dirty builds of one commit differ. Read
+/// once per process, like `release::git_commit`: a fleet run asks once per region.
 fn dirty_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(find_dirty_hash).clone()
+}
+
+fn find_dirty_hash() -> String {
     use sha2::{Digest, Sha256};
     let diff = std::process::Command::new("git")
         .args(["diff", "HEAD"])
@@ -434,8 +460,7 @@ pub async fn resolve_images_for_build(
 ) -> Result<Vec<(String, String, String)>> {
     let mut out = Vec::new();
     for (name, svc) in &s.cfg.services {
-        let repo = expand_env(svc.image.as_deref().unwrap_or_default());
-        let image = format!("{repo}:{version}");
+        let (repo, image) = image_ref(svc, version);
         if let (Some(build), false) = (&svc.build, opts.no_build) {
             ctx.ui.status("Building", format!("{name} → {image}"));
             let ui = ctx.ui.clone();
@@ -473,13 +498,14 @@ async fn resolve_images(
     let built = resolve_images_for_build(ctx, s, version, opts).await?;
     let mut out = Vec::new();
     for (name, svc) in &s.cfg.services {
-        let repo = expand_env(svc.image.as_deref().unwrap_or_default());
-        let image = format!("{repo}:{version}");
+        let (_, image) = image_ref(svc, version);
         let image_id = match built.iter().find(|(n, ..)| n == name) {
             Some((_, _, id)) => id.clone(),
             None => match s.engine.image_id(&image).await? {
                 Some(id) => id,
-                None if !has_registry(&image) => {
+                // Without a registry host it would be pulled from Docker Hub, which deploys
+                // here never rely on.
+                None if crate::docker::registry_host(&image).is_none() => {
                     return Err(Error::usage_hint(
                         format!("image {image} is not on the engine at {}", s.engine.endpoint),
                         "build it (packfy-deploy build), or name it REGISTRY/NAME and push it there so the engine can pull it; nothing was changed",
@@ -510,12 +536,11 @@ async fn resolve_images(
     Ok(out)
 }
 
-/// Whether an image name starts with a registry host (`127.0.0.1:5000/x`, `ghcr.io/x`).
-/// Others would be pulled from Docker Hub, which deploys here never rely on.
-fn has_registry(image: &str) -> bool {
-    image
-        .split_once('/')
-        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
+/// A service's image repository (`image:`, variables expanded) and its reference at `version`.
+fn image_ref(svc: &Service, version: &str) -> (String, String) {
+    let repo = expand_env(svc.image.as_deref().unwrap_or_default());
+    let image = format!("{repo}:{version}");
+    (repo, image)
 }
 
 /// What `deploy` would do, without building, pulling or changing anything.
@@ -530,8 +555,7 @@ pub async fn plan(
     let mut notes = Vec::new();
     let mut plans = Vec::new();
     for (name, svc) in &s.cfg.services {
-        let repo = expand_env(svc.image.as_deref().unwrap_or_default());
-        let image = format!("{repo}:{version}");
+        let (_, image) = image_ref(svc, &version);
         let image_id = match s.engine.image_id(&image).await? {
             Some(id) => id,
             None => {
@@ -592,20 +616,11 @@ pub async fn live_and_desired_lines(s: &Session, opts: &DeployOptions) -> Result
     names.sort();
     for name in names {
         let svc = &s.cfg.services[name];
-        let repo = expand_env(svc.image.as_deref().unwrap_or_default());
+        let (_, image) = image_ref(svc, &version);
         right.push_str(&format!("{name}.replicas: {}\n", svc.replicas));
-        right.push_str(&format!("{name}.image: {repo}:{version}\n"));
-        let d = desired::desired(
-            &s.region,
-            &s.env,
-            &version,
-            &s.cfg,
-            name,
-            svc,
-            &format!("{repo}:{version}"),
-            "",
-        )
-        .map_err(|e| Error::usage_hint(e.to_string(), "set it where the command runs"))?;
+        right.push_str(&format!("{name}.image: {image}\n"));
+        let d = desired::desired(&s.region, &s.env, &version, &s.cfg, name, svc, &image, "")
+            .map_err(|e| Error::usage_hint(e.to_string(), "set it where the command runs"))?;
         for (k, v) in &d.env_shown {
             right.push_str(&format!("{name}.env.{k}: {v}\n"));
         }
@@ -820,15 +835,7 @@ async fn locked_deploy(
     s.pre_hooks(ctx, HookKind::PreDeploy, &hook_env).await?;
     let backups =
         crate::backup::before_deploy(ctx, s, &hook_env.release, current.is_none()).await?;
-    s.notifier()
-        .send(
-            NotifyKind::Start,
-            version,
-            Some(hook_env.release.clone()),
-            hook_env.previous.clone(),
-            None,
-        )
-        .await;
+    s.notifier().start(&hook_env).await;
     let mut rec = new_record(
         s,
         number,
@@ -877,14 +884,8 @@ async fn locked_deploy(
                 d.service.rollout.max_unavailable,
                 old.len() as u32,
             );
-            let first_index = live
-                .iter()
-                .filter(|c| c.service == d.name)
-                .map(|c| c.index)
-                .max()
-                .unwrap_or(0)
-                + 1;
-            ro.service(d, old, Vec::new(), &steps, first_index).await?;
+            ro.service(d, old, Vec::new(), &steps, next_index(&live, &d.name))
+                .await?;
         }
         let report = ro.bake(&desired).await?;
         if report.responses > 0 {
@@ -907,7 +908,7 @@ async fn locked_deploy(
     let outcome = interruptible(work).await;
     let failed = outcome.as_ref().err().map(|e| format!("{e:#}"));
     let (release, previous) = (Some(rec.id.clone()), rec.previous.clone());
-    let result = finish_release(ctx, s, rec, &ro, &desired, outcome, started).await;
+    let result = finish_release(ctx, s, rec, &history, &ro, &desired, outcome, started).await;
     match (&failed, &result) {
         (None, _) => {
             s.notifier()
@@ -962,11 +963,13 @@ pub(crate) async fn interruptible<F: std::future::Future<Output = anyhow::Result
     }
 }
 
-/// Records the outcome; on failure restores first.
+/// Records the outcome; on failure restores first. `history` is every record before `rec`.
+#[allow(clippy::too_many_arguments)]
 async fn finish_release(
     ctx: &Ctx,
     s: &Session,
     mut rec: Release,
+    history: &[Release],
     ro: &Rollout<'_>,
     desired: &[Desired],
     outcome: anyhow::Result<()>,
@@ -997,7 +1000,8 @@ async fn finish_release(
             rec.outcome = Outcome::Succeeded;
             rec.finished_at = Some(Utc::now());
             s.engine.save_release(&s.scope, &rec).await?;
-            prune(ctx, s).await;
+            let all: Vec<Release> = history.iter().cloned().chain([rec.clone()]).collect();
+            prune(ctx, s, &all).await;
             ctx.ui.status(
                 "Deployed",
                 format!(
@@ -1225,6 +1229,17 @@ fn running_services(live: &[LiveContainer]) -> Vec<String> {
     v
 }
 
+/// The index a new container of `service` gets: one past any it has, running or retained,
+/// so a name is never reused.
+fn next_index(live: &[LiveContainer], service: &str) -> u32 {
+    live.iter()
+        .filter(|c| c.service == service)
+        .map(|c| c.index)
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
 fn plan_for(d: &Desired, live: &[LiveContainer]) -> ServicePlan {
     let running: Vec<&LiveContainer> = live
         .iter()
@@ -1313,10 +1328,8 @@ async fn describe_live(s: &Session) -> String {
 }
 
 /// Removes retained containers of releases beyond `keep_releases`, in this scope only.
-async fn prune(ctx: &Ctx, s: &Session) {
-    let Ok(history) = s.engine.releases(&s.scope).await else {
-        return;
-    };
+/// `history` is every record of the scope, oldest first (as just saved: not read again).
+async fn prune(ctx: &Ctx, s: &Session, history: &[Release]) {
     let keep: Vec<String> = history
         .iter()
         .rev()
@@ -1337,9 +1350,11 @@ async fn prune(ctx: &Ctx, s: &Session) {
         }
     }
     if history.len() > RECORDS_KEPT {
-        for r in &history[..history.len() - RECORDS_KEPT] {
-            let _ = s.engine.forget_release(&s.scope, &r.id).await;
-        }
+        let gone: Vec<&str> = history[..history.len() - RECORDS_KEPT]
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        let _ = s.engine.forget_releases(&s.scope, &gone).await;
     }
 }
 
@@ -1349,15 +1364,7 @@ async fn recover_interrupted(ctx: &Ctx, s: &Session, history: &[Release]) -> Res
     let Some(last) = history.last().filter(|r| r.outcome == Outcome::InProgress) else {
         return Ok(false);
     };
-    ctx.ui.warn(format!(
-        "release {} ({}) was interrupted: started {} by {} on {}, never finished; restoring {}",
-        last.id,
-        last.version,
-        last.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        last.actor,
-        last.runner,
-        last.previous.as_deref().unwrap_or("the state before it")
-    ));
+    ctx.ui.warn(recovering(last));
     let target = last
         .previous
         .as_ref()
@@ -1460,13 +1467,6 @@ async fn restore_release(
             // A rollback goes back in one batch: the retained containers start together and the
             // replaced ones leave together, still never below the wanted count in rotation.
             let steps = rolling_steps(wanted, wanted.max(1), 0, old.len() as u32);
-            let first_index = live
-                .iter()
-                .filter(|c| c.service == d.name)
-                .map(|c| c.index)
-                .max()
-                .unwrap_or(0)
-                + 1;
             ctx.ui.status(
                 "Restoring",
                 format!(
@@ -1477,7 +1477,8 @@ async fn restore_release(
                     old.len()
                 ),
             );
-            ro.service(d, old, reuse, &steps, first_index).await?;
+            ro.service(d, old, reuse, &steps, next_index(&live, &d.name))
+                .await?;
         }
         // Services the target did not have (or no target at all): stop what runs.
         for c in live

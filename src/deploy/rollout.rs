@@ -19,7 +19,6 @@ use crate::docker::naming::{self, Scope};
 use crate::docker::{ContainerSpec, Engine};
 use crate::health::{self, CheckResult, Thresholds, Verdict};
 use crate::plan::Step;
-use crate::release::ContainerRecord;
 use crate::traffic::haproxy::{Haproxy, ServerState};
 use crate::ui::Ui;
 
@@ -75,10 +74,11 @@ impl Rollout<'_> {
         mut reuse: Vec<Member>,
         steps: &[Step],
         first_index: u32,
-    ) -> anyhow::Result<Vec<ContainerRecord>> {
+    ) -> anyhow::Result<()> {
         let mut old = old;
         let mut next_index = first_index;
-        let mut created: Vec<ContainerRecord> = Vec::new();
+        // New replicas in rotation so far, for the progress display (the ledger records them).
+        let mut in_rotation = 0u64;
         for step in steps {
             self.still_alive().await?;
             match *step {
@@ -116,14 +116,10 @@ impl Rollout<'_> {
                     }
                     for m in &ready {
                         self.enter_rotation(d, m).await?;
-                        created.push(ContainerRecord {
-                            name: m.name.clone(),
-                            id: m.id.clone(),
-                            addr: m.addr.map(|a| a.to_string()),
-                        });
+                        in_rotation += 1;
                     }
                     self.ui
-                        .progress(&d.name, created.len() as u64, u64::from(d.replicas));
+                        .progress(&d.name, in_rotation, u64::from(d.replicas));
                     self.ui.status(
                         "Healthy",
                         format!(
@@ -147,7 +143,7 @@ impl Rollout<'_> {
                 }
             }
         }
-        Ok(created)
+        Ok(())
     }
 
     /// The containers this rollout started so far.
@@ -285,23 +281,21 @@ impl Rollout<'_> {
     /// Drains an old container out of rotation, then stops it (it is kept for rollback).
     async fn retire(&self, d: &Desired, m: &Member) -> anyhow::Result<()> {
         self.ledger.lock().expect("ledger").stopped.push(m.clone());
-        let in_lb = match (self.lb, &m.server) {
-            (Some(lb), Some((backend, server))) => lb.server(backend, server).await?.is_some(),
-            _ => false,
-        };
-        if let (true, Some(lb), Some((backend, server))) = (in_lb, self.lb, &m.server) {
-            self.ui.status("Draining", server.to_string());
-            lb.set_state(backend, server, ServerState::Drain).await?;
-            if !lb
-                .wait_drained(backend, server, d.service.rollout.drain_timeout.0)
-                .await?
-            {
-                self.ui.warn(format!(
+        if let (Some(lb), Some((backend, server))) = (self.lb, &m.server) {
+            if lb.server(backend, server).await?.is_some() {
+                self.ui.status("Draining", server.to_string());
+                lb.set_state(backend, server, ServerState::Drain).await?;
+                if !lb
+                    .wait_drained(backend, server, d.service.rollout.drain_timeout.0)
+                    .await?
+                {
+                    self.ui.warn(format!(
                     "{server} still had sessions after the {} drain timeout; stopping it anyway",
                     d.service.rollout.drain_timeout
                 ));
+                }
+                lb.del_server(backend, server).await?;
             }
-            lb.del_server(backend, server).await?;
         }
         self.engine
             .stop(&m.id, d.service.stop_grace_period.0)

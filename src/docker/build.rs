@@ -150,10 +150,7 @@ impl Engine {
 
 /// Credentials for the registry of `repo` from the Docker config file (`auths`), if any.
 fn registry_credentials(repo: &str) -> Option<DockerCredentials> {
-    let registry = repo
-        .split('/')
-        .next()
-        .filter(|h| h.contains('.') || h.contains(':'))?;
+    let registry = super::registry_host(repo)?;
     let dir = std::env::var("DOCKER_CONFIG")
         .map(PathBuf::from)
         .ok()

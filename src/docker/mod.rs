@@ -336,6 +336,15 @@ impl Engine {
     }
 }
 
+/// The registry host an image name starts with (`127.0.0.1:5000/x`, `ghcr.io/x`,
+/// `localhost/x`); None for a Docker Hub name (`x`, `library/x`).
+pub fn registry_host(image: &str) -> Option<&str> {
+    image
+        .split_once('/')
+        .map(|(host, _)| host)
+        .filter(|h| h.contains('.') || h.contains(':') || *h == "localhost")
+}
+
 fn state_of(c: ContainerInspectResponse) -> ContainerState {
     let st = c.state.unwrap_or_default();
     let mut ports = HashMap::new();

@@ -219,10 +219,13 @@ impl Engine {
         Ok(out)
     }
 
-    /// Removes the records of releases that are no longer kept.
-    pub async fn forget_release(&self, scope: &Scope, id: &str) -> anyhow::Result<()> {
+    /// Removes the records of releases that are no longer kept (one listing for all of them).
+    pub async fn forget_releases(&self, scope: &Scope, ids: &[&str]) -> anyhow::Result<()> {
         for labels in self.volumes(&scope.filter("release")).await? {
-            if labels.get(naming::RELEASE).map(String::as_str) == Some(id) {
+            if labels
+                .get(naming::RELEASE)
+                .is_some_and(|r| ids.contains(&r.as_str()))
+            {
                 if let Some(name) = labels.get("__name") {
                     self.remove_volume(name).await?;
                 }

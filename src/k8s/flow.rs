@@ -160,15 +160,7 @@ async fn locked_deploy(
     };
     deploy::pre_hooks(ctx, &c.cfg, &c.root, HookKind::PreDeploy, &hook_env).await?;
     let notify = c.notifier(ctx);
-    notify
-        .send(
-            NotifyKind::Start,
-            version,
-            Some(hook_env.release.clone()),
-            hook_env.previous.clone(),
-            None,
-        )
-        .await;
+    notify.start(&hook_env).await;
     let mut rec = Record {
         release: c.new_release(
             number,
@@ -326,15 +318,7 @@ fn summary(c: &Cluster, outcome: &str, r: &Release, started: Instant) -> Summary
 /// back its backup and record it rolled back.
 async fn recover(ctx: &Ctx, c: &Cluster, last: &Record) -> Result<()> {
     let r = &last.release;
-    ctx.ui.warn(format!(
-        "release {} ({}) was interrupted: started {} by {} on {}, never finished; restoring {}",
-        r.id,
-        r.version,
-        r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        r.actor,
-        r.runner,
-        r.previous.as_deref().unwrap_or("the state before it")
-    ));
+    ctx.ui.warn(deploy::recovering(r));
     let mut rec = last.clone();
     match c.restore(ctx, &last.before).await {
         Ok(()) => {

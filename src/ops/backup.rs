@@ -11,8 +11,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::anyhow;
 
-use crate::backup::stream::{Hashing, Tail};
-use crate::backup::{human_bytes, store, store_root, BackupRecord, JobEnv};
+use crate::backup::stream::read_tail_blocking;
+use crate::backup::{
+    human_bytes, quote_stderr, store, store_dir, store_root, BackupRecord, JobEnv,
+};
 use crate::cli::BackupCommand;
 use crate::config::backups::BackupJob;
 use crate::config::{Environment, Regions};
@@ -28,22 +30,22 @@ pub fn run(ctx: &Ctx, cmd: BackupCommand) -> Result<ExitCode> {
     }
 }
 
-/// The job of a region as configured for `env` now, if it still exists.
-fn job_config(regions: &Regions, region: &str, env: Environment, job: &str) -> Option<BackupJob> {
-    let cfg = regions.effective(region, env)?.config.ok()?;
-    cfg.backups.into_iter().find(|j| j.name == job)
+/// The backup jobs of a region as configured for `env` now (none when it does not load).
+fn jobs(regions: &Regions, region: &str, env: Environment) -> Vec<BackupJob> {
+    regions
+        .effective(region, env)
+        .and_then(|e| e.config.ok())
+        .map(|cfg| cfg.backups)
+        .unwrap_or_default()
 }
 
-/// Where a region's backups for `env` may be: every job's store, and the default one.
-fn roots(ctx: &Ctx, regions: &Regions, region: &str, env: Environment) -> Vec<PathBuf> {
-    let default = ctx.sibling(store::DEFAULT_STORE);
-    let mut v = vec![std::path::absolute(&default).unwrap_or(default)];
-    if let Some(Ok(cfg)) = regions.effective(region, env).map(|e| e.config) {
-        for j in &cfg.backups {
-            let r = store_root(ctx, j);
-            if !v.contains(&r) {
-                v.push(r);
-            }
+/// Where the backups of a region's `jobs` may be: every job's store, and the default one.
+fn roots(ctx: &Ctx, jobs: &[BackupJob]) -> Vec<PathBuf> {
+    let mut v = vec![store_dir(ctx, None)];
+    for j in jobs {
+        let r = store_root(ctx, j);
+        if !v.contains(&r) {
+            v.push(r);
         }
     }
     v
@@ -72,7 +74,7 @@ fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
     let mut searched: Vec<PathBuf> = Vec::new();
     for name in &names {
         for env in &envs {
-            for root in roots(ctx, &regions, name, *env) {
+            for root in roots(ctx, &jobs(&regions, name, *env)) {
                 for rec in store::scan(&root, name, Some(env.as_str())) {
                     if !all.iter().any(|r| r.path == rec.path) {
                         all.push(rec);
@@ -112,8 +114,9 @@ fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
-/// The backup `id` names, from the store directories of its region.
-fn find(ctx: &Ctx, regions: &Regions, id: &str) -> Result<BackupRecord> {
+/// The backup `id` names, from the store directories of its region, and the region's jobs
+/// as configured now.
+fn find(ctx: &Ctx, regions: &Regions, id: &str) -> Result<(BackupRecord, Vec<BackupJob>)> {
     let Some([region, env, ..]) = store::parse_id(id) else {
         return Err(Error::usage_hint(
             format!("'{id}' is not a backup ID"),
@@ -121,11 +124,13 @@ fn find(ctx: &Ctx, regions: &Regions, id: &str) -> Result<BackupRecord> {
         ));
     };
     let env: Environment = env.parse().map_err(Error::usage)?;
-    let roots = roots(ctx, regions, region, env);
+    let jobs = jobs(regions, region, env);
+    let roots = roots(ctx, &jobs);
     for root in &roots {
         let manifest = store::manifest_path(root, id);
         if manifest.exists() {
             return store::read_manifest(&manifest)
+                .map(|rec| (rec, jobs))
                 .map_err(|e| Error::usage(format!("cannot read {}: {e}", manifest.display())));
         }
     }
@@ -138,11 +143,8 @@ fn find(ctx: &Ctx, regions: &Regions, id: &str) -> Result<BackupRecord> {
 /// `backup verify ID`: exit 0 when the file matches its record, 1 when it does not.
 fn verify(ctx: &Ctx, id: &str) -> Result<ExitCode> {
     let regions = ctx.load()?;
-    let rec = find(ctx, &regions, id)?;
-    let problems = match store::verify(&rec) {
-        Ok(v) => v.problems(&rec),
-        Err(e) => vec![format!("cannot read {}: {e}", rec.path)],
-    };
+    let (rec, _) = find(ctx, &regions, id)?;
+    let problems = store::check(&rec);
     if ctx.ui.json() {
         ctx.ui.out_json(&serde_json::json!({
             "id": rec.id, "ok": problems.is_empty(), "path": rec.path,
@@ -174,9 +176,8 @@ fn verify(ctx: &Ctx, id: &str) -> Result<ExitCode> {
 /// `backup restore ID [--yes] [--into COMMAND…]`
 fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> {
     let regions = ctx.load()?;
-    let rec = find(ctx, &regions, id)?;
-    let env: Environment = rec.environment.parse().map_err(Error::usage)?;
-    let job = job_config(&regions, &rec.region, env, &rec.job);
+    let (rec, jobs) = find(ctx, &regions, id)?;
+    let job = jobs.into_iter().find(|j| j.name == rec.job);
     let template: Vec<String> = if !into.is_empty() {
         into.to_vec()
     } else if let Some(r) = job.as_ref().and_then(|j| j.restore.clone()) {
@@ -189,13 +190,9 @@ fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> 
     };
     let mut env_vars = match &job {
         Some(j) => JobEnv::resolve(j).map_err(Error::usage)?,
-        None => JobEnv::empty(),
+        None => JobEnv::default(),
     };
-    let argv: Vec<String> = template
-        .iter()
-        .map(|a| env_vars.expand(a))
-        .collect::<Result<_, _>>()
-        .map_err(Error::usage)?;
+    let argv = env_vars.expand_all(&template).map_err(Error::usage)?;
     let command = template.join(" ");
 
     if !yes {
@@ -223,10 +220,7 @@ fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> 
     }
 
     ctx.ui.status("Verifying", id);
-    let problems = match store::verify(&rec) {
-        Ok(v) => v.problems(&rec),
-        Err(e) => vec![format!("cannot read {}: {e}", rec.path)],
-    };
+    let problems = store::check(&rec);
     if !problems.is_empty() {
         return Err(Error::usage_hint(
             format!(
@@ -242,7 +236,7 @@ fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> 
         .args(&argv[1..])
         .envs(env_vars.vars())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
@@ -251,35 +245,16 @@ fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> 
                 "nothing was restored",
             )
         })?;
-    let tail_of = |r: Option<Box<dyn io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut tail = Tail::default();
-            if let Some(mut r) = r {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.push(&buf[..n]);
-                }
-            }
-            tail
-        })
-    };
-    let out_tail = tail_of(child.stdout.take().map(|s| Box::new(s) as _));
-    let err_tail = tail_of(child.stderr.take().map(|s| Box::new(s) as _));
+    let stderr = child.stderr.take().expect("piped");
+    let err_tail = std::thread::spawn(move || read_tail_blocking(stderr));
     let fed = {
-        let stdin = child.stdin.take().expect("piped");
-        let mut sink = Hashing::new(stdin);
-        let copied = store::open_dump(&rec).and_then(|mut dump| io::copy(&mut dump, &mut sink));
-        let (stdin, _, bytes) = sink.finish();
-        drop(stdin); // end of input: the command finishes
-        copied.map(|_| bytes)
+        let mut stdin = child.stdin.take().expect("piped");
+        store::open_dump(&rec).and_then(|mut dump| io::copy(&mut dump, &mut stdin))
+        // `stdin` is dropped here, ending the input: the command finishes.
     };
     let status = child
         .wait()
         .map_err(|e| anyhow!("waiting for `{}`: {e}", argv[0]))?;
-    let _ = out_tail.join();
     let stderr = err_tail.join().unwrap_or_default();
     match (status.success(), fed) {
         (true, Ok(bytes)) => {
@@ -305,13 +280,7 @@ fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> 
             if let Err(e) = fed {
                 message.push_str(&format!(" (feeding the dump: {e})"));
             }
-            let lines = stderr.lines(15);
-            if !lines.is_empty() {
-                message.push_str("\n  stderr (last lines):");
-                for l in lines {
-                    message.push_str(&format!("\n    {}", env_vars.redact(&l)));
-                }
-            }
+            quote_stderr(&mut message, &env_vars.stderr(&stderr));
             Err(
                 Error::failed(ExitCode::NeedsPerson, anyhow!(message)).with_hint(
                     "the destination may hold part of the dump; check it before trying again",

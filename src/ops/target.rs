@@ -213,9 +213,7 @@ pub fn status(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
                     }
                     ctx.ui.error(format!("{name}: {e}"));
                     all.push(serde_json::json!({"region": name, "error": e.to_string()}));
-                    if (e.code() as i32) > (worst as i32) {
-                        worst = e.code();
-                    }
+                    worst = deploy::fleet::worst([worst, e.code()]);
                 }
             }
         }

@@ -17,14 +17,7 @@ fn problems(text: &str) -> Vec<String> {
 }
 
 fn check_cases(cases: &[(&str, &str, &[&str])]) {
-    let mut failures = Vec::new();
-    for (name, text, expected) in cases {
-        let got = problems(text);
-        if got != *expected {
-            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    crate::config::check_cases(cases, problems);
 }
 
 #[test]

@@ -38,14 +38,7 @@ fn with(extra: &str) -> String {
 
 /// Runs every case and reports every mismatch at once.
 fn check_cases(cases: &[(&str, String, &[&str])]) {
-    let mut failures = Vec::new();
-    for (name, text, expected) in cases {
-        let got = problems(text);
-        if got != *expected {
-            failures.push(format!("{name}:\n  expected {expected:#?}\n  got {got:#?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    crate::config::check_cases(cases, problems);
 }
 
 #[test]
