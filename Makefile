@@ -20,16 +20,14 @@ include bench/config.mk
 include bench/backups.mk
 include bench/k8s.mk
 
-.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-deploy bench-fleet k8s-up k8s-down k8s-smoke
+.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-env release bench-deploy bench-fleet k8s-up k8s-down k8s-smoke
 
-env-up:
-	@tests/env/up.sh
+# make env-up → tests/env/up.sh, make k8s-smoke → tests/k8s/smoke.sh, …
+env-up env-down env-status: env-%:
+	@tests/env/$*.sh
 
-env-down:
-	@tests/env/down.sh
-
-env-status:
-	@tests/env/status.sh
+k8s-up k8s-down k8s-smoke: k8s-%:
+	@tests/k8s/$*.sh
 
 env-clean: env-down
 	rm -rf target/test-env
@@ -53,21 +51,14 @@ demo:
 # Benchmarks write bench/RESULTS.md, each section with the command that produced it.
 bench: bench-config bench-deploy bench-fleet
 
-bench-deploy:
-	@tests/env/up.sh >/dev/null
+# The release build, and the test environment with it: once per make run, however many
+# benchmarks need them.
+release:
 	@$(CARGO) build --release --quiet
-	@bench/deploy.sh
 
-k8s-up:
-	@tests/k8s/up.sh
-
-k8s-down:
-	@tests/k8s/down.sh
-
-k8s-smoke:
-	@tests/k8s/smoke.sh
-
-bench-fleet:
+bench-env: release
 	@tests/env/up.sh >/dev/null
-	@$(CARGO) build --release --quiet
-	@bench/fleet.sh
+
+# make bench-deploy → bench/deploy.sh, make bench-fleet → bench/fleet.sh
+bench-deploy bench-fleet: bench-%: bench-env
+	@bench/$*.sh

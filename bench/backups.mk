@@ -2,7 +2,5 @@
 # ~200 MB table and rewrites the "backups" section of bench/RESULTS.md (peak RSS of the CLI).
 .PHONY: bench-backups
 bench: bench-backups
-bench-backups:
-	@tests/env/up.sh >/dev/null
-	@$(CARGO) build --release --quiet
+bench-backups: bench-env
 	@bench/backups.sh

@@ -9,20 +9,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck disable=SC1091
 source bench/lib.sh
-# shellcheck disable=SC1091
-source target/test-env/env.sh
-bin="$root/target/release/packfy-deploy"
-[[ -x "$bin" ]] || cargo build --release --quiet
+bench_env
 rows="${PACKFY_BIG_DUMP_ROWS:-1400000}"
 work="$(mktemp -d)"
 tag="bkbench-$$"
 names=(bkbsmall bkbbig)
 tables=("bench_backup_small_$$" "bench_backup_big_$$")
 cleanup() {
-  for n in "${names[@]}"; do
-    docker ps -aq --filter "label=packfy.region=$n" | xargs -r docker rm -f >/dev/null
-    docker volume ls -q --filter "label=packfy.region=$n" | xargs -r docker volume rm -f >/dev/null
-  done
+  for n in "${names[@]}"; do remove_region "$n"; done
   for t in "${tables[@]}"; do psql --dbname "$PACKFY_PG_URL" -qc "DROP TABLE IF EXISTS $t" 2>/dev/null || true; done
   docker rmi "packfy-sample:$tag" >/dev/null 2>&1 || true
   rm -rf "$work"

@@ -11,12 +11,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck disable=SC1091
 source bench/lib.sh
-# shellcheck disable=SC1091
-source target/test-env/env.sh
+bench_env
 command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
-
-bin="$root/target/release/packfy-deploy"
-[[ -x "$bin" ]] || cargo build --release --quiet
 read -r -a backends <<<"$PACKFY_HAPROXY_BACKENDS"
 read -r -a frontends <<<"$PACKFY_HAPROXY_FRONTENDS"
 be="${backends[1]}" fe="${frontends[1]}"        # packfy-deploy's lane
@@ -49,8 +45,7 @@ pd() { "$bin" --regions-dir "$work/regions" -q "$@"; }
 now() { date +%s.%N; }
 
 # Clean slate for the bench region.
-docker ps -aq --filter label=packfy.region=bench | xargs -r docker rm -f >/dev/null
-docker volume ls -q --filter label=packfy.region=bench | xargs -r docker volume rm -f >/dev/null
+remove_region bench
 
 # 1. Inherent time of one container: docker run → /health answers 200 twice, 500 ms apart.
 inherent_one() {
@@ -156,6 +151,5 @@ MD
 )
 write_section docker "$section"
 echo "$section"
-docker ps -aq --filter label=packfy.region=bench | xargs -r docker rm -f >/dev/null
-docker volume ls -q --filter label=packfy.region=bench | xargs -r docker volume rm -f >/dev/null
+remove_region bench
 docker rmi -f "packfy-sample:$tag-v1" "packfy-sample:$tag-v2" >/dev/null 2>&1 || true

@@ -8,10 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck disable=SC1091
 source bench/lib.sh
-# shellcheck disable=SC1091
-source target/test-env/env.sh
-bin="$root/target/release/packfy-deploy"
-[[ -x "$bin" ]] || cargo build --release --quiet
+bench_env
 read -r -a hosts <<<"$PACKFY_DOCKER_HOSTS"
 work="$(mktemp -d)"
 names=(bfa bfb bfc bfd bfe)
@@ -20,11 +17,7 @@ kube_names=(bfd bfe)
 context="$("$PACKFY_KUBECTL" config current-context)"
 cleanup() {
   for n in "${kube_names[@]}"; do "$PACKFY_KUBECTL" delete namespace "bench-fleet-$n" --wait=false >/dev/null 2>&1 || true; done
-  for i in 0 1 2; do
-    h="${hosts[$((i % ${#hosts[@]}))]}"
-    DOCKER_HOST="$h" docker ps -aq --filter "label=packfy.region=${names[$i]}" | xargs -r env DOCKER_HOST="$h" docker rm -f >/dev/null
-    DOCKER_HOST="$h" docker volume ls -q --filter "label=packfy.region=${names[$i]}" | xargs -r env DOCKER_HOST="$h" docker volume rm -f >/dev/null
-  done
+  for i in 0 1 2; do remove_region "${names[$i]}" "${hosts[$((i % ${#hosts[@]}))]}"; done
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -3,6 +3,5 @@
 # and rewrites the "k8s" section of bench/RESULTS.md (wall time and API requests of each).
 .PHONY: bench-k8s
 bench: bench-k8s
-bench-k8s:
-	@$(CARGO) build --release --quiet
+bench-k8s: release
 	@bench/k8s.sh

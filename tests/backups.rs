@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{docker, unique_ident, unique_name, TestEnv};
-
-const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
+use support::{code, psql, stderr, unique_ident, unique_name, TestEnv};
 
 /// A region of its own in a temporary regions directory; `backups` is the YAML list of jobs.
 struct Region {
@@ -88,32 +86,15 @@ services:
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.dir.path())
-            .arg("--regions-dir")
-            .arg(self.regions_dir())
-            .args(args)
-            .env("PACKFY_PG_URL", &self.pg_url)
-            .env("PACKFY_ACTOR", "tester")
-            .env_remove("PACKFY_ENV")
-            .stdin(Stdio::null());
+        let mut c = support::cli(self.dir.path(), args);
+        c.env("PACKFY_PG_URL", &self.pg_url);
         c
     }
 
+    /// Runs the command; fails the test if its output shows the database URL (it carries
+    /// the password: only its reference may show) or a panic.
     fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The URL carries the database password: only its reference may show.
-        assert!(
-            !text.contains(&self.pg_url),
-            "the database URL appeared in the output of {args:?}:\n{text}"
-        );
-        assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
-        out
+        support::run_cli(&mut self.cmd(args), &[&self.pg_url])
     }
 
     fn deploy(&self, version: &str, extra: &[&str]) -> Output {
@@ -138,22 +119,8 @@ services:
 
     /// Every container of the region (any state, any environment), sorted IDs.
     fn containers(&self) -> Vec<String> {
-        let out = docker(
-            &self.host,
-            [
-                "ps",
-                "-aq",
-                "--no-trunc",
-                "--filter",
-                &format!("label=packfy.region={}", self.name),
-            ],
-        );
-        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
+        let region = format!("packfy.region={}", self.name);
+        support::container_ids(&self.host, &[&region], true)
     }
 
     fn running_versions(&self) -> Vec<String> {
@@ -166,24 +133,6 @@ impl Drop for Region {
         // Everything this region created on the engine, whatever the test did.
         support::remove_labelled(&self.host, &format!("packfy.region={}", self.name));
     }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-/// `psql URL -c SQL`, unaligned and quiet; panics on failure.
-fn psql(url: &str, sql: &str) -> String {
-    let out = support::run(
-        Command::new("psql")
-            .args(["--dbname", url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
-            .stdin(Stdio::null()),
-    );
-    support::stdout(&out)
 }
 
 /// A table with rows in the test database, dropped at the end.

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{docker, http_request, unique_name, Lane, TestEnv};
+use support::{code, container_ids, docker, http_request, stderr, unique_name, Lane, TestEnv};
 
-const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
 const SECRET_VALUE: &str = "s3cr3t-token-do-not-print-7731";
 
 /// A region of its own, in a temporary regions directory.
@@ -105,34 +104,24 @@ impl Region {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.dir.path())
-            .arg("--regions-dir")
-            .arg(self.regions_dir())
-            .args(args)
-            .env("PACKFY_TEST_API_TOKEN", SECRET_VALUE)
-            .env("PACKFY_ACTOR", "tester")
-            .env_remove("PACKFY_ENV");
+        let mut c = support::cli(self.dir.path(), args);
+        c.env("PACKFY_TEST_API_TOKEN", SECRET_VALUE);
         c
     }
 
+    /// Runs the command; fails the test if its output shows the secret or a panic.
     fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            !text.contains(SECRET_VALUE),
-            "a secret value appeared in the output of {args:?}:\n{text}"
-        );
-        assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
-        out
+        support::run_cli(&mut self.cmd(args), &[SECRET_VALUE])
     }
 
     fn deploy(&self, version: &str) -> Output {
-        self.run(&["deploy", "--region", &self.name, "--version", version])
+        self.deploy_with(&[], version)
+    }
+
+    /// `packfy-deploy GLOBAL… deploy --region NAME --version VERSION`.
+    fn deploy_with(&self, global: &[&str], version: &str) -> Output {
+        let deploy = ["deploy", "--region", &self.name, "--version", version];
+        self.run(&[global, &deploy[..]].concat())
     }
 
     /// Versions of the running containers of this region.
@@ -152,14 +141,6 @@ impl Drop for Region {
         // Remove everything this region created on the engine, whatever the test did.
         support::remove_labelled(&self.host, &format!("packfy.region={}", self.name));
     }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// A load loop through HAProxy: `threads` clients, bounded by `max` requests and `limit` time.
@@ -262,11 +243,6 @@ impl Load {
     }
 }
 
-/// Builds `packfy-sample:<tag>` for a behaviour on `host`.
-fn sample(env: &TestEnv, host: &str, tag: &str, args: &[(&str, &str)]) -> support::Image {
-    env.build_sample(host, tag, args)
-}
-
 #[test]
 fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back() {
     let Some(env) = TestEnv::get() else { return };
@@ -274,10 +250,10 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
     let r = Region::new(&env, Some(&lane), "");
     let tag = |v: &str| format!("{v}-{}", r.name);
     let (v1, v2, v3, v5) = (tag("v1"), tag("v2"), tag("v3"), tag("v5"));
-    let _i1 = sample(&env, &r.host, &v1, &[]);
-    let _i2 = sample(&env, &r.host, &v2, &[]);
-    let _i3 = sample(&env, &r.host, &v3, &[("NEVER_HEALTHY", "1")]);
-    let _i5 = sample(&env, &r.host, &v5, &[("ERROR_RATE", "0.2")]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let _i2 = env.build_sample(&r.host, &v2, &[]);
+    let _i3 = env.build_sample(&r.host, &v3, &[("NEVER_HEALTHY", "1")]);
+    let _i5 = env.build_sample(&r.host, &v5, &[("ERROR_RATE", "0.2")]);
 
     // v1, 3 replicas.
     let out = r.deploy(&v1);
@@ -355,9 +331,9 @@ fn a_container_that_exits_is_caught_long_before_the_deadline() {
     let lane = env.lease_lane();
     let r = Region::new(&env, Some(&lane), "");
     let (v1, v4) = (format!("v1-{}", r.name), format!("v4-{}", r.name));
-    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
     // Healthy at once, then gone after 2 s: it is in rotation when it dies.
-    let _i4 = sample(&env, &r.host, &v4, &[("EXIT_AFTER_SECS", "2")]);
+    let _i4 = env.build_sample(&r.host, &v4, &[("EXIT_AFTER_SECS", "2")]);
     assert_eq!(code(&r.deploy(&v1)), 0);
     let t0 = Instant::now();
     let out = r.deploy(&v4);
@@ -382,8 +358,8 @@ fn rollback_to_a_chosen_release_and_with_nothing_to_go_back_to() {
     let lane = env.lease_lane();
     let r = Region::new(&env, Some(&lane), "");
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
-    let _i1 = sample(&env, &r.host, &v1, &[]);
-    let _i2 = sample(&env, &r.host, &v2, &[]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let _i2 = env.build_sample(&r.host, &v2, &[]);
 
     assert_eq!(code(&r.deploy(&v1)), 0);
     let out = r.run(&["rollback", "--region", &r.name]);
@@ -416,7 +392,7 @@ fn a_second_deploy_is_refused_while_locked_and_a_stale_lock_is_taken_over() {
     let Some(env) = TestEnv::get() else { return };
     let r = Region::new(&env, None, "lock_ttl: 6s\n");
     let v1 = format!("v1-{}", r.name);
-    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
     let mut c = r.cmd(&[
         "lock",
         "--region",
@@ -453,8 +429,8 @@ fn a_killed_deploy_is_recognised_and_rolled_back() {
     let lane = env.lease_lane();
     let r = Region::new(&env, Some(&lane), "");
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
-    let _i1 = sample(&env, &r.host, &v1, &[]);
-    let _i2 = sample(&env, &r.host, &v2, &[("HEALTHY_AFTER_SECS", "2")]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let _i2 = env.build_sample(&r.host, &v2, &[("HEALTHY_AFTER_SECS", "2")]);
     assert_eq!(code(&r.deploy(&v1)), 0);
 
     let mut child = r
@@ -464,28 +440,18 @@ fn a_killed_deploy_is_recognised_and_rolled_back() {
         .spawn()
         .unwrap();
     // Kill it once the second new container exists: one v2 serves, one v1 is stopped.
-    let t0 = Instant::now();
-    loop {
-        let names = docker(
-            &r.host,
-            [
-                "ps",
-                "-a",
-                "--filter",
-                &format!("label=packfy.region={}", r.name),
-                "--format",
-                "{{.Names}}",
-            ],
-        );
-        if String::from_utf8_lossy(&names.stdout).contains("-r2-5") {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the deploy never reached its second batch"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let filter = format!("label=packfy.region={}", r.name);
+    support::wait_until(
+        Duration::from_secs(60),
+        "the deploy to reach its second batch",
+        || {
+            let names = docker(
+                &r.host,
+                ["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+            );
+            String::from_utf8_lossy(&names.stdout).contains("-r2-5")
+        },
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -542,7 +508,7 @@ fn an_unreachable_registry_fails_the_push_before_anything_changes() {
     let Some(env) = TestEnv::get() else { return };
     let r = Region::new(&env, None, "");
     let v1 = format!("v1-{}", r.name);
-    let _i1 = sample(&env, &r.host, &v1, &[]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
     assert_eq!(code(&r.deploy(&v1)), 0);
     // A build context of our own, and an image name whose registry nothing listens on.
     let file = r.with_build_context(&env);
@@ -599,16 +565,8 @@ fn secrets_reach_the_container_but_no_output_or_record() {
     let Some(env) = TestEnv::get() else { return };
     let r = Region::new(&env, None, "");
     let v1 = format!("v1-{}", r.name);
-    let _i1 = sample(&env, &r.host, &v1, &[]);
-    let out = r.run(&[
-        "-o",
-        "json",
-        "deploy",
-        "--region",
-        &r.name,
-        "--version",
-        &v1,
-    ]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let out = r.deploy_with(&["-o", "json"], &v1);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // NDJSON: one event per line, the region's summary last.
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -621,20 +579,10 @@ fn secrets_reach_the_container_but_no_output_or_record() {
     assert_eq!(summary["outcome"], "succeeded");
     assert!(events.iter().any(|e| e["step"] == "healthy"), "{stdout}");
     // In the container…
-    let ps = docker(
-        &r.host,
-        [
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=packfy.region={}", r.name),
-        ],
-    );
-    let id = String::from_utf8_lossy(&ps.stdout)
-        .lines()
+    let id = container_ids(&r.host, &[&format!("packfy.region={}", r.name)], false)
+        .into_iter()
         .next()
-        .unwrap()
-        .to_string();
+        .unwrap();
     let inspect = docker(
         &r.host,
         ["inspect", "--format", "{{json .Config.Env}}", &id],
@@ -679,64 +627,32 @@ fn staging_and_production_on_one_daemon_never_touch_each_other() {
     let Some(env) = TestEnv::get() else { return };
     let r = Region::new(&env, None, "keep_releases: 1\n");
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
-    let _i1 = sample(&env, &r.host, &v1, &[]);
-    let _i2 = sample(&env, &r.host, &v2, &[]);
-    let out = r.run(&[
-        "--env",
-        "staging",
-        "deploy",
-        "--region",
-        &r.name,
-        "--version",
-        &v1,
-    ]);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    let _i2 = env.build_sample(&r.host, &v2, &[]);
+    let out = r.deploy_with(&["--env", "staging"], &v1);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let staging_ids = ids(&r.host, &r.name, "staging");
+    let staging_ids = ids(&r.host, &r.name, "staging", false);
     assert_eq!(staging_ids.len(), 3);
     for v in [&v1, &v2, &v1, &v2] {
-        let out = r.run(&[
-            "--env",
-            "production",
-            "deploy",
-            "--region",
-            &r.name,
-            "--version",
-            v,
-        ]);
+        let out = r.deploy_with(&["--env", "production"], v);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
     // Production pruned its own old releases (keep 1 → at most 2 releases' containers)…
-    let prod_all = ids_all(&r.host, &r.name, "production");
+    let prod_all = ids(&r.host, &r.name, "production", true);
     assert!(
         prod_all.len() <= 6,
         "production kept {} containers",
         prod_all.len()
     );
     // …and staging's containers are the same ones, still running.
-    assert_eq!(ids(&r.host, &r.name, "staging"), staging_ids);
+    assert_eq!(ids(&r.host, &r.name, "staging", false), staging_ids);
 }
 
-fn ids(host: &str, region: &str, env: &str) -> Vec<String> {
-    list(host, region, env, false)
-}
-
-fn ids_all(host: &str, region: &str, env: &str) -> Vec<String> {
-    list(host, region, env, true)
-}
-
-fn list(host: &str, region: &str, env: &str, all: bool) -> Vec<String> {
-    let mut args = vec!["ps", "-q", "--no-trunc"];
-    if all {
-        args.push("-a");
-    }
-    let f1 = format!("label=packfy.region={region}");
-    let f2 = format!("label=packfy.environment={env}");
-    args.extend(["--filter", &f1, "--filter", &f2]);
-    let out = docker(host, &args);
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
+/// The region's containers of one environment: the running ones, or with `all` every one.
+fn ids(host: &str, region: &str, env: &str, all: bool) -> Vec<String> {
+    let labels = [
+        format!("packfy.region={region}"),
+        format!("packfy.environment={env}"),
+    ];
+    container_ids(host, &[&labels[0], &labels[1]], all)
 }

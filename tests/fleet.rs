@@ -5,11 +5,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use support::{unique_name, TestEnv};
+use support::{code, stderr, unique_name, TestEnv};
 
-const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
 const HMAC_KEY: &str = "fleet-test-hmac-key-0042";
 
 struct Fleet {
@@ -52,20 +52,22 @@ impl Fleet {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .env("PACKFY_TEST_HMAC_KEY", HMAC_KEY)
-            .arg("--regions-dir")
-            .arg(self.dir.path().join("regions"))
-            .args(args)
-            .env("PACKFY_ACTOR", "ci-bot")
-            .output()
-            .unwrap()
+        run(self.dir.path(), args, &[])
     }
 
     fn versions(&self, region: &str) -> Vec<String> {
-        let host = &self.regions.iter().find(|(n, _)| n == region).unwrap().1;
-        support::running_versions(host, region)
+        versions_on(&self.regions, region)
     }
+}
+
+/// `packfy-deploy --regions-dir DIR/regions ARGS` as `ci-bot`, with the HMAC key in its
+/// environment (and never in its output) and `envs` added.
+fn run(dir: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut cmd = support::cli(dir, args);
+    cmd.env("PACKFY_TEST_HMAC_KEY", HMAC_KEY)
+        .env("PACKFY_ACTOR", "ci-bot")
+        .envs(envs.iter().copied());
+    support::run_cli(&mut cmd, &[HMAC_KEY])
 }
 
 impl Drop for Fleet {
@@ -101,6 +103,42 @@ fn events(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The outcome of `region` in a run summary, if the summary lists it.
+fn outcome(summary: &serde_json::Value, region: &str) -> Option<String> {
+    summary["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == region)
+        .map(|r| r["outcome"].as_str().unwrap().to_string())
+}
+
+/// The regions a run summary lists as not started, sorted.
+fn not_started(summary: &serde_json::Value) -> Vec<&str> {
+    let mut names: Vec<&str> = summary["not_started"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// (region, event) of each notice the receiver got, in arrival order.
+fn notices(requests: &[support::webhook::Request]) -> Vec<(String, String)> {
+    requests
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            (
+                j["region"].as_str().unwrap().to_string(),
+                j["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn waves_stop_at_a_failure_and_on_failure_rolls_the_wave_back() {
     let Some(env) = TestEnv::with_docker_hosts(3) else {
@@ -118,24 +156,13 @@ fn waves_stop_at_a_failure_and_on_failure_rolls_the_wave_back() {
     let names: Vec<String> = fleet.regions.iter().map(|(n, _)| n.clone()).collect();
 
     let out = fleet.run(&["-o", "json", "deploy", "--region", "all", "--version", &v1]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let ev = events(&out);
     let summary = ev.last().unwrap();
     assert_eq!(summary["event"], "run_summary");
     for n in &names {
         assert_eq!(fleet.versions(n), vec![v1.clone(); 2], "{n}");
-        let r = summary["regions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["region"] == n.as_str())
-            .unwrap();
-        assert_eq!(r["outcome"], "succeeded");
+        assert_eq!(outcome(summary, n).as_deref(), Some("succeeded"), "{n}");
     }
     // Wave order: every event of wave 1's region comes before wave 2's first.
     let first_w2 = ev
@@ -156,36 +183,17 @@ fn waves_stop_at_a_failure_and_on_failure_rolls_the_wave_back() {
 
     // v2: wave 2 has names[2] (daemon 1, fine) and names[4] (daemon 2, never healthy).
     let out = fleet.run(&["-o", "json", "deploy", "--region", "all", "--version", &v2]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
     let ev = events(&out);
     let summary = ev.last().unwrap();
-    let outcome = |n: &str| {
-        summary["regions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["region"] == n)
-            .map(|r| r["outcome"].as_str().unwrap().to_string())
-    };
-    assert_eq!(outcome(&names[0]).as_deref(), Some("succeeded"));
-    assert_eq!(outcome(&names[4]).as_deref(), Some("rolled_back"));
+    assert_eq!(outcome(summary, &names[0]).as_deref(), Some("succeeded"));
+    assert_eq!(outcome(summary, &names[4]).as_deref(), Some("rolled_back"));
     assert_eq!(
-        outcome(&names[2]).as_deref(),
+        outcome(summary, &names[2]).as_deref(),
         Some("rolled_back"),
         "the wave partner follows on_failure"
     );
-    let not_started: Vec<&str> = summary["not_started"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(not_started.len(), 3, "{summary}");
+    assert_eq!(not_started(summary).len(), 3, "{summary}");
     // What the engines run agrees with the JSON.
     assert_eq!(fleet.versions(&names[0]), vec![v2.clone(); 2]);
     assert_eq!(fleet.versions(&names[2]), vec![v1.clone(); 2]);
@@ -201,12 +209,7 @@ fn waves_stop_at_a_failure_and_on_failure_rolls_the_wave_back() {
     // The fast path: every region at once. Only the canary has an earlier release to go back
     // to; the others refuse (exit 2), and the worst code is the run's.
     let out = fleet.run(&["rollback", "--region", "all"]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert_eq!(fleet.versions(&names[0]), vec![v1.clone(); 2]);
     for n in &names[1..] {
         assert_eq!(fleet.versions(n), vec![v1.clone(); 2], "{n}");
@@ -237,20 +240,16 @@ notifications:
     );
     let fleet = Fleet::with_defaults(&env, "halt", &extra);
     let v1 = unique_name("v1");
+    let names: Vec<String> = fleet.regions.iter().map(|(n, _)| n.clone()).collect();
+    // The run deploys names[0] and names[2], on the first two daemons only.
     let mut images = Vec::new();
-    for host in env.docker_hosts.iter().take(3) {
+    for host in env.docker_hosts.iter().take(2) {
         images.push(env.build_sample(host, &v1, &[]));
     }
-    let names: Vec<String> = fleet.regions.iter().map(|(n, _)| n.clone()).collect();
     let subset = format!("{},{}", names[0], names[2]);
+    // Fleet::run fails the test if the HMAC key is printed.
     let out = fleet.run(&["deploy", "--region", &subset, "--version", &v1]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(!text.contains(HMAC_KEY), "the HMAC key was printed");
+    assert_eq!(code(&out), 0, "{}", support::text(&out));
     for n in [&names[0], &names[2]] {
         assert!(
             marks.path().join(format!("pre-{n}-{v1}")).exists(),
@@ -275,16 +274,7 @@ notifications:
         );
         assert!(!String::from_utf8_lossy(&r.body).contains(HMAC_KEY));
     }
-    let mut seen: Vec<(String, String)> = requests
-        .iter()
-        .map(|r| {
-            let j = r.json();
-            (
-                j["region"].as_str().unwrap().to_string(),
-                j["event"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let mut seen = notices(&requests);
     seen.sort();
     let mut want = vec![
         (names[0].clone(), "start".to_string()),
@@ -302,21 +292,13 @@ notifications:
         .replace("command: \"echo ran", "command: \"exit 7; echo ran");
     std::fs::write(&defaults, text).unwrap();
     let v2 = unique_name("v2");
-    for host in env.docker_hosts.iter().take(1) {
-        images.push(env.build_sample(host, &v2, &[]));
-    }
+    images.push(env.build_sample(&env.docker_hosts[0], &v2, &[]));
     let out = fleet.run(&["deploy", "--region", &names[0], "--version", &v2]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("pre_deploy hook `tests` failed with exit code 7"),
+        stderr(&out).contains("pre_deploy hook `tests` failed with exit code 7"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
     assert_eq!(fleet.versions(&names[0]), vec![v1.clone(); 2]);
     drop(images);
@@ -390,23 +372,16 @@ notifications:
     .unwrap();
     let (v1, v2) = (unique_name("v1"), unique_name("v2"));
     let mut images = Vec::new();
-    for (i, (_, host)) in docker.iter().enumerate() {
+    for (_, host) in &docker {
         images.push(env.build_sample(host, &v1, &[]));
-        let bad: &[(&str, &str)] = if i == 1 {
-            &[("NEVER_HEALTHY", "1")]
-        } else {
-            &[]
-        };
-        images.push(env.build_sample(host, &v2, bad));
     }
+    // v2 fails on d1 (wave 2), so wave 3 (d2) never gets it: no v2 image there.
+    images.push(env.build_sample(&docker[0].1, &v2, &[]));
+    images.push(env.build_sample(&docker[1].1, &v2, &[("NEVER_HEALTHY", "1")]));
     let run = |version: &str| {
-        Command::new(BIN)
-            .env("PACKFY_TEST_HMAC_KEY", HMAC_KEY)
-            .env("KUBECONFIG", &kube.kubeconfig)
-            .env("PACKFY_ACTOR", "ci-bot")
-            .arg("--regions-dir")
-            .arg(&rd)
-            .args([
+        run(
+            dir.path(),
+            &[
                 "-o",
                 "json",
                 "deploy",
@@ -414,9 +389,9 @@ notifications:
                 "all",
                 "--version",
                 version,
-            ])
-            .output()
-            .unwrap()
+            ],
+            &[("KUBECONFIG", &kube.kubeconfig)],
+        )
     };
     let k8s_image = |ns: &str| {
         kube.kubectl([
@@ -445,12 +420,7 @@ notifications:
     let _cleanup = Cleanup(cleanup);
 
     let out = run(&v1);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     for (name, _) in &docker {
         assert_eq!(versions_on(&docker, name), vec![v1.clone(); 2], "{name}");
     }
@@ -459,41 +429,23 @@ notifications:
     }
 
     let out = run(&v2);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
     let ev = events(&out);
     let summary = ev.last().unwrap();
     assert_eq!(summary["event"], "run_summary");
-    let outcome = |n: &str| {
-        summary["regions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["region"] == n)
-            .map(|r| r["outcome"].as_str().unwrap().to_string())
-    };
-    assert_eq!(outcome(&docker[0].0).as_deref(), Some("succeeded"));
-    assert_eq!(outcome(&docker[1].0).as_deref(), Some("rolled_back"));
+    assert_eq!(outcome(summary, &docker[0].0).as_deref(), Some("succeeded"));
     assert_eq!(
-        outcome(&kube_regions[0].0).as_deref(),
+        outcome(summary, &docker[1].0).as_deref(),
+        Some("rolled_back")
+    );
+    assert_eq!(
+        outcome(summary, &kube_regions[0].0).as_deref(),
         Some("rolled_back"),
         "the Kubernetes wave partner follows on_failure: {summary}"
     );
-    let not_started: Vec<&str> = summary["not_started"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
     let mut want = vec![docker[2].0.as_str(), kube_regions[1].0.as_str()];
     want.sort();
-    let mut got = not_started.clone();
-    got.sort();
-    assert_eq!(got, want, "{summary}");
+    assert_eq!(not_started(summary), want, "{summary}");
     // what the targets run agrees with the JSON
     assert_eq!(versions_on(&docker, &docker[0].0), vec![v2.clone(); 2]);
     assert_eq!(versions_on(&docker, &docker[1].0), vec![v1.clone(); 2]);
@@ -501,27 +453,21 @@ notifications:
     assert_eq!(k8s_image(&kube_regions[0].1), format!("sample:{v1} 3"));
     assert_eq!(k8s_image(&kube_regions[1].1), format!("sample:{v1} 3"));
 
-    // every notice is signed; each region's start and end were reported
-    let requests = receiver.wait_for(10, std::time::Duration::from_secs(10));
+    // every notice is signed; each region's start and end were reported: v1's 10 (start and
+    // success × 5), then v2's 8 (d0 start, success; d1 start, failure, rollback; k0 start,
+    // success, and the rollback its wave's failure brought)
+    let requests = receiver.wait_for(18, std::time::Duration::from_secs(10));
     for r in &requests {
         assert!(r.verify_signature(HMAC_KEY.as_bytes()), "bad signature");
     }
-    let seen: Vec<(String, String)> = requests
-        .iter()
-        .map(|r| {
-            let j = r.json();
-            (
-                j["region"].as_str().unwrap().to_string(),
-                j["event"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let seen = notices(&requests);
     for (region, event) in [
         (&kube_regions[0].0, "start"),
         (&kube_regions[0].0, "success"),
         (&kube_regions[1].0, "success"),
         (&docker[1].0, "failure"),
         (&docker[1].0, "rollback"),
+        (&kube_regions[0].0, "rollback"),
     ] {
         assert!(
             seen.iter().any(|(r, e)| r == region && e == event),

@@ -1,17 +1,14 @@
 //! The Runtime API client against the real HAProxy of the test environment (`make env-up`),
 //! with sample-app processes on loopback as its servers.
 //!
-//! Each test takes a backend of its own: a test lane (`PACKFY_HAPROXY_TEST_BACKENDS`), leased
-//! with the lock files `tests/support` uses, so no other test's servers answer its requests.
-//! Without lanes it falls back to `PACKFY_HAPROXY_BACKEND`, one test at a time, and only
-//! asserts about its own servers. Server names are unique per run and removed afterwards,
-//! also when a test fails.
+//! Each test that adds servers takes a backend of its own: a test lane leased with
+//! `support::TestEnv::lease_lane`, so no other test's servers answer its requests. Server
+//! names are unique per run; the lane's servers are removed when the lease is dropped, also
+//! when a test fails.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,139 +16,22 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use packfy_deploy::traffic::haproxy::{Haproxy, HaproxyError, ServerState};
+use support::TestEnv;
 
 mod support;
 
 /// Enough for a checked server to pass `rise` checks (about 1 s) on a busy machine.
 const UP_WITHIN: Duration = Duration::from_secs(15);
 
-// ---------------------------------------------------------------------------------------
-// The environment
-
-struct Env {
-    socket: String,
-    backend: String,
-    frontend: String,
-    sample_bin: PathBuf,
-    /// Test lanes: (backend, frontend).
-    lanes: Vec<(String, String)>,
-    locks: Option<PathBuf>,
-}
-
-impl Env {
-    /// The test environment (see `support::TestEnv`: under `CI=true` a missing part fails).
-    fn get() -> Option<Env> {
-        let t = support::TestEnv::get()?;
-        Some(Env {
-            socket: t.haproxy_socket.display().to_string(),
-            backend: t.haproxy_backend,
-            frontend: t.haproxy_frontend,
-            sample_bin: t.sample_bin,
-            lanes: t.lane_backends.into_iter().zip(t.lane_frontends).collect(),
-            locks: Some(t.env_dir.join("locks")),
-        })
-    }
-
-    fn haproxy(&self) -> Haproxy {
-        Haproxy::new(&self.socket)
-    }
-
-    /// A backend for this test alone (a leased lane), or the shared backend, one test of
-    /// this file at a time.
-    async fn lease(&self) -> Lane {
-        if let (false, Some(dir)) = (self.lanes.is_empty(), &self.locks) {
-            fs::create_dir_all(dir).expect("create the lane lock directory");
-            let deadline = Instant::now() + Duration::from_secs(180);
-            loop {
-                for (backend, frontend) in &self.lanes {
-                    if let Some(lock) =
-                        support::LaneLock::try_acquire(dir.join(format!("{backend}.lock")))
-                    {
-                        // The lane is ours: servers left by a killed run go.
-                        let h = self.haproxy();
-                        for s in h.servers(backend).await.expect("list lane servers") {
-                            h.del_server(backend, &s.name).await.expect("clear lane");
-                        }
-                        return Lane {
-                            backend: backend.clone(),
-                            frontend: frontend.clone(),
-                            shared: false,
-                            _lock: Some(lock),
-                            _serial: None,
-                        };
-                    }
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "no HAProxy test lane became free within 3 minutes"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        Lane {
-            backend: self.backend.clone(),
-            frontend: self.frontend.clone(),
-            shared: true,
-            _lock: None,
-            _serial: Some(SERIAL.lock().await),
-        }
-    }
-}
-
-struct Lane {
-    backend: String,
-    frontend: String,
-    /// Other tests' servers may be in this backend too.
-    shared: bool,
-    _lock: Option<support::LaneLock>,
-    _serial: Option<tokio::sync::MutexGuard<'static, ()>>,
+/// The client of the test environment's HAProxy (see `support::TestEnv`: under `CI=true` a
+/// missing part fails).
+fn haproxy(env: &TestEnv) -> Haproxy {
+    Haproxy::new(&env.haproxy_socket.display().to_string())
 }
 
 /// A server name no other test or run uses.
 fn unique(tag: &str) -> String {
     support::unique_name(&format!("rt-{tag}"))
-}
-
-/// Deletes the named servers when dropped, also during a panic (std only: a test's
-/// runtime may be the thing that is unwinding).
-struct Cleanup {
-    socket: String,
-    backend: String,
-    names: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let s = format!("{}/{name}", self.backend);
-            let _ = raw_command(
-                &self.socket,
-                &format!("set server {s} state maint; shutdown sessions server {s}"),
-            );
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while let Ok(reply) = raw_command(&self.socket, &format!("del server {s}")) {
-                if reply.contains("Server deleted") || reply.contains("No such") {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    eprintln!("could not delete {s}: {reply}");
-                    break;
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-fn raw_command(socket: &str, cmd: &str) -> io::Result<String> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("{cmd}\n").as_bytes())?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply)?;
-    Ok(reply)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -165,7 +45,7 @@ struct App {
 }
 
 impl App {
-    fn start(env: &Env, version: &str, vars: &[(&str, &str)]) -> App {
+    fn start(env: &TestEnv, version: &str, vars: &[(&str, &str)]) -> App {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -243,16 +123,11 @@ fn load(frontend: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<(usize, V
 
 #[tokio::test]
 async fn traffic_reaches_both_drain_keeps_in_flight_requests_delete_loses_none() {
-    let Some(env) = Env::get() else { return };
-    let lane = env.lease().await;
-    let h = env.haproxy();
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let h = haproxy(&env);
     let be = lane.backend.as_str();
     let (na, nb) = (unique("a"), unique("b"));
-    let _cleanup = Cleanup {
-        socket: env.socket.clone(),
-        backend: be.to_string(),
-        names: vec![na.clone(), nb.clone()],
-    };
     let a = App::start(&env, &na, &[]);
     let b = App::start(&env, &nb, &[]);
 
@@ -289,10 +164,8 @@ async fn traffic_reaches_both_drain_keeps_in_flight_requests_delete_loses_none()
     let stat = h.server(be, &na).await.unwrap().unwrap();
     assert_eq!(stat.status, "DRAIN");
     assert!(stat.scur >= 1, "the slow request should still be on {na}");
-    if !lane.shared {
-        // Drained: new requests go to b only.
-        assert!(versions(&lane.frontend, 10).iter().all(|v| *v == b.version));
-    }
+    // Drained: new requests go to b only.
+    assert!(versions(&lane.frontend, 10).iter().all(|v| *v == b.version));
 
     let started = Instant::now();
     assert!(h
@@ -338,16 +211,11 @@ async fn traffic_reaches_both_drain_keeps_in_flight_requests_delete_loses_none()
 
 #[tokio::test]
 async fn a_checked_server_takes_traffic_only_once_its_checks_pass() {
-    let Some(env) = Env::get() else { return };
-    let lane = env.lease().await;
-    let h = env.haproxy();
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let h = haproxy(&env);
     let be = lane.backend.as_str();
     let (good, bad) = (unique("good"), unique("bad"));
-    let _cleanup = Cleanup {
-        socket: env.socket.clone(),
-        backend: be.to_string(),
-        names: vec![good.clone(), bad.clone()],
-    };
     let good_app = App::start(&env, &good, &[]);
     let bad_app = App::start(&env, &bad, &[("NEVER_HEALTHY", "1")]);
 
@@ -407,16 +275,11 @@ async fn a_checked_server_takes_traffic_only_once_its_checks_pass() {
 
 #[tokio::test]
 async fn servers_counts_5xx_answers() {
-    let Some(env) = Env::get() else { return };
-    let lane = env.lease().await;
-    let h = env.haproxy();
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let h = haproxy(&env);
     let be = lane.backend.as_str();
     let name = unique("err");
-    let _cleanup = Cleanup {
-        socket: env.socket.clone(),
-        backend: be.to_string(),
-        names: vec![name.clone()],
-    };
     let app = App::start(&env, &name, &[("ERROR_RATE", "0.2")]);
     // Unchecked: in service at once ("no check").
     h.add_server(be, &name, app.addr, None).await.unwrap();
@@ -436,27 +299,20 @@ async fn servers_counts_5xx_answers() {
         .unwrap();
     assert_eq!(stat.status, "no check");
     assert_eq!(stat.addr, app.addr.to_string());
-    if lane.shared {
-        assert!(
-            stat.hrsp_5xx >= 1 && stat.responses >= stat.hrsp_5xx,
-            "{stat:?}"
-        );
-    } else {
-        assert_eq!(errors, 4, "every 5th `/` answers 500");
-        assert_eq!(
-            (stat.hrsp_5xx, stat.hrsp_2xx, stat.responses, stat.stot),
-            (4, 16, 20, 20),
-            "{stat:?}"
-        );
-    }
+    assert_eq!(errors, 4, "every 5th `/` answers 500");
+    assert_eq!(
+        (stat.hrsp_5xx, stat.hrsp_2xx, stat.responses, stat.stot),
+        (4, 16, 20, 20),
+        "{stat:?}"
+    );
     h.del_server(be, &name).await.unwrap();
 }
 
 #[tokio::test]
 async fn refusals_are_command_errors_carrying_the_reply() {
-    let Some(env) = Env::get() else { return };
-    let h = env.haproxy();
-    let be = env.backend.as_str();
+    let Some(env) = TestEnv::get() else { return };
+    let h = haproxy(&env);
+    let be = env.haproxy_backend.as_str();
     let missing = unique("missing");
     h.ping().await.unwrap();
 

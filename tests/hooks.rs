@@ -1,6 +1,8 @@
 //! Hooks as real processes: environment, streamed output, order, failures, timeouts and the
 //! process group, and how `validate` reports a bad `hooks:` section.
 
+mod support;
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -84,6 +86,15 @@ fn dead(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// The pid a hook wrote to `file` in `root`.
+fn read_pid(root: &Path, file: &str) -> u32 {
+    std::fs::read_to_string(root.join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn wait_dead(pid: u32) -> bool {
@@ -213,11 +224,7 @@ async fn a_timed_out_hook_has_its_process_group_killed() {
         took < Duration::from_secs(1) + hooks::TERM_GRACE,
         "{took:?}"
     );
-    let pid: u32 = std::fs::read_to_string(root.path().join("bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(root.path(), "bg.pid");
     assert!(wait_dead(pid), "the background sleep {pid} survived");
 }
 
@@ -243,12 +250,7 @@ async fn a_hook_that_ignores_sigterm_is_killed() {
         took < hooks::TERM_GRACE + Duration::from_secs(2),
         "{took:?}"
     );
-    let pid: u32 = std::fs::read_to_string(root.path().join("sh.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(wait_dead(pid));
+    assert!(wait_dead(read_pid(root.path(), "sh.pid")));
 }
 
 #[tokio::test]
@@ -266,11 +268,7 @@ async fn a_hook_is_done_when_its_own_process_exits() {
     assert!(rec
         .lines()
         .contains(&"out daemon: left it running".to_string()));
-    let pid: u32 = std::fs::read_to_string(root.path().join("bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(root.path(), "bg.pid");
     assert!(
         !dead(pid),
         "a background process of a finished hook is left alone"
@@ -356,6 +354,15 @@ fn validate_reports_bad_hooks_where_they_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let regions = dir.path().join("regions");
     std::fs::create_dir(&regions).unwrap();
+    // `validate` exits 2; its stderr lines, with paths relative to the regions directory.
+    let validate = || {
+        let out = support::run_cli(
+            &mut support::cli(dir.path(), &["--env", "staging", "validate"]),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2));
+        support::stderr(&out).replace(&format!("{}/", regions.display()), "")
+    };
     std::fs::write(
         regions.join("_defaults.yaml"),
         "hooks:\n  post_deploy:\n    - {name: smoke, command: ./smoke.sh, timeout: 0s}\n",
@@ -376,17 +383,8 @@ hooks:
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_packfy-deploy"))
-        .arg("--regions-dir")
-        .arg(&regions)
-        .args(["--env", "staging", "validate"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", regions.display()), "");
     assert_eq!(
-        stderr.lines().collect::<Vec<_>>(),
+        validate().lines().collect::<Vec<_>>(),
         // Every problem at once, in file order: type errors no longer hide the rules.
         [
             "error: hooks.post_deploy.0.timeout: must be above 0 at _defaults.yaml:3:51 — the longest the command may run, e.g. 5m",
@@ -412,16 +410,8 @@ hooks:
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_packfy-deploy"))
-        .arg("--regions-dir")
-        .arg(&regions)
-        .args(["--env", "staging", "validate"])
-        .output()
-        .unwrap();
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", regions.display()), "");
     assert_eq!(
-        stderr.lines().collect::<Vec<_>>(),
+        validate().lines().collect::<Vec<_>>(),
         [
             "error: hooks.post_deploy.0.timeout: must be above 0 at _defaults.yaml:3:51 — the longest the command may run, e.g. 5m",
             "error: hooks.pre_deploy.1.name: 'tests' is already the name of hooks.pre_deploy.0 at mexico.yaml:9:14 — give each hook of one kind its own name; errors and output name it",

@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{unique_name, KubeEnv};
+use support::{code, text, unique_name, KubeEnv};
 
-const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
 const SECRET_VALUE: &str = "k8s-s3cr3t-do-not-print-4417";
 
 struct Region {
@@ -80,27 +79,15 @@ services:
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.dir.path())
-            .arg("--regions-dir")
-            .arg(self.regions_dir())
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("PACKFY_TEST_K8S_TOKEN", SECRET_VALUE)
-            .env("PACKFY_ACTOR", "tester")
-            .env_remove("PACKFY_ENV");
+        let mut c = support::cli(self.dir.path(), args);
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .env("PACKFY_TEST_K8S_TOKEN", SECRET_VALUE);
         c
     }
 
+    /// Runs a command; fails the test when its output shows the secret or a panic.
     fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap();
-        let text = text(&out);
-        assert!(
-            !text.contains(SECRET_VALUE),
-            "a secret value appeared in the output of {args:?}:\n{text}"
-        );
-        assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
-        out
+        support::run_cli(&mut self.cmd(args), &[SECRET_VALUE])
     }
 
     fn deploy(&self, version: &str) -> Output {
@@ -153,18 +140,6 @@ impl Drop for Region {
             .k
             .kubectl_try(["delete", "namespace", &self.namespace, "--wait=false"]);
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
 }
 
 #[test]
@@ -865,11 +840,9 @@ fn the_company_regions_deploy_to_a_real_api_server() {
         ]);
     }
     let run = |env: &str, region: &str| {
-        let out = Command::new(BIN)
-            .current_dir(dir.path())
-            .args(["--regions-dir"])
-            .arg(&regions)
-            .args([
+        let mut c = support::cli(
+            dir.path(),
+            &[
                 "-e",
                 env,
                 "deploy",
@@ -877,19 +850,16 @@ fn the_company_regions_deploy_to_a_real_api_server() {
                 region,
                 "--version",
                 "1.0.0",
-            ])
-            .env("KUBECONFIG", &kubeconfig)
+            ],
+        );
+        c.env("KUBECONFIG", &kubeconfig)
             .env(
                 "PACKFY_DATABASE_URL",
                 format!("postgres://u:{SECRET_VALUE}@db/packfy"),
             )
             .env("PACKFY_JWT_SECRET", SECRET_VALUE)
-            .env("PACKFY_STRIPE_SECRET_KEY", SECRET_VALUE)
-            .env("PACKFY_ACTOR", "tester")
-            .output()
-            .unwrap();
-        assert!(!text(&out).contains(SECRET_VALUE), "{}", text(&out));
-        out
+            .env("PACKFY_STRIPE_SECRET_KEY", SECRET_VALUE);
+        support::run_cli(&mut c, &[SECRET_VALUE])
     };
     let get = |ns: &str, what: &str, path: &str| {
         k.kubectl(["-n", ns, "get", what, "-o", &format!("jsonpath={path}")])

@@ -169,12 +169,16 @@ async fn a_4xx_is_permanent_and_not_retried() {
 
 #[tokio::test]
 async fn a_redirect_is_not_followed() {
-    let rx = Receiver::start(&[Reply::With(302, "Location: http://127.0.0.1:9/", "")]);
+    // The redirect points at a receiver that would accept the notice.
+    let target = Receiver::start(&[Reply::Status(200)]);
+    let location: &'static str = format!("Location: {}", target.url("/")).leak();
+    let rx = Receiver::start(&[Reply::With(302, location, "")]);
     let d = notify::deliver_all(&[plain(rx.url("/"))], &notice(NotifyKind::Start)).await;
     assert!(matches!(
         d[0].result,
         Err(NotifyError::Permanent { attempts: 1, .. })
     ));
+    assert!(target.requests().is_empty(), "the redirect was followed");
 }
 
 #[tokio::test]
@@ -270,6 +274,10 @@ fn validate_reports_bad_notifications_where_they_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let regions = dir.path().join("regions");
     std::fs::create_dir(&regions).unwrap();
+    let packfy = |args: &[&str]| {
+        let args = [&["--env", "production"][..], args].concat();
+        support::run_cli(&mut support::cli(dir.path(), &args), &[])
+    };
     std::fs::write(
         regions.join("mexico.yaml"),
         r#"currency: MXN
@@ -292,15 +300,9 @@ notifications:
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_packfy-deploy"))
-        .arg("--regions-dir")
-        .arg(&regions)
-        .args(["--env", "production", "validate"])
-        .output()
-        .unwrap();
+    let out = packfy(&["validate"]);
     assert_eq!(out.status.code(), Some(2));
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", regions.display()), "");
+    let stderr = support::stderr(&out).replace(&format!("{}/", regions.display()), "");
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         [
@@ -315,18 +317,7 @@ notifications:
         ]
     );
     // The secrets' references are shown, never looked up, by `explain`.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_packfy-deploy"))
-        .arg("--regions-dir")
-        .arg(&regions)
-        .args([
-            "--env",
-            "production",
-            "explain",
-            "mexico",
-            "notifications.4",
-        ])
-        .output()
-        .unwrap();
+    let out = packfy(&["explain", "mexico", "notifications.4"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("secret: <secret:env:PACKFY_WEBHOOK_KEY>"),

@@ -17,7 +17,8 @@
 //! - never share an HAProxy backend: lease one with [`TestEnv::lease_lane`] (a file lock;
 //!   the lane's servers are deleted when the lease is dropped).
 //!
-//! Everything here uses std only and the `docker`, `psql` and `pg_dump` command-line tools.
+//! Everything here uses std only, the CLI under test ([`cli`], [`run_cli`]) and the `docker`,
+//! `psql` and `pg_dump` command-line tools.
 //! [`webhook`] (a recording webhook receiver) also uses the crate's hmac, sha2 and serde_json.
 #![allow(dead_code)]
 
@@ -31,7 +32,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -387,6 +388,62 @@ pub fn unique_name(prefix: &str) -> String {
 /// [`unique_name`] with `_` instead of `-`: an SQL identifier.
 pub fn unique_ident(prefix: &str) -> String {
     unique_name(prefix).replace('-', "_")
+}
+
+/// The CLI under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_packfy-deploy");
+
+/// `packfy-deploy --regions-dir DIR/regions ARGS`, run in `dir` as actor `tester`, with no
+/// `PACKFY_ENV` inherited and stdin closed (never a terminal): the command of a test that
+/// keeps its regions in a directory of its own. Add what its regions need (`.env(…)`), then
+/// run it with [`run_cli`].
+pub fn cli(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .arg("--regions-dir")
+        .arg(dir.join("regions"))
+        .args(args)
+        .env("PACKFY_ACTOR", "tester")
+        .env_remove("PACKFY_ENV")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `cmd` (see [`cli`]), whatever it exits with; fails the test when its stdout or
+/// stderr shows one of `secrets` (values that must never be printed) or a panic.
+pub fn run_cli(cmd: &mut Command, secrets: &[&str]) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
+    let text = text(&out);
+    let args: Vec<_> = cmd.get_args().collect();
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "a secret value appeared in the output of {args:?}:\n{text}"
+        );
+    }
+    assert!(!text.contains("panicked"), "panic in {args:?}:\n{text}");
+    out
+}
+
+/// The exit code (-1 when killed by a signal).
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Standard output then standard error, as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Runs `cmd`; panics with its stderr unless it exits 0.
@@ -907,6 +964,24 @@ pub fn remove_labelled(host: &str, label: &str) {
                 .output();
         }
     }
+}
+
+/// Full IDs, sorted, of the containers on `host` that carry every label of `labels`
+/// (`key=value`): the running ones, or with `all` those in any state.
+pub fn container_ids(host: &str, labels: &[&str], all: bool) -> Vec<String> {
+    let mut args = vec!["ps".to_string(), "-q".into(), "--no-trunc".into()];
+    if all {
+        args.push("-a".into());
+    }
+    for label in labels {
+        args.extend(["--filter".into(), format!("label={label}")]);
+    }
+    let mut ids: Vec<String> = String::from_utf8_lossy(&docker(host, args).stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The `packfy.version` labels of the running app containers of `region` on `host`, sorted:
