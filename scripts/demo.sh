@@ -10,7 +10,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 echo "==> bringing up Docker and HAProxy (tests/env/up.sh)" >&2
-tests/env/up.sh >&2
+# Only what the demo uses: no registry, database or Kubernetes control plane.
+PACKFY_ENV_PARTS="docker haproxy sample" tests/env/up.sh >&2
 # shellcheck disable=SC1091
 source target/test-env/env.sh
 

@@ -8,6 +8,10 @@
 #   PostgreSQL                                         tests/env/postgres.sh
 #   the sample app's static binary and image           tests/env/build-sample.sh
 #
+# PACKFY_ENV_PARTS (default: all of "docker registry haproxy postgres k8s sample") brings up
+# only the parts named: `make demo` needs Docker, HAProxy and the sample app, never the
+# Kubernetes control plane (a first build of ~8 minutes).
+#
 # Under CI=true a part that does not come up fails this script, naming the part, the
 # reason and the last lines of its log (all logs: target/test-env/logs/). Elsewhere it is
 # left out of env.sh with a warning, and the tests that need it skip.
@@ -24,31 +28,41 @@ if [[ "$(id -u)" != 0 ]]; then
   fail "test environment" "must run as root (private dockerd, bridges, apt)" || exit 1
 fi
 
-# Commands (or, with an empty command, packages) we need, and the Debian package of each.
-ensure_packages \
-  docker:docker.io dockerd:docker.io iptables:iptables ip:iproute2 \
-  docker-registry:docker-registry \
-  haproxy:haproxy socat:socat \
-  psql:postgresql-client pg_dump:postgresql-client :postgresql \
-  curl:curl runuser:util-linux setsid:util-linux :libc6-dev ||
+parts=" ${PACKFY_ENV_PARTS:-docker registry haproxy postgres k8s sample} "
+wanted() { [[ "$parts" == *" $1 "* ]]; }
+
+# Commands (or, with an empty command, packages) we need, and the Debian package of each:
+# only those of the parts brought up.
+needed=(curl:curl runuser:util-linux setsid:util-linux)
+wanted docker && needed+=(docker:docker.io dockerd:docker.io iptables:iptables ip:iproute2)
+wanted registry && needed+=(docker-registry:docker-registry)
+wanted haproxy && needed+=(haproxy:haproxy socat:socat)
+wanted postgres && needed+=(psql:postgresql-client pg_dump:postgresql-client :postgresql)
+wanted sample && needed+=(:libc6-dev)
+ensure_packages "${needed[@]}" ||
   true # fail() has reported it; the parts that miss their program fail below.
 
+
 failed=()
-{ docker_up && docker_smoke; } || failed+=(docker)
-registry_up || failed+=(registry)
-haproxy_up || failed+=(haproxy)
-postgres_up || failed+=(postgres)
+if wanted docker; then { docker_up && docker_smoke; } || failed+=(docker); fi
+if wanted registry; then registry_up || failed+=(registry); fi
+if wanted haproxy; then haproxy_up || failed+=(haproxy); fi
+if wanted postgres; then postgres_up || failed+=(postgres); fi
 # The Kubernetes control plane (tests/k8s): built once from Go modules into a cache outside
 # the repository (cold ~7 min on an idle 2-core machine, warm 0.1 s), started with kwokctl.
-"$ROOT/tests/k8s/up.sh" >"$LOG_DIR/k8s.log" 2>&1 || {
-  fail "kubernetes" "tests/k8s/up.sh failed" "$LOG_DIR/k8s.log" || true
-  failed+=(k8s)
-}
-if "$here/sample-bin.sh" >"$LOG_DIR/sample-build.log" 2>&1; then
-  state_set sample "PACKFY_SAMPLE_BIN=$SAMPLE_BIN"
-else
-  fail "sample app" "cargo build of tests/sample-app failed" "$LOG_DIR/sample-build.log" || true
-  failed+=(sample)
+if wanted k8s; then
+  "$ROOT/tests/k8s/up.sh" >"$LOG_DIR/k8s.log" 2>&1 || {
+    fail "kubernetes" "tests/k8s/up.sh failed" "$LOG_DIR/k8s.log" || true
+    failed+=(k8s)
+  }
+fi
+if wanted sample; then
+  if "$here/sample-bin.sh" >"$LOG_DIR/sample-build.log" 2>&1; then
+    state_set sample "PACKFY_SAMPLE_BIN=$SAMPLE_BIN"
+  else
+    fail "sample app" "cargo build of tests/sample-app failed" "$LOG_DIR/sample-build.log" || true
+    failed+=(sample)
+  fi
 fi
 
 # env.sh: every part's exports; rewritten only when it changes.
