@@ -3,20 +3,28 @@
 //! `run` parses the command line, runs one operation and is the only place that turns an
 //! error into an exit code (see `error.rs`).
 
+//!
+//! Layers, each using only those above it in this list:
+//! config, error, ui, secrets, lock, release, plan, health, render, traffic, hooks, notify,
+//! context, backup (the basics) ← targets (docker, kubernetes) ← flow (deploy, rollback,
+//! fleet) ← commands (one file per command) ← cli and `run` here.
+
 pub mod backup;
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod deploy;
-pub mod docker;
+pub mod context;
 pub mod error;
+pub mod flow;
 pub mod health;
 pub mod hooks;
-pub mod k8s;
+pub mod lock;
 pub mod notify;
-pub mod ops;
 pub mod plan;
 pub mod release;
 pub mod render;
+pub mod secrets;
+pub mod targets;
 pub mod traffic;
 pub mod ui;
 
@@ -48,42 +56,49 @@ pub fn run() -> i32 {
         Verbosity::Normal
     };
     let ui = Ui::new(cli.global.output, verbosity);
-    let ctx = ops::Ctx::new(ui.clone(), cli.global.regions_dir.clone(), cli.global.env);
+    let ctx = context::Ctx::new(ui.clone(), cli.global.regions_dir.clone(), cli.global.env);
     let result = match cli.command {
-        Command::Validate { regions } => ops::validate::run(&ctx, &regions),
+        Command::Validate { regions } => commands::validate::run(&ctx, &regions),
         Command::Diff {
             a,
             b,
             live,
             version,
         } => match (b, live) {
-            (Some(b), false) => ops::diff::run(&ctx, &a, &b),
-            _ => ops::target::diff_live(&ctx, &a, version),
+            (Some(b), false) => commands::diff::run(&ctx, &a, &b),
+            _ => commands::diff::live(&ctx, &a, version),
         },
-        Command::Plan { region, version } => ops::target::plan(&ctx, &region, version),
+        Command::Plan { region, version } => commands::plan::run(&ctx, &region, version),
         Command::Build {
             region,
             push,
             version,
-        } => ops::target::build(&ctx, &region, push, version),
-        Command::Deploy(args) => ops::target::deploy(&ctx, &args),
+        } => commands::build::run(&ctx, &region, push, version),
+        Command::Deploy(args) => commands::deploy::run(&ctx, &args),
         Command::Rollback {
             region,
             to,
             lock_wait,
-        } => ops::target::rollback(&ctx, &region, to.as_deref(), lock_wait),
-        Command::Status { region } => ops::target::status(&ctx, region.as_deref()),
-        Command::History { region, limit } => ops::target::history(&ctx, &region, limit),
+        } => commands::rollback::run(
+            &ctx,
+            commands::rollback::RollbackOptions {
+                region: &region,
+                to: to.as_deref(),
+                lock_wait,
+            },
+        ),
+        Command::Status { region } => commands::status::run(&ctx, region.as_deref()),
+        Command::History { region, limit } => commands::history::run(&ctx, &region, limit),
         Command::Lock {
             region,
             reason,
             ttl,
-        } => ops::target::lock(&ctx, &region, &reason, ttl),
-        Command::Unlock { region, force } => ops::target::unlock(&ctx, &region, force),
-        Command::Explain { region, key } => ops::explain::run(&ctx, &region, &key),
-        Command::Render(args) => ops::render::run(&ctx, &args),
-        Command::Backup(cmd) => ops::backup::run(&ctx, cmd),
-        Command::Schema => ops::schema(&ctx),
+        } => commands::lock::run(&ctx, &region, &reason, ttl),
+        Command::Unlock { region, force } => commands::unlock::run(&ctx, &region, force),
+        Command::Explain { region, key } => commands::explain::run(&ctx, &region, &key),
+        Command::Render(args) => commands::render::run(&ctx, &args),
+        Command::Backup(cmd) => commands::backup::run(&ctx, cmd),
+        Command::Schema => commands::schema(&ctx),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::config::model::EnvValue;
 pub use crate::config::model::{NotifyKind, Webhook, WebhookKind};
-use crate::deploy::desired::resolve_secret;
+use crate::secrets::resolve as resolve_secret;
 use crate::ui::Ui;
 
 /// Attempts per delivery (the planning documents: "exponential backoff, 3 attempts").

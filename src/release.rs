@@ -96,9 +96,12 @@ pub struct Release {
     pub error: Option<String>,
     /// Host and process that ran it (to recognise an interrupted run).
     pub runner: String,
-    /// The backup: what ran when this release started, container by container.
-    #[serde(default)]
-    pub before: Vec<ServiceRecord>,
+    /// The target's own part of the record, opaque to the flow: the backup of what ran when
+    /// this release started (Docker: `before`, container by container; Kubernetes: `before`,
+    /// every object it touched as it was live, and `applied`, the objects it applied) —
+    /// enough to put that back exactly, or to make this release serve again.
+    #[serde(flatten)]
+    pub state: serde_json::Map<String, serde_json::Value>,
     /// Data backups taken before this release changed anything (`backups:` jobs).
     #[serde(default)]
     pub backups: Vec<crate::backup::BackupRecord>,
@@ -113,6 +116,131 @@ impl Release {
         self.finished_at
             .map(|f| (f - self.started_at).num_milliseconds() as f64 / 1000.0)
     }
+}
+
+impl Release {
+    /// A new `in_progress` release of a region, numbered after `history`.
+    pub fn start(
+        region: &str,
+        env: &str,
+        history: &[Release],
+        kind: Kind,
+        version: &str,
+        previous: Option<String>,
+        target: Option<String>,
+    ) -> Release {
+        let number = next_number(history);
+        Release {
+            id: format!("r{number}"),
+            number,
+            region: region.to_string(),
+            environment: env.to_string(),
+            kind,
+            version: version.into(),
+            outcome: Outcome::InProgress,
+            previous,
+            target,
+            actor: actor(),
+            command: command_line(),
+            git_commit: git_commit(),
+            started_at: Utc::now(),
+            finished_at: None,
+            services: Vec::new(),
+            error: None,
+            runner: runner(),
+            state: Default::default(),
+            backups: Vec::new(),
+        }
+    }
+
+    /// Ends the release with `outcome` now (and why, when it failed).
+    pub fn end(&mut self, outcome: Outcome, error: Option<String>) {
+        self.outcome = outcome;
+        self.finished_at = Some(Utc::now());
+        if error.is_some() {
+            self.error = error;
+        }
+    }
+
+    /// A part of the target's state (`None` when absent or of another shape).
+    pub fn state_of<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        serde_json::from_value(self.state.get(key)?.clone()).ok()
+    }
+
+    /// Sets a part of the target's state.
+    pub fn set_state<T: Serialize>(&mut self, key: &str, value: &T) {
+        if let Ok(v) = serde_json::to_value(value) {
+            self.state.insert(key.to_string(), v);
+        }
+    }
+}
+
+/// The number of the release after `history`.
+pub fn next_number(history: &[Release]) -> u64 {
+    history.iter().map(|r| r.number).max().unwrap_or(0) + 1
+}
+
+/// The release serving now: the newest that succeeded.
+pub fn serving(history: &[Release]) -> Option<&Release> {
+    history
+        .iter()
+        .rev()
+        .find(|r| r.outcome == Outcome::Succeeded)
+}
+
+/// The release a killed run left `in_progress`, when no live run holds the lock for it.
+pub fn interrupted<'a>(
+    history: &'a [Release],
+    lock: Option<&crate::lock::Lock>,
+) -> Option<&'a Release> {
+    let last = history.last().filter(|r| r.outcome == Outcome::InProgress)?;
+    if lock.is_some_and(|l| !l.is_stale(Utc::now())) && !runner_is_dead(&last.runner) {
+        return None;
+    }
+    Some(last)
+}
+
+/// What `keep_releases` keeps, the same on every target: the newest `keep` records (whatever
+/// their outcome, as Helm's `--history-max` counts revisions) and always the serving one and
+/// the one it restored (a rollback serves an older release's containers). Returns the ids
+/// kept and the records to delete, oldest first.
+pub fn retention(history: &[Release], keep: usize) -> (Vec<String>, Vec<&Release>) {
+    let keep = keep.max(1);
+    let cut = history.len().saturating_sub(keep);
+    let serving = serving(history);
+    let mut kept: Vec<String> = Vec::new();
+    let mut gone = Vec::new();
+    for (i, r) in history.iter().enumerate() {
+        if i >= cut || serving.is_some_and(|s| s.id == r.id) {
+            kept.push(r.id.clone());
+            kept.extend(r.target.clone());
+        } else {
+            gone.push(r);
+        }
+    }
+    // A rollback record kept keeps what it restored, however old.
+    gone.retain(|r| !kept.contains(&r.id));
+    (kept, gone)
+}
+
+/// For a rolled-back deploy: the backups taken before it, which are not restored by
+/// themselves.
+pub fn rollback_note(rec: &Release) -> Option<String> {
+    let ids: Vec<&str> = rec
+        .backups
+        .iter()
+        .filter(|b| b.error.is_none())
+        .map(|b| b.id.as_str())
+        .collect();
+    if ids.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "data was not restored: the backup taken before {} is {}; writes made since would be lost, so restoring is a person's decision: packfy-deploy backup restore {}",
+        rec.id,
+        ids.join(", "),
+        ids[0]
+    ))
 }
 
 /// `r12` → 12.
@@ -293,7 +421,7 @@ mod tests {
             }],
             error: None,
             runner: "h:1".into(),
-            before: vec![],
+            state: Default::default(),
             backups: vec![],
         }
     }

@@ -170,8 +170,7 @@ fn context(
     let name = object_name(cfg, sname);
     let namespace = cfg
         .target
-        .kubernetes
-        .as_ref()
+        .kubernetes()
         .map(|k| k.namespace.clone())
         .unwrap_or_default();
     let plain: BTreeMap<&str, String> = svc

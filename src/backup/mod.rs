@@ -23,18 +23,15 @@ pub mod stream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config::backups::{BackupJob, Compression};
 use crate::config::model::EnvValue;
-use crate::deploy::desired::resolve_secret;
-use crate::deploy::Session;
+use crate::secrets::resolve as resolve_secret;
 use crate::error::{Error, Result};
-use crate::ops::Ctx;
-use crate::release::Release;
+use crate::context::Ctx;
 use crate::ui::Ui;
 use stream::{Hashing, Tail};
 
@@ -72,71 +69,18 @@ pub struct BackupRecord {
 
 /// Runs `cmd` in a running container of a service; the seam between the backup runner and
 /// a target (Docker today; a Kubernetes pod exec would be another implementation).
-pub trait ExecIn {
+#[async_trait::async_trait]
+pub trait ExecIn: Send + Sync {
     /// Streams the command's stdout into `out` and its stderr into `err`; returns its exit
     /// code, or `None` when no container of `service` runs.
-    fn exec<W: AsyncWrite + Unpin + Send>(
+    async fn exec(
         &self,
         service: &str,
         cmd: &[String],
         env: &[String],
-        out: &mut W,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
         err: &mut Tail,
-    ) -> impl std::future::Future<Output = anyhow::Result<Option<i64>>>;
-}
-
-impl ExecIn for Session {
-    async fn exec<W: AsyncWrite + Unpin + Send>(
-        &self,
-        service: &str,
-        cmd: &[String],
-        env: &[String],
-        out: &mut W,
-        err: &mut Tail,
-    ) -> anyhow::Result<Option<i64>> {
-        use bollard::container::LogOutput;
-        use bollard::exec::{CreateExecOptions, StartExecResults};
-        use futures_util::StreamExt;
-        let live = self.live().await?;
-        let Some(c) = live.iter().find(|c| c.running && c.service == service) else {
-            return Ok(None);
-        };
-        let docker = &self.engine.docker;
-        let exec = docker
-            .create_exec(
-                &c.id,
-                CreateExecOptions {
-                    cmd: Some(cmd.to_vec()),
-                    env: Some(env.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow!("cannot exec in {}: {e}", c.name))?;
-        match docker.start_exec(&exec.id, None).await {
-            Ok(StartExecResults::Attached { mut output, .. }) => {
-                while let Some(item) = output.next().await {
-                    match item.map_err(|e| anyhow!("reading the output of {}: {e}", c.name))? {
-                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                            out.write_all(&message).await?
-                        }
-                        LogOutput::StdErr { message } => err.push(&message),
-                        LogOutput::StdIn { .. } => {}
-                    }
-                }
-            }
-            Ok(StartExecResults::Detached) => return Err(anyhow!("the exec was detached")),
-            Err(e) => return Err(anyhow!("cannot start the exec in {}: {e}", c.name)),
-        }
-        let inspect = docker
-            .inspect_exec(&exec.id)
-            .await
-            .map_err(|e| anyhow!("cannot inspect the exec in {}: {e}", c.name))?;
-        Ok(Some(inspect.exit_code.unwrap_or(-1)))
-    }
+    ) -> anyhow::Result<Option<i64>>;
 }
 
 /// Where a job's backups go: its `store:` (relative to the regions directory's parent), or
@@ -156,30 +100,30 @@ pub fn store_dir(ctx: &Ctx, store: Option<&str>) -> PathBuf {
     std::path::absolute(&root).unwrap_or(root)
 }
 
-/// The backups of the deploy of `release`, run after the lock (and the pre-deploy hooks) and
-/// before anything changes. `first_release`: no release serves yet.
+/// The backups of the deploy of `release` of `region`/`env`, run after the lock (and the
+/// pre-deploy hooks) and before anything changes. `first_release`: no release serves yet.
 pub async fn before_deploy(
     ctx: &Ctx,
-    s: &Session,
+    jobs: &[BackupJob],
+    (region, env): (&str, &str),
+    target: &dyn ExecIn,
     release: &str,
     first_release: bool,
 ) -> Result<Vec<BackupRecord>> {
-    if s.cfg.backups.is_empty() {
+    if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let run = Run {
-        region: &s.region,
-        env: &s.env,
+        region,
+        env,
         release,
         first_release,
-        jobs: s
-            .cfg
-            .backups
+        jobs: jobs
             .iter()
             .map(|j| (j.clone(), store_root(ctx, j)))
             .collect(),
     };
-    run.run(&ctx.ui, s).await
+    run.run(&ctx.ui, target).await
 }
 
 /// One deploy's backup jobs, each with its store root.
@@ -200,7 +144,7 @@ struct Failure {
 }
 
 impl Run<'_> {
-    pub async fn run(&self, ui: &Ui, target: &impl ExecIn) -> Result<Vec<BackupRecord>> {
+    pub async fn run(&self, ui: &Ui, target: &dyn ExecIn) -> Result<Vec<BackupRecord>> {
         // One record per job, in the order of `self.jobs`.
         let mut out: Vec<BackupRecord> = Vec::new();
         for (job, root) in &self.jobs {
@@ -324,7 +268,7 @@ impl Run<'_> {
         root: &Path,
         id: &str,
         source: &str,
-        target: &impl ExecIn,
+        target: &dyn ExecIn,
     ) -> Result<BackupRecord, Failure> {
         let fail = |what: String| Failure {
             what,
@@ -580,26 +524,6 @@ pub fn describe(job: &BackupJob) -> String {
     }
 }
 
-/// For a rolled-back deploy: the backups taken before it, which are not restored by
-/// themselves.
-pub fn rollback_note(rec: &Release) -> Option<String> {
-    let ids: Vec<&str> = rec
-        .backups
-        .iter()
-        .filter(|b| b.error.is_none())
-        .map(|b| b.id.as_str())
-        .collect();
-    if ids.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "data was not restored: the backup taken before {} is {}; writes made since would be lost, so restoring is a person's decision: packfy-deploy backup restore {}",
-        rec.id,
-        ids.join(", "),
-        ids[0]
-    ))
-}
-
 /// `1.5 MB`, `312 kB`, `17 B`.
 pub fn human_bytes(n: u64) -> String {
     let f = n as f64;
@@ -618,6 +542,7 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use crate::config::backups::ExecJob;
+    use crate::release::Release;
     use crate::config::model::SecretRef;
     use crate::ui::{Output, Verbosity};
     use sha2::Digest;
@@ -625,13 +550,14 @@ mod tests {
     /// A target on which no container runs, or one whose exec prints `out` and exits `code`.
     struct FakeExec(Option<(&'static str, i64)>);
 
+    #[async_trait::async_trait]
     impl ExecIn for FakeExec {
-        async fn exec<W: AsyncWrite + Unpin + Send>(
+        async fn exec(
             &self,
             _: &str,
             _: &[String],
             _: &[String],
-            out: &mut W,
+            out: &mut (dyn AsyncWrite + Unpin + Send),
             err: &mut Tail,
         ) -> anyhow::Result<Option<i64>> {
             let Some((text, code)) = self.0 else {
@@ -758,7 +684,7 @@ mod tests {
         assert!(recs[0].path.is_empty());
         assert!(recs[1].error.is_none());
         assert_eq!(
-            rollback_note(&Release {
+            crate::release::rollback_note(&crate::release::Release {
                 backups: recs,
                 ..release("r1")
             })
@@ -914,7 +840,7 @@ mod tests {
             services: vec![],
             error: None,
             runner: "h:1".into(),
-            before: vec![],
+            state: Default::default(),
             backups: vec![],
         }
     }

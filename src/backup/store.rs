@@ -101,9 +101,9 @@ pub fn scan(root: &Path, region: &str, env: Option<&str>) -> Vec<BackupRecord> {
 /// Oldest first: by start time, then release number.
 pub fn sort(v: &mut [BackupRecord]) {
     v.sort_by(|a, b| {
-        (a.started_at, crate::release::parse_id(&a.release), &a.id).cmp(&(
+        (a.started_at, release_number(&a.release), &a.id).cmp(&(
             b.started_at,
-            crate::release::parse_id(&b.release),
+            release_number(&b.release),
             &b.id,
         ))
     });
@@ -237,4 +237,9 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 /// The dump of a backup as a reader (decompressed), for restoring.
 pub fn open_dump(rec: &BackupRecord) -> io::Result<Box<dyn Read + Send>> {
     decompressed(File::open(&rec.path)?, rec.compression)
+}
+
+/// `r12` → 12, so backups sort by release number.
+fn release_number(id: &str) -> Option<u64> {
+    id.strip_prefix('r')?.parse().ok()
 }

@@ -170,7 +170,7 @@ pub fn check(cfg: &RegionConfig, report: &mut dyn FnMut(&str, String, &str)) {
             (Some(cmd), None) => commands.push((format!("{p}.command"), cmd)),
             (None, Some(exec)) => {
                 let ep = format!("{p}.exec");
-                if cfg.target.kubernetes.is_some() {
+                if cfg.target.kubernetes().is_some() {
                     report(
                         &ep,
                         format!("{ep}: runs in a Docker container, and this region targets Kubernetes"),

@@ -34,6 +34,7 @@ pub struct RegionConfig {
     /// Share of global traffic in percent; when any region sets it, all shares sum to 100.
     pub capacity_share: Option<f64>,
     /// Where this region runs: a Docker endpoint or a Kubernetes context and namespace.
+    #[schemars(with = "TargetSpec")]
     pub target: Target,
     /// How traffic reaches the containers (Docker targets).
     pub traffic: Traffic,
@@ -78,12 +79,64 @@ impl Default for RegionConfig {
     }
 }
 
-/// Exactly one of `docker` or `kubernetes`.
+/// Where a region deploys: Docker hosts or a Kubernetes cluster. Written as the one-key
+/// mapping `{docker: {...}}` or `{kubernetes: {...}}` ([`TargetSpec`]); validation reports a
+/// region with neither or both, where they were written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(from = "TargetSpec", into = "TargetSpec")]
+pub enum Target {
+    Docker(DockerTarget),
+    Kubernetes(KubernetesTarget),
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target::Docker(DockerTarget::default())
+    }
+}
+
+impl Target {
+    pub fn kubernetes(&self) -> Option<&KubernetesTarget> {
+        match self {
+            Target::Kubernetes(k) => Some(k),
+            Target::Docker(_) => None,
+        }
+    }
+}
+
+/// `target:` as written: exactly one of `docker` or `kubernetes` (validation says so).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Target {
+pub struct TargetSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerTarget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesTarget>,
+}
+
+impl From<TargetSpec> for Target {
+    /// Neither or both are validation errors, reported from the tree; typing picks one.
+    fn from(t: TargetSpec) -> Target {
+        match (t.docker, t.kubernetes) {
+            (None, Some(k)) => Target::Kubernetes(k),
+            (d, _) => Target::Docker(d.unwrap_or_default()),
+        }
+    }
+}
+
+impl From<Target> for TargetSpec {
+    fn from(t: Target) -> TargetSpec {
+        match t {
+            Target::Docker(d) => TargetSpec {
+                docker: Some(d),
+                kubernetes: None,
+            },
+            Target::Kubernetes(k) => TargetSpec {
+                docker: None,
+                kubernetes: Some(k),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

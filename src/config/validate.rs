@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::diag::Diagnostic;
-use super::model::{EnvValue, HookCommand, RegionConfig, Traffic, WebhookKind};
+use super::model::{EnvValue, HookCommand, RegionConfig, Target, Traffic, WebhookKind};
 use super::node::Node;
 
 /// Names whose plain values are almost certainly secrets that belong in a reference.
@@ -143,19 +143,28 @@ pub fn region_partial(
             );
         }
     }
-    match (&cfg.target.docker, &cfg.target.kubernetes) {
-        (None, None) => c.at(
+    // Typing picked one target; whether neither or both were written is in the tree.
+    let written = |k: &str| {
+        c.tree
+            .lookup(&format!("target.{k}"))
+            .is_some_and(|n| !matches!(n.value, super::node::Value::Null))
+    };
+    match (written("docker"), written("kubernetes")) {
+        (false, false) => c.at(
             "target",
             format!("region '{name}' has no target"),
             "set `target: {docker: {host: ...}}` or `target: {kubernetes: {namespace: ...}}`",
         ),
-        (Some(_), Some(_)) => c.report(
+        (true, true) => c.report(
             "target.kubernetes",
             &["target.docker", "target.kubernetes"],
             "target: both docker and kubernetes are set".into(),
             "a region deploys to one target; remove one of them (an overlay can remove an inherited one with `null`)",
         ),
-        (Some(d), None) => {
+        _ => {}
+    }
+    match &cfg.target {
+        Target::Docker(d) => {
             // `${VAR}` endpoints are checked once expanded; an unset variable is a deploy-time error.
             let host = super::expand_env(&d.host);
             let ok = host.is_empty()
@@ -170,7 +179,7 @@ pub fn region_partial(
                 );
             }
         }
-        (None, Some(k)) => {
+        Target::Kubernetes(k) => {
             if k.namespace.is_empty() {
                 c.at(
                     "target.kubernetes",
@@ -236,7 +245,7 @@ pub fn region_partial(
         }
     }
 
-    let is_docker = cfg.target.docker.is_some();
+    let is_docker = matches!(cfg.target, Target::Docker(_));
     // (host port, protocol) → first service that claimed it
     let mut host_ports: HashMap<(u16, String), String> = HashMap::new();
     for (sname, s) in &cfg.services {

@@ -14,7 +14,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
-use crate::docker::state::{Acquire, Lock};
+use crate::lock::{Acquire, Lock};
 
 const REASON: &str = "packfy.io/reason";
 const RUNNER: &str = "packfy.io/runner";

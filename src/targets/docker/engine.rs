@@ -1,13 +1,9 @@
-//! The Docker target: one engine reached over a unix socket, TCP (with TLS) or SSH.
+//! One Docker engine reached over a unix socket, TCP (with TLS) or SSH.
 //!
 //! This file is the thin layer over bollard: connecting (with API version negotiation, so
 //! Debian's 20.10 engine at API 1.41 and newer engines both work), and the few container
 //! operations the executor needs. Names and labels are decided in [`naming`]; the lock and the
 //! release records live in [`state`].
-
-pub mod build;
-pub mod naming;
-pub mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

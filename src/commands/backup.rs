@@ -20,7 +20,7 @@ use crate::config::backups::BackupJob;
 use crate::config::{Environment, Regions};
 use crate::error::{Error, ExitCode, Result};
 
-use super::Ctx;
+use crate::context::Ctx;
 
 pub fn run(ctx: &Ctx, cmd: BackupCommand) -> Result<ExitCode> {
     match cmd {

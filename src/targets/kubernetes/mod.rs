@@ -22,75 +22,84 @@
 //! bottom; `inspect` has the read-only commands; `lease`, `records`, `objects` and `wait` are
 //! the lock, the release records, object handling (pure) and the rollout judgement.
 
-mod flow;
 mod inspect;
 pub mod lease;
 pub mod objects;
 pub mod records;
 pub mod wait;
 
-pub use flow::{deploy, rollback};
-pub use inspect::{history, live_and_desired_lines, lock, plan, status, unlock};
-
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{json, Value};
 
-use crate::config::model::{EnvValue, RegionConfig};
-use crate::config::Environment;
-use crate::deploy::{self, desired, Notify};
-use crate::docker::state::Lock;
+use super::{Changes, DeployOptions, Purpose, Region, Status, Target};
+use crate::backup::stream::Tail;
+use crate::backup::ExecIn;
+use crate::config::model::{EnvValue, KubernetesTarget};
 use crate::error::{Error, ExitCode, Result};
-
-use crate::ops::Ctx;
-use crate::release::{self, Kind, Release};
+use crate::lock::{Acquire, Lock};
+use crate::release::Release;
+use crate::secrets::SecretError;
 use objects::Object;
-use records::{Prior, Record};
+use records::Prior;
 
 /// The field manager of every apply.
 pub const MANAGER: &str = "packfy-deploy";
 /// How long the API server gets to answer the first request before it counts as unreachable.
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether a region targets Kubernetes (decided once per command, from its configuration).
-pub fn targets_kubernetes(ctx: &Ctx, region: &str) -> Result<bool> {
-    let regions = ctx.load()?;
-    let (_, cfg) = ctx.config(&regions, region)?;
-    Ok(cfg.target.kubernetes.is_some())
+/// What the next apply does: the rendered objects of a version, or a recorded release's.
+#[derive(Default)]
+struct Wanted {
+    objects: Vec<Object>,
+    /// Objects to delete besides what `prepare` finds (a rollback: what only the current
+    /// release had).
+    remove: Vec<Object>,
+    /// A rollback: apply every object as recorded, taking fields back from anyone.
+    rollback: bool,
+    /// What the release record says it applied (a rollback's Secrets included, redacted).
+    recorded: Vec<Object>,
 }
 
 /// A region's cluster, reached.
 pub struct Cluster {
-    pub region: String,
-    pub env: Environment,
-    pub cfg: RegionConfig,
+    pub region: Region,
     pub client: kube::Client,
     pub namespace: String,
     /// The kubeconfig context and the API server's address, for messages.
     pub context: String,
     pub server: String,
-    pub root: std::path::PathBuf,
+    pub health_url: Option<String>,
+    templates: PathBuf,
+    wanted: Wanted,
+    changes: Vec<Change>,
+    force: bool,
+    /// Renews our Lease while a deploy holds it.
+    renewal: Mutex<Option<lease::Renewal>>,
 }
 
 impl Cluster {
-    /// Reads the region and reaches its API server.
-    pub async fn open(ctx: &Ctx, region: &str) -> Result<Cluster> {
-        let regions = ctx.load()?;
-        let (_, cfg) = ctx.config(&regions, region)?;
-        let Some(target) = cfg.target.kubernetes.clone() else {
-            return Err(Error::usage(format!(
-                "region '{region}' targets Docker, not Kubernetes"
-            )));
-        };
+    /// Reaches the region's API server (exit 6 naming it when it does not answer; exit 2 for
+    /// a context the kubeconfig does not have).
+    pub async fn open(
+        region: Region,
+        target: &KubernetesTarget,
+        templates: &Path,
+    ) -> Result<Cluster> {
+        let name = region.name.clone();
+        let region_name = &name;
         let kubeconfig = Kubeconfig::read().map_err(|e| {
             Error::usage_hint(
-                format!("cannot read the kubeconfig for region '{region}': {e}"),
+                format!("cannot read the kubeconfig for region '{region_name}': {e}"),
                 "set KUBECONFIG, or write ~/.kube/config",
             )
         })?;
@@ -109,7 +118,7 @@ impl Cluster {
                 let known: Vec<String> =
                     kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
                 Error::usage_hint(
-                    format!("region '{region}': kubeconfig context '{context}' is not usable: {e}"),
+                    format!("region '{region_name}': kubeconfig context '{context}' is not usable: {e}"),
                     format!(
                         "target.kubernetes.context must name a context of the kubeconfig ({})",
                         if known.is_empty() {
@@ -135,7 +144,7 @@ impl Cluster {
         let unreachable = |why: String| {
             Error::failed(
                 ExitCode::Unreachable,
-                anyhow!("cannot reach the Kubernetes API server of region '{region}' at {server} (context {context}): {why}"),
+                anyhow!("cannot reach the Kubernetes API server of region '{region_name}' at {server} (context {context}): {why}"),
             )
             .with_hint(format!("is the cluster up? `kubectl --context {context} cluster-info`; nothing was changed"))
         };
@@ -150,23 +159,22 @@ impl Cluster {
             Ok(Ok(_)) => {}
         }
         Ok(Cluster {
-            region: region.to_string(),
-            env: ctx.env_or_default(),
-            root: ctx.sibling("."),
+            region,
             namespace: target.namespace.clone(),
-            cfg,
+            health_url: target.health_url.clone(),
             client,
             context,
             server,
+            templates: templates.to_path_buf(),
+            wanted: Wanted::default(),
+            changes: Vec::new(),
+            force: false,
+            renewal: Mutex::new(None),
         })
     }
 
     fn env(&self) -> &str {
-        self.env.as_str()
-    }
-
-    fn where_(&self) -> String {
-        format!("{}/{}", self.region, self.env())
+        self.region.env()
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -179,15 +187,6 @@ impl Cluster {
 
     fn api(&self, o: &Object) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.namespace, &o.resource())
-    }
-
-    fn notifier<'a>(&'a self, ctx: &'a Ctx) -> Notify<'a> {
-        Notify {
-            cfg: &self.cfg,
-            region: &self.region,
-            env: self.env.as_str(),
-            ui: &ctx.ui,
-        }
     }
 
     /// A failed API call: exit 6 when the server could not be reached, else exit 4 (the
@@ -213,19 +212,13 @@ impl Cluster {
         }
     }
 
-    /// The release records, oldest first.
-    pub async fn history(&self) -> Result<Vec<Record>> {
-        records::list(&self.secrets(), &self.cfg.app, self.env())
-            .await
-            .map_err(|e| Error::failed(ExitCode::Unreachable, e))
-    }
 
     /// The objects of a release of `version`: the rendered templates, and one Secret per
     /// service with secret variables (values resolved here; never printed or recorded).
-    pub fn desired(&self, ctx: &Ctx, version: &str) -> Result<Vec<Object>> {
-        let templates = crate::render::templates_or_embedded(&ctx.sibling("templates"))
+    fn desired(&self, version: &str) -> Result<Vec<Object>> {
+        let templates = crate::render::templates_or_embedded(&self.templates)
             .map_err(|e| Error::usage_hint(e.to_string(), "fix the templates directory"))?;
-        let files = crate::render::render(&templates, &self.region, self.env, &self.cfg, version)
+        let files = crate::render::render(&templates, &self.region.name, self.region.env, &self.region.cfg, version)
             .map_err(|e| Error::usage_hint(e.to_string(), "fix the template"))?;
         let rendered = objects::parse_manifests(&files, &self.namespace).map_err(|e| {
             Error::usage_hint(
@@ -234,12 +227,12 @@ impl Cluster {
             )
         })?;
         let mut out = Vec::new();
-        for (sname, svc) in &self.cfg.services {
+        for (sname, svc) in &self.region.cfg.services {
             let mut values = BTreeMap::new();
             for (var, v) in &svc.env {
                 if let EnvValue::Secret { secret } = v {
-                    let value = desired::resolve_secret(&secret.0).map_err(|why| {
-                        let e = desired::SecretError {
+                    let value = crate::secrets::resolve(&secret.0).map_err(|why| {
+                        let e = SecretError {
                             service: sname.clone(),
                             var: var.clone(),
                             reference: secret.0.clone(),
@@ -256,7 +249,7 @@ impl Cluster {
             if values.is_empty() {
                 continue;
             }
-            let name = format!("{}-secrets", crate::render::object_name(&self.cfg, sname));
+            let name = format!("{}-secrets", crate::render::object_name(&self.region.cfg, sname));
             out.push(Object {
                 api_version: "v1".into(),
                 kind: "Secret".into(),
@@ -264,7 +257,7 @@ impl Cluster {
                 manifest: json!({
                     "apiVersion": "v1", "kind": "Secret",
                     "metadata": {"name": name, "namespace": self.namespace, "labels": {
-                        "app.kubernetes.io/name": self.cfg.app,
+                        "app.kubernetes.io/name": self.region.cfg.app,
                         "app.kubernetes.io/component": sname,
                         "app.kubernetes.io/managed-by": MANAGER,
                     }},
@@ -324,7 +317,7 @@ impl Cluster {
     }
 
     /// Creates the namespace when it is missing (as `helm --create-namespace`).
-    async fn ensure_namespace(&self, ctx: &Ctx) -> Result<()> {
+    async fn ensure_namespace(&self) -> Result<()> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         if api
             .get_opt(&self.namespace)
@@ -338,7 +331,8 @@ impl Cluster {
             .map_err(anyhow::Error::from)?;
         match api.create(&PostParams::default(), &ns).await {
             Ok(_) => {
-                ctx.ui
+                self.region
+                    .ui
                     .status("Created", format!("namespace {}", self.namespace));
                 Ok(())
             }
@@ -355,14 +349,13 @@ impl Cluster {
         &self,
         objs: &[Object],
         force: bool,
-        serving: Option<&Record>,
+        serving: Option<&Release>,
     ) -> Result<Vec<Change>> {
         let mut out =
             futures_util::future::try_join_all(objs.iter().map(|o| self.change(o, force))).await?;
         let rendered: BTreeSet<String> = objs.iter().map(Object::key).collect();
-        let gone = serving
-            .map(|r| r.applied.as_slice())
-            .unwrap_or_default()
+        let applied: Vec<Object> = serving.map(applied_by).unwrap_or_default();
+        let gone = applied
             .iter()
             .filter(|old| !rendered.contains(&old.key()));
         for old in gone {
@@ -413,63 +406,12 @@ impl Cluster {
     }
 
     fn lease_name(&self) -> String {
-        lease::name(&self.cfg.app, self.env())
-    }
-
-    /// Takes the lock (a Lease, renewed while held), waiting up to `wait`; exit 5 naming the
-    /// holder when it stays held.
-    async fn lock(
-        &self,
-        ctx: &Ctx,
-        reason: &str,
-        wait: Option<Duration>,
-    ) -> Result<(Lock, lease::Renewal)> {
-        let name = self.lease_name();
-        let holder = release::actor();
-        let ttl = self.cfg.lock_ttl.0;
-        let lock = deploy::take_lock(
-            ctx,
-            &self.where_(),
-            wait,
-            || async {
-                lease::try_lock(&self.leases(), &name, &holder, reason, ttl, true)
-                    .await
-                    .map_err(|e| self.api_error("cannot take the lock", e))
-            },
-            |stale| {
-                let name = &name;
-                async move {
-                    lease::release(&self.leases(), name, &stale.token)
-                        .await
-                        .map_err(|e| self.api_error("cannot take over the stale lock", e))
-                }
-            },
-        )
-        .await?;
-        let renewal = lease::Renewal::start(self.leases(), name.clone(), lock.token.clone(), ttl);
-        ctx.ui.status(
-            "Locked",
-            format!(
-                "{} (Lease {}/{name}, {})",
-                self.where_(),
-                self.namespace,
-                lock.holder
-            ),
-        );
-        Ok((lock, renewal))
-    }
-
-    async fn unlock(&self, ctx: &Ctx, lock: (Lock, lease::Renewal)) {
-        let (lock, renewal) = lock;
-        drop(renewal);
-        if let Err(e) = lease::release(&self.leases(), &self.lease_name(), &lock.token).await {
-            ctx.ui.warn(format!("could not release the lock: {e}"));
-        }
+        lease::name(&self.region.cfg.app, self.env())
     }
 
     /// The longest progress deadline of the region's services.
     fn progress_deadline(&self) -> Duration {
-        self.cfg
+        self.region.cfg
             .services
             .values()
             .map(|s| s.rollout.progress_deadline.0)
@@ -478,15 +420,16 @@ impl Cluster {
     }
 
     /// Waits for every Deployment among `objs`, together; the first failure ends the wait.
-    async fn wait_all(&self, ctx: &Ctx, objs: &[&Object]) -> anyhow::Result<()> {
+    async fn wait_all(&self, objs: &[&Object]) -> anyhow::Result<()> {
         let deadline = self.progress_deadline();
         let waits = objs.iter().filter(|o| o.kind == "Deployment").map(|o| {
             let name = o.name.clone();
             async move {
-                let line = wait::rollout(&self.client, &self.namespace, &name, deadline, &ctx.ui)
+                let line = wait::rollout(&self.client, &self.namespace, &name, deadline, &self.region.ui)
                     .await
                     .map_err(|e| anyhow!(e))?;
-                ctx.ui
+                self.region
+                    .ui
                     .status("Rolled out", format!("Deployment/{name}: {line}"));
                 anyhow::Ok(())
             }
@@ -496,18 +439,13 @@ impl Cluster {
     }
 
     /// The optional HTTP bake: `health_url` must answer 2xx through the services' bake period.
-    async fn bake(&self, ctx: &Ctx) -> anyhow::Result<()> {
-        let Some(url) = self
-            .cfg
-            .target
-            .kubernetes
-            .as_ref()
-            .and_then(|k| k.health_url.clone())
-            .map(|u| crate::docker::expand_env(&u))
+    async fn bake(&self) -> anyhow::Result<()> {
+        let Some(url) = self.health_url.as_deref().map(crate::config::expand_env)
         else {
             return Ok(());
         };
         let period = self
+            .region
             .cfg
             .services
             .values()
@@ -515,14 +453,14 @@ impl Cluster {
             .max()
             .unwrap_or_default();
         let max_ratio = self
-            .cfg
+            .region.cfg
             .services
             .values()
             .map(|s| s.rollout.max_5xx_ratio)
             .fold(0.0, f64::max);
         let (client, _) =
             crate::notify::client().map_err(|e| anyhow!("cannot make an HTTP client: {e}"))?;
-        ctx.ui
+        self.region.ui
             .status("Baking", format!("{url} for {}s", period.as_secs()));
         let until = Instant::now() + period;
         let (mut total, mut failed, mut in_a_row) = (0u32, 0u32, 0u32);
@@ -542,7 +480,7 @@ impl Cluster {
                 Some(why) => {
                     failed += 1;
                     in_a_row += 1;
-                    ctx.ui.verbose(format!("bake: {url}: {why}"));
+                    self.region.ui.verbose(format!("bake: {url}: {why}"));
                     if in_a_row >= 3 {
                         return Err(anyhow!("bake: {url} failed 3 times in a row (last: {why})"));
                     }
@@ -560,7 +498,7 @@ impl Cluster {
                 "bake: {failed} of {total} checks of {url} failed (allowed ratio {max_ratio})"
             ));
         }
-        ctx.ui.status(
+        self.region.ui.status(
             "Verified",
             format!("{total} checks of {url}, {failed} failed"),
         );
@@ -570,7 +508,7 @@ impl Cluster {
     /// Puts back what `before` recorded: live objects re-applied (taking their fields back
     /// from anyone), objects that did not exist deleted, Deployments waited for. Secrets that
     /// existed keep their current values (records never hold them).
-    async fn restore(&self, ctx: &Ctx, before: &[Prior]) -> std::result::Result<(), Vec<String>> {
+    async fn put_back(&self, before: &[Prior]) -> std::result::Result<(), Vec<String>> {
         let mut problems = Vec::new();
         for p in before {
             match &p.live {
@@ -584,14 +522,14 @@ impl Cluster {
                     if let Err(e) = self.delete(&p.address()).await {
                         problems.push(format!("{}: cannot delete: {e}", p.key()));
                     } else {
-                        ctx.ui
+                        self.region.ui
                             .verbose(format!("deleted {} (the release added it)", p.key()));
                     }
                 }
             }
         }
         let back: Vec<&Object> = before.iter().filter_map(|p| p.live.as_ref()).collect();
-        if let Err(e) = self.wait_all(ctx, &back).await {
+        if let Err(e) = self.wait_all(&back).await {
             problems.push(format!("{e:#}"));
         }
         if problems.is_empty() {
@@ -601,62 +539,7 @@ impl Cluster {
         }
     }
 
-    /// What the objects look like now (a rollback's backup).
-    async fn snapshot(&self, objs: &[&Object]) -> Result<Vec<Prior>> {
-        let mut out = Vec::new();
-        for o in objs {
-            out.push(Prior::of(o, self.live(o).await?.as_ref()));
-        }
-        Ok(out)
-    }
 
-    /// Records `rec` as succeeded, then prunes the records (`history` is every record before it).
-    async fn succeeded(&self, ctx: &Ctx, rec: &mut Record, history: &[Record]) -> Result<()> {
-        rec.release.outcome = release::Outcome::Succeeded;
-        rec.release.finished_at = Some(chrono::Utc::now());
-        self.save(rec).await?;
-        let all: Vec<Record> = history.iter().cloned().chain([rec.clone()]).collect();
-        self.prune(ctx, &all, &rec.release.id).await;
-        Ok(())
-    }
-
-    /// Deletes release records beyond `keep_releases` (at least 2) of `history` (every
-    /// record, oldest first), never `serving`'s.
-    async fn prune(&self, ctx: &Ctx, history: &[Record], serving: &str) {
-        let keep = (self.cfg.keep_releases as usize).max(2);
-        for gone in
-            records::prune(&self.secrets(), &self.cfg.app, history, keep, Some(serving)).await
-        {
-            ctx.ui.verbose(format!(
-                "pruned release record {gone} (keep_releases {keep})"
-            ));
-        }
-    }
-
-    async fn save(&self, rec: &Record) -> Result<()> {
-        records::save(&self.secrets(), &self.cfg.app, rec)
-            .await
-            .map_err(|e| Error::failed(ExitCode::NeedsPerson, e))
-    }
-
-    fn new_release(
-        &self,
-        number: u64,
-        kind: Kind,
-        version: &str,
-        previous: Option<String>,
-        target: Option<String>,
-    ) -> Release {
-        deploy::release_record(
-            &self.region,
-            self.env(),
-            number,
-            kind,
-            version,
-            previous,
-            target,
-        )
-    }
 }
 
 /// What a deploy does to one object.
@@ -722,4 +605,395 @@ impl Change {
         };
         format!("{}: {verb}{fields}", self.object.key())
     }
+}
+
+/// The objects a recorded release applied (Secrets redacted).
+fn applied_by(r: &Release) -> Vec<Object> {
+    r.state_of("applied").unwrap_or_default()
+}
+
+/// The backup a record keeps: every object the release touched, as it was live before.
+fn backup_of(r: &Release) -> Vec<Prior> {
+    r.state_of("before").unwrap_or_default()
+}
+
+#[async_trait]
+impl Target for Cluster {
+    fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn lock_place(&self) -> String {
+        format!("Lease {}/{}", self.namespace, self.lease_name())
+    }
+
+    async fn try_lock(
+        &self,
+        holder: &str,
+        reason: &str,
+        ttl: Duration,
+        tied_to_process: bool,
+    ) -> Result<Acquire> {
+        self.ensure_namespace().await?;
+        let name = self.lease_name();
+        let got = lease::try_lock(&self.leases(), &name, holder, reason, ttl, tied_to_process)
+            .await
+            .map_err(|e| self.api_error("cannot take the lock", e))?;
+        if let (Acquire::Acquired(l), true) = (&got, tied_to_process) {
+            let renewal = lease::Renewal::start(self.leases(), name, l.token.clone(), ttl);
+            *self.renewal.lock().expect("renewal") = Some(renewal);
+        }
+        Ok(got)
+    }
+
+    async fn take_over(&self, stale: &Lock) -> Result<()> {
+        lease::release(&self.leases(), &self.lease_name(), &stale.token)
+            .await
+            .map_err(|e| self.api_error("cannot take over the stale lock", e))
+    }
+
+    async fn current_lock(&self) -> Result<Option<Lock>> {
+        lease::current(&self.leases(), &self.lease_name())
+            .await
+            .map_err(|e| self.api_error("cannot read the lock", e))
+    }
+
+    async fn unlock(&self, ours: &Lock) -> Result<()> {
+        self.renewal.lock().expect("renewal").take();
+        lease::release(&self.leases(), &self.lease_name(), &ours.token)
+            .await
+            .map_err(|e| self.api_error("cannot release the lock", e))
+    }
+
+    async fn break_lock(&self) -> Result<()> {
+        lease::force_release(&self.leases(), &self.lease_name())
+            .await
+            .map_err(|e| self.api_error("cannot free the lock", e))
+    }
+
+    async fn history(&self) -> Result<Vec<Release>> {
+        let list = records::list(&self.secrets(), &self.region.cfg.app, self.env())
+            .await
+            .map_err(|e| Error::failed(ExitCode::Unreachable, e))?;
+        Ok(list.into_iter().map(records::Record::into_release).collect())
+    }
+
+    async fn save(&self, rec: &Release) -> Result<()> {
+        records::save(
+            &self.secrets(),
+            &self.region.cfg.app,
+            &records::Record::of(rec),
+        )
+        .await
+        .map_err(|e| Error::failed(ExitCode::NeedsPerson, e))
+    }
+
+    async fn forget(&self, _kept: &[String], gone: &[&Release]) {
+        for r in gone {
+            let name = records::name(&self.region.cfg.app, self.env(), &r.id);
+            if self
+                .secrets()
+                .delete(&name, &DeleteParams::default())
+                .await
+                .is_ok()
+            {
+                self.region
+                    .ui
+                    .verbose(format!("pruned release record {}", r.id));
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        _version: &str,
+        _opts: &DeployOptions,
+    ) -> Result<Vec<(String, String, String)>> {
+        Err(Error::usage_hint(
+            format!("region '{}' targets Kubernetes: its images are built and pushed elsewhere", self.region.name),
+            "build on a Docker region (`packfy-deploy build --region local --push`), or by CI; deploy then names the tag with --version",
+        ))
+    }
+
+    async fn resolve(
+        &mut self,
+        version: &str,
+        opts: &DeployOptions,
+        purpose: Purpose,
+    ) -> Result<()> {
+        if !self.region.cfg.backups.is_empty() {
+            return Err(Error::usage_hint(
+                format!("region '{}' has `backups:` jobs, which run on Docker regions only", self.region.name),
+                "take the data backup in a pre_deploy hook for a Kubernetes region; nothing was changed",
+            ));
+        }
+        if opts.push && purpose == Purpose::Deploy {
+            self.region.ui.warn(format!(
+                "--push: {} is a Kubernetes region, which builds and pushes nothing; it deploys the tag as it is in the registry",
+                self.region.name
+            ));
+        }
+        self.wanted = Wanted {
+            objects: self.desired(version)?,
+            ..Default::default()
+        };
+        if purpose == Purpose::Deploy {
+            self.ensure_namespace().await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve_release(&mut self, to: &Release, from: &Release) -> Result<()> {
+        // Secrets keep their current values: records never hold them.
+        let applied = applied_by(to);
+        let wanted: BTreeSet<String> = applied.iter().map(Object::key).collect();
+        self.wanted = Wanted {
+            recorded: applied.clone(),
+            objects: applied.into_iter().filter(|o| !o.is_secret()).collect(),
+            remove: applied_by(from)
+                .into_iter()
+                .filter(|o| !wanted.contains(&o.key()))
+                .collect(),
+            rollback: true,
+        };
+        Ok(())
+    }
+
+    async fn prepare(
+        &mut self,
+        serving: Option<&Release>,
+        opts: &DeployOptions,
+    ) -> Result<Changes> {
+        self.force = opts.force_conflicts || self.wanted.rollback;
+        self.changes = if self.wanted.rollback {
+            // Everything the release had is applied again as recorded, no dry run needed.
+            let mut out = Vec::new();
+            for o in &self.wanted.objects {
+                out.push(Change {
+                    object: o.clone(),
+                    live: self.live(o).await?,
+                    after: None,
+                    action: Action::Update,
+                });
+            }
+            for o in &self.wanted.remove {
+                out.push(Change {
+                    object: o.clone(),
+                    live: self.live(o).await?,
+                    after: None,
+                    action: Action::Delete,
+                });
+            }
+            out
+        } else {
+            self.changes(&self.wanted.objects, self.force, serving)
+                .await?
+        };
+        let list: Vec<Value> = self
+            .changes
+            .iter()
+            .map(|ch| json!({"object": ch.object.key(), "action": ch.action, "summary": ch.describe()}))
+            .collect();
+        let mut j = serde_json::Map::new();
+        j.insert("objects".into(), list.into());
+        Ok(Changes {
+            lines: self.changes.iter().map(Change::describe).collect(),
+            changed: self
+                .changes
+                .iter()
+                .filter(|ch| ch.action != Action::Unchanged)
+                .map(Change::describe)
+                .collect(),
+            any: self.changes.iter().any(|ch| ch.action != Action::Unchanged),
+            notes: Vec::new(),
+            json: j,
+        })
+    }
+
+    fn record(&self, rec: &mut Release) -> String {
+        if !self.wanted.rollback {
+            rec.services = service_records(&self.region.cfg, &self.wanted.objects);
+        }
+        let applied: Vec<Object> = if self.wanted.rollback {
+            self.wanted.recorded.clone()
+        } else {
+            self.wanted.objects.iter().map(Object::redacted).collect()
+        };
+        let before: Vec<Prior> = self.changes.iter().map(Change::prior).collect();
+        let n = before.iter().filter(|p| p.live.is_some()).count();
+        rec.set_state("applied", &applied);
+        rec.set_state("before", &before);
+        format!(
+            "{n} object(s) as live now, in release record {}",
+            records::name(&self.region.cfg.app, self.env(), &rec.id)
+        )
+    }
+
+    async fn apply(&self, _rec: &Release) -> anyhow::Result<()> {
+        for ch in &self.changes {
+            match ch.action {
+                Action::Unchanged => {}
+                Action::Delete => self.delete(&ch.object).await.map_err(|e| anyhow!("{e}"))?,
+                Action::Create | Action::Update => {
+                    self.apply(&ch.object, self.force, false)
+                        .await
+                        .map_err(|e| anyhow!("cannot apply {}: {e}", ch.object.key()))?;
+                    self.region
+                        .ui
+                        .verbose(format!("applied {}", ch.object.key()));
+                }
+            }
+        }
+        if !self.wanted.rollback {
+            self.region.ui.status(
+                "Applied",
+                format!(
+                    "{} object(s) with server-side apply (field manager {MANAGER})",
+                    self.changes
+                        .iter()
+                        .filter(|ch| ch.action != Action::Unchanged)
+                        .count()
+                ),
+            );
+        }
+        let objs: Vec<&Object> = self.wanted.objects.iter().collect();
+        self.wait_all(&objs).await
+    }
+
+    async fn verify(&self) -> anyhow::Result<()> {
+        if self.wanted.rollback {
+            return Ok(());
+        }
+        self.bake().await
+    }
+
+    async fn complete(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn applied(&self, _rec: &mut Release) {}
+
+    async fn restore(
+        &self,
+        rec: &Release,
+        _history: &[Release],
+    ) -> std::result::Result<(), Vec<String>> {
+        self.put_back(&backup_of(rec)).await
+    }
+
+    async fn describe_live(&self) -> (String, String) {
+        (
+            String::new(),
+            format!(
+                "`kubectl -n {} get deploy,rs,pods` shows what runs; `packfy-deploy rollback` retries the restore",
+                self.namespace
+            ),
+        )
+    }
+
+    fn url(&self) -> Option<String> {
+        None
+    }
+
+    async fn status(&self) -> Result<Status> {
+        inspect::status(self).await
+    }
+
+    async fn live_lines(
+        &mut self,
+        version: &str,
+        serving: Option<&Release>,
+    ) -> Result<(String, String)> {
+        self.wanted = Wanted {
+            objects: self.desired(version)?,
+            ..Default::default()
+        };
+        let changes = self.changes(&self.wanted.objects, false, serving).await?;
+        let (mut left, mut right) = (String::new(), String::new());
+        for ch in &changes {
+            if let Some(l) = &ch.live {
+                left.push_str(&objects::lines(l));
+            }
+            if let Some(a) = &ch.after {
+                right.push_str(&objects::lines(a));
+            }
+        }
+        Ok((left, right))
+    }
+
+    fn exec(&self) -> &dyn ExecIn {
+        self
+    }
+}
+
+#[async_trait]
+impl ExecIn for Cluster {
+    /// Validation refuses `exec` jobs on Kubernetes regions; nothing runs in a pod.
+    async fn exec(
+        &self,
+        service: &str,
+        _cmd: &[String],
+        _env: &[String],
+        _out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        _err: &mut Tail,
+    ) -> anyhow::Result<Option<i64>> {
+        Err(anyhow!(
+            "cannot exec in a pod of {service}: exec jobs run on Docker regions only"
+        ))
+    }
+}
+
+/// The summary record of each service, for history (`image_id` stays empty: the cluster pulls).
+fn service_records(
+    cfg: &crate::config::model::RegionConfig,
+    objs: &[Object],
+) -> Vec<crate::release::ServiceRecord> {
+    use sha2::{Digest, Sha256};
+    cfg.services
+        .iter()
+        .map(|(name, svc)| {
+            let mine: Vec<&Object> = objs
+                .iter()
+                .filter(|o| {
+                    o.manifest
+                        .pointer("/metadata/labels/app.kubernetes.io~1component")
+                        .and_then(Value::as_str)
+                        == Some(name)
+                })
+                .collect();
+            let image = mine
+                .iter()
+                .find(|o| o.kind == "Deployment")
+                .and_then(|d| d.manifest.pointer("/spec/template/spec/containers/0/image"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let redacted: Vec<Value> = mine.iter().map(|o| o.redacted().manifest).collect();
+            let (mut env, mut refs) = (BTreeMap::new(), BTreeMap::new());
+            for (k, v) in &svc.env {
+                match v {
+                    EnvValue::Plain(p) => {
+                        env.insert(k.clone(), p.clone());
+                    }
+                    EnvValue::Secret { secret } => {
+                        env.insert(k.clone(), format!("<secret:{}>", secret.0));
+                        refs.insert(k.clone(), secret.0.clone());
+                    }
+                }
+            }
+            crate::release::ServiceRecord {
+                name: name.clone(),
+                image,
+                image_id: String::new(),
+                replicas: svc.replicas,
+                env,
+                secret_refs: refs,
+                container_port: svc.ports.first().map(|p| p.container),
+                containers: Vec::new(),
+                spec_hash: hex::encode(
+                    &Sha256::digest(serde_json::to_vec(&redacted).unwrap_or_default())[..8],
+                ),
+            }
+        })
+        .collect()
 }

@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail};
 use futures_util::future::join_all;
 
 use super::desired::Desired;
-use crate::docker::naming::{self, Scope};
-use crate::docker::{ContainerSpec, Engine};
+use super::naming::{self, Scope};
+use super::{ContainerSpec, Engine};
 use crate::health::{self, CheckResult, Thresholds, Verdict};
 use crate::plan::Step;
 use crate::traffic::haproxy::{Haproxy, ServerState};

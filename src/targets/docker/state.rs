@@ -15,40 +15,8 @@ use chrono::{DateTime, Utc};
 
 use super::naming::{self, Scope};
 use super::Engine;
+use crate::lock::{Acquire, Lock};
 use crate::release::Release;
-
-/// A lock as found on the target.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Lock {
-    pub holder: String,
-    pub reason: String,
-    pub since: DateTime<Utc>,
-    pub expires: DateTime<Utc>,
-    pub token: String,
-    pub runner: String,
-}
-
-impl Lock {
-    /// Past its expiry, or held by a process of this machine that has died.
-    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        now >= self.expires || crate::release::runner_is_dead(&self.runner)
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "{} since {} ({}), expires {}",
-            self.holder,
-            self.since.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.reason,
-            self.expires.format("%H:%M:%S UTC")
-        )
-    }
-}
-
-pub enum Acquire {
-    Acquired(Lock),
-    Held(Lock),
-}
 
 impl Engine {
     async fn volumes(

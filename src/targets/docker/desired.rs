@@ -30,28 +30,8 @@ pub struct Desired {
     pub service: Service,
 }
 
-/// A secret that could not be read: names the reference, never a value.
-#[derive(Debug, thiserror::Error)]
-#[error("secret {reference} for {service}.env.{var} is not available: {why}")]
-pub struct SecretError {
-    pub service: String,
-    pub var: String,
-    pub reference: String,
-    pub why: String,
-}
-
-/// Reads `env:NAME` from this process's environment or `file:PATH` from disk.
-pub fn resolve_secret(reference: &str) -> Result<String, String> {
-    match reference.split_once(':') {
-        Some(("env", name)) => {
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
-        }
-        Some(("file", path)) => std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches('\n').to_string())
-            .map_err(|e| format!("cannot read {path}: {e}")),
-        _ => Err("unknown kind of reference".into()),
-    }
-}
+pub use crate::secrets::SecretError;
+use crate::secrets::resolve as resolve_secret;
 
 /// The environment every container gets, before the service's own.
 fn platform_env(

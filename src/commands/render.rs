@@ -8,7 +8,7 @@ use crate::config::Environment;
 use crate::error::{Error, ExitCode, Result};
 use crate::render::{load_templates, render};
 
-use super::Ctx;
+use crate::context::Ctx;
 
 pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
     let regions = ctx.load()?;
@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitCode> {
         for env in &envs {
             let c = ctx.with(ctx.ui.clone(), Some(*env));
             let (_, cfg) = c.config(&regions, name)?;
-            if cfg.target.kubernetes.is_none() {
+            if cfg.target.kubernetes().is_none() {
                 if args.region.is_some() {
                     return Err(Error::usage_hint(
                         format!("region '{name}' targets Docker; render is for Kubernetes regions"),

@@ -1,18 +1,11 @@
-//! Operations: one file per command. Each takes the [`Ctx`] and its options and returns the
-//! exit code of a success; failures are `Error`s that `lib.rs` reports.
-
-pub mod backup;
-pub mod diff;
-pub mod explain;
-pub mod render;
-pub mod target;
-pub mod validate;
+//! What every operation works in: the region files (read once per process), the chosen
+//! environment and the one [`Ui`] all output goes through.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use crate::config::{Effective, Environment, RegionConfig, Regions};
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{Error, Result};
 use crate::ui::Ui;
 
 #[derive(Clone)]
@@ -97,8 +90,3 @@ impl Ctx {
     }
 }
 
-/// `schema`: the JSON Schema of region files, generated from the config types.
-pub fn schema(ctx: &Ctx) -> Result<ExitCode> {
-    ctx.ui.out_json(&crate::config::model::region_file_schema());
-    Ok(ExitCode::Success)
-}

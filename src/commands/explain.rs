@@ -5,7 +5,7 @@ use crate::config::{Node, Value};
 use crate::error::{Error, ExitCode, Result};
 
 use super::diff::flatten;
-use super::Ctx;
+use crate::context::Ctx;
 
 pub fn run(ctx: &Ctx, region: &str, key: &str) -> Result<ExitCode> {
     let regions = ctx.load()?;

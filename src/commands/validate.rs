@@ -3,7 +3,7 @@
 use crate::config::{Environment, Regions, DEFAULTS_FILE};
 use crate::error::{Error, ExitCode, Result};
 
-use super::Ctx;
+use crate::context::Ctx;
 
 pub fn run(ctx: &Ctx, only: &[String]) -> Result<ExitCode> {
     let regions = Regions::load(&ctx.regions_dir)?;

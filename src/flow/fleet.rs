@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::DeployOptions;
 use crate::config::global::{plan_waves, OnFailure};
+use crate::context::Ctx;
 use crate::error::{Error, ExitCode, Result};
-use crate::ops::Ctx;
+use crate::targets::{self, DeployOptions, Purpose};
 
 /// How bad an exit code is, to pick the worst of several regions.
 pub fn severity(code: ExitCode) -> u8 {
@@ -128,8 +128,58 @@ fn outcome(
     }
 }
 
+/// Before the first wave: every region of the run valid (each problem with its file:line:col),
+/// its secrets resolved and its target reached, so a mistake in a later wave's region stops
+/// the run before anything changes (exit 2, or 6 for a target that does not answer).
+async fn preflight(ctx: &Ctx, selected: &[String], opts: &DeployOptions) -> Result<()> {
+    let regions = ctx.load()?;
+    let problems = regions.validate(selected, &[ctx.env_or_default()]);
+    if !problems.is_empty() {
+        return Err(Error::Config(problems));
+    }
+    let checks = selected.iter().map(|name| async move {
+        let check = async {
+            let mut t = targets::open(ctx, name).await?;
+            if let Some(version) = super::version_of(opts, &t.region().cfg) {
+                t.resolve(&version, opts, Purpose::Plan).await?;
+            }
+            Ok::<(), Error>(())
+        };
+        (name, check.await)
+    });
+    let failed: Vec<(&String, Error)> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(|(n, r)| r.err().map(|e| (n, e)))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    for (name, e) in &failed {
+        ctx.ui.error(format!("{name}: {e}"));
+        if let Error::Failed { hint: Some(h), .. } | Error::Usage { hint: Some(h), .. } = e {
+            ctx.ui.hint(h);
+        }
+    }
+    let code = worst(failed.iter().map(|(_, e)| e.code()));
+    Err(Error::failed(
+        code,
+        anyhow::anyhow!(
+            "{} of {} region(s) cannot be deployed: {}; no wave started, nothing was changed",
+            failed.len(),
+            selected.len(),
+            failed
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
 /// `deploy --region a,b | all`.
 pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> Result<ExitCode> {
+    preflight(ctx, &selected, opts).await?;
     let regions = ctx.load()?;
     let global = regions.global().map_err(Error::Config)?;
     let waves = plan_waves(&selected, &global.waves);

@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
 use super::objects::Object;
@@ -31,6 +31,27 @@ pub struct Record {
     pub applied: Vec<Object>,
     /// The backup: every object the release touched, as it was live just before.
     pub before: Vec<Prior>,
+}
+
+impl Record {
+    /// The record of a release, its target state (`applied`, `before`) as fields of its own.
+    pub fn of(r: &Release) -> Record {
+        let mut release = r.clone();
+        release.state.clear();
+        Record {
+            release,
+            applied: r.state_of("applied").unwrap_or_default(),
+            before: r.state_of("before").unwrap_or_default(),
+        }
+    }
+
+    /// The release, carrying `applied` and `before` as its target state.
+    pub fn into_release(self) -> Release {
+        let mut r = self.release;
+        r.set_state("applied", &self.applied);
+        r.set_state("before", &self.before);
+        r
+    }
 }
 
 /// One object before a release changed it.
@@ -139,20 +160,6 @@ pub async fn save(api: &Api<Secret>, app: &str, rec: &Record) -> anyhow::Result<
     Ok(())
 }
 
-/// The record of the release serving now (the newest that succeeded, as
-/// `deploy::serving` decides for releases).
-pub fn serving(history: &[Record]) -> Option<&Record> {
-    history
-        .iter()
-        .rev()
-        .find(|r| r.release.outcome == crate::release::Outcome::Succeeded)
-}
-
-/// The number of the next release after `history`.
-pub fn next_number(history: &[Record]) -> u64 {
-    history.iter().map(|r| r.release.number).max().unwrap_or(0) + 1
-}
-
 /// Every record of an app and environment, oldest first.
 pub async fn list(api: &Api<Secret>, app: &str, env: &str) -> anyhow::Result<Vec<Record>> {
     let found = api
@@ -175,30 +182,6 @@ pub async fn list(api: &Api<Secret>, app: &str, env: &str) -> anyhow::Result<Vec
     }
     out.sort_by_key(|r| r.release.number);
     Ok(out)
-}
-
-/// Deletes records beyond the newest `keep`, never the one serving.
-pub async fn prune(
-    api: &Api<Secret>,
-    app: &str,
-    all: &[Record],
-    keep: usize,
-    serving: Option<&str>,
-) -> Vec<String> {
-    let mut gone = Vec::new();
-    if all.len() <= keep {
-        return gone;
-    }
-    for r in &all[..all.len() - keep] {
-        if Some(r.release.id.as_str()) == serving {
-            continue;
-        }
-        let n = name(app, &r.release.environment, &r.release.id);
-        if api.delete(&n, &DeleteParams::default()).await.is_ok() {
-            gone.push(r.release.id.clone());
-        }
-    }
-    gone
 }
 
 #[cfg(test)]
@@ -227,7 +210,7 @@ mod tests {
                 services: Vec::new(),
                 error: None,
                 runner: "h:1".into(),
-                before: Vec::new(),
+                state: Default::default(),
                 backups: Vec::new(),
             },
             applied: vec![Object {

@@ -75,7 +75,7 @@ impl Engine {
         root: &Path,
         build: &Build,
         tag: &str,
-        on_line: &mut dyn FnMut(&str),
+        on_line: &mut (dyn FnMut(&str) + Send),
     ) -> anyhow::Result<String> {
         let (context, dockerfile) = paths(root, build);
         let (tar, dockerfile) = context_tar(&context, dockerfile.as_deref())?;

@@ -1,0 +1,54 @@
+//! `plan --region R [--version V]`: what deploy would do, changing nothing (exit 1: changes).
+
+use serde_json::json;
+
+use crate::context::Ctx;
+use crate::error::{Error, ExitCode, Result};
+use crate::flow;
+use crate::release;
+use crate::targets::{self, DeployOptions, Purpose};
+
+pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
+    let opts = DeployOptions {
+        version,
+        ..Default::default()
+    };
+    super::block_on(async {
+        let mut t = targets::open(ctx, region).await?;
+        let version = flow::version_of(&opts, &t.region().cfg)
+            .ok_or_else(|| Error::usage_hint("no version to plan", "pass --version V"))?;
+        t.resolve(&version, &opts, Purpose::Plan).await?;
+        let history = t.history().await?;
+        let changes = t.prepare(release::serving(&history), &opts).await?;
+        // The same warnings on every target: the lock, and a release a killed run left.
+        let mut notes = changes.notes.clone();
+        let lock = t.current_lock().await?;
+        if let Some(l) = &lock {
+            notes.push(format!("locked by {}", l.describe()));
+        }
+        notes.extend(flow::interrupted_note(&history, lock.as_ref()));
+        let r = t.region();
+        if ctx.ui.json() {
+            let mut v = json!({
+                "region": r.name, "environment": r.env(), "changes": changes.any,
+                "notes": notes,
+            });
+            for (k, x) in changes.json {
+                v[k] = x;
+            }
+            ctx.ui.out_json(&v);
+        } else {
+            for l in &changes.lines {
+                ctx.ui.out(l);
+            }
+            for n in &notes {
+                ctx.ui.out(format!("note: {n}"));
+            }
+        }
+        Ok(if changes.any {
+            ExitCode::Changes
+        } else {
+            ExitCode::Success
+        })
+    })
+}

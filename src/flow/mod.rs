@@ -1,0 +1,215 @@
+//! The deploy and the rollback, written once for every target.
+//!
+//! [`deploy`] reads top to bottom as the steps it takes; each target-specific half is a
+//! method of [`Target`]. Locks, hooks, data backups, release records, notices, the summary
+//! and the exit codes live here and nowhere else, so they mean the same on Docker hosts and on
+//! Kubernetes:
+//!
+//! - notices: `start` once the release is recorded; on failure `failure` and then `rollback`
+//!   go out after restoring, so they say what serves;
+//! - `keep_releases: N` keeps the newest N release records of any outcome (and always the
+//!   serving one); on Docker the stopped containers of releases no longer kept go with them;
+//! - `plan` and `status` warn about the lock and about a release a killed run left behind;
+//! - the lock: taken on the target, waited for with `--lock-wait`, taken over when stale,
+//!   exit 5 naming the holder.
+
+pub mod fleet;
+mod steps;
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+
+use crate::context::Ctx;
+use crate::error::{Error, ExitCode, Result};
+use crate::hooks::{HookEnv, HookKind};
+use crate::release::{self, Kind, Outcome, Release};
+use crate::targets::{self, DeployOptions, Purpose, Target};
+pub use steps::{interrupted_note, version_of, Summary};
+use steps::{LockGuard, Notify};
+
+/// `deploy --region R`
+pub async fn deploy(ctx: &Ctx, region: &str, opts: &DeployOptions) -> Result<ExitCode> {
+    let started = Instant::now();
+    let mut t = targets::open(ctx, region).await?; // 1. reach the target
+    let version = steps::version(opts, t.region())?; // 2. the version
+    t.resolve(&version, opts, Purpose::Deploy).await?; // 3. its desired state
+    let reason = opts.reason.clone().unwrap_or(format!("deploy {version}"));
+    let lock = LockGuard::take(t.as_ref(), &reason, opts.lock_wait).await?; // 4. the lock
+    let result = locked_deploy(ctx, t.as_mut(), &version, opts, started).await;
+    lock.release(t.as_ref()).await; // 14. unlock
+    result
+}
+
+async fn locked_deploy(
+    ctx: &Ctx,
+    t: &mut dyn Target,
+    version: &str,
+    opts: &DeployOptions,
+    started: Instant,
+) -> Result<ExitCode> {
+    let history = steps::recover_interrupted(t).await?; // 5. a killed run's release
+    let serving = release::serving(&history).cloned();
+    let changes = t.prepare(serving.as_ref(), opts).await?; // 6. what changes
+    if !changes.any {
+        return steps::unchanged(t, serving.as_ref(), version, started);
+    }
+    steps::announce_plan(t, &changes);
+    let hook_env = steps::hook_env(t, version, &history, serving.as_ref());
+    steps::pre_hooks(t, HookKind::PreDeploy, &hook_env).await?; // 7. tests before deploying
+    let backups = steps::data_backups(ctx, t, &hook_env, serving.is_none()).await?; // 8.
+    let notify = Notify::new(t);
+    notify.start(&hook_env).await;
+    let mut rec = Release::start(
+        &t.region().name,
+        t.region().env(),
+        &history,
+        Kind::Deploy,
+        version,
+        serving.as_ref().map(|r| r.id.clone()),
+        None,
+    );
+    rec.backups = backups;
+    steps::record_in_progress(t, &mut rec).await?; // 9. the record, with the backup
+    let outcome = steps::interruptible(async {
+        t.apply(&rec).await?; // 10. roll out
+        t.verify().await?; // 11. bake
+        steps::post_deploy_hooks(t, &hook_env).await?; // 12. smoke tests
+        t.complete().await // 13. retire what the release dropped
+    })
+    .await;
+    t.applied(&mut rec);
+    match outcome {
+        Ok(()) => steps::deployed(ctx, t, rec, history, &notify, started).await,
+        Err(e) => steps::failed(t, rec, &history, e, &notify, started).await,
+    }
+}
+
+/// `rollback --region R [--to ID]`
+pub async fn rollback(
+    ctx: &Ctx,
+    region: &str,
+    to: Option<&str>,
+    lock_wait: Option<Duration>,
+) -> Result<ExitCode> {
+    let started = Instant::now();
+    let mut t = targets::open(ctx, region).await?; // 1. reach the target
+    let reason = format!(
+        "rollback{}",
+        to.map(|t| format!(" to {t}")).unwrap_or_default()
+    );
+    let lock = LockGuard::take(t.as_ref(), &reason, lock_wait).await?; // 2. the lock
+    let result = locked_rollback(t.as_mut(), to, started).await;
+    lock.release(t.as_ref()).await; // 10. unlock
+    result
+}
+
+async fn locked_rollback(
+    t: &mut dyn Target,
+    to: Option<&str>,
+    started: Instant,
+) -> Result<ExitCode> {
+    let history = t.history().await?;
+    // 3. A release a killed run left behind is what a rollback undoes.
+    if let (Some(last), None) = (
+        history.last().filter(|r| r.outcome == Outcome::InProgress),
+        to,
+    ) {
+        steps::recover(t, last, &history).await?;
+        return steps::finish(
+            t,
+            Summary {
+                release: Some(last.id.clone()),
+                previous: last.previous.clone(),
+                ..Summary::new(t, "rolled_back", started)
+            },
+            ExitCode::Success,
+        );
+    }
+    let (current, target) = steps::rollback_pair(t, &history, to)?; // 4. from what to what
+    let hook_env = HookEnv {
+        region: t.region().name.clone(),
+        environment: t.region().env().to_string(),
+        version: target.version.clone(),
+        release: target.id.clone(),
+        previous: Some(current.id.clone()),
+        outcome: None,
+    };
+    steps::pre_hooks(t, HookKind::PreRollback, &hook_env).await?; // 5.
+    t.resolve_release(&target, &current).await?; // 6. the target release's state
+    t.prepare(Some(&current), &DeployOptions::default()).await?;
+    let mut rec = Release::start(
+        &t.region().name,
+        t.region().env(),
+        &history,
+        Kind::Rollback,
+        &target.version,
+        Some(current.id.clone()),
+        Some(target.id.clone()),
+    );
+    steps::record_in_progress(t, &mut rec).await?; // 7. the record, with the backup
+    let outcome = steps::interruptible(t.apply(&rec)).await; // 8. roll back
+    match outcome {
+        Ok(()) => {
+            // 9. record, prune, notify, post_rollback hooks
+            let mut replaced = current.clone();
+            replaced.outcome = Outcome::Reverted;
+            t.save(&replaced).await?;
+            rec.end(Outcome::Succeeded, None);
+            t.save(&rec).await?;
+            steps::prune(t, &history, &replaced, &rec).await;
+            t.region().ui.status(
+                "Restored",
+                format!(
+                    "{} to {} ({}) in {:.1}s",
+                    t.region().place(),
+                    target.id,
+                    target.version,
+                    started.elapsed().as_secs_f64()
+                ),
+            );
+            steps::after_rollback(t, &Notify::new(t), &target, &current, hook_env).await;
+            steps::finish(
+                t,
+                Summary {
+                    release: Some(target.id.clone()),
+                    previous: Some(current.id.clone()),
+                    version: Some(target.version.clone()),
+                    ..Summary::new(t, "succeeded", started)
+                },
+                ExitCode::Success,
+            )
+        }
+        Err(e) => {
+            t.region()
+                .ui
+                .error(format!("rolling back failed: {e:#}"));
+            let restored = t.restore(&rec, &history).await;
+            let error = format!("{e:#}");
+            match restored {
+                Ok(()) => {
+                    rec.end(Outcome::RolledBack, Some(error.clone()));
+                    let _ = t.save(&rec).await;
+                    Err(Error::failed(
+                        ExitCode::RolledBack,
+                        anyhow!("the rollback failed ({error}); what ran before it runs again"),
+                    ))
+                }
+                Err(problems) => {
+                    rec.end(Outcome::Failed, Some(error.clone()));
+                    let _ = t.save(&rec).await;
+                    let (live, hint) = t.describe_live().await;
+                    Err(Error::failed(
+                        ExitCode::NeedsPerson,
+                        anyhow!(
+                            "the rollback failed ({error}) and so did undoing it:\n  {}{}",
+                            problems.join("\n  "),
+                            steps::what_runs(&live)
+                        ),
+                    )
+                    .with_hint(hint))
+                }
+            }
+        }
+    }
+}

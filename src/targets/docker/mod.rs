@@ -1,0 +1,960 @@
+//! The Docker target: a region's engine, with HAProxy in front when `traffic: haproxy`.
+//!
+//! A deploy rolls each service in batches of `max_surge`: new containers start, pass their
+//! health check and enter HAProxy's rotation, the old ones are drained and stopped (kept for
+//! rollback, so going back is a restart). Every side effect is written to the rollout's
+//! [`Ledger`], so a failure anywhere restores exactly. The lock and the release records are
+//! labelled volumes on the engine ([`state`]), so any machine that reaches it reads them.
+
+pub mod build;
+pub mod desired;
+mod engine;
+pub mod naming;
+pub mod rollout;
+pub mod state;
+
+pub use engine::*;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::{Changes, DeployOptions, Purpose, Region, Status, Target};
+use crate::backup::stream::Tail;
+use crate::backup::ExecIn;
+use crate::config::model::{DockerTarget, Service, Traffic};
+use crate::error::{Error, ExitCode, Result};
+use crate::lock::{Acquire, Lock};
+use crate::plan::{plan_service, rolling_steps, Action, ServicePlan};
+use crate::release::{ContainerRecord, Release, ServiceRecord};
+use crate::traffic::haproxy::{CheckTiming, Haproxy};
+use desired::Desired;
+use naming::Scope;
+use rollout::{Ledger, Member, Rollout};
+
+/// A container of the scope as the engine lists it.
+#[derive(Debug, Clone)]
+pub struct LiveContainer {
+    pub service: String,
+    pub release: String,
+    pub index: u32,
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    /// The image reference the container was created from (the engine shows the ID when the
+    /// container was created by ID, as deploys do).
+    pub image: String,
+    pub image_id: String,
+    pub spec_hash: String,
+    pub version: String,
+}
+
+/// What the region should run, once resolved.
+enum Wanted {
+    Nothing,
+    /// A deploy of the configuration at a version.
+    Deploy { desired: Vec<Desired> },
+    /// A rollback: `to`'s services again, its retained containers restarted.
+    Release { to: Release, desired: Vec<Desired> },
+}
+
+/// What `prepare` found: the desired state against what runs.
+#[derive(Default)]
+struct Prepared {
+    live: Vec<LiveContainer>,
+    plans: Vec<ServicePlan>,
+    removed: Vec<String>,
+}
+
+/// A region's Docker target, reached and checked.
+pub struct DockerRegion {
+    pub region: Region,
+    pub engine: Engine,
+    pub lb: Option<Haproxy>,
+    pub scope: Scope,
+    wanted: Wanted,
+    prepared: Prepared,
+    /// What the current rollout changed, for restoring it.
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl DockerRegion {
+    /// Reaches the region's engine and HAProxy (exit 6 naming the one that does not answer).
+    pub async fn open(region: Region, target: &DockerTarget) -> Result<DockerRegion> {
+        let engine = Engine::connect(target).await?;
+        let lb = match &region.cfg.traffic {
+            Traffic::Haproxy(h) => {
+                // Our own health check has passed before a server is added, so HAProxy needs one
+                // pass of its own (not two) before the server takes traffic.
+                let lb = Haproxy::new(&expand_env(&h.runtime_api)).with_check_timing(CheckTiming {
+                    inter: Duration::from_millis(250),
+                    rise: 1,
+                    fall: 3,
+                });
+                lb.ping().await.map_err(|e| {
+                    Error::failed(ExitCode::Unreachable, anyhow!("cannot reach HAProxy's Runtime API at {}: {e}", lb.address()))
+                        .with_hint("is HAProxy running with `stats socket … level admin`? (traffic.haproxy.runtime_api)")
+                })?;
+                Some(lb)
+            }
+            Traffic::None => None,
+        };
+        let scope = Scope::new(&region.cfg.app, &region.name, region.env());
+        Ok(DockerRegion {
+            region,
+            engine,
+            lb,
+            scope,
+            wanted: Wanted::Nothing,
+            prepared: Prepared::default(),
+            ledger: Arc::default(),
+        })
+    }
+
+    fn backends(&self) -> HashMap<String, String> {
+        match &self.region.cfg.traffic {
+            Traffic::Haproxy(h) => h
+                .backends
+                .iter()
+                .map(|(k, v)| (k.clone(), expand_env(v)))
+                .collect(),
+            Traffic::None => HashMap::new(),
+        }
+    }
+
+    /// The scope's app containers, running or retained.
+    pub async fn live(&self) -> Result<Vec<LiveContainer>> {
+        let filter = self.scope.filter("app");
+        let refs: Vec<(&str, &str)> = filter.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let list = self.engine.list(&refs).await?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+                LiveContainer {
+                    service: get(naming::SERVICE),
+                    release: get(naming::RELEASE),
+                    index: get("packfy.index").parse().unwrap_or(0),
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    running: c.state.map(|s| s.to_string()) == Some("running".to_string()),
+                    image: c.image.unwrap_or_default(),
+                    image_id: c.image_id.unwrap_or_default(),
+                    spec_hash: get("packfy.spec"),
+                    version: get(naming::VERSION),
+                }
+            })
+            .collect())
+    }
+
+    fn member(&self, c: &LiveContainer) -> Member {
+        let backend = match (&self.region.cfg.traffic, &self.lb) {
+            (Traffic::Haproxy(h), Some(_)) => h.backends.get(&c.service).map(|b| expand_env(b)),
+            _ => None,
+        };
+        Member {
+            service: c.service.clone(),
+            id: c.id.clone(),
+            name: c.name.clone(),
+            server: backend.map(|b| (b, self.scope.server(&c.service, &c.release, c.index))),
+            addr: None,
+        }
+    }
+
+    fn service_cfg(&self, name: &str) -> Service {
+        self.region.cfg.services.get(name).cloned().unwrap_or_default()
+    }
+
+    fn rollout(&self, release: &str, version: &str) -> Rollout<'_> {
+        Rollout {
+            engine: &self.engine,
+            lb: self.lb.as_ref(),
+            backends: self.backends(),
+            scope: &self.scope,
+            release: release.to_string(),
+            version: version.to_string(),
+            ui: &self.region.ui,
+            ledger: self.ledger.clone(),
+        }
+    }
+
+    fn desired(&self) -> &[Desired] {
+        match &self.wanted {
+            Wanted::Nothing => &[],
+            Wanted::Deploy { desired } | Wanted::Release { desired, .. } => desired,
+        }
+    }
+
+    /// The desired state of every service at `version`: images built (and pushed) when
+    /// configured and asked, else found on the engine or pulled; secrets resolved. For a plan
+    /// nothing is built or pulled: a missing image is a note.
+    async fn desired_at(
+        &self,
+        version: &str,
+        opts: &DeployOptions,
+        purpose: Purpose,
+    ) -> Result<Vec<Desired>> {
+        let built = match purpose {
+            Purpose::Deploy => self.build(version, opts).await?,
+            Purpose::Plan => Vec::new(),
+        };
+        let r = &self.region;
+        let mut out = Vec::new();
+        for (name, svc) in &r.cfg.services {
+            let (_, image) = image_ref(svc, version);
+            let image_id = match built.iter().find(|(n, ..)| n == name) {
+                Some((_, _, id)) => id.clone(),
+                None => match (self.engine.image_id(&image).await?, purpose) {
+                    (Some(id), _) => id,
+                    // Noted by `prepare`: a plan builds and pulls nothing.
+                    (None, Purpose::Plan) => format!("missing:{image}"),
+                    // Without a registry host it would be pulled from Docker Hub, which deploys
+                    // here never rely on.
+                    (None, Purpose::Deploy) if registry_host(&image).is_none() => {
+                        return Err(Error::usage_hint(
+                            format!("image {image} is not on the engine at {}", self.engine.endpoint),
+                            "build it (packfy-deploy build), or name it REGISTRY/NAME and push it there so the engine can pull it; nothing was changed",
+                        ));
+                    }
+                    (None, Purpose::Deploy) => {
+                        r.ui.status("Pulling", image.clone());
+                        self.engine.pull(&image).await.map_err(|e| {
+                            Error::usage_hint(
+                                format!("image {image} is not on the engine at {} and could not be pulled: {e:#}", self.engine.endpoint),
+                                "build it (packfy-deploy build), push it to the registry, or pass the right --version; nothing was changed",
+                            )
+                        })?
+                    }
+                },
+            };
+            let d = desired::desired(
+                &r.name,
+                r.env(),
+                version,
+                &r.cfg,
+                name,
+                svc,
+                &image,
+                &image_id,
+            )
+            .map_err(|e| {
+                Error::usage_hint(
+                    e.to_string(),
+                    "set it where the deploy runs; nothing was changed",
+                )
+            })?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Makes `to` (or nothing) serve instead of what runs now: its retained containers
+    /// restart, others are created from its record, everything else is drained and stopped,
+    /// never below the wanted count in rotation. `release` names new containers.
+    async fn roll_to(
+        &self,
+        to: Option<&Release>,
+        desired: &[Desired],
+        release: &str,
+    ) -> anyhow::Result<()> {
+        let live = self.live().await?;
+        let ro = self.rollout(release, to.map_or("", |t| t.version.as_str()));
+        for d in desired {
+            let of_target = |c: &&LiveContainer| {
+                c.service == d.name
+                    && to.is_some_and(|t| {
+                        c.release == t.id
+                            || t.services
+                                .iter()
+                                .any(|sr| sr.containers.iter().any(|x| x.id == c.id))
+                    })
+            };
+            let keep: Vec<&LiveContainer> = live
+                .iter()
+                .filter(|c| c.running)
+                .filter(of_target)
+                .collect();
+            let reuse: Vec<Member> = live
+                .iter()
+                .filter(|c| !c.running)
+                .filter(of_target)
+                .map(|c| self.member(c))
+                .collect();
+            let old: Vec<Member> = live
+                .iter()
+                .filter(|c| c.running && c.service == d.name && !keep.iter().any(|k| k.id == c.id))
+                .map(|c| self.member(c))
+                .collect();
+            let wanted = d.replicas.saturating_sub(keep.len() as u32);
+            // A rollback goes back in one batch: the retained containers start together and the
+            // replaced ones leave together, still never below the wanted count in rotation.
+            let steps = rolling_steps(wanted, wanted.max(1), 0, old.len() as u32);
+            self.region.ui.status(
+                "Restoring",
+                format!(
+                    "{}: {} running, {} retained to start, {} to replace",
+                    d.name,
+                    keep.len(),
+                    reuse.len().min(wanted as usize),
+                    old.len()
+                ),
+            );
+            ro.service(d, old, reuse, &steps, next_index(&live, &d.name))
+                .await?;
+        }
+        // Services the target did not have (or no target at all): stop what runs.
+        for c in live
+            .iter()
+            .filter(|c| c.running && !desired.iter().any(|d| d.name == c.service))
+        {
+            let m = self.member(c);
+            if let (Some(lb), Some((b, srv))) = (self.lb.as_ref(), &m.server) {
+                let _ = lb.del_server(b, srv).await;
+            }
+            self.engine.stop(&c.id, Duration::from_secs(10)).await?;
+        }
+        Ok(())
+    }
+
+    /// The desired state of a recorded release: its services, secrets resolved again.
+    fn desired_of(&self, to: &Release) -> Result<Vec<Desired>> {
+        to.services
+            .iter()
+            .map(|sr| {
+                Desired::from_record(sr, &self.service_cfg(&sr.name)).map_err(|e| {
+                    Error::usage_hint(
+                        e.to_string(),
+                        "it is needed to recreate a container of the release",
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Target for DockerRegion {
+    fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn lock_place(&self) -> String {
+        format!("engine {}", self.engine.endpoint)
+    }
+
+    async fn try_lock(
+        &self,
+        holder: &str,
+        reason: &str,
+        ttl: Duration,
+        tied_to_process: bool,
+    ) -> Result<Acquire> {
+        Ok(self
+            .engine
+            .try_lock(&self.scope, holder, reason, ttl, tied_to_process)
+            .await?)
+    }
+
+    async fn take_over(&self, _stale: &Lock) -> Result<()> {
+        Ok(self.engine.break_lock(&self.scope).await?)
+    }
+
+    async fn current_lock(&self) -> Result<Option<Lock>> {
+        Ok(self.engine.current_lock(&self.scope).await?)
+    }
+
+    async fn unlock(&self, ours: &Lock) -> Result<()> {
+        Ok(self.engine.unlock(&self.scope, ours).await?)
+    }
+
+    async fn break_lock(&self) -> Result<()> {
+        Ok(self.engine.break_lock(&self.scope).await?)
+    }
+
+    async fn history(&self) -> Result<Vec<Release>> {
+        Ok(self.engine.releases(&self.scope).await?)
+    }
+
+    async fn save(&self, rec: &Release) -> Result<()> {
+        Ok(self.engine.save_release(&self.scope, rec).await?)
+    }
+
+    /// Records beyond `keep_releases` go, and so do the retained containers of releases no
+    /// longer kept (this scope only: another environment on the engine is never touched).
+    async fn forget(&self, kept: &[String], gone: &[&Release]) {
+        if let Ok(live) = self.live().await {
+            for c in live
+                .iter()
+                .filter(|c| !c.running && !kept.contains(&c.release))
+            {
+                self.region.ui.verbose(format!(
+                    "pruning {} (release {} is no longer kept)",
+                    c.name, c.release
+                ));
+                let _ = self.engine.remove(&c.id).await;
+            }
+        }
+        let ids: Vec<&str> = gone.iter().map(|r| r.id.as_str()).collect();
+        if !ids.is_empty() {
+            let _ = self.engine.forget_releases(&self.scope, &ids).await;
+        }
+    }
+
+    async fn build(
+        &self,
+        version: &str,
+        opts: &DeployOptions,
+    ) -> Result<Vec<(String, String, String)>> {
+        let r = &self.region;
+        let mut out = Vec::new();
+        for (name, svc) in &r.cfg.services {
+            let (repo, image) = image_ref(svc, version);
+            if let (Some(build), false) = (&svc.build, opts.no_build) {
+                r.ui.status("Building", format!("{name} → {image}"));
+                let ui = r.ui.clone();
+                let id = self
+                    .engine
+                    .build(&r.root, build, &image, &mut |line| ui.verbose(line))
+                    .await
+                    .map_err(|e| {
+                        Error::usage_hint(
+                            format!("{e:#}"),
+                            "the build failed; nothing on the target was changed",
+                        )
+                    })?;
+                if opts.push {
+                    r.ui.status("Pushing", image.clone());
+                    self.engine.push(&repo, version).await.map_err(|e| {
+                        Error::failed(ExitCode::Unreachable, anyhow!("{e:#}"))
+                            .with_hint("is the registry running and reachable from the engine? nothing on the target was changed")
+                    })?;
+                }
+                out.push((name.clone(), image, id));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resolve(
+        &mut self,
+        version: &str,
+        opts: &DeployOptions,
+        purpose: Purpose,
+    ) -> Result<()> {
+        let desired = self.desired_at(version, opts, purpose).await?;
+        self.wanted = Wanted::Deploy { desired };
+        self.prepared = Prepared::default();
+        Ok(())
+    }
+
+    async fn resolve_release(&mut self, to: &Release, _from: &Release) -> Result<()> {
+        let desired = self.desired_of(to)?;
+        self.wanted = Wanted::Release {
+            to: to.clone(),
+            desired,
+        };
+        Ok(())
+    }
+
+    async fn prepare(
+        &mut self,
+        _serving: Option<&Release>,
+        _opts: &DeployOptions,
+    ) -> Result<Changes> {
+        let live = self.live().await?;
+        let mut notes = Vec::new();
+        // Images not on the engine yet were noted while resolving a plan.
+        for d in self.desired() {
+            if d.image_id.starts_with("missing:") {
+                notes.push(format!(
+                    "{} is not on the engine yet: deploy will {} it",
+                    d.image,
+                    if d.service.build.is_some() {
+                        "build"
+                    } else {
+                        "pull"
+                    }
+                ));
+            }
+        }
+        if self.lb.is_none() {
+            notes.push("traffic: none — containers are replaced without a load balancer; zero downtime is not promised".into());
+        }
+        let (plans, removed, lines, changed) = match &self.wanted {
+            Wanted::Release { to, desired } => {
+                let lines: Vec<String> = desired
+                    .iter()
+                    .map(|d| format!("{}: back to {} ({})", d.name, to.id, d.image))
+                    .collect();
+                (Vec::new(), Vec::new(), lines.clone(), lines)
+            }
+            _ => {
+                let plans: Vec<ServicePlan> =
+                    self.desired().iter().map(|d| plan_for(d, &live)).collect();
+                let removed: Vec<String> = running_services(&live)
+                    .into_iter()
+                    .filter(|n| !self.desired().iter().any(|d| &d.name == n))
+                    .collect();
+                let gone = removed
+                    .iter()
+                    .map(|r| format!("{r}: remove (no longer in the configuration)"));
+                let lines: Vec<String> = plans
+                    .iter()
+                    .map(ServicePlan::describe)
+                    .chain(gone.clone())
+                    .collect();
+                let changed: Vec<String> = plans
+                    .iter()
+                    .filter(|p| p.action != Action::Unchanged)
+                    .map(ServicePlan::describe)
+                    .chain(gone)
+                    .collect();
+                (plans, removed, lines, changed)
+            }
+        };
+        let any = matches!(self.wanted, Wanted::Release { .. })
+            || plans.iter().any(|p| p.action != Action::Unchanged)
+            || !removed.is_empty();
+        let mut j = serde_json::Map::new();
+        j.insert("services".into(), json!(plans));
+        j.insert("removed".into(), json!(removed));
+        self.prepared = Prepared {
+            live,
+            plans,
+            removed,
+        };
+        Ok(Changes {
+            lines,
+            changed,
+            any,
+            notes,
+            json: j,
+        })
+    }
+
+    fn record(&self, rec: &mut Release) -> String {
+        rec.services = match &self.wanted {
+            Wanted::Release { to, .. } => to.services.clone(),
+            _ => self.desired().iter().map(Desired::record).collect(),
+        };
+        let before = snapshot(&self.prepared.live);
+        let n: usize = before.iter().map(|x| x.containers.len()).sum();
+        rec.set_state("before", &before);
+        format!("what runs now ({n} container(s))")
+    }
+
+    async fn apply(&self, rec: &Release) -> anyhow::Result<()> {
+        *self.ledger.lock().expect("ledger") = Ledger::default();
+        if let Wanted::Release { to, desired } = &self.wanted {
+            return self.roll_to(Some(to), desired, &rec.id).await;
+        }
+        let live = &self.prepared.live;
+        let ro = self.rollout(&rec.id, &rec.version);
+        for (d, p) in self.desired().iter().zip(&self.prepared.plans) {
+            if p.action == Action::Unchanged {
+                continue;
+            }
+            let old: Vec<Member> = live
+                .iter()
+                .filter(|c| c.running && c.service == d.name)
+                .map(|c| self.member(c))
+                .collect();
+            let steps = rolling_steps(
+                d.replicas,
+                d.service.rollout.max_surge,
+                d.service.rollout.max_unavailable,
+                old.len() as u32,
+            );
+            ro.service(d, old, Vec::new(), &steps, next_index(live, &d.name))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn verify(&self) -> anyhow::Result<()> {
+        if matches!(self.wanted, Wanted::Release { .. }) {
+            return Ok(());
+        }
+        let ro = self.rollout("", "");
+        let report = ro.bake(self.desired()).await?;
+        if report.responses > 0 {
+            self.region.ui.status(
+                "Verified",
+                format!(
+                    "{} responses through HAProxy, {} 5xx",
+                    report.responses, report.errors
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    async fn complete(&self) -> anyhow::Result<()> {
+        for name in &self.prepared.removed {
+            for c in self
+                .prepared
+                .live
+                .iter()
+                .filter(|c| c.running && &c.service == name)
+            {
+                self.engine.stop(&c.id, Duration::from_secs(30)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn applied(&self, rec: &mut Release) {
+        if matches!(self.wanted, Wanted::Release { .. }) {
+            return; // a rollback's record names the release it restarted
+        }
+        let ledger = self.ledger.lock().expect("ledger");
+        for sr in rec.services.iter_mut() {
+            sr.containers = ledger
+                .started
+                .iter()
+                .filter(|m| m.service == sr.name)
+                .map(|m| ContainerRecord {
+                    name: m.name.clone(),
+                    id: m.id.clone(),
+                    addr: m.addr.map(|a| a.to_string()),
+                })
+                .collect();
+        }
+    }
+
+    async fn restore(
+        &self,
+        rec: &Release,
+        history: &[Release],
+    ) -> std::result::Result<(), Vec<String>> {
+        let rolled = {
+            let l = self.ledger.lock().expect("ledger");
+            !l.started.is_empty() || !l.stopped.is_empty()
+        };
+        if rolled {
+            // This process rolled `rec` out: undo exactly what the ledger says. Old containers
+            // are checked with their own release's health settings.
+            let by_service: HashMap<String, Desired> = self
+                .desired()
+                .iter()
+                .map(|d| {
+                    let mut d = d.clone();
+                    d.service = self.service_cfg(&d.name);
+                    (d.name.clone(), d)
+                })
+                .collect();
+            let problems = self
+                .rollout(&rec.id, &rec.version)
+                .restore(&by_service)
+                .await;
+            return if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems)
+            };
+        }
+        // A killed run's release (or nothing changed yet): make what served before it serve.
+        let before = rec
+            .previous
+            .as_ref()
+            .and_then(|p| history.iter().find(|r| &r.id == p));
+        let desired = match before.map(|b| self.desired_of(b)).transpose() {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => return Err(vec![e.to_string()]),
+        };
+        self.roll_to(before, &desired, &rec.id)
+            .await
+            .map_err(|e| vec![format!("{e:#}")])
+    }
+
+    async fn describe_live(&self) -> (String, String) {
+        let what = match self.live().await {
+            Ok(live) => live
+                .iter()
+                .map(|c| {
+                    format!(
+                        "  {} {} ({})",
+                        c.name,
+                        if c.running { "running" } else { "stopped" },
+                        c.version
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("  (cannot list containers: {e})"),
+        };
+        (
+            what,
+            "check the containers above; `packfy-deploy rollback` retries the restore".into(),
+        )
+    }
+
+    fn url(&self) -> Option<String> {
+        match &self.region.cfg.traffic {
+            Traffic::Haproxy(h) => h.frontend.as_ref().map(|f| expand_env(f)),
+            Traffic::None => None,
+        }
+    }
+
+    async fn status(&self) -> Result<Status> {
+        let live = self.live().await?;
+        let cfg = &self.region.cfg;
+        let mut services = Vec::new();
+        let mut lines = Vec::new();
+        for name in cfg
+            .services
+            .keys()
+            .cloned()
+            .chain(running_services(&live))
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let mut containers = Vec::new();
+            for c in live.iter().filter(|c| c.service == name) {
+                let st = self.engine.inspect(&c.id).await?;
+                containers.push(json!({
+                    "name": c.name, "release": c.release, "version": c.version,
+                    "state": if c.running { "running" } else { "stopped" },
+                    "health": st.as_ref().and_then(|x| x.health.clone()),
+                    "address": st.as_ref().and_then(|x| x.ports.values().next().map(|a| a.to_string())),
+                }));
+            }
+            let wanted = cfg.services.get(&name).map(|x| x.replicas);
+            let running = containers
+                .iter()
+                .filter(|c| c["state"] == "running")
+                .count();
+            lines.push(format!(
+                "  {name}: {running} running of {} wanted",
+                json!(wanted)
+            ));
+            for c in &containers {
+                lines.push(format!(
+                    "    {} {} {} {}{}",
+                    c["name"].as_str().unwrap_or(""),
+                    c["state"].as_str().unwrap_or(""),
+                    c["version"].as_str().unwrap_or(""),
+                    c["health"].as_str().unwrap_or("-"),
+                    c["address"]
+                        .as_str()
+                        .map(|a| format!(" {a}"))
+                        .unwrap_or_default()
+                ));
+            }
+            services.push(json!({"service": name, "replicas": wanted, "containers": containers}));
+        }
+        let mut j = serde_json::Map::new();
+        j.insert("target".into(), "docker".into());
+        j.insert("services".into(), services.into());
+        Ok(Status {
+            endpoint: self.engine.endpoint.clone(),
+            lines,
+            json: j,
+        })
+    }
+
+    async fn live_lines(
+        &mut self,
+        version: &str,
+        serving: Option<&Release>,
+    ) -> Result<(String, String)> {
+        let live = self.live().await?;
+        let r = &self.region;
+        let mut left = String::new();
+        for svc in running_services(&live) {
+            let running = live
+                .iter()
+                .filter(|c| c.running && c.service == svc)
+                .count();
+            left.push_str(&format!("{svc}.replicas: {running}\n"));
+            if let Some(rec) = serving.and_then(|r| r.services.iter().find(|x| x.name == svc)) {
+                left.push_str(&format!("{svc}.image: {}\n", rec.image));
+                for (k, v) in &rec.env {
+                    left.push_str(&format!("{svc}.env.{k}: {v}\n"));
+                }
+            }
+        }
+        let mut right = String::new();
+        let mut names: Vec<&String> = r.cfg.services.keys().collect();
+        names.sort();
+        for name in names {
+            let svc = &r.cfg.services[name];
+            let (_, image) = image_ref(svc, version);
+            right.push_str(&format!("{name}.replicas: {}\n", svc.replicas));
+            right.push_str(&format!("{name}.image: {image}\n"));
+            let d = desired::desired(&r.name, r.env(), version, &r.cfg, name, svc, &image, "")
+                .map_err(|e| Error::usage_hint(e.to_string(), "set it where the command runs"))?;
+            for (k, v) in &d.env_shown {
+                right.push_str(&format!("{name}.env.{k}: {v}\n"));
+            }
+        }
+        Ok((left, right))
+    }
+
+    fn exec(&self) -> &dyn ExecIn {
+        self
+    }
+}
+
+#[async_trait]
+impl ExecIn for DockerRegion {
+    async fn exec(
+        &self,
+        service: &str,
+        cmd: &[String],
+        env: &[String],
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        err: &mut Tail,
+    ) -> anyhow::Result<Option<i64>> {
+        use bollard::container::LogOutput;
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        use futures_util::StreamExt;
+        let live = self.live().await?;
+        let Some(c) = live.iter().find(|c| c.running && c.service == service) else {
+            return Ok(None);
+        };
+        let docker = &self.engine.docker;
+        let exec = docker
+            .create_exec(
+                &c.id,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    env: Some(env.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow!("cannot exec in {}: {e}", c.name))?;
+        match docker.start_exec(&exec.id, None).await {
+            Ok(StartExecResults::Attached { mut output, .. }) => {
+                while let Some(item) = output.next().await {
+                    match item.map_err(|e| anyhow!("reading the output of {}: {e}", c.name))? {
+                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                            out.write_all(&message).await?
+                        }
+                        LogOutput::StdErr { message } => err.push(&message),
+                        LogOutput::StdIn { .. } => {}
+                    }
+                }
+            }
+            Ok(StartExecResults::Detached) => return Err(anyhow!("the exec was detached")),
+            Err(e) => return Err(anyhow!("cannot start the exec in {}: {e}", c.name)),
+        }
+        let inspect = docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| anyhow!("cannot inspect the exec in {}: {e}", c.name))?;
+        Ok(Some(inspect.exit_code.unwrap_or(-1)))
+    }
+}
+
+/// A service's image repository (`image:`, variables expanded) and its reference at `version`.
+fn image_ref(svc: &Service, version: &str) -> (String, String) {
+    let repo = expand_env(svc.image.as_deref().unwrap_or_default());
+    let image = format!("{repo}:{version}");
+    (repo, image)
+}
+
+fn running_services(live: &[LiveContainer]) -> Vec<String> {
+    let mut v: Vec<String> = live
+        .iter()
+        .filter(|c| c.running)
+        .map(|c| c.service.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The index a new container of `service` gets: one past any it has, running or retained,
+/// so a name is never reused.
+fn next_index(live: &[LiveContainer], service: &str) -> u32 {
+    live.iter()
+        .filter(|c| c.service == service)
+        .map(|c| c.index)
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+fn plan_for(d: &Desired, live: &[LiveContainer]) -> ServicePlan {
+    let running: Vec<&LiveContainer> = live
+        .iter()
+        .filter(|c| c.running && c.service == d.name)
+        .collect();
+    let live_state = running.first().map(|c| {
+        let uniform = running.iter().all(|x| x.spec_hash == c.spec_hash);
+        (
+            c.version.as_str(),
+            if uniform {
+                c.spec_hash.as_str()
+            } else {
+                "mixed"
+            },
+            running.len() as u32,
+        )
+    });
+    let from = live_state.map(|(v, h, n)| {
+        (
+            format!(
+                "{}:{v}",
+                d.image.rsplit_once(':').map_or(d.image.as_str(), |x| x.0)
+            ),
+            h,
+            n,
+        )
+    });
+    plan_service(
+        &d.name,
+        from.as_ref().map(|(i, h, n)| (i.as_str(), *h, *n)),
+        &d.image,
+        &d.spec_hash,
+        d.replicas,
+        d.service.rollout.max_surge,
+        d.service.rollout.max_unavailable,
+    )
+}
+
+/// What runs now, as records (the backup of the live state).
+fn snapshot(live: &[LiveContainer]) -> Vec<ServiceRecord> {
+    let mut out: Vec<ServiceRecord> = Vec::new();
+    for c in live.iter().filter(|c| c.running) {
+        let rec = match out.iter_mut().find(|r| r.name == c.service) {
+            Some(r) => r,
+            None => {
+                out.push(ServiceRecord {
+                    name: c.service.clone(),
+                    image: c.image.clone(),
+                    image_id: c.image_id.clone(),
+                    replicas: 0,
+                    env: Default::default(),
+                    secret_refs: Default::default(),
+                    container_port: None,
+                    containers: Vec::new(),
+                    spec_hash: c.spec_hash.clone(),
+                });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        rec.replicas += 1;
+        rec.containers.push(ContainerRecord {
+            name: c.name.clone(),
+            id: c.id.clone(),
+            addr: None,
+        });
+    }
+    out
+}

@@ -1,0 +1,195 @@
+//! The targets a region deploys to — Docker hosts and Kubernetes clusters — as two
+//! implementations of one [`Target`] trait. The flow (`crate::flow`) drives a target through
+//! the trait only and never asks which kind it is: [`open`] is the one place that turns a
+//! region's configuration into the target it gets.
+//!
+//! What a target does, in the order a deploy asks for it:
+//! - lock: take, take over, read and free the region's lock where the target keeps it;
+//! - records: list and write release records on the target (a fresh runner reads them);
+//! - resolve: the desired state of a version (images built or found, manifests rendered,
+//!   secrets resolved), changing nothing that runs;
+//! - prepare: what that would change against what runs now (nothing: the deploy is done);
+//! - record: write the backup of what runs now into the release record;
+//! - apply and verify: roll the release out and watch it (health, bake);
+//! - restore: put back what a record's backup says, after a failure or for a killed run;
+//! - forget: remove what `keep_releases` no longer keeps;
+//! - status and live lines: what runs, for `status` and `diff --live`.
+
+pub mod docker;
+pub mod kubernetes;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::backup::ExecIn;
+use crate::config::model::{RegionConfig, Target as TargetConfig};
+use crate::config::Environment;
+use crate::context::Ctx;
+use crate::error::Result;
+use crate::lock::{Acquire, Lock};
+use crate::release::Release;
+use crate::ui::Ui;
+
+/// A region as every target sees it: its name, environment, configuration, where its files
+/// are and where its output goes.
+pub struct Region {
+    pub name: String,
+    pub env: Environment,
+    pub cfg: RegionConfig,
+    /// The repository root (the regions directory's parent): build contexts, templates and
+    /// hooks are relative to it.
+    pub root: PathBuf,
+    pub ui: Ui,
+}
+
+impl Region {
+    /// `mexico/production`
+    pub fn place(&self) -> String {
+        format!("{}/{}", self.name, self.env.as_str())
+    }
+
+    pub fn env(&self) -> &str {
+        self.env.as_str()
+    }
+}
+
+/// What a deploy asks of the target beyond the version.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    pub version: Option<String>,
+    pub no_build: bool,
+    pub push: bool,
+    pub lock_wait: Option<Duration>,
+    pub reason: Option<String>,
+    /// Kubernetes: take over fields another field manager owns (server-side apply `force`).
+    pub force_conflicts: bool,
+}
+
+/// Why the desired state is resolved: a deploy may build, pull and create what it needs; a
+/// plan or a diff changes nothing at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Deploy,
+    Plan,
+}
+
+/// What a deploy would change, as the target sees it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// One line per service or object, changing or not, for `plan`.
+    pub lines: Vec<String>,
+    /// The lines of what changes, for the deploy's `Plan` lines.
+    pub changed: Vec<String>,
+    /// Whether anything changes; nothing means the deploy is done.
+    pub any: bool,
+    /// What the target says beside the changes (a capability it lacks, an image not there yet).
+    pub notes: Vec<String>,
+    /// The target's part of `plan -o json`.
+    pub json: Map<String, Value>,
+}
+
+/// A region's `status`, as the target sees it.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// `unix:///…` or `https://… (context c, namespace n)`.
+    pub endpoint: String,
+    /// Lines under the header, one per service and problem.
+    pub lines: Vec<String>,
+    /// The target's part of `status -o json` (`services`, …).
+    pub json: Map<String, Value>,
+}
+
+/// The seam between the one flow and a kind of target.
+#[async_trait]
+pub trait Target: Send + Sync {
+    fn region(&self) -> &Region;
+
+    /// Where the lock lives, for the `Locked` line (`Lease ns/name`, `engine unix:///…`).
+    fn lock_place(&self) -> String;
+
+    /// Tries once to take the lock. `tied_to_process`: stale as soon as this process is gone
+    /// (a deploy's lock, renewed while it runs) rather than only at its expiry (a lock by hand).
+    async fn try_lock(
+        &self,
+        holder: &str,
+        reason: &str,
+        ttl: Duration,
+        tied_to_process: bool,
+    ) -> Result<Acquire>;
+    /// Frees a stale lock so it can be taken.
+    async fn take_over(&self, stale: &Lock) -> Result<()>;
+    async fn current_lock(&self) -> Result<Option<Lock>>;
+    /// Frees our lock (and stops renewing it).
+    async fn unlock(&self, ours: &Lock) -> Result<()>;
+    /// Frees whatever lock there is (`unlock --force`).
+    async fn break_lock(&self) -> Result<()>;
+
+    /// Every release record of the region and environment, oldest first.
+    async fn history(&self) -> Result<Vec<Release>>;
+    async fn save(&self, rec: &Release) -> Result<()>;
+    /// Removes the records `gone` and whatever only they needed (`kept`: the ids still kept).
+    async fn forget(&self, kept: &[String], gone: &[&Release]);
+
+    /// Builds (and pushes) the images of services with a `build:` section:
+    /// `(service, image, id)` each.
+    async fn build(&self, version: &str, opts: &DeployOptions)
+        -> Result<Vec<(String, String, String)>>;
+    /// The desired state of `version` from the configuration.
+    async fn resolve(&mut self, version: &str, opts: &DeployOptions, purpose: Purpose)
+        -> Result<()>;
+    /// The desired state that makes `to` serve again instead of `from` (a rollback).
+    async fn resolve_release(&mut self, to: &Release, from: &Release) -> Result<()>;
+    /// What the desired state would change against what runs (and what `serving` applied).
+    async fn prepare(&mut self, serving: Option<&Release>, opts: &DeployOptions)
+        -> Result<Changes>;
+    /// Writes the desired services and the backup of what runs now into `rec`; returns what
+    /// was backed up, for the `Backed up` line.
+    fn record(&self, rec: &mut Release) -> String;
+    /// Rolls the release out (and waits for it), changing what runs.
+    async fn apply(&self, rec: &Release) -> anyhow::Result<()>;
+    /// Watches the new release for its bake period.
+    async fn verify(&self) -> anyhow::Result<()>;
+    /// After verification: retires what the release no longer has.
+    async fn complete(&self) -> anyhow::Result<()>;
+    /// Writes what the rollout started (containers) into `rec`.
+    fn applied(&self, rec: &mut Release);
+    /// Puts back what ran before `rec` (its backup), whether this process rolled `rec` out or
+    /// a killed one did. `Err` lists what could not be put back.
+    async fn restore(&self, rec: &Release, history: &[Release])
+        -> std::result::Result<(), Vec<String>>;
+    /// What runs now and where to look, for a failure that needs a person.
+    async fn describe_live(&self) -> (String, String);
+    /// Where the region answers, for the summary.
+    fn url(&self) -> Option<String>;
+
+    async fn status(&self) -> Result<Status>;
+    /// `diff --live`: what runs and what the configuration says at `version`, as comparable
+    /// lines (secrets masked on both sides).
+    async fn live_lines(&mut self, version: &str, serving: Option<&Release>)
+        -> Result<(String, String)>;
+    /// Where `exec` backup jobs run.
+    fn exec(&self) -> &dyn ExecIn;
+}
+
+/// The one place that turns a region's configuration into the target it gets: reads the
+/// region and reaches its target (exit 6 naming it when it does not answer).
+pub async fn open(ctx: &Ctx, region: &str) -> Result<Box<dyn Target>> {
+    let regions = ctx.load()?;
+    let (_, cfg) = ctx.config(&regions, region)?;
+    let r = Region {
+        name: region.to_string(),
+        env: ctx.env_or_default(),
+        root: ctx.sibling("."),
+        ui: ctx.ui.clone(),
+        cfg: cfg.clone(),
+    };
+    Ok(match &cfg.target {
+        TargetConfig::Docker(d) => Box::new(docker::DockerRegion::open(r, d).await?),
+        TargetConfig::Kubernetes(k) => {
+            Box::new(kubernetes::Cluster::open(r, k, &ctx.sibling("templates")).await?)
+        }
+    })
+}
