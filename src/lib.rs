@@ -135,7 +135,7 @@ fn report(ui: &Ui, e: &Error) {
             "problems": problems,
             "hint": hint,
         });
-        eprintln!("{v}");
+        ui.err_json(&v);
         return;
     }
     match e {

@@ -37,4 +37,3 @@ pub enum Acquire {
     Acquired(Lock),
     Held(Lock),
 }
-

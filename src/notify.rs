@@ -74,6 +74,20 @@ pub struct Notice {
     pub time: DateTime<Utc>,
 }
 
+impl Notice {
+    /// The notice as it leaves the process: every secret value masked (a failure's detail
+    /// quotes container logs and hook output).
+    pub fn masked(&self) -> Notice {
+        let m = |s: &str| crate::secrets::mask(s).into_owned();
+        Notice {
+            version: m(&self.version),
+            actor: m(&self.actor),
+            detail: self.detail.as_deref().map(m),
+            ..self.clone()
+        }
+    }
+}
+
 /// Why one delivery did not happen. Never holds a secret's value or a full URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotifyError {
@@ -292,6 +306,7 @@ pub fn spawn(hooks: Vec<Webhook>, notice: Notice, ui: Ui) -> tokio::task::JoinHa
 
 /// Delivers `notice` to every webhook that wants it, concurrently, and says how each went.
 pub async fn deliver_all(hooks: &[Webhook], notice: &Notice) -> Vec<Delivery> {
+    let notice = &notice.masked();
     let wanted: Vec<&Webhook> = hooks
         .iter()
         .filter(|h| h.events.contains(&notice.kind))

@@ -193,7 +193,9 @@ pub fn interrupted<'a>(
     history: &'a [Release],
     lock: Option<&crate::lock::Lock>,
 ) -> Option<&'a Release> {
-    let last = history.last().filter(|r| r.outcome == Outcome::InProgress)?;
+    let last = history
+        .last()
+        .filter(|r| r.outcome == Outcome::InProgress)?;
     if lock.is_some_and(|l| !l.is_stale(Utc::now())) && !runner_is_dead(&last.runner) {
         return None;
     }
@@ -424,6 +426,71 @@ mod tests {
             state: Default::default(),
             backups: vec![],
         }
+    }
+
+    fn ids(rs: &[&Release]) -> Vec<String> {
+        rs.iter().map(|r| r.id.clone()).collect()
+    }
+
+    #[test]
+    fn keep_releases_keeps_the_newest_records_and_the_serving_one() {
+        // r1 ok, r2 ok, r3 rolled back, r4 rolled back: keep 2 → r3, r4 and the serving r2.
+        let h = vec![
+            rel(1, Outcome::Succeeded, "a"),
+            rel(2, Outcome::Succeeded, "b"),
+            rel(3, Outcome::RolledBack, "c"),
+            rel(4, Outcome::RolledBack, "d"),
+        ];
+        let (kept, gone) = retention(&h, 2);
+        assert_eq!(kept, ["r2", "r3", "r4"]);
+        assert_eq!(ids(&gone), ["r1"]);
+        // nothing goes while there are no more records than kept
+        let (kept, gone) = retention(&h[..2], 5);
+        assert_eq!((kept.len(), gone.len()), (2, 0));
+        // 0 means 1: the serving release always stays
+        let (kept, gone) = retention(&h[..2], 0);
+        assert_eq!(
+            (kept, ids(&gone)),
+            (vec!["r2".to_string()], vec!["r1".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_kept_rollback_keeps_the_release_it_restored() {
+        let mut back = rel(4, Outcome::Succeeded, "a");
+        back.kind = Kind::Rollback;
+        back.target = Some("r1".into());
+        let h = vec![
+            rel(1, Outcome::Reverted, "a"),
+            rel(2, Outcome::Reverted, "b"),
+            rel(3, Outcome::Reverted, "c"),
+            back,
+        ];
+        let (kept, gone) = retention(&h, 1);
+        assert_eq!(kept, ["r4", "r1"]);
+        assert_eq!(ids(&gone), ["r2", "r3"]);
+    }
+
+    #[test]
+    fn an_in_progress_release_is_interrupted_only_without_a_live_lock() {
+        let mut h = vec![
+            rel(1, Outcome::Succeeded, "a"),
+            rel(2, Outcome::InProgress, "b"),
+        ];
+        h[1].runner = "another-host:1".into();
+        let live = crate::lock::Lock {
+            holder: "ana".into(),
+            reason: "deploy".into(),
+            since: Utc::now(),
+            expires: Utc::now() + chrono::Duration::minutes(5),
+            token: "t".into(),
+            runner: "another-host:1".into(),
+        };
+        assert!(interrupted(&h, Some(&live)).is_none());
+        assert_eq!(interrupted(&h, None).map(|r| r.id.as_str()), Some("r2"));
+        assert!(interrupted(&h[..1], None).is_none());
+        assert_eq!(serving(&h).map(|r| r.id.as_str()), Some("r1"));
+        assert_eq!(next_number(&h), 3);
     }
 
     #[test]

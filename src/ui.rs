@@ -11,6 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anstream::{eprintln, println};
+
 use anstyle::{AnsiColor, Style};
 
 use crate::config::Diagnostic;
@@ -105,12 +106,14 @@ impl Ui {
             return;
         }
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("{verb} {message}"));
+            bar.set_message(masked(format!("{verb} {message}")));
             return;
         }
         if self.verbosity >= Verbosity::Normal {
             let p = self.prefix();
-            eprintln!("{p}{GREEN}{BOLD}{verb:>12}{BOLD:#}{GREEN:#} {message}");
+            err_line(&format!(
+                "{p}{GREEN}{BOLD}{verb:>12}{BOLD:#}{GREEN:#} {message}"
+            ));
         }
     }
 
@@ -121,11 +124,13 @@ impl Ui {
             return;
         }
         if let Some(bar) = &self.bar {
-            bar.finish_with_message(format!("{verb} {message}"));
+            bar.finish_with_message(masked(format!("{verb} {message}")));
             return;
         }
         let p = self.prefix();
-        eprintln!("{p}{GREEN}{BOLD}{verb:>12}{BOLD:#}{GREEN:#} {message}");
+        err_line(&format!(
+            "{p}{GREEN}{BOLD}{verb:>12}{BOLD:#}{GREEN:#} {message}"
+        ));
     }
 
     /// One NDJSON event on stdout: time, region, step, status, detail.
@@ -154,7 +159,7 @@ impl Ui {
     pub fn verbose(&self, message: impl std::fmt::Display) {
         if self.verbosity >= Verbosity::Verbose && self.bar.is_none() {
             let p = self.prefix();
-            eprintln!("{p}{DIM}{message}{DIM:#}");
+            err_line(&format!("{p}{DIM}{message}{DIM:#}"));
         }
     }
 
@@ -172,13 +177,13 @@ impl Ui {
     /// A line on stderr, drawn above the progress bar when there is one.
     fn above_bar(&self, line: String) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| err_line(&line)),
+            None => err_line(&line),
         }
     }
 
     pub fn hint(&self, hint: impl std::fmt::Display) {
-        eprintln!("  {CYAN}hint{CYAN:#}: {hint}");
+        err_line(&format!("  {CYAN}hint{CYAN:#}: {hint}"));
     }
 
     pub fn diagnostic(&self, d: &Diagnostic) {
@@ -187,23 +192,43 @@ impl Ui {
 
     /// A result line on stdout (the command's answer).
     pub fn out(&self, line: impl std::fmt::Display) {
-        println!("{line}");
+        println!("{}", crate::secrets::mask(&line.to_string()));
     }
 
     /// A JSON document on stdout.
     pub fn out_json(&self, value: &serde_json::Value) {
+        let mut value = value.clone();
+        crate::secrets::mask_json(&mut value);
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer_pretty(&mut out, value);
+        let _ = serde_json::to_writer_pretty(&mut out, &value);
         let _ = writeln!(out);
     }
 
     /// One compact JSON line on stdout (NDJSON).
     pub fn out_line(&self, value: &serde_json::Value) {
+        let mut value = value.clone();
+        crate::secrets::mask_json(&mut value);
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, value);
+        let _ = serde_json::to_writer(&mut out, &value);
         let _ = writeln!(out);
         let _ = out.flush();
     }
+
+    /// A JSON line on stderr (errors with -o json).
+    pub fn err_json(&self, value: &serde_json::Value) {
+        let mut value = value.clone();
+        crate::secrets::mask_json(&mut value);
+        err_line(&value.to_string());
+    }
+}
+
+/// Every line this process writes to stderr passes here, with secret values masked.
+fn err_line(line: &str) {
+    eprintln!("{}", crate::secrets::mask(line));
+}
+
+fn masked(text: String) -> String {
+    crate::secrets::mask(&text).into_owned()
 }
 
 #[cfg(test)]

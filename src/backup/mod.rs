@@ -29,9 +29,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config::backups::{BackupJob, Compression};
 use crate::config::model::EnvValue;
-use crate::secrets::resolve as resolve_secret;
-use crate::error::{Error, Result};
 use crate::context::Ctx;
+use crate::error::{Error, Result};
+use crate::secrets::resolve as resolve_secret;
 use crate::ui::Ui;
 use stream::{Hashing, Tail};
 
@@ -542,8 +542,8 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use crate::config::backups::ExecJob;
-    use crate::release::Release;
     use crate::config::model::SecretRef;
+    use crate::release::Release;
     use crate::ui::{Output, Verbosity};
     use sha2::Digest;
 

@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 
-use anstream::println;
 use similar::{ChangeTag, TextDiff};
 
 use crate::config::{Node, Value};
 use crate::error::{ExitCode, Result};
-use crate::ui::{BOLD, CYAN, GREEN, RED};
+use crate::ui::{Ui, BOLD, CYAN, GREEN, RED};
 
 use crate::context::Ctx;
 
@@ -112,6 +111,7 @@ pub fn run(ctx: &Ctx, a: &str, b: &str) -> Result<ExitCode> {
         );
     } else {
         print_unified(
+            &ctx.ui,
             &format!("{a} ({env})"),
             &format!("{b} ({env})"),
             &lines(&left),
@@ -133,28 +133,28 @@ fn lines(leaves: &[Leaf]) -> String {
 }
 
 /// A unified diff with colour when stdout is a terminal.
-pub fn print_unified(left_name: &str, right_name: &str, left: &str, right: &str) {
+pub fn print_unified(ui: &Ui, left_name: &str, right_name: &str, left: &str, right: &str) {
     let diff = TextDiff::from_lines(left, right);
-    println!("{BOLD}--- {left_name}{BOLD:#}");
-    println!("{BOLD}+++ {right_name}{BOLD:#}");
+    ui.out(format!("{BOLD}--- {left_name}{BOLD:#}"));
+    ui.out(format!("{BOLD}+++ {right_name}{BOLD:#}"));
     for group in diff.grouped_ops(2) {
         let (first, last) = (&group[0], &group[group.len() - 1]);
         let old = first.old_range().start..last.old_range().end;
         let new = first.new_range().start..last.new_range().end;
-        println!(
+        ui.out(format!(
             "{CYAN}@@ -{},{} +{},{} @@{CYAN:#}",
             old.start + 1,
             old.len(),
             new.start + 1,
             new.len()
-        );
+        ));
         for op in &group {
             for change in diff.iter_changes(op) {
                 let text = change.value().trim_end_matches('\n');
                 match change.tag() {
-                    ChangeTag::Delete => println!("{RED}-{text}{RED:#}"),
-                    ChangeTag::Insert => println!("{GREEN}+{text}{GREEN:#}"),
-                    ChangeTag::Equal => println!(" {text}"),
+                    ChangeTag::Delete => ui.out(format!("{RED}-{text}{RED:#}")),
+                    ChangeTag::Insert => ui.out(format!("{GREEN}+{text}{GREEN:#}")),
+                    ChangeTag::Equal => ui.out(format!(" {text}")),
                 }
             }
         }
@@ -285,6 +285,7 @@ pub fn live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode
             );
         } else {
             print_unified(
+                &ctx.ui,
                 &format!("{region} ({env}) live"),
                 &format!("{region} ({env}) desired"),
                 &left,

@@ -13,8 +13,7 @@ pub fn run(ctx: &Ctx, region: &str, force: bool) -> Result<ExitCode> {
         let t = targets::open(ctx, region).await?;
         let place = t.region().place();
         let Some(current) = t.current_lock().await? else {
-            ctx.ui
-                .status("Unlocked", format!("{place} was not locked"));
+            ctx.ui.status("Unlocked", format!("{place} was not locked"));
             return Ok(ExitCode::Success);
         };
         let mine = current.holder == release::actor();

@@ -189,7 +189,10 @@ pub fn region_partial(
             } else if !is_dns_label(&k.namespace) {
                 c.at(
                     "target.kubernetes.namespace",
-                    format!("target.kubernetes.namespace: '{}' is not a valid namespace", k.namespace),
+                    format!(
+                        "target.kubernetes.namespace: '{}' is not a valid namespace",
+                        k.namespace
+                    ),
                     "lower-case letters, digits and '-', at most 63 characters",
                 );
             }

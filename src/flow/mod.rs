@@ -181,9 +181,7 @@ async fn locked_rollback(
             )
         }
         Err(e) => {
-            t.region()
-                .ui
-                .error(format!("rolling back failed: {e:#}"));
+            t.region().ui.error(format!("rolling back failed: {e:#}"));
             let restored = t.restore(&rec, &history).await;
             let error = format!("{e:#}");
             match restored {

@@ -135,11 +135,18 @@ pub trait Target: Send + Sync {
 
     /// Builds (and pushes) the images of services with a `build:` section:
     /// `(service, image, id)` each.
-    async fn build(&self, version: &str, opts: &DeployOptions)
-        -> Result<Vec<(String, String, String)>>;
+    async fn build(
+        &self,
+        version: &str,
+        opts: &DeployOptions,
+    ) -> Result<Vec<(String, String, String)>>;
     /// The desired state of `version` from the configuration.
-    async fn resolve(&mut self, version: &str, opts: &DeployOptions, purpose: Purpose)
-        -> Result<()>;
+    async fn resolve(
+        &mut self,
+        version: &str,
+        opts: &DeployOptions,
+        purpose: Purpose,
+    ) -> Result<()>;
     /// The desired state that makes `to` serve again instead of `from` (a rollback).
     async fn resolve_release(&mut self, to: &Release, from: &Release) -> Result<()>;
     /// What the desired state would change against what runs (and what `serving` applied).
@@ -158,8 +165,11 @@ pub trait Target: Send + Sync {
     fn applied(&self, rec: &mut Release);
     /// Puts back what ran before `rec` (its backup), whether this process rolled `rec` out or
     /// a killed one did. `Err` lists what could not be put back.
-    async fn restore(&self, rec: &Release, history: &[Release])
-        -> std::result::Result<(), Vec<String>>;
+    async fn restore(
+        &self,
+        rec: &Release,
+        history: &[Release],
+    ) -> std::result::Result<(), Vec<String>>;
     /// What runs now and where to look, for a failure that needs a person.
     async fn describe_live(&self) -> (String, String);
     /// Where the region answers, for the summary.
@@ -168,8 +178,11 @@ pub trait Target: Send + Sync {
     async fn status(&self) -> Result<Status>;
     /// `diff --live`: what runs and what the configuration says at `version`, as comparable
     /// lines (secrets masked on both sides).
-    async fn live_lines(&mut self, version: &str, serving: Option<&Release>)
-        -> Result<(String, String)>;
+    async fn live_lines(
+        &mut self,
+        version: &str,
+        serving: Option<&Release>,
+    ) -> Result<(String, String)>;
     /// Where `exec` backup jobs run.
     fn exec(&self) -> &dyn ExecIn;
 }

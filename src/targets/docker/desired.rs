@@ -30,8 +30,8 @@ pub struct Desired {
     pub service: Service,
 }
 
-pub use crate::secrets::SecretError;
 use crate::secrets::resolve as resolve_secret;
+pub use crate::secrets::SecretError;
 
 /// The environment every container gets, before the service's own.
 fn platform_env(

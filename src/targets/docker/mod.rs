@@ -58,9 +58,14 @@ pub struct LiveContainer {
 enum Wanted {
     Nothing,
     /// A deploy of the configuration at a version.
-    Deploy { desired: Vec<Desired> },
+    Deploy {
+        desired: Vec<Desired>,
+    },
     /// A rollback: `to`'s services again, its retained containers restarted.
-    Release { to: Release, desired: Vec<Desired> },
+    Release {
+        to: Release,
+        desired: Vec<Desired>,
+    },
 }
 
 /// What `prepare` found: the desired state against what runs.
@@ -173,7 +178,12 @@ impl DockerRegion {
     }
 
     fn service_cfg(&self, name: &str) -> Service {
-        self.region.cfg.services.get(name).cloned().unwrap_or_default()
+        self.region
+            .cfg
+            .services
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn rollout(&self, release: &str, version: &str) -> Rollout<'_> {

@@ -143,7 +143,10 @@ impl Engine {
         let mut labels = scope.labels("release");
         labels.insert(naming::RELEASE.into(), release.id.clone());
         labels.insert(naming::RECORD_SEQ.into(), seq.to_string());
-        labels.insert(naming::RECORD.into(), serde_json::to_string(release)?);
+        // The record leaves the process: secret values quoted in errors are masked.
+        let mut json = serde_json::to_value(release)?;
+        crate::secrets::mask_json(&mut json);
+        labels.insert(naming::RECORD.into(), json.to_string());
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(scope.record_volume(&release.id, seq)),

@@ -118,7 +118,9 @@ impl Cluster {
                 let known: Vec<String> =
                     kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
                 Error::usage_hint(
-                    format!("region '{region_name}': kubeconfig context '{context}' is not usable: {e}"),
+                    format!(
+                        "region '{region_name}': kubeconfig context '{context}' is not usable: {e}"
+                    ),
                     format!(
                         "target.kubernetes.context must name a context of the kubeconfig ({})",
                         if known.is_empty() {
@@ -212,14 +214,19 @@ impl Cluster {
         }
     }
 
-
     /// The objects of a release of `version`: the rendered templates, and one Secret per
     /// service with secret variables (values resolved here; never printed or recorded).
     fn desired(&self, version: &str) -> Result<Vec<Object>> {
         let templates = crate::render::templates_or_embedded(&self.templates)
             .map_err(|e| Error::usage_hint(e.to_string(), "fix the templates directory"))?;
-        let files = crate::render::render(&templates, &self.region.name, self.region.env, &self.region.cfg, version)
-            .map_err(|e| Error::usage_hint(e.to_string(), "fix the template"))?;
+        let files = crate::render::render(
+            &templates,
+            &self.region.name,
+            self.region.env,
+            &self.region.cfg,
+            version,
+        )
+        .map_err(|e| Error::usage_hint(e.to_string(), "fix the template"))?;
         let rendered = objects::parse_manifests(&files, &self.namespace).map_err(|e| {
             Error::usage_hint(
                 format!("a rendered manifest is not an object: {e}"),
@@ -249,7 +256,10 @@ impl Cluster {
             if values.is_empty() {
                 continue;
             }
-            let name = format!("{}-secrets", crate::render::object_name(&self.region.cfg, sname));
+            let name = format!(
+                "{}-secrets",
+                crate::render::object_name(&self.region.cfg, sname)
+            );
             out.push(Object {
                 api_version: "v1".into(),
                 kind: "Secret".into(),
@@ -355,9 +365,7 @@ impl Cluster {
             futures_util::future::try_join_all(objs.iter().map(|o| self.change(o, force))).await?;
         let rendered: BTreeSet<String> = objs.iter().map(Object::key).collect();
         let applied: Vec<Object> = serving.map(applied_by).unwrap_or_default();
-        let gone = applied
-            .iter()
-            .filter(|old| !rendered.contains(&old.key()));
+        let gone = applied.iter().filter(|old| !rendered.contains(&old.key()));
         for old in gone {
             if let Some(live) = self.live(old).await? {
                 out.push(Change {
@@ -411,7 +419,8 @@ impl Cluster {
 
     /// The longest progress deadline of the region's services.
     fn progress_deadline(&self) -> Duration {
-        self.region.cfg
+        self.region
+            .cfg
             .services
             .values()
             .map(|s| s.rollout.progress_deadline.0)
@@ -425,9 +434,15 @@ impl Cluster {
         let waits = objs.iter().filter(|o| o.kind == "Deployment").map(|o| {
             let name = o.name.clone();
             async move {
-                let line = wait::rollout(&self.client, &self.namespace, &name, deadline, &self.region.ui)
-                    .await
-                    .map_err(|e| anyhow!(e))?;
+                let line = wait::rollout(
+                    &self.client,
+                    &self.namespace,
+                    &name,
+                    deadline,
+                    &self.region.ui,
+                )
+                .await
+                .map_err(|e| anyhow!(e))?;
                 self.region
                     .ui
                     .status("Rolled out", format!("Deployment/{name}: {line}"));
@@ -440,8 +455,7 @@ impl Cluster {
 
     /// The optional HTTP bake: `health_url` must answer 2xx through the services' bake period.
     async fn bake(&self) -> anyhow::Result<()> {
-        let Some(url) = self.health_url.as_deref().map(crate::config::expand_env)
-        else {
+        let Some(url) = self.health_url.as_deref().map(crate::config::expand_env) else {
             return Ok(());
         };
         let period = self
@@ -453,14 +467,16 @@ impl Cluster {
             .max()
             .unwrap_or_default();
         let max_ratio = self
-            .region.cfg
+            .region
+            .cfg
             .services
             .values()
             .map(|s| s.rollout.max_5xx_ratio)
             .fold(0.0, f64::max);
         let (client, _) =
             crate::notify::client().map_err(|e| anyhow!("cannot make an HTTP client: {e}"))?;
-        self.region.ui
+        self.region
+            .ui
             .status("Baking", format!("{url} for {}s", period.as_secs()));
         let until = Instant::now() + period;
         let (mut total, mut failed, mut in_a_row) = (0u32, 0u32, 0u32);
@@ -522,7 +538,8 @@ impl Cluster {
                     if let Err(e) = self.delete(&p.address()).await {
                         problems.push(format!("{}: cannot delete: {e}", p.key()));
                     } else {
-                        self.region.ui
+                        self.region
+                            .ui
                             .verbose(format!("deleted {} (the release added it)", p.key()));
                     }
                 }
@@ -538,8 +555,6 @@ impl Cluster {
             Err(problems)
         }
     }
-
-
 }
 
 /// What a deploy does to one object.
@@ -675,7 +690,10 @@ impl Target for Cluster {
         let list = records::list(&self.secrets(), &self.region.cfg.app, self.env())
             .await
             .map_err(|e| Error::failed(ExitCode::Unreachable, e))?;
-        Ok(list.into_iter().map(records::Record::into_release).collect())
+        Ok(list
+            .into_iter()
+            .map(records::Record::into_release)
+            .collect())
     }
 
     async fn save(&self, rec: &Release) -> Result<()> {

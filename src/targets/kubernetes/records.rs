@@ -101,7 +101,10 @@ fn selector(app: &str, env: &str) -> String {
 }
 
 pub fn encode(rec: &Record) -> anyhow::Result<Vec<u8>> {
-    let json = serde_json::to_vec(rec)?;
+    // The record leaves the process: secret values quoted in errors are masked.
+    let mut value = serde_json::to_value(rec)?;
+    crate::secrets::mask_json(&mut value);
+    let json = serde_json::to_vec(&value)?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&json)?;
     Ok(gz.finish()?)
