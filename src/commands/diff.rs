@@ -161,6 +161,49 @@ pub fn print_unified(ui: &Ui, left_name: &str, right_name: &str, left: &str, rig
     }
 }
 
+/// `diff REGION --live [--version V]`: what runs against what the configuration says, as
+/// comparable lines (exit 1 when they differ).
+pub fn live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
+    use crate::targets::DeployOptions;
+    let opts = DeployOptions {
+        version,
+        ..Default::default()
+    };
+    super::block_on(async {
+        let mut t = crate::targets::open(ctx, region).await?;
+        let version = crate::flow::version_of(&opts, &t.region().cfg).ok_or_else(|| {
+            crate::error::Error::usage_hint("no version to compare with", "pass --version V")
+        })?;
+        let history = t.history().await?;
+        let (left, right) = t
+            .live_lines(&version, crate::release::serving(&history))
+            .await?;
+        let env = t.region().env().to_string();
+        let same = left == right;
+        if ctx.ui.json() {
+            ctx.ui.out_json(&serde_json::json!({"region": region, "environment": env, "same": same, "live": left, "desired": right}));
+        } else if same {
+            ctx.ui.status(
+                "Same",
+                format!("{region}/{env} runs what its configuration says"),
+            );
+        } else {
+            print_unified(
+                &ctx.ui,
+                &format!("{region} ({env}) live"),
+                &format!("{region} ({env}) desired"),
+                &left,
+                &right,
+            );
+        }
+        Ok(if same {
+            ExitCode::Success
+        } else {
+            ExitCode::Changes
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,47 +298,4 @@ mod tests {
             start.elapsed()
         );
     }
-}
-
-/// `diff REGION --live [--version V]`: what runs against what the configuration says, as
-/// comparable lines (exit 1 when they differ).
-pub fn live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
-    use crate::targets::DeployOptions;
-    let opts = DeployOptions {
-        version,
-        ..Default::default()
-    };
-    super::block_on(async {
-        let mut t = crate::targets::open(ctx, region).await?;
-        let version = crate::flow::version_of(&opts, &t.region().cfg).ok_or_else(|| {
-            crate::error::Error::usage_hint("no version to compare with", "pass --version V")
-        })?;
-        let history = t.history().await?;
-        let (left, right) = t
-            .live_lines(&version, crate::release::serving(&history))
-            .await?;
-        let env = t.region().env().to_string();
-        let same = left == right;
-        if ctx.ui.json() {
-            ctx.ui.out_json(&serde_json::json!({"region": region, "environment": env, "same": same, "live": left, "desired": right}));
-        } else if same {
-            ctx.ui.status(
-                "Same",
-                format!("{region}/{env} runs what its configuration says"),
-            );
-        } else {
-            print_unified(
-                &ctx.ui,
-                &format!("{region} ({env}) live"),
-                &format!("{region} ({env}) desired"),
-                &left,
-                &right,
-            );
-        }
-        Ok(if same {
-            ExitCode::Success
-        } else {
-            ExitCode::Changes
-        })
-    })
 }

@@ -63,7 +63,7 @@ enum Wanted {
     },
     /// A rollback: `to`'s services again, its retained containers restarted.
     Release {
-        to: Release,
+        to: Box<Release>,
         desired: Vec<Desired>,
     },
 }
@@ -471,7 +471,7 @@ impl Target for DockerRegion {
     async fn resolve_release(&mut self, to: &Release, _from: &Release) -> Result<()> {
         let desired = self.desired_of(to)?;
         self.wanted = Wanted::Release {
-            to: to.clone(),
+            to: Box::new(to.clone()),
             desired,
         };
         Ok(())
