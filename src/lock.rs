@@ -18,7 +18,7 @@ pub struct Lock {
 impl Lock {
     /// Past its expiry, or held by a process of this machine that has died.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        now >= self.expires || crate::release::runner_is_dead(&self.runner)
+        now >= self.expires || runner_is_dead(&self.runner)
     }
 
     pub fn describe(&self) -> String {
@@ -36,4 +36,35 @@ impl Lock {
 pub enum Acquire {
     Acquired(Lock),
     Held(Lock),
+}
+
+/// `host:pid`, to tell whether the run that holds a lock or left a release is still alive.
+pub fn runner() -> String {
+    format!(
+        "{}:{}",
+        hostname().unwrap_or("unknown-host"),
+        std::process::id()
+    )
+}
+
+/// This machine's name, read once per process (a waiting lock asks every second).
+fn hostname() -> Option<&'static str> {
+    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+    .as_deref()
+}
+
+/// Whether `runner` is a process of this machine that no longer exists.
+pub fn runner_is_dead(runner: &str) -> bool {
+    let Some((host, pid)) = runner.rsplit_once(':') else {
+        return false;
+    };
+    host == hostname().unwrap_or_default()
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
 }

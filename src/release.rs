@@ -354,36 +354,7 @@ fn find_git_commit() -> Option<String> {
     Some(if dirty { format!("{sha}-dirty") } else { sha })
 }
 
-/// `host:pid`, to tell whether the run that holds a lock or left a release is still alive.
-pub fn runner() -> String {
-    format!(
-        "{}:{}",
-        hostname().unwrap_or("unknown-host"),
-        std::process::id()
-    )
-}
-
-/// This machine's name, read once per process (a waiting lock asks every second).
-fn hostname() -> Option<&'static str> {
-    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|s| s.trim().to_string())
-    })
-    .as_deref()
-}
-
-/// Whether `runner` is a process of this machine that no longer exists.
-pub fn runner_is_dead(runner: &str) -> bool {
-    let Some((host, pid)) = runner.rsplit_once(':') else {
-        return false;
-    };
-    host == hostname().unwrap_or_default()
-        && pid
-            .parse::<u32>()
-            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-}
+pub use crate::lock::{runner, runner_is_dead};
 
 /// The command line as typed, for the audit record.
 pub fn command_line() -> String {

@@ -104,9 +104,12 @@ impl Target {
     }
 }
 
-/// `target:` as written: exactly one of `docker` or `kubernetes` (validation says so).
+// `target:` as written (validation says that exactly one is set; the schema names it
+// `Target`, as region files do).
+/// Exactly one of `docker` or `kubernetes`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(rename = "Target")]
 pub struct TargetSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerTarget>,

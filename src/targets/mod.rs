@@ -1,5 +1,5 @@
 //! The targets a region deploys to — Docker hosts and Kubernetes clusters — as two
-//! implementations of one [`Target`] trait. The flow (`crate::flow`) drives a target through
+//! implementations of one [`Target`] trait. The flow drives a target through
 //! the trait only and never asks which kind it is: [`open`] is the one place that turns a
 //! region's configuration into the target it gets.
 //!
