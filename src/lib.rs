@@ -17,6 +17,7 @@ pub mod ops;
 pub mod plan;
 pub mod release;
 pub mod render;
+pub mod secrets;
 pub mod traffic;
 pub mod ui;
 
