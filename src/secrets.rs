@@ -695,7 +695,7 @@ mod tests {
         w.write_all(b"first line\nsecret=").unwrap();
         w.write_all(a.as_bytes()).unwrap();
         w.flush().unwrap();
-        w.write_all(b).unwrap();
+        w.write_all(b.as_bytes()).unwrap();
         w.write_all(b" end\nlast ").unwrap();
         w.write_all(s.as_bytes()).unwrap();
         // The partial last line leaves on finish (or drop), masked.
