@@ -375,7 +375,10 @@ impl<W: Write> MaskingWriter<W> {
     /// Writes the partial last line too (masked) and returns the inner writer, flushed.
     pub fn finish(mut self) -> io::Result<W> {
         self.emit(self.pending.len())?;
-        let mut inner = self.inner.take().expect("inner writer present until finish");
+        let mut inner = self
+            .inner
+            .take()
+            .expect("inner writer present until finish");
         inner.flush()?;
         Ok(inner)
     }
@@ -750,7 +753,10 @@ mod tests {
             tracing::trace!("body: {}", base64(s.as_bytes(), STANDARD));
         });
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        assert!(text.contains("connecting") && text.contains("body: ***"), "{text}");
+        assert!(
+            text.contains("connecting") && text.contains("body: ***"),
+            "{text}"
+        );
         assert!(text.contains("https://x:***@h/"), "{text}");
         assert!(!text.contains(&s), "{text}");
     }
@@ -779,11 +785,11 @@ mod tests {
         assert!(resolve(&format!("file:{}", missing.display()))
             .unwrap_err()
             .starts_with(&format!("cannot read {}: ", missing.display())));
+        assert_eq!(resolve("vault:x").unwrap_err(), "unknown kind of reference");
         assert_eq!(
-            resolve("vault:x").unwrap_err(),
+            resolve("no-colon").unwrap_err(),
             "unknown kind of reference"
         );
-        assert_eq!(resolve("no-colon").unwrap_err(), "unknown kind of reference");
     }
 
     #[test]
