@@ -55,6 +55,15 @@ pub fn run() -> i32 {
     } else {
         Verbosity::Normal
     };
+    if verbosity == Verbosity::Verbose {
+        // Logs at -v (RUST_LOG to choose), through the same masker as all other output.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("packfy_deploy=debug"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(secrets::MaskingMakeWriter::new(std::io::stderr))
+            .try_init();
+    }
     let ui = Ui::new(cli.global.output, verbosity);
     let ctx = context::Ctx::new(ui.clone(), cli.global.regions_dir.clone(), cli.global.env);
     let result = match cli.command {

@@ -8,7 +8,7 @@ use support::{code, stderr, unique_name, TestEnv};
 
 fn region(host: &str, extra: &str) -> String {
     format!(
-        "currency: USD\ntarget: {{docker: {{host: \"{host}\"}}}}\ntraffic: none\nservices:\n  web:\n    image: packfy-sample\n    replicas: 1\n    ports: [{{container: 8080}}]\n    health: {{http: {{path: /health}}, start_period: 1s, interval: 300ms, timeout: 500ms, deadline: 10s}}\n    rollout: {{bake: 0s}}\n{extra}"
+        "currency: USD\ntarget: {{docker: {{host: \"{host}\"}}}}\ntraffic: none\nservices:\n  web:\n    image: packfy-sample\n    replicas: 1\n    ports: [{{container: 8080}}]\n    health: {{http: {{path: /health}}, start_period: 1s, interval: 300ms, timeout: 250ms, deadline: 10s}}\n    rollout: {{bake: 0s}}\n{extra}"
     )
 }
 
@@ -17,7 +17,11 @@ fn fleet(host: &str, b_extra: &str) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let rd = dir.path().join("regions");
     std::fs::create_dir(&rd).unwrap();
-    let tag: String = unique_name("pf").replace('-', "").chars().take(10).collect();
+    let tag: String = unique_name("pf")
+        .replace('-', "")
+        .chars()
+        .take(10)
+        .collect();
     let (a, b) = (format!("{tag}a"), format!("{tag}b"));
     std::fs::write(rd.join(format!("{a}.yaml")), region(host, "")).unwrap();
     std::fs::write(rd.join(format!("{b}.yaml")), region(host, b_extra)).unwrap();
@@ -34,7 +38,10 @@ fn a_mistake_in_a_later_wave_stops_the_run_before_the_first_wave() {
     // No engine is reached: validation comes first.
     let (dir, a, b) = fleet("unix:///nonexistent/docker.sock", "    replcas: 2\n");
     let out = support::run_cli(
-        &mut support::cli(dir.path(), &["deploy", "--region", "all", "--version", "v1"]),
+        &mut support::cli(
+            dir.path(),
+            &["deploy", "--region", "all", "--version", "v1"],
+        ),
         &[],
     );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
@@ -57,13 +64,22 @@ fn an_unresolvable_secret_in_a_later_wave_stops_the_run_with_nothing_changed() {
     );
     let version = unique_name("v");
     let _image = env.build_sample(&env.docker_host, &version, &[]);
-    let mut cmd = support::cli(dir.path(), &["deploy", "--region", "all", "--version", &version]);
+    let mut cmd = support::cli(
+        dir.path(),
+        &["deploy", "--region", "all", "--version", &version],
+    );
     cmd.env_remove("PACKFY_TEST_PREFLIGHT_UNSET");
     let out = support::run_cli(&mut cmd, &[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains(&format!("{b}: secret env:PACKFY_TEST_PREFLIGHT_UNSET")), "{err}");
-    assert!(err.contains("no wave started, nothing was changed"), "{err}");
+    assert!(
+        err.contains(&format!("{b}: secret env:PACKFY_TEST_PREFLIGHT_UNSET")),
+        "{err}"
+    );
+    assert!(
+        err.contains("no wave started, nothing was changed"),
+        "{err}"
+    );
     let running = support::container_ids(&env.docker_host, &[&format!("packfy.region={a}")], true);
     assert!(running.is_empty(), "{a} got containers: {running:?}");
 }

@@ -75,7 +75,7 @@ fn docker_region(env: &TestEnv, receiver: &Receiver) -> Region {
     let host = env.docker_host.clone();
     let (dir, name) = Region::write(
         &format!("{{docker: {{host: \"{host}\"}}}}"),
-        "    image: packfy-sample\n    replicas: 2\n    ports: [{container: 8080}]\n    health: {http: {path: /health}, start_period: 1s, interval: 300ms, timeout: 500ms, deadline: 8s}\n    rollout: {bake: 0s}\n    stop_grace_period: 1s\n",
+        "    image: packfy-sample\n    replicas: 2\n    ports: [{container: 8080}]\n    health: {http: {path: /health}, start_period: 1s, interval: 300ms, timeout: 250ms, deadline: 8s}\n    rollout: {bake: 0s}\n    stop_grace_period: 1s\n",
         "traffic: none\n",
         receiver,
     );

@@ -5,7 +5,7 @@
 # packfy-sample:VERSION (or ${PACKFY_SAMPLE_REPO:-packfy-sample}:VERSION) on the engine
 # DOCKER_HOST names, with APP_VERSION=VERSION. KEY=VALUE arguments become build args
 # (NEVER_HEALTHY=1, HEALTHY_AFTER_SECS=5, EXIT_AFTER_SECS=3, ERROR_RATE=0.2, PORT=9000,
-# PACKFY_REGION=cuba, …); arguments starting with `-` go to `docker build` as they are.
+# PRINT_ENV=1, PACKFY_REGION=cuba, …); arguments starting with `-` go to `docker build` as they are.
 # Prints the image reference as its last line of standard output.
 #
 #   DOCKER_HOST=unix:///…/docker-pf2.sock tests/env/build-sample.sh v2 ERROR_RATE=0.2

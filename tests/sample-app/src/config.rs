@@ -26,6 +26,9 @@ pub struct Config {
     pub exit_after: Option<Duration>,
     /// Fraction of requests to `/` answered 500, deterministically spread. `ERROR_RATE`.
     pub error_rate: f64,
+    /// Prints the whole environment to stdout at start, one `NAME=value` per line, as many
+    /// apps do (and as stack traces print connection strings). `PRINT_ENV=1`.
+    pub print_env: bool,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
                 .parse()
                 .map_err(|_| format!("PORT: expected a port number, got {v:?}"))?,
         };
+        let truthy = |k: &str| matches!(get(k).as_deref(), Some("1" | "true" | "yes"));
         let error_rate = num("ERROR_RATE")?.unwrap_or(0.0);
         if error_rate > 1.0 {
             return Err(format!("ERROR_RATE: expected 0..=1, got {error_rate}"));
@@ -66,9 +70,10 @@ impl Config {
                 .or_else(|| get("HOSTNAME"))
                 .unwrap_or_default(),
             healthy_after: Duration::from_secs_f64(num("HEALTHY_AFTER_SECS")?.unwrap_or(0.0)),
-            never_healthy: matches!(get("NEVER_HEALTHY").as_deref(), Some("1" | "true" | "yes")),
+            never_healthy: truthy("NEVER_HEALTHY"),
             exit_after: num("EXIT_AFTER_SECS")?.map(Duration::from_secs_f64),
             error_rate,
+            print_env: truthy("PRINT_ENV"),
         })
     }
 }
@@ -102,6 +107,7 @@ mod tests {
         assert!(!c.never_healthy);
         assert_eq!(c.exit_after, None);
         assert_eq!(c.error_rate, 0.0);
+        assert!(!c.print_env);
     }
 
     #[test]
@@ -123,6 +129,7 @@ mod tests {
             ("ERROR_RATE", "0.2"),
             ("INSTANCE_NAME", "a"),
             ("HOSTNAME", "b"),
+            ("PRINT_ENV", "1"),
         ])
         .unwrap();
         assert_eq!(c.port, 9000);
@@ -132,6 +139,8 @@ mod tests {
         assert_eq!(c.exit_after, Some(Duration::from_millis(1500)));
         assert_eq!(c.error_rate, 0.2);
         assert_eq!(c.instance, "a");
+        assert!(c.print_env);
+        assert!(!cfg(&[("PRINT_ENV", "0")]).unwrap().print_env);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Endpoints: `/health` (200 `{"status":"ok",…}`, 503 while unhealthy or draining),
 //! `/version` (the plain version), `/` (region, currency, version, instance; 500 on the
 //! `ERROR_RATE` fraction of requests), `/slow?ms=N` (answers after N ms).
+//! With `PRINT_ENV=1` it prints its whole environment at start, like many apps.
 //! Behaviour switches are environment variables, see [`config::Config`].
 //!
 //! On SIGTERM (or SIGINT) it closes its listening socket, serves the requests already
@@ -83,6 +84,9 @@ fn serve(cfg: Config) {
     listener
         .set_nonblocking(true)
         .expect("nonblocking listener");
+    if cfg.print_env {
+        print_env();
+    }
     println!(
         "packfy-sample {} listening on 0.0.0.0:{} (region {:?}, healthy after {:?}, never healthy {}, exit after {:?}, error rate {})",
         cfg.version, cfg.port, cfg.region, cfg.healthy_after, cfg.never_healthy, cfg.exit_after, cfg.error_rate
@@ -295,6 +299,16 @@ fn respond(req: &Request, state: &State) -> Response {
         }
         _ => Response::text(404, "not found\n"),
     }
+}
+
+/// The whole environment on stdout, one `NAME=value` per line in the order the process got
+/// it (as `env` prints it): what many apps log at start, secrets included.
+fn print_env() {
+    let mut out = std::io::stdout().lock();
+    for (k, v) in std::env::vars_os() {
+        let _ = writeln!(out, "{}={}", k.to_string_lossy(), v.to_string_lossy());
+    }
+    let _ = out.flush();
 }
 
 /// Asks `/health` of the server at `addr` (HOST:PORT); 0 on 200.
