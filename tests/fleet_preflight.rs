@@ -47,7 +47,7 @@ fn a_mistake_in_a_later_wave_stops_the_run_before_the_first_wave() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("unknown field 'replcas' in services.web at")),
+        err.contains("unknown field 'replcas' in services.web at"),
         "{err}"
     );
     assert!(err.contains(&format!("{b}.yaml:11:5")), "{err}");

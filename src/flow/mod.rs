@@ -18,10 +18,8 @@ mod steps;
 
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
-
 use crate::context::Ctx;
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{ExitCode, Result};
 use crate::hooks::{HookEnv, HookKind};
 use crate::release::{self, Kind, Outcome, Release};
 use crate::targets::{self, DeployOptions, Purpose, Target};
@@ -150,64 +148,10 @@ async fn locked_rollback(
     steps::record_in_progress(t, &mut rec).await?; // 7. the record, with the backup
     let outcome = steps::interruptible(t.apply(&rec)).await; // 8. roll back
     match outcome {
+        // 9. record, prune, notify, post_rollback hooks
         Ok(()) => {
-            // 9. record, prune, notify, post_rollback hooks
-            let mut replaced = current.clone();
-            replaced.outcome = Outcome::Reverted;
-            t.save(&replaced).await?;
-            rec.end(Outcome::Succeeded, None);
-            t.save(&rec).await?;
-            steps::prune(t, &history, &replaced, &rec).await;
-            t.region().ui.status(
-                "Restored",
-                format!(
-                    "{} to {} ({}) in {:.1}s",
-                    t.region().place(),
-                    target.id,
-                    target.version,
-                    started.elapsed().as_secs_f64()
-                ),
-            );
-            steps::after_rollback(t, &Notify::new(t), &target, &current, hook_env).await;
-            steps::finish(
-                t,
-                Summary {
-                    release: Some(target.id.clone()),
-                    previous: Some(current.id.clone()),
-                    version: Some(target.version.clone()),
-                    ..Summary::new(t, "succeeded", started)
-                },
-                ExitCode::Success,
-            )
+            steps::rolled_back(t, rec, &history, (&current, &target), hook_env, started).await
         }
-        Err(e) => {
-            t.region().ui.error(format!("rolling back failed: {e:#}"));
-            let restored = t.restore(&rec, &history).await;
-            let error = format!("{e:#}");
-            match restored {
-                Ok(()) => {
-                    rec.end(Outcome::RolledBack, Some(error.clone()));
-                    let _ = t.save(&rec).await;
-                    Err(Error::failed(
-                        ExitCode::RolledBack,
-                        anyhow!("the rollback failed ({error}); what ran before it runs again"),
-                    ))
-                }
-                Err(problems) => {
-                    rec.end(Outcome::Failed, Some(error.clone()));
-                    let _ = t.save(&rec).await;
-                    let (live, hint) = t.describe_live().await;
-                    Err(Error::failed(
-                        ExitCode::NeedsPerson,
-                        anyhow!(
-                            "the rollback failed ({error}) and so did undoing it:\n  {}{}",
-                            problems.join("\n  "),
-                            steps::what_runs(&live)
-                        ),
-                    )
-                    .with_hint(hint))
-                }
-            }
-        }
+        Err(e) => steps::rollback_failed(t, rec, &history, e).await,
     }
 }

@@ -468,7 +468,7 @@ pub(super) async fn failed(
 }
 
 /// `\nwhat runs now:\n…` when the target said.
-pub(super) fn what_runs(live: &str) -> String {
+fn what_runs(live: &str) -> String {
     if live.is_empty() {
         String::new()
     } else {
@@ -483,7 +483,7 @@ pub(super) async fn prune_history(t: &dyn Target, all: &[Release]) {
 }
 
 /// After a rollback: prune with the replaced release marked and the rollback recorded.
-pub(super) async fn prune(t: &dyn Target, history: &[Release], replaced: &Release, rec: &Release) {
+async fn prune(t: &dyn Target, history: &[Release], replaced: &Release, rec: &Release) {
     let all: Vec<Release> = history
         .iter()
         .map(|r| {
@@ -532,9 +532,84 @@ pub(super) fn rollback_pair(
     Ok((current.clone(), target.clone()))
 }
 
+/// Step (a rollback landed): record it and the release it replaced, prune, say so, notify
+/// and run the `post_rollback` hooks.
+pub(super) async fn rolled_back(
+    t: &dyn Target,
+    mut rec: Release,
+    history: &[Release],
+    (current, target): (&Release, &Release),
+    hook_env: HookEnv,
+    started: Instant,
+) -> Result<ExitCode> {
+    let mut replaced = current.clone();
+    replaced.outcome = Outcome::Reverted;
+    t.save(&replaced).await?;
+    rec.end(Outcome::Succeeded, None);
+    t.save(&rec).await?;
+    prune(t, history, &replaced, &rec).await;
+    t.region().ui.status(
+        "Restored",
+        format!(
+            "{} to {} ({}) in {:.1}s",
+            t.region().place(),
+            target.id,
+            target.version,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    after_rollback(t, &Notify::new(t), target, current, hook_env).await;
+    finish(
+        t,
+        Summary {
+            release: Some(target.id.clone()),
+            previous: Some(current.id.clone()),
+            version: Some(target.version.clone()),
+            ..Summary::new(t, "succeeded", started)
+        },
+        ExitCode::Success,
+    )
+}
+
+/// Step (a rollback failed): put back what ran before it; exit 3, or 4 when that fails too.
+pub(super) async fn rollback_failed(
+    t: &dyn Target,
+    mut rec: Release,
+    history: &[Release],
+    e: anyhow::Error,
+) -> Result<ExitCode> {
+    t.region().ui.error(format!("rolling back failed: {e:#}"));
+    let restored = t.restore(&rec, history).await;
+    let error = format!("{e:#}");
+    match restored {
+        Ok(()) => {
+            rec.end(Outcome::RolledBack, Some(error.clone()));
+            let _ = t.save(&rec).await;
+            Err(Error::failed(
+                ExitCode::RolledBack,
+                anyhow!("the rollback failed ({error}); what ran before it runs again"),
+            ))
+        }
+        Err(problems) => {
+            rec.end(Outcome::Failed, Some(error.clone()));
+            let _ = t.save(&rec).await;
+            let (live, hint) = t.describe_live().await;
+            Err(Error::failed(
+                ExitCode::NeedsPerson,
+                anyhow!(
+                    "the rollback failed ({error}) and so did undoing it:\n  {}{}",
+                    problems.join("\n  "),
+                    what_runs(&live)
+                ),
+            )
+            .with_hint(hint))
+        }
+    }
+}
+
 /// After a rollback landed: the notice, then the `post_rollback` hooks. The previous release
 /// already serves; a failing check after it is reported, and rolling back again would not help.
-pub(super) async fn after_rollback(
+async fn after_rollback(
     t: &dyn Target,
     notify: &Notify<'_>,
     target: &Release,
