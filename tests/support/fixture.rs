@@ -213,11 +213,26 @@ impl RegionFile {
     }
 
     /// Traffic through the leased HAProxy `lane`, whose backend serves `service`.
-    pub fn lane(mut self, lane: &Lane, service: &str) -> RegionFile {
+    pub fn lane(self, lane: &Lane, service: &str) -> RegionFile {
+        let socket = lane.socket.display().to_string();
+        self.haproxy(&socket, &lane.frontend, &[(service, &lane.backend)])
+    }
+
+    /// Traffic through HAProxy: its Runtime API socket, the frontend (`127.0.0.1:PORT`) and
+    /// the backend of each service.
+    pub fn haproxy(
+        mut self,
+        runtime_api: &str,
+        frontend: &str,
+        backends: &[(&str, &str)],
+    ) -> RegionFile {
         self.traffic = Some(Traffic::Haproxy {
-            runtime_api: lane.socket.display().to_string(),
-            frontend: lane.frontend.clone(),
-            backends: vec![(service.to_string(), lane.backend.clone())],
+            runtime_api: runtime_api.to_string(),
+            frontend: frontend.to_string(),
+            backends: backends
+                .iter()
+                .map(|(s, b)| (s.to_string(), b.to_string()))
+                .collect(),
         });
         self
     }
