@@ -8,76 +8,64 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{code, psql, stderr, unique_ident, unique_name, TestEnv};
+use support::fixture::{region_name, Backup, Health, RegionFile, RegionsDir, Rollout, Service};
+use support::{code, psql, stderr, unique_ident, TestEnv};
 
-/// A region of its own in a temporary regions directory; `backups` is the YAML list of jobs.
+/// A region of its own in a temporary regions directory, with its backup jobs.
 struct Region {
     name: String,
-    dir: tempfile::TempDir,
+    dir: RegionsDir,
     host: String,
     pg_url: String,
+    /// The database password: what output must never show.
+    pg_password: Option<String>,
 }
 
 impl Region {
-    fn new(env: &TestEnv, backups: &str) -> Region {
-        let name: String = unique_name("bk")
-            .replace('-', "")
-            .chars()
-            .take(20)
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("regions")).unwrap();
+    fn new(env: &TestEnv, backups: &[Backup]) -> Region {
         let r = Region {
-            name,
-            dir,
+            name: region_name("bk", 20),
+            dir: RegionsDir::new(),
             host: env.docker_host.clone(),
             pg_url: env.pg_url.clone(),
+            pg_password: env.pg_password(),
         };
         r.write(backups);
         r
     }
 
     /// (Re)writes the region file with these backup jobs.
-    fn write(&self, backups: &str) {
-        self.write_with(backups, "");
+    fn write(&self, backups: &[Backup]) {
+        self.write_with(backups, &[]);
     }
 
     /// (Re)writes the region file with these backup jobs and `service_env` as the
-    /// service's `env:` mapping (a new value changes the containers).
-    fn write_with(&self, backups: &str, service_env: &str) {
-        let yaml = format!(
-            r#"currency: USD
-keep_releases: 2
-target:
-  docker:
-    host: {host}
-traffic: none
-services:
-  web:
-    image: packfy-sample
-    replicas: 1
-    env: {{{service_env}}}
-    ports: [{{container: 8080}}]
-    health:
-      http: {{path: /health}}
-      start_period: 1s
-      interval: 500ms
-      timeout: 500ms
-      healthy_threshold: 2
-      unhealthy_threshold: 3
-      deadline: 30s
-    rollout:
-      bake: 1s
-      drain_timeout: 1s
-    stop_grace_period: 2s
-{backups}"#,
-            host = self.host,
-        );
-        std::fs::write(self.regions_dir().join(format!("{}.yaml", self.name)), yaml).unwrap();
-    }
-
-    fn regions_dir(&self) -> PathBuf {
-        self.dir.path().join("regions")
+    /// service's variables (a new value changes the containers).
+    fn write_with(&self, backups: &[Backup], service_env: &[(&str, &str)]) {
+        let mut web = Service::new("web", "packfy-sample")
+            .replicas(1)
+            .port(8080)
+            .health(
+                Health::http("/health")
+                    .start_period("1s")
+                    .interval("500ms")
+                    .timeout("500ms")
+                    .healthy_threshold(2)
+                    .unhealthy_threshold(3)
+                    .deadline("30s"),
+            )
+            .rollout(Rollout::new().bake("1s").drain_timeout("1s"))
+            .stop_grace_period("2s");
+        for (k, v) in service_env {
+            web = web.env(k, v);
+        }
+        let file = RegionFile::docker(&self.host)
+            .currency("USD")
+            .keep_releases(2)
+            .traffic_none()
+            .service(web)
+            .backups(backups);
+        self.dir.write(&self.name, &file);
     }
 
     /// The default store: `backups/` beside the regions directory.
@@ -88,13 +76,19 @@ services:
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = support::cli(self.dir.path(), args);
         c.env("PACKFY_PG_URL", &self.pg_url);
+        // for `--into psql --dbname URL` with no password in URL (the CLI shows its command)
+        if let Some((_, password, _)) = support::pg_url_parts(&self.pg_url) {
+            c.env("PGPASSWORD", password);
+        }
         c
     }
 
-    /// Runs the command; fails the test if its output shows the database URL (it carries
-    /// the password: only its reference may show) or a panic.
+    /// Runs the command; fails the test if its output shows the database password (in the
+    /// URL or alone: only the URL's reference may show) or a panic.
     fn run(&self, args: &[&str]) -> Output {
-        support::run_cli(&mut self.cmd(args), &[&self.pg_url])
+        let mut secrets = vec![self.pg_url.as_str()];
+        secrets.extend(self.pg_password.as_deref());
+        support::run_cli(&mut self.cmd(args), &secrets)
     }
 
     fn deploy(&self, version: &str, extra: &[&str]) -> Output {
@@ -181,6 +175,8 @@ struct Database {
     admin_url: String,
     name: String,
     url: String,
+    /// `url` without the password (in PGPASSWORD instead): for command lines the CLI shows.
+    url_without_password: String,
 }
 
 impl Database {
@@ -188,9 +184,16 @@ impl Database {
         let name = unique_ident("scratch");
         psql(url, &format!("CREATE DATABASE {name}"));
         let base = url.rsplit_once('/').unwrap().0;
+        let (user, password, _) = support::pg_url_parts(url).unwrap();
+        let scratch = format!("{base}/{name}");
         Database {
             admin_url: url.to_string(),
-            url: format!("{base}/{name}"),
+            url_without_password: scratch.replacen(
+                &format!("{user}:{password}@"),
+                &format!("{user}@"),
+                1,
+            ),
+            url: scratch,
             name,
         }
     }
@@ -209,23 +212,26 @@ impl Drop for Database {
 }
 
 /// A `pg_dump` job of one table, the database URL passed as a secret reference.
-fn pg_job(name: &str, table: &str, more: &str) -> String {
-    format!(
-        r#"  - name: {name}
-    command: [pg_dump, --dbname, "${{PGURL}}", --table, {table}, --no-owner]
-    env: {{PGURL: {{secret: "env:PACKFY_PG_URL"}}}}
-{more}"#
+fn pg_job(name: &str, table: &str) -> Backup {
+    Backup::command(
+        name,
+        &[
+            "pg_dump",
+            "--dbname",
+            "${PGURL}",
+            "--table",
+            table,
+            "--no-owner",
+        ],
     )
+    .secret_env("PGURL", "env:PACKFY_PG_URL")
 }
 
 #[test]
 fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
     let Some(env) = TestEnv::get() else { return };
     let table = Table::new(&env.pg_url, 5000);
-    let r = Region::new(
-        &env,
-        &format!("backups:\n{}", pg_job("db", &table.name, "")),
-    );
+    let r = Region::new(&env, &[pg_job("db", &table.name)]);
     let v1 = format!("v1-{}", r.name);
     let bad = format!("bad-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
@@ -284,7 +290,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
         "--into",
         "psql",
         "--dbname",
-        &scratch.url,
+        &scratch.url_without_password,
         "-v",
         "ON_ERROR_STOP=1",
         "-q",
@@ -358,7 +364,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
 fn a_failing_required_job_stops_the_deploy_before_any_container_changes() {
     let Some(env) = TestEnv::get() else { return };
     let table = Table::new(&env.pg_url, 10);
-    let r = Region::new(&env, "");
+    let r = Region::new(&env, &[]);
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _i2 = env.build_sample(&r.host, &v2, &[]);
@@ -367,7 +373,7 @@ fn a_failing_required_job_stops_the_deploy_before_any_container_changes() {
 
     // pg_dump of a table that does not exist fails, as a real broken job would.
     let missing = format!("{}_missing", table.name);
-    r.write(&format!("backups:\n{}", pg_job("db", &missing, "")));
+    r.write(&[pg_job("db", &missing)]);
     let out = r.deploy(&v2, &[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
@@ -388,10 +394,7 @@ fn a_failing_required_job_stops_the_deploy_before_any_container_changes() {
         .join("production/r2")
         .exists());
     // The lock was released: the next deploy (the job now best effort) goes ahead, warning.
-    r.write(&format!(
-        "backups:\n{}",
-        pg_job("db", &missing, "    required: false\n")
-    ));
+    r.write(&[pg_job("db", &missing).required(false)]);
     let out = r.deploy(&v2, &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
@@ -410,13 +413,9 @@ fn retention_keeps_the_last_n_of_its_own_region_and_environment() {
     let Some(env) = TestEnv::get() else { return };
     let table = Table::new(&env.pg_url, 10);
     let shared = tempfile::tempdir().unwrap();
-    let job = pg_job(
-        "db",
-        &table.name,
-        &format!("    keep: 2\n    store: {}\n", shared.path().display()),
-    );
-    let a = Region::new(&env, &format!("backups:\n{job}"));
-    let b = Region::new(&env, &format!("backups:\n{job}"));
+    let job = pg_job("db", &table.name).keep(2).store(shared.path());
+    let a = Region::new(&env, std::slice::from_ref(&job));
+    let b = Region::new(&env, std::slice::from_ref(&job));
     let v = format!("v-{}", a.name);
     let _img = env.build_sample(&a.host, &v, &[]);
 
@@ -426,7 +425,10 @@ fn retention_keeps_the_last_n_of_its_own_region_and_environment() {
     // Four releases of a/production: each changes the containers (a new variable), so
     // each takes a backup.
     for n in 1..=4 {
-        a.write_with(&format!("backups:\n{job}"), &format!("GENERATION: \"{n}\""));
+        a.write_with(
+            std::slice::from_ref(&job),
+            &[("GENERATION", &n.to_string())],
+        );
         let out = a.deploy(&v, &[]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
@@ -463,9 +465,8 @@ fn an_exec_job_dumps_from_the_running_container() {
     let Some(env) = TestEnv::get() else { return };
     // The sample image is FROM scratch with only its binary: `--version` is a command it
     // can run, and it prints the APP_VERSION of the container it runs in.
-    let job = |args: &str| {
-        format!("backups:\n  - name: version\n    exec: {{service: web, command: [/packfy-sample, {args}]}}\n    compression: gzip\n")
-    };
+    let job =
+        |arg: &str| [Backup::exec("version", "web", &["/packfy-sample", arg]).compression("gzip")];
     let r = Region::new(&env, &job("--version"));
     let (v1, v2, v3) = (
         format!("v1-{}", r.name),
@@ -580,15 +581,18 @@ fn a_200_mb_dump_streams_with_bounded_memory() {
             table.name
         ),
     );
-    let r = Region::new(
-        &env,
-        &format!("backups:\n{}", pg_job("db", &table.name, "")),
-    );
+    let r = Region::new(&env, &[pg_job("db", &table.name)]);
     let v1 = format!("v1-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let (peak_kb, out, took) =
         run_measuring(r.cmd(&["deploy", "--region", &r.name, "--version", &v1]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Run outside Region::run: its output is checked here.
+    let shown = support::text(&out);
+    assert!(!shown.contains(&r.pg_url), "{shown}");
+    if let Some(password) = &r.pg_password {
+        assert!(!shown.contains(password.as_str()), "{shown}");
+    }
     let listed = r.list(&[]);
     let dump_bytes = listed[0]["bytes"].as_u64().unwrap();
     let stored_bytes = listed[0]["stored_bytes"].as_u64().unwrap();

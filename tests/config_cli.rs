@@ -3,6 +3,7 @@
 //! tests/fixtures/config/.
 
 mod config_common;
+mod support;
 
 use config_common::*;
 use serde_json::{json, Value};
@@ -290,7 +291,7 @@ fn diff_colour_on_a_terminal() {
     if !has_script {
         // under CI a missing part is a failure, never a silent skip
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !support::is_ci(),
             "util-linux `script` is needed for the terminal test"
         );
         eprintln!("skipped: util-linux `script` is not installed");

@@ -4,90 +4,61 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{code, container_ids, docker, http_request, stderr, unique_name, Lane, TestEnv};
+use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
+use support::{code, container_ids, docker, http_request, stderr, Lane, TestEnv};
 
 const SECRET_VALUE: &str = "s3cr3t-token-do-not-print-7731";
 
 /// A region of its own, in a temporary regions directory.
 struct Region {
     name: String,
-    dir: tempfile::TempDir,
+    dir: RegionsDir,
     host: String,
     frontend: String,
+    file: RegionFile,
 }
 
 impl Region {
     /// Writes `regions/<name>.yaml`: the sample app behind the leased lane, with fast checks.
-    fn new(env: &TestEnv, lane: Option<&Lane>, extra: &str) -> Region {
-        Self::on(env, &env.docker_host, lane, extra)
+    fn new(env: &TestEnv, lane: Option<&Lane>) -> Region {
+        Self::on(&env.docker_host, lane)
     }
 
-    fn on(env: &TestEnv, host: &str, lane: Option<&Lane>, extra: &str) -> Region {
-        let name = unique_name("rg").replace('-', "");
-        let name: String = name.chars().take(20).collect();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("regions")).unwrap();
-        let traffic = match lane {
-            Some(l) => format!(
-                "traffic:\n  haproxy:\n    runtime_api: {}\n    frontend: http://{}\n    backends: {{web: {}}}\n",
-                env.haproxy_socket.display(),
-                l.frontend,
-                l.backend
-            ),
-            None => "traffic: none\n".into(),
+    fn on(host: &str, lane: Option<&Lane>) -> Region {
+        let web = sample_web("60s");
+        let file = RegionFile::docker(host)
+            .currency("USD")
+            .keep_releases(3)
+            .service(web);
+        let file = match lane {
+            Some(l) => file.lane(l, "web"),
+            None => file.traffic_none(),
         };
-        let keep = if extra.contains("keep_releases") {
-            ""
-        } else {
-            "keep_releases: 3\n"
-        };
-        let yaml = format!(
-            r#"currency: USD
-{keep}target:
-  docker:
-    host: {host}
-{traffic}services:
-  web:
-    image: packfy-sample
-    replicas: 3
-    ports: [{{container: 8080}}]
-    env:
-      API_TOKEN: {{secret: "env:PACKFY_TEST_API_TOKEN"}}
-    health:
-      http: {{path: /health}}
-      start_period: 3s
-      interval: 500ms
-      timeout: 500ms
-      healthy_threshold: 2
-      unhealthy_threshold: 3
-      deadline: 60s
-    rollout:
-      bake: 3s
-      drain_timeout: 5s
-    stop_grace_period: 5s
-{extra}"#
-        );
-        std::fs::write(
-            dir.path().join("regions").join(format!("{name}.yaml")),
-            yaml,
-        )
-        .unwrap();
-        Region {
-            name,
-            dir,
+        let r = Region {
+            name: region_name("rg", 20),
+            dir: RegionsDir::new(),
             host: host.to_string(),
             frontend: lane.map(|l| l.frontend.clone()).unwrap_or_default(),
-        }
+            file,
+        };
+        r.dir.write(&r.name, &r.file);
+        r
     }
 
-    /// A build context of the sample app beside the regions (`ctx/`); returns the region file.
-    fn with_build_context(&self, env: &TestEnv) -> PathBuf {
+    /// The region with its file changed by `change` (and rewritten).
+    fn with(mut self, change: impl FnOnce(RegionFile) -> RegionFile) -> Region {
+        self.file = change(self.file.clone());
+        self.dir.write(&self.name, &self.file);
+        self
+    }
+
+    /// A build context of the sample app beside the regions (`ctx/`).
+    fn add_build_context(&self, env: &TestEnv) {
         let ctx = self.dir.path().join("ctx");
         std::fs::create_dir(&ctx).unwrap();
         std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
@@ -96,11 +67,6 @@ impl Region {
             ctx.join("Dockerfile"),
         )
         .unwrap();
-        self.regions_dir().join(format!("{}.yaml", self.name))
-    }
-
-    fn regions_dir(&self) -> PathBuf {
-        self.dir.path().join("regions")
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -141,6 +107,26 @@ impl Drop for Region {
         // Remove everything this region created on the engine, whatever the test did.
         support::remove_labelled(&self.host, &format!("packfy.region={}", self.name));
     }
+}
+
+/// The sample app, 3 replicas, with fast checks; `deadline` is the longest a release may take
+/// to turn healthy.
+fn sample_web(deadline: &str) -> Service {
+    Service::new("web", "packfy-sample")
+        .replicas(3)
+        .port(8080)
+        .secret_env("API_TOKEN", "env:PACKFY_TEST_API_TOKEN")
+        .health(
+            Health::http("/health")
+                .start_period("3s")
+                .interval("500ms")
+                .timeout("500ms")
+                .healthy_threshold(2)
+                .unhealthy_threshold(3)
+                .deadline(deadline),
+        )
+        .rollout(Rollout::new().bake("3s").drain_timeout("5s"))
+        .stop_grace_period("5s")
 }
 
 /// A load loop through HAProxy: `threads` clients, bounded by `max` requests and `limit` time.
@@ -247,7 +233,7 @@ impl Load {
 fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(&env, Some(&lane), "");
+    let r = Region::new(&env, Some(&lane));
     let tag = |v: &str| format!("{v}-{}", r.name);
     let (v1, v2, v3, v5) = (tag("v1"), tag("v2"), tag("v3"), tag("v5"));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
@@ -277,9 +263,11 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
         "{failed} of {} requests failed during v1 → v2: {errors:?}",
         ok + failed
     );
+    // A sanity floor, not a benchmark: the load really ran through the rollout (a loaded
+    // machine makes far fewer requests per second than an idle one; any rate will do).
     assert!(
-        rps >= 200.0,
-        "the load loop only reached {rps:.0} requests/s"
+        ok >= 100,
+        "only {ok} requests were made during v1 → v2 ({rps:.0}/s)"
     );
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
     eprintln!("v1 → v2: {ok} requests at {rps:.0}/s, 0 failed");
@@ -329,7 +317,8 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
 fn a_container_that_exits_is_caught_long_before_the_deadline() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(&env, Some(&lane), "");
+    // a long deadline: only the exit can end the deploy early
+    let r = Region::new(&env, Some(&lane)).with(|f| f.service(sample_web("300s")));
     let (v1, v4) = (format!("v1-{}", r.name), format!("v4-{}", r.name));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     // Healthy at once, then gone after 2 s: it is in rotation when it dies.
@@ -344,9 +333,10 @@ fn a_container_that_exits_is_caught_long_before_the_deadline() {
         "{}",
         stderr(&out)
     );
-    // The health deadline is 60 s; an exit after 2 s must be seen in seconds.
+    // The health deadline is 300 s; an exit after 2 s must be seen long before it (in
+    // seconds on an idle machine; the bound leaves room for a loaded one).
     assert!(
-        took < Duration::from_secs(20),
+        took < Duration::from_secs(120),
         "took {took:?} to notice the exit"
     );
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
@@ -356,7 +346,7 @@ fn a_container_that_exits_is_caught_long_before_the_deadline() {
 fn rollback_to_a_chosen_release_and_with_nothing_to_go_back_to() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(&env, Some(&lane), "");
+    let r = Region::new(&env, Some(&lane));
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _i2 = env.build_sample(&r.host, &v2, &[]);
@@ -390,7 +380,7 @@ fn rollback_to_a_chosen_release_and_with_nothing_to_go_back_to() {
 #[test]
 fn a_second_deploy_is_refused_while_locked_and_a_stale_lock_is_taken_over() {
     let Some(env) = TestEnv::get() else { return };
-    let r = Region::new(&env, None, "lock_ttl: 6s\n");
+    let r = Region::new(&env, None).with(|f| f.lock_ttl("6s"));
     let v1 = format!("v1-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let mut c = r.cmd(&[
@@ -427,18 +417,16 @@ fn a_second_deploy_is_refused_while_locked_and_a_stale_lock_is_taken_over() {
 fn a_killed_deploy_is_recognised_and_rolled_back() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(&env, Some(&lane), "");
+    let r = Region::new(&env, Some(&lane));
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _i2 = env.build_sample(&r.host, &v2, &[("HEALTHY_AFTER_SECS", "2")]);
     assert_eq!(code(&r.deploy(&v1)), 0);
 
-    let mut child = r
-        .cmd(&["deploy", "--region", &r.name, "--version", &v2])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_cli(
+        &mut r.cmd(&["deploy", "--region", &r.name, "--version", &v2]),
+        &[SECRET_VALUE],
+    );
     // Kill it once the second new container exists: one v2 serves, one v1 is stopped.
     let filter = format!("label=packfy.region={}", r.name);
     support::wait_until(
@@ -452,10 +440,13 @@ fn a_killed_deploy_is_recognised_and_rolled_back() {
             String::from_utf8_lossy(&names.stdout).contains("-r2-5")
         },
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.signal("KILL");
+    // What it printed before it died shows no secret (Spawned::wait checks).
+    let out = child.wait();
+    assert_eq!(support::signal_of(&out), Some(9), "{}", support::text(&out));
 
     let out = r.run(&["status", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("interrupted"), "{text}");
 
@@ -483,7 +474,7 @@ fn a_killed_deploy_is_recognised_and_rolled_back() {
 #[test]
 fn unreachable_daemon_and_missing_image_are_clear_errors() {
     let Some(env) = TestEnv::get() else { return };
-    let r = Region::on(&env, "unix:///nonexistent/docker.sock", None, "");
+    let r = Region::on("unix:///nonexistent/docker.sock", None);
     let out = r.deploy("v1");
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     assert!(
@@ -492,7 +483,7 @@ fn unreachable_daemon_and_missing_image_are_clear_errors() {
         stderr(&out)
     );
 
-    let r = Region::new(&env, None, "");
+    let r = Region::new(&env, None);
     let out = r.deploy("no-such-version");
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
@@ -506,17 +497,13 @@ fn unreachable_daemon_and_missing_image_are_clear_errors() {
 #[test]
 fn an_unreachable_registry_fails_the_push_before_anything_changes() {
     let Some(env) = TestEnv::get() else { return };
-    let r = Region::new(&env, None, "");
+    let r = Region::new(&env, None);
     let v1 = format!("v1-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     assert_eq!(code(&r.deploy(&v1)), 0);
     // A build context of our own, and an image name whose registry nothing listens on.
-    let file = r.with_build_context(&env);
-    let yaml = std::fs::read_to_string(&file).unwrap().replace(
-        "    image: packfy-sample\n",
-        "    image: 127.0.0.1:1/packfy-sample\n    build: {context: ctx}\n",
-    );
-    std::fs::write(&file, yaml).unwrap();
+    r.add_build_context(&env);
+    let r = r.with(|f| f.map_service("web", |s| s.image("127.0.0.1:1/packfy-sample").build("ctx")));
     let out = r.run(&["deploy", "--region", &r.name, "--version", "v2", "--push"]);
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
@@ -530,20 +517,15 @@ fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
         return;
     };
     let (first, second) = (env.docker_hosts[0].clone(), env.docker_hosts[1].clone());
-    let r = Region::on(&env, &first, None, "");
-    let file = r.with_build_context(&env);
+    let r = Region::on(&first, None);
+    r.add_build_context(&env);
     let repo = format!("{}/{}", env.registry, r.name);
-    let yaml = std::fs::read_to_string(&file).unwrap().replace(
-        "    image: packfy-sample\n",
-        &format!("    image: {repo}\n    build: {{context: ctx}}\n"),
-    );
-    std::fs::write(&file, &yaml).unwrap();
+    let r = r.with(|f| f.map_service("web", |s| s.image(&repo).build("ctx")));
     // Build on the first daemon and push…
     let out = r.run(&["build", "--region", &r.name, "--version", "v1", "--push"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // …then deploy on the second, which has never seen the image: it pulls it.
-    std::fs::write(&file, yaml.replace(&first, &second)).unwrap();
-    let mut r = r;
+    let mut r = r.with(|f| f.docker_host(&second));
     r.host = second.clone();
     let out = r.run(&[
         "deploy",
@@ -563,7 +545,7 @@ fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
 #[test]
 fn secrets_reach_the_container_but_no_output_or_record() {
     let Some(env) = TestEnv::get() else { return };
-    let r = Region::new(&env, None, "");
+    let r = Region::new(&env, None);
     let v1 = format!("v1-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let out = r.deploy_with(&["-o", "json"], &v1);
@@ -588,33 +570,39 @@ fn secrets_reach_the_container_but_no_output_or_record() {
         ["inspect", "--format", "{{json .Config.Env}}", &id],
     );
     assert!(String::from_utf8_lossy(&inspect.stdout).contains(&format!("API_TOKEN={SECRET_VALUE}")));
-    // …but in no output (Region::run checks every command) and no record on the target.
-    for args in [
-        vec!["status", "--region", &r.name],
-        vec!["-o", "json", "status", "--region", &r.name],
-        vec!["-o", "json", "history", "--region", &r.name],
-        vec!["plan", "--region", &r.name, "--version", &v1],
-        vec!["diff", &r.name, "--live", "--version", &v1],
+    // …but in no output (Region::run checks every command; each must have done its work,
+    // as one that fails early prints nothing) and no record on the target.
+    // (arguments, exit code, whether stdout shows something: `diff` exits 0 in silence)
+    for (args, expected, prints) in [
+        (vec!["status", "--region", &r.name], 0, true),
+        (vec!["-o", "json", "status", "--region", &r.name], 0, true),
+        (vec!["-o", "json", "history", "--region", &r.name], 0, true),
+        // v1 runs: nothing to change, nothing drifted
+        (vec!["plan", "--region", &r.name, "--version", &v1], 0, true),
+        (vec!["diff", &r.name, "--live", "--version", &v1], 0, false),
     ] {
-        r.run(&args);
+        let out = r.run(&args);
+        assert_eq!(code(&out), expected, "{args:?}: {}", support::text(&out));
+        if prints {
+            assert!(!out.stdout.is_empty(), "{args:?} printed nothing");
+        }
     }
-    let vols = docker(
-        &r.host,
-        [
-            "volume",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=packfy.region={}", r.name),
-        ],
-    );
-    for v in String::from_utf8_lossy(&vols.stdout).lines() {
-        let labels = docker(&r.host, ["volume", "inspect", v]);
-        let text = String::from_utf8_lossy(&labels.stdout);
+    let h = r.history_json();
+    assert_eq!(h[0]["id"], "r1", "{h}");
+    let records = volumes(&r.host, &r.name, Some("release"));
+    assert!(!records.is_empty(), "no release record on the engine");
+    for v in &records {
+        let text = support::stdout(&docker(&r.host, ["volume", "inspect", v]));
+        assert!(text.contains("packfy.record"), "{text}");
         assert!(
             !text.contains(SECRET_VALUE),
             "secret in the release record {v}"
         );
+        assert!(text.contains("secret:env:PACKFY_TEST_API_TOKEN"), "{text}");
+    }
+    for v in volumes(&r.host, &r.name, None) {
+        let text = support::stdout(&docker(&r.host, ["volume", "inspect", &v]));
+        assert!(!text.contains(SECRET_VALUE), "secret in the volume {v}");
         assert!(
             text.contains("secret:env:PACKFY_TEST_API_TOKEN") || text.contains("packfy.lock"),
             "{text}"
@@ -622,17 +610,49 @@ fn secrets_reach_the_container_but_no_output_or_record() {
     }
 }
 
+/// Names of the region's volumes (of one `packfy.kind`, e.g. `release`, or all).
+fn volumes(host: &str, region: &str, kind: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "volume".to_string(),
+        "ls".into(),
+        "-q".into(),
+        "--filter".into(),
+        format!("label=packfy.region={region}"),
+    ];
+    if let Some(kind) = kind {
+        args.extend(["--filter".into(), format!("label=packfy.kind={kind}")]);
+    }
+    String::from_utf8_lossy(&docker(host, args).stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn staging_and_production_on_one_daemon_never_touch_each_other() {
     let Some(env) = TestEnv::get() else { return };
-    let r = Region::new(&env, None, "keep_releases: 1\n");
+    let r = Region::new(&env, None).with(|f| f.keep_releases(1));
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _i2 = env.build_sample(&r.host, &v2, &[]);
-    let out = r.deploy_with(&["--env", "staging"], &v1);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let staging_ids = ids(&r.host, &r.name, "staging", false);
-    assert_eq!(staging_ids.len(), 3);
+    // Staging: v1, then v2, so v1's containers are stopped and kept for a rollback (keep 1):
+    // a prune that ignored the environment would find them.
+    for v in [&v1, &v2] {
+        let out = r.deploy_with(&["--env", "staging"], v);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let staging_running = ids(&r.host, &r.name, "staging", false);
+    let staging_all = ids(&r.host, &r.name, "staging", true);
+    let staging_stopped: Vec<&String> = staging_all
+        .iter()
+        .filter(|id| !staging_running.contains(id))
+        .collect();
+    assert_eq!(staging_running.len(), 3);
+    assert_eq!(
+        staging_stopped.len(),
+        3,
+        "staging keeps v1's containers stopped"
+    );
     for v in [&v1, &v2, &v1, &v2] {
         let out = r.deploy_with(&["--env", "production"], v);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -644,8 +664,10 @@ fn staging_and_production_on_one_daemon_never_touch_each_other() {
         "production kept {} containers",
         prod_all.len()
     );
-    // …and staging's containers are the same ones, still running.
-    assert_eq!(ids(&r.host, &r.name, "staging", false), staging_ids);
+    // …and staging's containers are the same ones: the running ones still running, the
+    // stopped ones all still there.
+    assert_eq!(ids(&r.host, &r.name, "staging", false), staging_running);
+    assert_eq!(ids(&r.host, &r.name, "staging", true), staging_all);
 }
 
 /// The region's containers of one environment: the running ones, or with `all` every one.

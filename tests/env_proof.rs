@@ -69,15 +69,24 @@ fn sample_behaviour_switches_and_graceful_stop() {
     let plain = env.build_sample(host, &unique_name("proof-plain"), &[]);
     let never = env.build_sample(host, &unique_name("proof-never"), &[("NEVER_HEALTHY", "1")]);
     let p = ["-p", "127.0.0.1::8080"];
+    // Started first, and unhealthy for long enough that its first answer is a 503 however
+    // slowly a loaded machine starts it; it turns healthy while the other checks run.
+    let late_after = Duration::from_secs(30);
+    let late = Container::run(
+        host,
+        &unique_name("proof-late"),
+        [
+            p[0],
+            p[1],
+            "-e",
+            &format!("HEALTHY_AFTER_SECS={}", late_after.as_secs()),
+            &plain.reference,
+        ],
+    );
     let never_c = Container::run(
         host,
         &unique_name("proof-never"),
         [p[0], p[1], &never.reference],
-    );
-    let late = Container::run(
-        host,
-        &unique_name("proof-late"),
-        [p[0], p[1], "-e", "HEALTHY_AFTER_SECS=2", &plain.reference],
     );
     let flaky = Container::run(
         host,
@@ -95,19 +104,20 @@ fn sample_behaviour_switches_and_graceful_stop() {
         [p[0], p[1], &plain.reference],
     );
 
-    // HEALTHY_AFTER_SECS: 503 first, 200 later.
+    // HEALTHY_AFTER_SECS: 503 first (the first answer, whenever it comes), 200 later.
     let late_addr = late.published(8080);
+    let mut first = None;
     wait_until(STARTUP, "the late container to answer", || {
-        http_request(&late_addr, "/health").is_ok()
+        first = http_request(&late_addr, "/health").ok();
+        first.is_some()
     });
-    let first = http_request(&late_addr, "/health").unwrap();
+    let first = first.unwrap();
     assert_eq!(first.status, 503, "{}", first.body);
     assert!(
         first.body.contains(r#""status":"starting""#),
         "{}",
         first.body
     );
-    wait_http_status(&late_addr, "/health", 200, STARTUP);
 
     // NEVER_HEALTHY baked into the image.
     let never_addr = never_c.published(8080);
@@ -151,6 +161,9 @@ fn sample_behaviour_switches_and_graceful_stop() {
         ["inspect", "-f", "{{.State.ExitCode}}", &slow.name],
     ));
     assert_eq!(code, "0", "logs:\n{}", slow.logs());
+
+    // …and the late container has turned healthy meanwhile.
+    wait_http_status(&late_addr, "/health", 200, late_after + STARTUP);
 }
 
 /// Build on one engine, push to the registry, pull on another engine and run it there: the
@@ -373,4 +386,105 @@ fn support_parses_http_responses() {
 fn support_unique_names_differ() {
     assert_ne!(unique_name("a"), unique_name("a"));
     assert!(!unique_ident("x").contains('-'));
+}
+
+/// What the region-file builder writes is YAML that means what its calls say, and a region
+/// with every part the deploy tests use is valid configuration for the CLI.
+#[test]
+fn support_region_files_are_valid_config() {
+    use support::fixture::{
+        Backup, Health, Notification, RegionFile, RegionsDir, Rollout, Service,
+    };
+
+    let web = Service::new("web", "packfy-sample")
+        .build("ctx")
+        .replicas(3)
+        .port(8080)
+        .env("A", "1")
+        .secret_env("API_TOKEN", "env:PACKFY_TEST_API_TOKEN")
+        .health(
+            Health::http("/health")
+                .start_period("3s")
+                .interval("500ms")
+                .timeout("500ms")
+                .healthy_threshold(2)
+                .unhealthy_threshold(3)
+                .deadline("60s"),
+        )
+        .rollout(Rollout::new().bake("3s").drain_timeout("5s"))
+        .stop_grace_period("5s");
+    let docker = RegionFile::docker("unix:///run/docker.sock")
+        .currency("USD")
+        .keep_releases(3)
+        .lock_ttl("6s")
+        .haproxy("/run/haproxy.sock", "127.0.0.1:18000", &[("web", "be_web")])
+        .service(web)
+        .hook("pre_deploy", "tests", "echo \"$PACKFY_REGION\" > x")
+        .backup(
+            Backup::command("db", &["pg_dump", "--dbname", "${PGURL}"])
+                .secret_env("PGURL", "env:PACKFY_PG_URL")
+                .keep(2)
+                .required(false),
+        )
+        .backup(
+            Backup::exec("version", "web", &["/packfy-sample", "--version"]).compression("gzip"),
+        );
+    let yaml = docker.render();
+    let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    let web = &v["services"]["web"];
+    assert_eq!(
+        v["target"]["docker"]["host"], "unix:///run/docker.sock",
+        "{yaml}"
+    );
+    assert_eq!(
+        v["traffic"]["haproxy"]["frontend"],
+        "http://127.0.0.1:18000"
+    );
+    assert_eq!(v["traffic"]["haproxy"]["backends"]["web"], "be_web");
+    assert_eq!(web["env"]["A"], "1");
+    assert_eq!(
+        web["env"]["API_TOKEN"]["secret"],
+        "env:PACKFY_TEST_API_TOKEN"
+    );
+    assert_eq!(web["health"]["http"]["path"], "/health");
+    assert_eq!(web["ports"][0]["container"], 8080);
+    assert_eq!(
+        v["hooks"]["pre_deploy"][0]["command"],
+        "echo \"$PACKFY_REGION\" > x"
+    );
+    assert_eq!(v["backups"][0]["command"][2], "${PGURL}");
+    assert_eq!(v["backups"][1]["exec"]["service"], "web");
+
+    let dir = RegionsDir::new();
+    dir.write("alpha", &docker);
+    dir.write(
+        "beta",
+        &RegionFile::kubernetes("ctx", "ns")
+            .app("packfy")
+            .currency("USD")
+            .health_url(Some("http://127.0.0.1:1/health"))
+            .service(
+                Service::new("web", "sample")
+                    .replicas(5)
+                    .autoscale(5, 10, 80),
+            ),
+    );
+    dir.write(
+        "_defaults",
+        &RegionFile::new()
+            .waves(&[&["alpha"], &["beta"]])
+            .max_parallel(2)
+            .on_failure("halt")
+            .notification(Notification::generic("http://127.0.0.1:1/hook").secret("env:KEY")),
+    );
+    let out = support::run_cli(&mut support::cli(dir.path(), &["validate"]), &[]);
+    assert_eq!(support::code(&out), 0, "{}", support::text(&out));
+
+    // A currency, a target and a service of only an image: five lines, which the validate
+    // tests that append broken YAML count on.
+    let header = RegionFile::docker("unix:///var/run/docker.sock")
+        .currency("MXN")
+        .service(Service::new("web", "example/web"))
+        .render();
+    assert_eq!(header.lines().count(), 5, "{header}");
 }

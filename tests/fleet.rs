@@ -8,47 +8,55 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 
+use support::fixture::{
+    region_name, Health, Notification, RegionFile, RegionsDir, Rollout, Service,
+};
 use support::{code, stderr, unique_name, TestEnv};
 
 const HMAC_KEY: &str = "fleet-test-hmac-key-0042";
 
 struct Fleet {
-    dir: tempfile::TempDir,
+    dir: RegionsDir,
     /// (region, engine)
     regions: Vec<(String, String)>,
+    on_failure: String,
 }
 
 impl Fleet {
     fn new(env: &TestEnv, on_failure: &str) -> Fleet {
-        Self::with_defaults(env, on_failure, "")
+        Self::with_defaults(env, on_failure, RegionFile::new())
     }
 
-    /// `extra` is appended to `_defaults.yaml` (hooks, notifications).
-    fn with_defaults(env: &TestEnv, on_failure: &str, extra: &str) -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let rd = dir.path().join("regions");
-        std::fs::create_dir(&rd).unwrap();
-        let tag = unique_name("f").replace('-', "");
-        let tag: String = tag.chars().take(10).collect();
+    /// `defaults` (hooks, notifications) become `_defaults.yaml`, with the fleet's waves.
+    fn with_defaults(env: &TestEnv, on_failure: &str, defaults: RegionFile) -> Fleet {
+        let dir = RegionsDir::new();
+        let tag = region_name("f", 10);
         let mut regions = Vec::new();
         for (i, host) in env.docker_hosts.iter().take(3).enumerate() {
             for suffix in ["a", "b"] {
                 let name = format!("{tag}{i}{suffix}");
-                std::fs::write(rd.join(format!("{name}.yaml")), docker_region(host)).unwrap();
+                dir.write(&name, &docker_region(host));
                 regions.push((name, host.clone()));
             }
         }
-        let names: Vec<&str> = regions.iter().map(|(n, _)| n.as_str()).collect();
-        // Wave 1: a canary; wave 2: two regions on two daemons; wave 3: the rest.
-        std::fs::write(
-            rd.join("_defaults.yaml"),
-            format!(
-                "waves: [[{}], [{}, {}], [{}, {}, {}]]\nmax_parallel: 2\non_failure: {on_failure}\n{extra}",
-                names[0], names[2], names[4], names[1], names[3], names[5]
-            ),
-        )
-        .unwrap();
-        Fleet { dir, regions }
+        let fleet = Fleet {
+            dir,
+            regions,
+            on_failure: on_failure.to_string(),
+        };
+        fleet.write_defaults(defaults);
+        fleet
+    }
+
+    /// (Re)writes `_defaults.yaml`: `defaults` and the waves. Wave 1: a canary; wave 2: two
+    /// regions on two daemons; wave 3: the rest.
+    fn write_defaults(&self, defaults: RegionFile) {
+        let n: Vec<&str> = self.regions.iter().map(|(n, _)| n.as_str()).collect();
+        let defaults = defaults
+            .waves(&[&[n[0]], &[n[2], n[4]], &[n[1], n[3], n[5]]])
+            .max_parallel(2)
+            .on_failure(&self.on_failure);
+        self.dir.write("_defaults", &defaults);
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -79,21 +87,34 @@ impl Drop for Fleet {
 }
 
 /// A region of the sample app on the Docker engine `host`, 2 replicas, fast checks.
-fn docker_region(host: &str) -> String {
-    format!(
-        r#"currency: USD
-target: {{docker: {{host: "{host}"}}}}
-traffic: none
-services:
-  web:
-    image: packfy-sample
-    replicas: 2
-    ports: [{{container: 8080}}]
-    health: {{http: {{path: /health}}, start_period: 2s, interval: 500ms, timeout: 500ms, deadline: 30s}}
-    rollout: {{bake: 1s}}
-    stop_grace_period: 2s
-"#
-    )
+fn docker_region(host: &str) -> RegionFile {
+    let web = Service::new("web", "packfy-sample")
+        .replicas(2)
+        .port(8080)
+        .health(
+            Health::http("/health")
+                .start_period("2s")
+                .interval("500ms")
+                .timeout("500ms")
+                .deadline("30s"),
+        )
+        .rollout(Rollout::new().bake("1s"))
+        .stop_grace_period("2s");
+    RegionFile::docker(host)
+        .currency("USD")
+        .traffic_none()
+        .service(web)
+}
+
+/// A region of the sample image (never pulled: kwok runs no containers) in `namespace`.
+fn kubernetes_region(context: &str, namespace: &str) -> RegionFile {
+    let web = Service::new("web", "sample")
+        .replicas(3)
+        .port(8080)
+        .rollout(Rollout::new().progress_deadline("60s").bake("0s"));
+    RegionFile::kubernetes(context, namespace)
+        .currency("USD")
+        .service(web)
 }
 
 fn events(out: &Output) -> Vec<serde_json::Value> {
@@ -224,21 +245,21 @@ fn hooks_run_around_each_region_and_signed_webhooks_report_every_step() {
     };
     let receiver = support::webhook::Receiver::start(&[support::webhook::Reply::Status(200)]);
     let marks = tempfile::tempdir().unwrap();
-    let extra = format!(
-        r#"hooks:
-  pre_deploy:
-    - {{name: tests, command: "echo ran > {dir}/pre-$PACKFY_REGION-$PACKFY_VERSION"}}
-  post_deploy:
-    - {{name: smoke, command: "test \"$PACKFY_OUTCOME\" = succeeded && touch {dir}/post-$PACKFY_REGION"}}
-notifications:
-  - url: {url}
-    kind: generic
-    secret: {{secret: "env:PACKFY_TEST_HMAC_KEY"}}
-"#,
-        dir = marks.path().display(),
-        url = receiver.url("/hook"),
-    );
-    let fleet = Fleet::with_defaults(&env, "halt", &extra);
+    let dir = marks.path().display();
+    let pre = format!("echo ran > {dir}/pre-$PACKFY_REGION-$PACKFY_VERSION");
+    let defaults = |pre: &str| {
+        RegionFile::new()
+            .hook("pre_deploy", "tests", pre)
+            .hook(
+                "post_deploy",
+                "smoke",
+                &format!("test \"$PACKFY_OUTCOME\" = succeeded && touch {dir}/post-$PACKFY_REGION"),
+            )
+            .notification(
+                Notification::generic(&receiver.url("/hook")).secret("env:PACKFY_TEST_HMAC_KEY"),
+            )
+    };
+    let fleet = Fleet::with_defaults(&env, "halt", defaults(&pre));
     let v1 = unique_name("v1");
     let names: Vec<String> = fleet.regions.iter().map(|(n, _)| n.clone()).collect();
     // The run deploys names[0] and names[2], on the first two daemons only.
@@ -286,11 +307,7 @@ notifications:
     assert_eq!(seen, want);
 
     // A failing pre-deploy hook stops before anything changes.
-    let defaults = fleet.dir.path().join("regions/_defaults.yaml");
-    let text = std::fs::read_to_string(&defaults)
-        .unwrap()
-        .replace("command: \"echo ran", "command: \"exit 7; echo ran");
-    std::fs::write(&defaults, text).unwrap();
+    fleet.write_defaults(defaults(&format!("exit 7; {pre}")));
     let v2 = unique_name("v2");
     images.push(env.build_sample(&env.docker_hosts[0], &v2, &[]));
     let out = fleet.run(&["deploy", "--region", &names[0], "--version", &v2]);
@@ -314,10 +331,8 @@ fn docker_and_kubernetes_regions_deploy_in_one_run() {
         return;
     };
     let receiver = support::webhook::Receiver::start(&[support::webhook::Reply::Status(200)]);
-    let dir = tempfile::tempdir().unwrap();
-    let rd = dir.path().join("regions");
-    std::fs::create_dir(&rd).unwrap();
-    let tag: String = unique_name("m").replace('-', "").chars().take(10).collect();
+    let dir = RegionsDir::new();
+    let tag = region_name("m", 10);
     let docker: Vec<(String, String)> = env
         .docker_hosts
         .iter()
@@ -326,50 +341,27 @@ fn docker_and_kubernetes_regions_deploy_in_one_run() {
         .map(|(i, h)| (format!("{tag}d{i}"), h.clone()))
         .collect();
     for (name, host) in &docker {
-        std::fs::write(rd.join(format!("{name}.yaml")), docker_region(host)).unwrap();
+        dir.write(name, &docker_region(host));
     }
     let kube_regions: Vec<(String, String)> = (0..2)
         .map(|i| (format!("{tag}k{i}"), unique_name(&format!("pm{i}"))))
         .collect();
     for (name, ns) in &kube_regions {
-        std::fs::write(
-            rd.join(format!("{name}.yaml")),
-            format!(
-                r#"currency: USD
-target: {{kubernetes: {{context: {ctx}, namespace: {ns}}}}}
-services:
-  web:
-    image: sample
-    replicas: 3
-    ports: [{{container: 8080}}]
-    rollout: {{progress_deadline: 60s, bake: 0s}}
-"#,
-                ctx = kube.context
-            ),
-        )
-        .unwrap();
+        dir.write(name, &kubernetes_region(&kube.context, ns));
     }
     // wave 1: a Docker canary; wave 2: Docker (fails on v2) + Kubernetes; wave 3: one of each
-    std::fs::write(
-        rd.join("_defaults.yaml"),
-        format!(
-            r#"waves: [[{d0}], [{d1}, {k0}], [{d2}, {k1}]]
-max_parallel: 2
-on_failure: rollback_wave
-notifications:
-  - url: {url}
-    kind: generic
-    secret: {{secret: "env:PACKFY_TEST_HMAC_KEY"}}
-"#,
-            d0 = docker[0].0,
-            d1 = docker[1].0,
-            d2 = docker[2].0,
-            k0 = kube_regions[0].0,
-            k1 = kube_regions[1].0,
-            url = receiver.url("/hook"),
-        ),
-    )
-    .unwrap();
+    let defaults = RegionFile::new()
+        .waves(&[
+            &[&docker[0].0],
+            &[&docker[1].0, &kube_regions[0].0],
+            &[&docker[2].0, &kube_regions[1].0],
+        ])
+        .max_parallel(2)
+        .on_failure("rollback_wave")
+        .notification(
+            Notification::generic(&receiver.url("/hook")).secret("env:PACKFY_TEST_HMAC_KEY"),
+        );
+    dir.write("_defaults", &defaults);
     let (v1, v2) = (unique_name("v1"), unique_name("v2"));
     let mut images = Vec::new();
     for (_, host) in &docker {

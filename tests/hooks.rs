@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use packfy_deploy::config::model::{Hook, HookCommand};
 use packfy_deploy::hooks::{self, HookEnv, HookError, HookEvent, HookKind, HookOutput, Stream};
 use packfy_deploy::ui::{Output, Ui, Verbosity};
+use support::fixture::{RegionFile, RegionsDir, Service};
 
 /// Records what the hooks report, with the time each event arrived.
 #[derive(Default)]
@@ -351,9 +352,8 @@ async fn run_reports_through_the_ui_and_returns_a_hook_error() {
 /// `validate` on a region whose `hooks:` has every kind of mistake: each at its file:line:col.
 #[test]
 fn validate_reports_bad_hooks_where_they_are_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let regions = dir.path().join("regions");
-    std::fs::create_dir(&regions).unwrap();
+    let dir = RegionsDir::new();
+    let regions = dir.regions();
     // `validate` exits 2; its stderr lines, with paths relative to the regions directory.
     let validate = || {
         let out = support::run_cli(
@@ -363,26 +363,27 @@ fn validate_reports_bad_hooks_where_they_are_written() {
         assert_eq!(out.status.code(), Some(2));
         support::stderr(&out).replace(&format!("{}/", regions.display()), "")
     };
-    std::fs::write(
-        regions.join("_defaults.yaml"),
-        "hooks:\n  post_deploy:\n    - {name: smoke, command: ./smoke.sh, timeout: 0s}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        regions.join("mexico.yaml"),
-        r#"currency: MXN
-target: {docker: {host: "unix:///var/run/docker.sock"}}
-services:
-  web:
-    image: example/web
-hooks:
+    dir.write(
+        "_defaults",
+        &RegionFile::new().extra(
+            "hooks:\n  post_deploy:\n    - {name: smoke, command: ./smoke.sh, timeout: 0s}\n",
+        ),
+    );
+    // Five lines of a valid region, then the broken hooks as written (lines 6 on).
+    let mexico = RegionFile::docker("unix:///var/run/docker.sock")
+        .currency("MXN")
+        .service(Service::new("web", "example/web"));
+    dir.write(
+        "mexico",
+        &mexico.clone().extra(
+            r#"hooks:
   pre_deploy:
     - {name: tests, command: "cargo test", timeout: 10m}
     - {name: tests, command: [], dir: /abs}
     - {command: [make, 3], timout: 1m}
 "#,
-    )
-    .unwrap();
+        ),
+    );
     assert_eq!(
         validate().lines().collect::<Vec<_>>(),
         // Every problem at once, in file order: type errors no longer hide the rules.
@@ -396,20 +397,16 @@ hooks:
             "error: 6 problems; nothing was changed",
         ]
     );
-    std::fs::write(
-        regions.join("mexico.yaml"),
-        r#"currency: MXN
-target: {docker: {host: "unix:///var/run/docker.sock"}}
-services:
-  web:
-    image: example/web
-hooks:
+    dir.write(
+        "mexico",
+        &mexico.extra(
+            r#"hooks:
   pre_deploy:
     - {name: tests, command: "cargo test", timeout: 10m}
     - {name: tests, command: [], dir: /abs}
 "#,
-    )
-    .unwrap();
+        ),
+    );
     assert_eq!(
         validate().lines().collect::<Vec<_>>(),
         [

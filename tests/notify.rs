@@ -9,6 +9,7 @@ use chrono::{TimeZone, Utc};
 use packfy_deploy::config::model::{EnvValue, SecretRef, SecretValue};
 use packfy_deploy::notify::{self, Notice, NotifyError, NotifyKind, Webhook, WebhookKind};
 use packfy_deploy::ui::{Output, Ui, Verbosity};
+use support::fixture::{RegionFile, RegionsDir, Service};
 use support::webhook::{Receiver, Reply};
 
 const KEY: &str = "hmac-key-never-printed-5512";
@@ -271,21 +272,20 @@ async fn spawn_delivers_in_the_background() {
 /// `validate` on webhooks with every kind of mistake, each at its file:line:col.
 #[test]
 fn validate_reports_bad_notifications_where_they_are_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let regions = dir.path().join("regions");
-    std::fs::create_dir(&regions).unwrap();
+    let dir = RegionsDir::new();
+    let regions = dir.regions();
     let packfy = |args: &[&str]| {
         let args = [&["--env", "production"][..], args].concat();
         support::run_cli(&mut support::cli(dir.path(), &args), &[])
     };
-    std::fs::write(
-        regions.join("mexico.yaml"),
-        r#"currency: MXN
-target: {docker: {host: "unix:///var/run/docker.sock"}}
-services:
-  web:
-    image: example/web
-notifications:
+    // Five lines of a valid region, then the broken notifications as written (lines 6 on).
+    let mexico = RegionFile::docker("unix:///var/run/docker.sock")
+        .currency("MXN")
+        .service(Service::new("web", "example/web"));
+    dir.write(
+        "mexico",
+        &mexico.extra(
+            r#"notifications:
   - url: https://hooks.slack.com/services/T0/B0/XYZ
     kind: slack
     secret: {secret: "env:KEY"}
@@ -298,8 +298,8 @@ notifications:
     secret: {secret: "env:PACKFY_WEBHOOK_KEY"}
     events: [failure, rollback]
 "#,
-    )
-    .unwrap();
+        ),
+    );
     let out = packfy(&["validate"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = support::stderr(&out).replace(&format!("{}/", regions.display()), "");

@@ -20,7 +20,8 @@ mkdir -p "$LOG_DIR" "$RUN_DIR" "$STATE_DIR"
 
 log() { printf '[test-env] %s\n' "$*" >&2; }
 
-is_ci() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]]; }
+# Under CI: CI set to anything but empty, false or 0 (as tests/support's is_ci).
+is_ci() { [[ -n "${CI:-}" && "${CI,,}" != "false" && "$CI" != "0" ]]; }
 
 # fail PART REASON [LOGFILE]: a part did not come up. Under CI=true this ends the script
 # (exit 1); otherwise it warns and returns 1 so the caller can carry on without that part.

@@ -1,8 +1,13 @@
 # shellcheck shell=bash
 # PostgreSQL (Debian's, v15) on loopback: a cluster of our own under target/test-env/pg,
 # run as the `postgres` user (root cannot run postgres), on port 55432 or the next free one
-# (or PACKFY_PG_PORT). Database `packfy`, owned by role `packfy` (password `packfy`, SCRAM on
-# 127.0.0.1): PACKFY_PG_URL works with psql and pg_dump as they are.
+# (or PACKFY_PG_PORT). Database `packfy`, owned by role `packfy` (password $PG_PASSWORD, SCRAM
+# on 127.0.0.1): PACKFY_PG_URL works with psql and pg_dump as they are.
+#
+# The password is unlike the user and database names on purpose: tests look for it in output
+# that must never show it, and a password of `packfy` would be found in every line that
+# names the app.
+PG_PASSWORD="${PACKFY_PG_PASSWORD:-pw-7c41e9d2}"
 
 pg_bindir() {
   local d
@@ -25,7 +30,7 @@ postgres_up() {
   }
   sockdir="$(short_run_dir)/pg"
   port="$(state_get postgres PORT)"
-  url="postgresql://packfy:packfy@127.0.0.1:$port/packfy"
+  url="postgresql://packfy:$PG_PASSWORD@127.0.0.1:$port/packfy"
   if [[ -n "$port" ]] && pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 &&
     PGCONNECT_TIMEOUT=3 psql "$url" -Atqc 'select 1' >/dev/null 2>&1; then
     log "postgres: already up on 127.0.0.1:$port"
@@ -60,8 +65,10 @@ postgres_up() {
   local sql
   sql="DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'packfy') THEN
-    CREATE ROLE packfy LOGIN PASSWORD 'packfy' CREATEDB;
+    CREATE ROLE packfy LOGIN CREATEDB;
   END IF;
+  -- also on a cluster made before the password changed
+  ALTER ROLE packfy PASSWORD '$PG_PASSWORD';
 END \$\$;"
   if ! pg_run psql -h "$sockdir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -qc "$sql" >>"$logf" 2>&1 ||
     ! { pg_run psql -h "$sockdir" -p "$port" -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'packfy'" | grep 1 >/dev/null ||
@@ -69,7 +76,7 @@ END \$\$;"
     fail postgres "could not create role and database packfy" "$logf"
     return 1
   fi
-  url="postgresql://packfy:packfy@127.0.0.1:$port/packfy"
+  url="postgresql://packfy:$PG_PASSWORD@127.0.0.1:$port/packfy"
   if ! PGCONNECT_TIMEOUT=3 psql "$url" -Atqc 'select 1' >>"$logf" 2>&1; then
     fail postgres "cannot connect as $url" "$logf"
     return 1

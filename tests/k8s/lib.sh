@@ -28,7 +28,8 @@ K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd
 
 k8s_log() { printf '[k8s] %s\n' "$*" >&2; }
 
-k8s_is_ci() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]]; }
+# Under CI: CI set to anything but empty, false or 0 (as tests/support's is_ci).
+k8s_is_ci() { [[ -n "${CI:-}" && "${CI,,}" != "false" && "$CI" != "0" ]]; }
 
 # k8s_fail REASON [LOGFILE]: print the reason (and the log's tail) and exit 1. Callers that
 # want to carry on without the cluster outside CI check the exit code themselves.
