@@ -216,8 +216,9 @@ pub(super) fn announce_plan(t: &dyn Target, changes: &Changes) {
     for line in &changes.changed {
         t.region().ui.status("Plan", line);
     }
+    // What the target cannot promise here (no load balancer: no zero downtime) is said.
     for note in &changes.notes {
-        t.region().ui.verbose(format!("note: {note}"));
+        t.region().ui.warn(note);
     }
 }
 
