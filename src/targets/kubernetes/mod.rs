@@ -649,7 +649,10 @@ impl Target for Cluster {
         ttl: Duration,
         tied_to_process: bool,
     ) -> Result<Acquire> {
-        self.ensure_namespace().await?;
+        if !tied_to_process {
+            // A lock by hand may come first; a deploy made the namespace while resolving.
+            self.ensure_namespace().await?;
+        }
         let name = self.lease_name();
         let got = lease::try_lock(&self.leases(), &name, holder, reason, ttl, tied_to_process)
             .await
