@@ -4,39 +4,49 @@
 
 mod support;
 
+use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
 use support::{code, stderr, unique_name, TestEnv};
 
-fn region(host: &str, extra: &str) -> String {
-    format!(
-        "currency: USD\ntarget: {{docker: {{host: \"{host}\"}}}}\ntraffic: none\nservices:\n  web:\n    image: packfy-sample\n    replicas: 1\n    ports: [{{container: 8080}}]\n    health: {{http: {{path: /health}}, start_period: 1s, interval: 300ms, timeout: 250ms, deadline: 10s}}\n    rollout: {{bake: 0s}}\n{extra}"
-    )
+/// The sample app on the Docker engine `host`, one replica, no traffic layer.
+fn region(host: &str) -> RegionFile {
+    let web = Service::new("web", "packfy-sample")
+        .replicas(1)
+        .port(8080)
+        .health(
+            Health::http("/health")
+                .start_period("1s")
+                .interval("300ms")
+                .timeout("250ms")
+                .deadline("10s"),
+        )
+        .rollout(Rollout::new().bake("0s"));
+    RegionFile::docker(host)
+        .currency("USD")
+        .traffic_none()
+        .service(web)
 }
 
-/// Two regions in two waves, `a` first; `b` gets `b_extra` under its service.
-fn fleet(host: &str, b_extra: &str) -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let rd = dir.path().join("regions");
-    std::fs::create_dir(&rd).unwrap();
-    let tag: String = unique_name("pf")
-        .replace('-', "")
-        .chars()
-        .take(10)
-        .collect();
+/// Two regions in two waves, `a` first; `b` is changed by `change_b`.
+fn fleet(
+    host: &str,
+    change_b: impl FnOnce(RegionFile) -> RegionFile,
+) -> (RegionsDir, String, String) {
+    let dir = RegionsDir::new();
+    let tag = region_name("pf", 10);
     let (a, b) = (format!("{tag}a"), format!("{tag}b"));
-    std::fs::write(rd.join(format!("{a}.yaml")), region(host, "")).unwrap();
-    std::fs::write(rd.join(format!("{b}.yaml")), region(host, b_extra)).unwrap();
-    std::fs::write(
-        rd.join("_defaults.yaml"),
-        format!("waves: [[{a}], [{b}]]\n"),
-    )
-    .unwrap();
+    dir.write(&a, &region(host));
+    dir.write(&b, &change_b(region(host)));
+    dir.write("_defaults", &RegionFile::new().waves(&[&[&a], &[&b]]));
     (dir, a, b)
 }
 
 #[test]
 fn a_mistake_in_a_later_wave_stops_the_run_before_the_first_wave() {
     // No engine is reached: validation comes first.
-    let (dir, a, b) = fleet("unix:///nonexistent/docker.sock", "    replcas: 2\n");
+    // The typo is a line of its own under the service's settings (line 11 of the file).
+    let (dir, a, b) = fleet("unix:///nonexistent/docker.sock", |b| {
+        b.extra("    replcas: 2\n")
+    });
     let out = support::run_cli(
         &mut support::cli(
             dir.path(),
@@ -58,10 +68,11 @@ fn a_mistake_in_a_later_wave_stops_the_run_before_the_first_wave() {
 #[test]
 fn an_unresolvable_secret_in_a_later_wave_stops_the_run_with_nothing_changed() {
     let Some(env) = TestEnv::get() else { return };
-    let (dir, a, b) = fleet(
-        &env.docker_host,
-        "    env: {TOKEN: {secret: \"env:PACKFY_TEST_PREFLIGHT_UNSET\"}}\n",
-    );
+    let (dir, a, b) = fleet(&env.docker_host, |b| {
+        b.map_service("web", |web| {
+            web.secret_env("TOKEN", "env:PACKFY_TEST_PREFLIGHT_UNSET")
+        })
+    });
     let version = unique_name("v");
     let _image = env.build_sample(&env.docker_host, &version, &[]);
     let mut cmd = support::cli(

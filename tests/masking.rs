@@ -9,15 +9,22 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use support::fixture::{
+    region_name, Health, Notification, RegionFile, RegionsDir, Rollout, Service,
+};
 use support::webhook::{Receiver, Reply};
 use support::{code, docker, text, unique_name, KubeEnv, TestEnv};
 
 /// The variable of the CLI's environment the regions' secret reference names.
 const SECRET_VAR: &str = "PACKFY_MASK_SECRET";
+
+/// What the regions' secret variable refers to: `env:` and [`SECRET_VAR`].
+fn secret_ref() -> String {
+    format!("env:{SECRET_VAR}")
+}
 
 /// A secret of this test's own: random-looking, with characters that URL-encoding changes.
 fn new_secret() -> String {
@@ -80,67 +87,48 @@ fn assert_masked(what: &str, haystack: &str, secret: &str) {
 /// A region of its own in a temporary regions directory; its engine objects are removed on drop.
 struct Region {
     name: String,
-    dir: tempfile::TempDir,
+    dir: RegionsDir,
     host: String,
     secret: String,
 }
 
 impl Region {
     fn new(host: &str) -> Region {
-        let name: String = unique_name("mask")
-            .replace('-', "")
-            .chars()
-            .take(20)
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("regions")).unwrap();
         Region {
-            name,
-            dir,
+            name: region_name("mask", 20),
+            dir: RegionsDir::new(),
             host: host.to_string(),
             secret: new_secret(),
         }
     }
 
-    fn file(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("regions")
-            .join(format!("{}.yaml", self.name))
+    /// The region: the sample app, one replica, no traffic layer, fast health checks; a test
+    /// adds the service's environment (with [`RegionFile::map_service`]), hooks, notifications.
+    fn file(&self) -> RegionFile {
+        let web = Service::new("web", "packfy-sample")
+            .replicas(1)
+            .port(8080)
+            .health(
+                Health::http("/health")
+                    .start_period("1s")
+                    .interval("500ms")
+                    .timeout("500ms")
+                    .healthy_threshold(1)
+                    .unhealthy_threshold(2)
+                    .deadline("30s"),
+            )
+            .rollout(Rollout::new().bake("1s"))
+            .stop_grace_period("2s");
+        RegionFile::docker(&self.host)
+            .currency("USD")
+            .keep_releases(3)
+            .traffic_none()
+            .service(web)
     }
 
-    /// Writes the region: the sample app, one replica, no traffic layer, fast health checks;
-    /// `env` is added to the service's environment (YAML lines at its indentation) and
-    /// `extra` at the top level.
-    fn write(&self, env: &str, extra: &str) {
-        let yaml = format!(
-            r#"currency: USD
-keep_releases: 3
-target:
-  docker:
-    host: {host}
-traffic: none
-services:
-  web:
-    image: packfy-sample
-    replicas: 1
-    ports: [{{container: 8080}}]
-    env:
-{env}    health:
-      http: {{path: /health}}
-      start_period: 1s
-      interval: 500ms
-      timeout: 500ms
-      healthy_threshold: 1
-      unhealthy_threshold: 2
-      deadline: 30s
-    rollout:
-      bake: 1s
-    stop_grace_period: 2s
-{extra}"#,
-            host = self.host,
-        );
-        std::fs::write(self.file(), yaml).unwrap();
+    /// Writes `file` as the region's file.
+    fn write(&self, file: &RegionFile) {
+        self.dir.write(&self.name, file);
     }
 
     /// The CLI with the secret in its environment.
@@ -215,19 +203,22 @@ fn a_failing_app_that_prints_its_environment_shows_no_secret_anywhere() {
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _i2 = env.build_sample(&r.host, &v2, &[]);
-    let notifications = format!(
-        "notifications:\n  - url: {}\n    kind: generic\n",
-        receiver.url("/notice")
-    );
     let marker = format!("visible-{}", r.name);
-    let secret_env =
-        format!("      GREETING: {marker}\n      API_TOKEN: {{secret: \"env:{SECRET_VAR}\"}}\n");
+    // The region with the service's variables `vars`, then GREETING and the secret, in this
+    // order, and the notices sent to the receiver.
+    let file = |vars: &[(&str, &str)]| {
+        r.file()
+            .map_service("web", |web| {
+                vars.iter()
+                    .fold(web, |web, (key, value)| web.env(key, value))
+                    .env("GREETING", &marker)
+                    .secret_env("API_TOKEN", &secret_ref())
+            })
+            .notification(Notification::generic(&receiver.url("/notice")))
+    };
 
     // v1 is healthy; it prints its environment too, but nothing relays a healthy app's logs.
-    r.write(
-        &format!("      PRINT_ENV: \"1\"\n{secret_env}"),
-        &notifications,
-    );
+    r.write(&file(&[("PRINT_ENV", "1")]));
     let out = r.deploy(&[], &v1);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_masked("the output of the v1 deploy", &text(&out), &r.secret);
@@ -237,12 +228,13 @@ fn a_failing_app_that_prints_its_environment_shows_no_secret_anywhere() {
     // after the container's), then a line of its own and one per health request. Setting most
     // of the image's variables in the service moves them before the secret, which is the
     // service's last variable, so the secret's line stays within those 15 lines.
-    r.write(
-        &format!(
-            "      NEVER_HEALTHY: \"1\"\n      PRINT_ENV: \"1\"\n      PORT: \"8080\"\n      HEALTHY_AFTER_SECS: \"0\"\n      ERROR_RATE: \"0\"\n{secret_env}"
-        ),
-        &notifications,
-    );
+    r.write(&file(&[
+        ("NEVER_HEALTHY", "1"),
+        ("PRINT_ENV", "1"),
+        ("PORT", "8080"),
+        ("HEALTHY_AFTER_SECS", "0"),
+        ("ERROR_RATE", "0"),
+    ]));
     for global in [&[][..], &["-o", "json"][..], &["-v"][..]] {
         let out = r.deploy(global, &v2);
         let all = text(&out);
@@ -306,19 +298,21 @@ fn a_failing_app_that_prints_its_environment_shows_no_secret_anywhere() {
     );
 }
 
-/// Hooks that print the secret — as is, base64-encoded (both alphabets) and URL-encoded in a
-/// connection string — before and after a deploy.
-fn leaky_hooks(marker: &str) -> String {
-    let print = format!(
-        r#"echo "token=${SECRET_VAR}"
-          printf %s "${SECRET_VAR}" | base64
-          printf %s "${SECRET_VAR}" | base64 | tr '+/' '-_' | tr -d '='
-          printf 'postgres://app:%s@db/app\n' "$(printf %s "${SECRET_VAR}" | sed -e 's/%/%25/g' -e 's/@/%40/g' -e 's/:/%3A/g' -e 's|/|%2F|g' -e 's/+/%2B/g' -e 's/=/%3D/g' -e 's/&/%26/g')"
-          echo "hook-ran-{marker}-$PACKFY_HOOK""#
-    );
-    format!(
-        "hooks:\n  pre_deploy:\n    - name: leak-before\n      command: |-\n          {print}\n  post_deploy:\n    - name: leak-after\n      command: |-\n          {print}\n"
-    )
+/// `file` with hooks that print the secret — as is, base64-encoded (both alphabets) and
+/// URL-encoded in a connection string — before and after a deploy.
+fn leaky_hooks(file: RegionFile, marker: &str) -> RegionFile {
+    let print = [
+        format!(r#"echo "token=${SECRET_VAR}""#),
+        format!(r#"printf %s "${SECRET_VAR}" | base64"#),
+        format!(r#"printf %s "${SECRET_VAR}" | base64 | tr '+/' '-_' | tr -d '='"#),
+        format!(
+            r#"printf 'postgres://app:%s@db/app\n' "$(printf %s "${SECRET_VAR}" | sed -e 's/%/%25/g' -e 's/@/%40/g' -e 's/:/%3A/g' -e 's|/|%2F|g' -e 's/+/%2B/g' -e 's/=/%3D/g' -e 's/&/%26/g')""#
+        ),
+        format!(r#"echo "hook-ran-{marker}-$PACKFY_HOOK""#),
+    ]
+    .join("\n");
+    file.hook("pre_deploy", "leak-before", &print)
+        .hook("post_deploy", "leak-after", &print)
 }
 
 /// What every hook run must show: that both hooks ran and printed their lines, masked.
@@ -347,10 +341,11 @@ fn hook_output_on_a_docker_region_is_masked() {
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _i2 = env.build_sample(&r.host, &v2, &[]);
     let marker = r.name.clone();
-    r.write(
-        &format!("      API_TOKEN: {{secret: \"env:{SECRET_VAR}\"}}\n"),
-        &leaky_hooks(&marker),
-    );
+    r.write(&leaky_hooks(
+        r.file()
+            .map_service("web", |web| web.secret_env("API_TOKEN", &secret_ref())),
+        &marker,
+    ));
     for (global, version) in [(&[][..], &v1), (&["-o", "json"][..], &v2)] {
         let out = r.deploy(global, version);
         let all = text(&out);
@@ -371,42 +366,22 @@ fn hook_output_on_a_docker_region_is_masked() {
 #[test]
 fn hook_output_on_a_kubernetes_region_is_masked() {
     let Some(k) = KubeEnv::get() else { return };
-    let name: String = unique_name("km")
-        .replace('-', "")
-        .chars()
-        .take(20)
-        .collect();
+    let name = region_name("km", 20);
     let namespace: String = unique_name("pkm").chars().take(50).collect();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("regions")).unwrap();
+    let dir = RegionsDir::new();
     let secret = new_secret();
     let marker = name.clone();
-    let yaml = format!(
-        r#"app: packfy
-currency: USD
-target:
-  kubernetes:
-    context: {context}
-    namespace: {namespace}
-services:
-  web:
-    image: sample
-    replicas: 1
-    ports: [{{container: 8080}}]
-    env:
-      API_TOKEN: {{secret: "env:{SECRET_VAR}"}}
-    health:
-      http: {{path: /health}}
-    rollout: {{progress_deadline: 60s, bake: 1s}}
-{hooks}"#,
-        context = k.context,
-        hooks = leaky_hooks(&marker),
-    );
-    std::fs::write(
-        dir.path().join("regions").join(format!("{name}.yaml")),
-        yaml,
-    )
-    .unwrap();
+    let web = Service::new("web", "sample")
+        .replicas(1)
+        .port(8080)
+        .secret_env("API_TOKEN", &secret_ref())
+        .health(Health::http("/health"))
+        .rollout(Rollout::new().progress_deadline("60s").bake("1s"));
+    let file = RegionFile::kubernetes(&k.context, &namespace)
+        .app("packfy")
+        .currency("USD")
+        .service(web);
+    dir.write(&name, &leaky_hooks(file, &marker));
     struct Namespace<'a>(&'a KubeEnv, &'a str);
     impl Drop for Namespace<'_> {
         fn drop(&mut self) {

@@ -13,40 +13,31 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
+use support::fixture::{
+    region_name, Health, Notification, RegionFile, RegionsDir, Rollout, Service,
+};
 use support::webhook::{Receiver, Reply};
 use support::{code, stderr, text, unique_name, KubeEnv, TestEnv};
 
 /// One region on one target, ready to be driven through the CLI.
 struct Region {
-    dir: tempfile::TempDir,
+    dir: RegionsDir,
     name: String,
     kubeconfig: Option<std::path::PathBuf>,
     cleanup: Box<dyn Fn()>,
 }
 
 impl Region {
-    fn write(
-        target: &str,
-        service: &str,
-        extra: &str,
-        receiver: &Receiver,
-    ) -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let rd = dir.path().join("regions");
-        std::fs::create_dir(&rd).unwrap();
-        let name: String = unique_name("agree")
-            .replace('-', "")
-            .chars()
-            .take(14)
-            .collect();
-        std::fs::write(
-            rd.join(format!("{name}.yaml")),
-            format!(
-                "currency: USD\nkeep_releases: 2\ntarget: {target}\n{extra}notifications:\n  - {{url: {url}, kind: generic}}\nservices:\n  web:\n{service}",
-                url = receiver.url("/hook")
-            ),
-        )
-        .unwrap();
+    /// Writes `file` as a region of its own, with what the scenario needs of every target:
+    /// `keep_releases: 2` and the notices sent to `receiver`.
+    fn write(file: RegionFile, receiver: &Receiver) -> (RegionsDir, String) {
+        let dir = RegionsDir::new();
+        let name = region_name("agree", 14);
+        let file = file
+            .currency("USD")
+            .keep_releases(2)
+            .notification(Notification::generic(&receiver.url("/hook")));
+        dir.write(&name, &file);
         (dir, name)
     }
 
@@ -73,10 +64,20 @@ impl Drop for Region {
 
 fn docker_region(env: &TestEnv, receiver: &Receiver) -> Region {
     let host = env.docker_host.clone();
+    let web = Service::new("web", "packfy-sample")
+        .replicas(2)
+        .port(8080)
+        .health(
+            Health::http("/health")
+                .start_period("1s")
+                .interval("300ms")
+                .timeout("250ms")
+                .deadline("8s"),
+        )
+        .rollout(Rollout::new().bake("0s"))
+        .stop_grace_period("1s");
     let (dir, name) = Region::write(
-        &format!("{{docker: {{host: \"{host}\"}}}}"),
-        "    image: packfy-sample\n    replicas: 2\n    ports: [{container: 8080}]\n    health: {http: {path: /health}, start_period: 1s, interval: 300ms, timeout: 250ms, deadline: 8s}\n    rollout: {bake: 0s}\n    stop_grace_period: 1s\n",
-        "traffic: none\n",
+        RegionFile::docker(&host).traffic_none().service(web),
         receiver,
     );
     let label = format!("packfy.region={name}");
@@ -90,10 +91,12 @@ fn docker_region(env: &TestEnv, receiver: &Receiver) -> Region {
 
 fn kube_region(kube: &KubeEnv, receiver: &Receiver) -> Region {
     let ns = unique_name("agree");
+    let web = Service::new("web", "sample")
+        .replicas(2)
+        .port(8080)
+        .rollout(Rollout::new().progress_deadline("60s").bake("0s"));
     let (dir, name) = Region::write(
-        &format!("{{kubernetes: {{context: {}, namespace: {ns}}}}}", kube.context),
-        "    image: sample\n    replicas: 2\n    ports: [{container: 8080}]\n    rollout: {progress_deadline: 60s, bake: 0s}\n",
-        "",
+        RegionFile::kubernetes(&kube.context, &ns).service(web),
         receiver,
     );
     let (kubectl, kubeconfig) = (kube.kubectl.clone(), kube.kubeconfig.clone());
