@@ -631,11 +631,11 @@ fn volumes(host: &str, region: &str, kind: Option<&str>) -> Vec<String> {
 #[test]
 fn staging_and_production_on_one_daemon_never_touch_each_other() {
     let Some(env) = TestEnv::get() else { return };
-    let r = Region::new(&env, None).with(|f| f.keep_releases(1));
+    let r = Region::new(&env, None).with(|f| f.keep_releases(2));
     let (v1, v2) = (format!("v1-{}", r.name), format!("v2-{}", r.name));
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _i2 = env.build_sample(&r.host, &v2, &[]);
-    // Staging: v1, then v2, so v1's containers are stopped and kept for a rollback (keep 1):
+    // Staging: v1, then v2, so v1's containers are stopped and kept for a rollback (keep 2):
     // a prune that ignored the environment would find them.
     for v in [&v1, &v2] {
         let out = r.deploy_with(&["--env", "staging"], v);
@@ -657,7 +657,7 @@ fn staging_and_production_on_one_daemon_never_touch_each_other() {
         let out = r.deploy_with(&["--env", "production"], v);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
-    // Production pruned its own old releases (keep 1 → at most 2 releases' containers)…
+    // Production pruned its own old releases (keep 2 → at most 2 releases' containers)…
     let prod_all = ids(&r.host, &r.name, "production", true);
     assert!(
         prod_all.len() <= 6,
