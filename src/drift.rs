@@ -66,6 +66,54 @@ impl Drift {
     }
 }
 
+impl Drift {
+    /// The difference as unified-diff lines, one per leaf: `-PATH: live` then `+PATH: wanted`
+    /// (values as JSON), the first naming who changed it. An object or list value shows as
+    /// its leaves (`-HorizontalPodAutoscaler/web: spec.maxReplicas: 10`).
+    pub fn lines(&self) -> Vec<String> {
+        let who = match (&self.changed_by, &self.changed_at) {
+            (Some(m), Some(t)) => format!("  (changed by {m} at {t})"),
+            (Some(m), None) => format!("  (changed by {m})"),
+            _ => String::new(),
+        };
+        let mut out = Vec::new();
+        for (sign, v) in [("-", &self.live), ("+", &self.wanted)] {
+            let Some(v) = v else { continue };
+            let mut leaves = Vec::new();
+            leaves_of(v, String::new(), &mut leaves);
+            for (sub, x) in leaves {
+                let path = match (sub.is_empty(), self.path.contains(": ")) {
+                    (true, _) => self.path.clone(),
+                    (false, false) => format!("{}: {}", self.path, sub.trim_start_matches('.')),
+                    (false, true) => format!("{}{sub}", self.path),
+                };
+                out.push(format!("{sign}{path}: {x}"));
+            }
+        }
+        if let Some(first) = out.first_mut() {
+            first.push_str(&who);
+        }
+        out
+    }
+}
+
+/// `(.a.b[0], value)` leaves of a JSON value, keys in order.
+fn leaves_of(v: &Value, prefix: String, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                leaves_of(x, format!("{prefix}.{k}"), out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for (i, x) in a.iter().enumerate() {
+                leaves_of(x, format!("{prefix}[{i}]"), out);
+            }
+        }
+        other => out.push((prefix, other.to_string())),
+    }
+}
+
 /// `drift: N difference(s)` for `status`, `plan` and the deploy summary.
 pub fn count(n: usize) -> String {
     format!("{n} difference{}", if n == 1 { "" } else { "s" })
@@ -107,6 +155,47 @@ mod tests {
         assert_eq!(
             j,
             json!({"path": "web: container x", "wanted": null, "live": "running"})
+        );
+    }
+
+    #[test]
+    fn lines_show_leaves_like_a_unified_diff() {
+        let d = Drift::new(
+            "Deployment/web: spec.template.spec.containers[0].image",
+            Some(json!("sample:v3")),
+            Some(json!("sample:v2")),
+        );
+        assert_eq!(
+            d.lines(),
+            [
+                "-Deployment/web: spec.template.spec.containers[0].image: \"sample:v2\"",
+                "+Deployment/web: spec.template.spec.containers[0].image: \"sample:v3\"",
+            ]
+        );
+        let gone = Drift::new(
+            "HorizontalPodAutoscaler/web",
+            None,
+            Some(json!({"spec": {"maxReplicas": 10, "metrics": [{"type": "Resource"}]}})),
+        )
+        .by(Some("kubectl-edit"), None);
+        assert_eq!(
+            gone.lines(),
+            [
+                "-HorizontalPodAutoscaler/web: spec.maxReplicas: 10  (changed by kubectl-edit)",
+                "-HorizontalPodAutoscaler/web: spec.metrics[0].type: \"Resource\"",
+            ]
+        );
+        let entry = Drift::new(
+            "Deployment/web: spec.env[G]",
+            None,
+            Some(json!({"name": "G", "value": "x"})),
+        );
+        assert_eq!(
+            entry.lines(),
+            [
+                "-Deployment/web: spec.env[G].name: \"G\"",
+                "-Deployment/web: spec.env[G].value: \"x\""
+            ]
         );
     }
 

@@ -243,8 +243,18 @@ async fn live_one(
                     crate::drift::count(drift.len())
                 ),
             );
+            ctx.ui
+                .out(format!("{BOLD}--- {region} ({env}) live{BOLD:#}"));
+            ctx.ui.out(format!(
+                "{BOLD}+++ {region} ({env}) wanted at {version}{BOLD:#}"
+            ));
             for d in &drift {
-                ctx.ui.out(format!("  {}", d.describe()));
+                for line in d.lines() {
+                    match line.as_bytes().first() {
+                        Some(b'-') => ctx.ui.out(format!("{RED}{line}{RED:#}")),
+                        _ => ctx.ui.out(format!("{GREEN}{line}{GREEN:#}")),
+                    }
+                }
             }
             ctx.ui.hint(format!(
                 "`packfy-deploy deploy --region {region} --reset-drift` takes them back"

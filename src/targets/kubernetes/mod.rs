@@ -723,6 +723,21 @@ impl Change {
     }
 }
 
+/// An object as `diff --live` shows a whole one: stripped, redacted, without what its
+/// key already says.
+fn shown(o: &Object) -> Value {
+    let mut v = objects::strip(&o.redacted().manifest);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("name");
+        meta.remove("namespace");
+    }
+    v
+}
+
 /// What we apply, as `fields::locate` searches it for the wanted value: a Secret's
 /// `stringData` keys count as its `data` (the API server stores them there).
 fn wanted_view(o: &Object) -> Value {
@@ -1075,7 +1090,9 @@ impl Target for Cluster {
         let mut out = Vec::new();
         for o in &objs {
             let Some(raw) = self.raw(o).await? else {
-                out.push(Drift::new(o.key(), Some(json!("present")), None));
+                let ch = self.change(o, true).await?;
+                let wanted = ch.after.as_ref().map(shown).unwrap_or(json!("present"));
+                out.push(Drift::new(o.key(), Some(wanted), None));
                 continue;
             };
             let foreign = self.foreign_fields(o, &raw, &objs);
@@ -1101,8 +1118,11 @@ impl Target for Cluster {
         // What the serving release applied that the configuration no longer renders.
         let rendered: BTreeSet<String> = objs.iter().map(Object::key).collect();
         for old in serving.map(applied_by).unwrap_or_default() {
-            if !rendered.contains(&old.key()) && self.raw(&old).await?.is_some() {
-                out.push(Drift::new(old.key(), None, Some(json!("present"))));
+            if rendered.contains(&old.key()) {
+                continue;
+            }
+            if let Some(live) = self.live(&old).await? {
+                out.push(Drift::new(old.key(), None, Some(shown(&live))));
             }
         }
         Ok(out)
