@@ -114,6 +114,30 @@ fn leaves_of(v: &Value, prefix: String, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// Replaces, in every value of `list`, any string holding one of `secrets` (resolved secret
+/// values) with its hash: a safety net for values a hand edit copied a secret into.
+pub fn mask(list: &mut [Drift], secrets: &[String]) {
+    fn walk(v: &mut Value, secrets: &[String]) {
+        match v {
+            Value::String(s)
+                if secrets
+                    .iter()
+                    .any(|x| !x.is_empty() && s.contains(x.as_str())) =>
+            {
+                *s = hash_of(s);
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, secrets)),
+            Value::Object(m) => m.values_mut().for_each(|x| walk(x, secrets)),
+            _ => {}
+        }
+    }
+    for d in list {
+        for v in [&mut d.wanted, &mut d.live].into_iter().flatten() {
+            walk(v, secrets);
+        }
+    }
+}
+
 /// `drift: N difference(s)` for `status`, `plan` and the deploy summary.
 pub fn count(n: usize) -> String {
     format!("{n} difference{}", if n == 1 { "" } else { "s" })
@@ -197,6 +221,22 @@ mod tests {
                 "-Deployment/web: spec.env[G].value: \"x\""
             ]
         );
+    }
+
+    #[test]
+    fn values_holding_a_secret_are_hashed() {
+        let mut list = [Drift::new(
+            "Deployment/web: spec.env[X]",
+            None,
+            Some(json!({"name": "X", "value": "token=hunter2"})),
+        )];
+        mask(&mut list, &["hunter2".to_string(), String::new()]);
+        let text = serde_json::to_string(&list[0]).unwrap();
+        assert!(
+            !text.contains("hunter2") && text.contains("sha256:"),
+            "{text}"
+        );
+        assert_eq!(list[0].live.as_ref().unwrap()["name"], "X");
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub fn accounted(c: &LiveContainer, history: &[Release]) -> bool {
 
 /// The containers (ids) that serve `service`: those the serving release lists for it, else
 /// those of the release before it, and so on (a deploy that left a service unchanged lists
-/// none for it); and any the serving release started itself.
+/// none for it).
 pub fn serving_ids(service: &str, serving: &Release, history: &[Release]) -> Vec<String> {
     let mut at = Some(serving);
     let mut seen = 0;
@@ -128,12 +128,16 @@ pub fn drift(e: &Expected, o: &Observed) -> Vec<(Drift, Option<Fix>)> {
         for sr in &s.services {
             serving.extend(serving_ids(&sr.name, s, e.history));
         }
-        serving.extend(
-            o.containers
-                .iter()
-                .filter(|c| c.release == s.id)
-                .map(|c| c.id.clone()),
-        );
+        // A rollback's record lists the containers of the release it restarted; any it had
+        // to create carry its id.
+        if s.kind == Kind::Rollback {
+            serving.extend(
+                o.containers
+                    .iter()
+                    .filter(|c| c.release == s.id)
+                    .map(|c| c.id.clone()),
+            );
+        }
     }
     // 1. containers no record accounts for, and retained ones running again
     for c in o.containers {

@@ -471,6 +471,12 @@ impl Cluster {
 
     /// Hand edits in the objects `objs`: fields other managers set, and objects missing.
     async fn hand_drift(&self, objs: &[Object]) -> Result<Vec<Drift>> {
+        let mut out = self.hand_drift_unmasked(objs).await?;
+        crate::drift::mask(&mut out, &secret_values(objs));
+        Ok(out)
+    }
+
+    async fn hand_drift_unmasked(&self, objs: &[Object]) -> Result<Vec<Drift>> {
         let mut out = Vec::new();
         for o in objs {
             match self.raw(o).await? {
@@ -511,9 +517,17 @@ impl Cluster {
                 .patch(&o.name, &pp, &Patch::Json::<()>(patch))
                 .await
                 .map_err(|e| anyhow!("cannot remove {}: {e}", f.drift.path))?;
-            self.region
-                .ui
-                .status("Reset", format!("removed {}", f.drift.describe()));
+            self.region.ui.status(
+                "Reset",
+                format!(
+                    "removed {} (set by {})",
+                    f.drift.path,
+                    f.drift
+                        .changed_by
+                        .as_deref()
+                        .unwrap_or("another field manager")
+                ),
+            );
         }
         Ok(())
     }
@@ -721,6 +735,19 @@ impl Change {
         };
         format!("{}: {verb}{fields}", self.object.key())
     }
+}
+
+/// The resolved values of the Secrets among `objs` (`stringData`), to mask wherever a hand
+/// edit copied one.
+fn secret_values(objs: &[Object]) -> Vec<String> {
+    objs.iter()
+        .filter(|o| o.is_secret())
+        .filter_map(|o| o.manifest.get("stringData").and_then(Value::as_object))
+        .flat_map(|m| m.values())
+        .filter_map(Value::as_str)
+        .filter(|v| !v.is_empty() && *v != "<redacted>")
+        .map(str::to_string)
+        .collect()
 }
 
 /// An object as `diff --live` shows a whole one: stripped, redacted, without what its
@@ -1115,6 +1142,7 @@ impl Target for Cluster {
                 ));
             }
         }
+        crate::drift::mask(&mut out, &secret_values(&objs));
         // What the serving release applied that the configuration no longer renders.
         let rendered: BTreeSet<String> = objs.iter().map(Object::key).collect();
         for old in serving.map(applied_by).unwrap_or_default() {
