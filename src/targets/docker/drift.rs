@@ -77,14 +77,20 @@ pub struct Observed<'a> {
     pub servers: &'a [ServerStat],
 }
 
-/// Whether a record accounts for a container: it lists it, or it is a rollback or a release
-/// still in progress (whose containers its record does not list).
+/// Whether a record accounts for a container: it lists it, or the container carries the id
+/// of a record whose list may be incomplete — a rollback (it lists the release it restarted),
+/// a release in progress, or one a killed run left and the next run restored.
 pub fn accounted(c: &LiveContainer, history: &[Release]) -> bool {
     history.iter().any(|r| {
         r.services
             .iter()
             .any(|s| s.containers.iter().any(|x| x.id == c.id))
-            || (r.id == c.release && (r.kind == Kind::Rollback || r.outcome == Outcome::InProgress))
+            || (r.id == c.release
+                && (r.kind == Kind::Rollback
+                    || matches!(
+                        r.outcome,
+                        Outcome::InProgress | Outcome::RolledBack | Outcome::Failed
+                    )))
     })
 }
 
