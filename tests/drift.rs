@@ -33,7 +33,8 @@ struct DockerRegion {
 }
 
 impl DockerRegion {
-    fn new(env: &TestEnv, lane: &Lane) -> DockerRegion {
+    /// Behind the lane, or with `traffic: none` without one.
+    fn new(env: &TestEnv, lane: Option<&Lane>) -> DockerRegion {
         let name: String = unique_name("dr")
             .replace('-', "")
             .chars()
@@ -41,18 +42,22 @@ impl DockerRegion {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("regions")).unwrap();
+        let traffic = match lane {
+            Some(l) => format!(
+                "traffic:\n  haproxy:\n    runtime_api: {}\n    frontend: http://{}\n    backends: {{web: {}}}\n",
+                env.haproxy_socket.display(),
+                l.frontend,
+                l.backend
+            ),
+            None => "traffic: none\n".into(),
+        };
         let yaml = format!(
             r#"currency: USD
 keep_releases: 3
 target:
   docker:
     host: {host}
-traffic:
-  haproxy:
-    runtime_api: {socket}
-    frontend: http://{frontend}
-    backends: {{web: {backend}}}
-services:
+{traffic}services:
   web:
     image: packfy-sample
     replicas: 3
@@ -74,9 +79,6 @@ services:
     stop_grace_period: 2s
 "#,
             host = env.docker_host,
-            socket = env.haproxy_socket.display(),
-            frontend = lane.frontend,
-            backend = lane.backend,
         );
         std::fs::write(
             dir.path().join("regions").join(format!("{name}.yaml")),
@@ -94,6 +96,26 @@ services:
         let mut c = support::cli(self.dir.path(), args);
         c.env("PACKFY_TEST_DRIFT_TOKEN", SECRET_VALUE);
         support::run_cli(&mut c, &[SECRET_VALUE])
+    }
+
+    /// `docker run` of `image` with the region's labels (as if of release r1): the id.
+    fn run_by_hand(&self, name: &str, image: &str) -> String {
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.into()];
+        for l in [
+            "packfy.app=packfy".to_string(),
+            format!("packfy.region={}", self.name),
+            "packfy.environment=production".into(),
+            "packfy.kind=app".into(),
+            "packfy.service=web".into(),
+            "packfy.release=r1".into(),
+            "packfy.index=9".into(),
+        ] {
+            args.extend(["--label".to_string(), l]);
+        }
+        args.push(image.to_string());
+        let run = docker(&self.host, &args);
+        assert!(run.status.success(), "{}", text(&run));
+        String::from_utf8_lossy(&run.stdout).trim().to_string()
     }
 
     fn running(&self) -> Vec<String> {
@@ -129,7 +151,7 @@ fn label(host: &str, id: &str, key: &str) -> String {
 fn docker_hand_edits_are_drift_until_a_reset_takes_them_back() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = DockerRegion::new(&env, &lane);
+    let r = DockerRegion::new(&env, Some(&lane));
     let v1 = format!("v1-{}", r.name);
     let image = env.build_sample(&r.host, &v1, &[]);
     let out = r.run(&["deploy", "--region", &r.name, "--version", &v1]);
@@ -152,25 +174,8 @@ fn docker_hand_edits_are_drift_until_a_reset_takes_them_back() {
     };
     let (stopped, weighted, maint) = (&serving[0], server(&serving[1]), server(&serving[2]));
     // 1. `docker run` with the region's labels, beside the release
-    let labels: Vec<String> = [
-        "packfy.app=packfy".to_string(),
-        format!("packfy.region={}", r.name),
-        "packfy.environment=production".into(),
-        "packfy.kind=app".into(),
-        "packfy.service=web".into(),
-        "packfy.release=r1".into(),
-        "packfy.index=9".into(),
-    ]
-    .into_iter()
-    .flat_map(|l| ["--label".to_string(), l])
-    .collect();
     let hand_name = format!("{}-by-hand", r.name);
-    let mut args = vec!["run", "-d", "--name", hand_name.as_str()];
-    args.extend(labels.iter().map(String::as_str));
-    args.push(image.reference.as_str());
-    let run = docker(&r.host, &args);
-    assert!(run.status.success(), "{}", text(&run));
-    let hand = String::from_utf8_lossy(&run.stdout).trim().to_string();
+    let hand = r.run_by_hand(&hand_name, &image.reference);
     // 2. `docker stop` of a serving container
     assert!(docker(&r.host, ["stop", "-t", "1", stopped])
         .status
@@ -243,6 +248,59 @@ fn docker_hand_edits_are_drift_until_a_reset_takes_them_back() {
     }
     let out = r.run(&["status", "--region", &r.name]);
     assert!(!text(&out).contains("drift: "), "{}", text(&out));
+}
+
+#[test]
+fn a_deploy_that_leaves_drift_in_place_says_so() {
+    let Some(env) = TestEnv::get() else { return };
+    let r = DockerRegion::new(&env, None);
+    let v1 = format!("v1-{}", r.name);
+    let image = env.build_sample(&r.host, &v1, &[]);
+    let out = r.run(&["deploy", "--region", &r.name, "--version", &v1]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let hand = r.run_by_hand(&format!("{}-by-hand", r.name), &image.reference);
+    // Nothing to change, one difference left: a warning, and `drift_left` in the summary.
+    let out = r.run(&[
+        "-o",
+        "json",
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        &v1,
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["outcome"], "unchanged", "{summary}");
+    assert_eq!(summary["drift_left"], 1, "{summary}");
+    assert!(text(&out).contains("--reset-drift"), "{}", text(&out));
+    assert!(container_ids(&r.host, &[&format!("packfy.region={}", r.name)], true).contains(&hand));
+    let out = r.run(&[
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        &v1,
+        "--reset-drift",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!container_ids(&r.host, &[&format!("packfy.region={}", r.name)], true).contains(&hand));
+    let out = r.run(&[
+        "-o",
+        "json",
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        &v1,
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("drift_left"),
+        "{}",
+        text(&out)
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -617,7 +617,11 @@ impl Target for DockerRegion {
             Vec::new()
         } else {
             let history = self.history().await?;
-            self.find_drift(&live, &history, serving, &[]).await?
+            let found = self.find_drift(&live, &history, serving, &[]).await?;
+            // The rollout plans on what releases made: a container none accounts for is left
+            // alone (and reported), or removed by a reset — never replaced as if it served.
+            live.retain(|c| drift::accounted(c, &history));
+            found
         };
         let drift_found: Vec<crate::drift::Drift> = found.iter().map(|(d, _)| d.clone()).collect();
         let fixes = (opts.reset_drift && !found.is_empty()).then(|| {
@@ -799,6 +803,27 @@ impl Target for DockerRegion {
                     addr: m.addr.map(|a| a.to_string()),
                 })
                 .collect();
+            // A service the release left unchanged keeps serving with the containers it had:
+            // the record lists them too, so it accounts for everything that serves even once
+            // older records are pruned.
+            let unchanged = self
+                .prepared
+                .plans
+                .iter()
+                .any(|p| p.service == sr.name && p.action == Action::Unchanged);
+            if sr.containers.is_empty() && unchanged {
+                sr.containers = self
+                    .prepared
+                    .live
+                    .iter()
+                    .filter(|c| c.running && c.service == sr.name)
+                    .map(|c| ContainerRecord {
+                        name: c.name.clone(),
+                        id: c.id.clone(),
+                        addr: None,
+                    })
+                    .collect();
+            }
         }
     }
 
