@@ -8,7 +8,9 @@
 //! 3. recover a release left `in_progress` by a killed run;
 //! 4. ask the API server what applying would change (server-side dry-run apply against live):
 //!    conflicts with another field manager stop here (exit 2, `--force-conflicts` takes over);
-//!    nothing changing means nothing done (no record, no new ReplicaSet);
+//!    nothing changing means nothing done (no record, no new ReplicaSet); fields other
+//!    field managers set inside our objects are drift (`fields`), which `--reset-drift` takes
+//!    back after applying (forced apply, then a JSON patch removing each foreign field);
 //! 5. back up: every object the release touches, as live now, into a new release record
 //!    (`in_progress`) in the namespace;
 //! 6. server-side apply (field manager `packfy-deploy`), delete what the previous release had
@@ -19,8 +21,9 @@
 //!
 //! Here: [`Cluster`], a region's cluster reached, and what it does with objects (dry-run,
 //! apply, delete, snapshot, restore, wait, lock). `flow` reads the deploy and rollback top to
-//! bottom; `inspect` has the read-only commands; `lease`, `records`, `objects` and `wait` are
-//! the lock, the release records, object handling (pure) and the rollout judgement.
+//! bottom; `inspect` has the read-only commands; `lease`, `records`, `objects`, `fields` and
+//! `wait` are the lock, the release records, object handling (pure), drift read from
+//! `managedFields` (pure) and the rollout judgement.
 
 pub mod fields;
 mod inspect;
