@@ -172,14 +172,18 @@ fn docker_hand_edits_are_drift_until_a_reset_takes_them_back() {
         )
         .replacen('/', "-", 1)
     };
-    let (stopped, weighted, maint) = (&serving[0], server(&serving[1]), server(&serving[2]));
+    let (deleted, weighted, maint) = (
+        server(&serving[0]),
+        server(&serving[1]),
+        server(&serving[2]),
+    );
     // 1. `docker run` with the region's labels, beside the release
     let hand_name = format!("{}-by-hand", r.name);
     let hand = r.run_by_hand(&hand_name, &image.reference);
-    // 2. `docker stop` of a serving container
-    assert!(docker(&r.host, ["stop", "-t", "1", stopped])
-        .status
-        .success());
+    // 2. a server taken out of HAProxy by hand
+    for cmd in ["set server {s} state maint", "del server {s}"] {
+        lane.cmd(&cmd.replace("{s}", &format!("{}/{deleted}", lane.backend)));
+    }
     // 3. HAProxy by hand: a weight and a state
     lane.cmd(&format!("set weight {}/{weighted} 50", lane.backend));
     lane.cmd(&format!("set server {}/{maint} state maint", lane.backend));
@@ -189,7 +193,7 @@ fn docker_hand_edits_are_drift_until_a_reset_takes_them_back() {
     let shown = text(&out);
     for want in [
         format!("container {hand_name}"),
-        "\"stopped\"".to_string(),
+        format!("{deleted}: \"in rotation\""),
         format!("{weighted}: weight"),
         format!("{maint}: state"),
         "\"MAINT\"".to_string(),
@@ -242,16 +246,23 @@ fn docker_hand_edits_are_drift_until_a_reset_takes_them_back() {
             .all(|id| id != &hand),
         "the hand-made container is still there"
     );
-    assert_eq!(r.running().len(), 3);
-    for s in lane.servers() {
-        assert_ne!(lane.status(&s).as_deref(), Some("MAINT"), "{s}");
+    assert_eq!(r.running(), serving, "nothing was replaced");
+    let mut servers = lane.servers();
+    servers.sort();
+    let mut wanted = vec![deleted.clone(), weighted.clone(), maint.clone()];
+    wanted.sort();
+    assert_eq!(servers, wanted, "the same containers serve again");
+    for s in &servers {
+        lane.wait_status(s, "UP", Duration::from_secs(20));
+        let weight = lane.cmd(&format!("get weight {}/{s}", lane.backend));
+        assert!(weight.starts_with("1 "), "{s}: {weight}");
     }
     let out = r.run(&["status", "--region", &r.name]);
     assert!(!text(&out).contains("drift: "), "{}", text(&out));
 }
 
 #[test]
-fn a_deploy_that_leaves_drift_in_place_says_so() {
+fn a_deploy_that_leaves_drift_in_place_says_so_and_a_stopped_container_is_replaced() {
     let Some(env) = TestEnv::get() else { return };
     let r = DockerRegion::new(&env, None);
     let v1 = format!("v1-{}", r.name);
@@ -276,6 +287,19 @@ fn a_deploy_that_leaves_drift_in_place_says_so() {
     assert_eq!(summary["drift_left"], 1, "{summary}");
     assert!(text(&out).contains("--reset-drift"), "{}", text(&out));
     assert!(container_ids(&r.host, &[&format!("packfy.region={}", r.name)], true).contains(&hand));
+    // `docker stop` of a serving container
+    let serving = r.running();
+    let one = serving.iter().find(|id| **id != hand).unwrap();
+    assert!(docker(&r.host, ["stop", "-t", "1", one]).status.success());
+    let out = r.run(&["-o", "json", "diff", &r.name, "--live"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let drift = drift_of(&out);
+    assert!(
+        drift
+            .iter()
+            .any(|d| d["wanted"] == "running" && d["live"] == "stopped"),
+        "{drift:#?}"
+    );
     let out = r.run(&[
         "deploy",
         "--region",
@@ -284,6 +308,9 @@ fn a_deploy_that_leaves_drift_in_place_says_so() {
         &v1,
         "--reset-drift",
     ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.running().len(), 3, "the service runs its replicas again");
+    let out = r.run(&["diff", &r.name, "--live"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(!container_ids(&r.host, &[&format!("packfy.region={}", r.name)], true).contains(&hand));
     let out = r.run(&[

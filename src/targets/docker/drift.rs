@@ -511,8 +511,12 @@ mod tests {
 
     #[test]
     fn haproxy_servers_states_and_weights_are_compared_with_the_release() {
-        let history = [record("r1", None, &["a", "b"])];
-        let live = [container("a", "r1", 1, true), container("b", "r1", 2, true)];
+        let history = [record("r1", None, &["a", "b", "c"])];
+        let live = [
+            container("a", "r1", 1, true),
+            container("b", "r1", 2, true),
+            container("c", "r1", 3, true),
+        ];
         let servers = [
             server("usa-production-web-r1-1", "MAINT", 0),
             server("usa-production-web-r1-2", "UP", 50),
@@ -526,6 +530,7 @@ mod tests {
                 "haproxy be/usa-production-web-r1-1: state: wanted ready, live MAINT",
                 "haproxy be/usa-production-web-r1-2: weight: wanted 1, live 50",
                 "haproxy be/usa-production-web-r0-7: wanted (none), live DOWN",
+                "haproxy be/usa-production-web-r1-3: wanted in rotation, live (none)",
             ]
         );
     }

@@ -429,7 +429,8 @@ impl DockerRegion {
     }
 
     /// `--reset-drift`, after the rollout: HAProxy's servers of this region are exactly those
-    /// of the running containers, ready, at the weight a release gives.
+    /// of the running containers, ready, at the weight a release gives (a deleted one is
+    /// added back at its container's address).
     async fn reset_lb(&self) -> anyhow::Result<()> {
         let Some(lb) = &self.lb else {
             return Ok(());
@@ -462,6 +463,34 @@ impl DockerRegion {
                 _ => continue,
             }
             self.region.ui.status("Reset", d.describe());
+        }
+        // A running container whose server someone deleted goes back into rotation.
+        for c in live.iter().filter(|c| c.running) {
+            let Some(b) = backends.get(&c.service) else {
+                continue;
+            };
+            let name = self.scope.server(&c.service, &c.release, c.index);
+            if servers.iter().any(|s| &s.backend == b && s.name == name) {
+                continue;
+            }
+            let svc = self.service_cfg(&c.service);
+            let Some(port) = svc.ports.first().map(|p| p.container) else {
+                continue;
+            };
+            let Some(addr) = self
+                .engine
+                .inspect(&c.id)
+                .await?
+                .and_then(|st| st.ports.get(&port).copied())
+            else {
+                continue;
+            };
+            let path = svc.health.http.as_ref().map(|h| h.path.as_str());
+            lb.add_server(b, &name, addr, path).await?;
+            self.region.ui.status(
+                "Reset",
+                format!("haproxy {b}/{name}: back in rotation at {addr}"),
+            );
         }
         Ok(())
     }
