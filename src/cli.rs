@@ -60,15 +60,21 @@ pub enum Command {
     },
     /// Compare two regions' effective configuration, or a region's desired state with what runs
     Diff {
-        /// Left region (or the region, with --live)
-        a: String,
+        /// Left region (or, with --live, the region, several as a,b, or all)
+        #[arg(required_unless_present = "region")]
+        a: Option<String>,
         /// Right region
         #[arg(required_unless_present = "live")]
         b: Option<String>,
-        /// Compare the region's desired state with what runs now on its target
+        /// Drift: compare what runs now on the region's target with its configuration at the
+        /// version it serves (exit 1 when they differ)
         #[arg(long, conflicts_with = "b")]
         live: bool,
-        /// Version to compare with --live [default: the config's `version:`]
+        /// The regions to compare with --live, as for deploy: R, a,b or all
+        #[arg(long, short = 'r', requires = "live", conflicts_with = "a")]
+        region: Option<String>,
+        /// Version to compare with --live [default: the version the region serves, else the
+        /// config's `version:`]
         #[arg(long, requires = "live")]
         version: Option<String>,
     },
@@ -224,6 +230,11 @@ pub struct DeployArgs {
     /// Kubernetes: take over fields another field manager owns instead of stopping
     #[arg(long)]
     pub force_conflicts: bool,
+    /// Take drift back: remove what the configuration does not set (fields other field
+    /// managers added, containers no release accounts for) and restore what was changed by
+    /// hand (values, replicas, stopped containers, HAProxy states and weights)
+    #[arg(long)]
+    pub reset_drift: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod drift;
 pub mod error;
 pub mod flow;
 pub mod health;
@@ -72,10 +73,12 @@ pub fn run() -> i32 {
             a,
             b,
             live,
+            region,
             version,
-        } => match (b, live) {
-            (Some(b), false) => commands::diff::run(&ctx, &a, &b),
-            _ => commands::diff::live(&ctx, &a, version),
+        } => match (a.or(region), b, live) {
+            (Some(a), Some(b), false) => commands::diff::run(&ctx, &a, &b),
+            (Some(a), _, _) => commands::diff::live(&ctx, &a, version),
+            (None, ..) => Err(error::Error::usage("name a region to compare")),
         },
         Command::Plan { region, version } => commands::plan::run(&ctx, &region, version),
         Command::Build {

@@ -15,6 +15,7 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<ExitCode> {
         lock_wait: args.lock_wait,
         reason: args.reason.clone(),
         force_conflicts: args.force_conflicts,
+        reset_drift: args.reset_drift,
     };
     if super::several(&args.region) {
         let selected = flow::fleet::select(ctx, &args.region)?;

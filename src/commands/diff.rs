@@ -161,47 +161,120 @@ pub fn print_unified(ui: &Ui, left_name: &str, right_name: &str, left: &str, rig
     }
 }
 
-/// `diff REGION --live [--version V]`: what runs against what the configuration says, as
-/// comparable lines (exit 1 when they differ).
-pub fn live(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
+/// `diff REGION|a,b|all --live [--version V]`: drift — what runs against what the
+/// configuration says at the version each region serves. Exit 0 when every region runs what
+/// its configuration says, 1 when any drifts (or the worst error of a region that could not
+/// be compared).
+pub fn live(ctx: &Ctx, regions: &str, version: Option<String>) -> Result<ExitCode> {
+    let names = if super::several(regions) {
+        crate::flow::fleet::select(ctx, regions)?
+    } else {
+        vec![regions.to_string()]
+    };
+    super::block_on(async {
+        let mut codes = Vec::new();
+        let mut all = Vec::new();
+        for name in &names {
+            match live_one(ctx, name, version.clone()).await {
+                Ok((code, v)) => {
+                    codes.push(code);
+                    all.push(v);
+                }
+                Err(e) if names.len() > 1 => {
+                    ctx.ui.error(format!("{name}: {e}"));
+                    codes.push(e.code());
+                    all.push(serde_json::json!({"region": name, "error": e.to_string()}));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if ctx.ui.json() {
+            match (names.len(), all.pop()) {
+                (1, Some(one)) => ctx.ui.out_json(&one),
+                (_, last) => {
+                    all.extend(last);
+                    ctx.ui.out_json(&serde_json::Value::Array(all));
+                }
+            }
+        }
+        Ok(crate::flow::fleet::worst(codes))
+    })
+}
+
+/// One region's drift: its exit code and its JSON.
+async fn live_one(
+    ctx: &Ctx,
+    region: &str,
+    version: Option<String>,
+) -> Result<(ExitCode, serde_json::Value)> {
     use crate::targets::DeployOptions;
+    let t = crate::targets::open(ctx, region).await?;
+    let history = t.history().await?;
+    let serving = crate::release::serving(&history);
     let opts = DeployOptions {
         version,
         ..Default::default()
     };
-    super::block_on(async {
-        let mut t = crate::targets::open(ctx, region).await?;
-        let version = crate::flow::version_of(&opts, &t.region().cfg).ok_or_else(|| {
-            crate::error::Error::usage_hint("no version to compare with", "pass --version V")
+    // The version the region serves, unless one is named; else the configuration's.
+    let version = opts
+        .version
+        .clone()
+        .or_else(|| serving.map(|r| r.version.clone()))
+        .or_else(|| crate::flow::version_of(&opts, &t.region().cfg))
+        .ok_or_else(|| {
+            crate::error::Error::usage_hint(
+                format!("{region} serves no release and its configuration names no version"),
+                "pass --version V",
+            )
         })?;
-        let history = t.history().await?;
-        let (left, right) = t
-            .live_lines(&version, crate::release::serving(&history))
-            .await?;
-        let env = t.region().env().to_string();
-        let same = left == right;
-        if ctx.ui.json() {
-            ctx.ui.out_json(&serde_json::json!({"region": region, "environment": env, "same": same, "live": left, "desired": right}));
-        } else if same {
+    let drift = t.drift(Some(&version), serving).await?;
+    let env = t.region().env().to_string();
+    if !ctx.ui.json() {
+        if drift.is_empty() {
             ctx.ui.status(
                 "Same",
-                format!("{region}/{env} runs what its configuration says"),
+                format!("{region}/{env} runs what its configuration says at {version}"),
             );
         } else {
-            print_unified(
-                &ctx.ui,
-                &format!("{region} ({env}) live"),
-                &format!("{region} ({env}) desired"),
-                &left,
-                &right,
+            ctx.ui.status(
+                "Drift",
+                format!(
+                    "{region}/{env}: {} from its configuration at {version}",
+                    crate::drift::count(drift.len())
+                ),
             );
+            ctx.ui
+                .out(format!("{BOLD}--- {region} ({env}) live{BOLD:#}"));
+            ctx.ui.out(format!(
+                "{BOLD}+++ {region} ({env}) wanted at {version}{BOLD:#}"
+            ));
+            for d in &drift {
+                for line in d.lines() {
+                    match line.as_bytes().first() {
+                        Some(b'-') => ctx.ui.out(format!("{RED}{line}{RED:#}")),
+                        _ => ctx.ui.out(format!("{GREEN}{line}{GREEN:#}")),
+                    }
+                }
+            }
+            ctx.ui.hint(format!(
+                "`packfy-deploy deploy --region {region} --reset-drift` takes them back"
+            ));
         }
-        Ok(if same {
-            ExitCode::Success
-        } else {
-            ExitCode::Changes
-        })
-    })
+    }
+    let code = if drift.is_empty() {
+        ExitCode::Success
+    } else {
+        ExitCode::Changes
+    };
+    let v = serde_json::json!({
+        "region": region,
+        "environment": env,
+        "version": version,
+        "release": serving.map(|r| &r.id),
+        "same": drift.is_empty(),
+        "drift": drift,
+    });
+    Ok((code, v))
 }
 
 #[cfg(test)]

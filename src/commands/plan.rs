@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode>
         if ctx.ui.json() {
             let mut v = json!({
                 "region": r.name, "environment": r.env(), "changes": changes.any,
-                "notes": notes,
+                "notes": notes, "drift": changes.drift,
             });
             for (k, x) in changes.json {
                 v[k] = x;
@@ -40,6 +40,15 @@ pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode>
         } else {
             for l in &changes.lines {
                 ctx.ui.out(l);
+            }
+            if !changes.drift.is_empty() {
+                ctx.ui.out(format!(
+                    "drift: {} from what its releases set (a deploy leaves them; `deploy --reset-drift` takes them back):",
+                    crate::drift::count(changes.drift.len())
+                ));
+                for d in &changes.drift {
+                    ctx.ui.out(format!("  {}", d.describe()));
+                }
             }
             for n in &notes {
                 ctx.ui.out(format!("note: {n}"));

@@ -55,6 +55,15 @@ async fn one(ctx: &Ctx, region: &str) -> Result<Value> {
     let st = t.status().await?;
     let serving = release::serving(&history);
     let interrupted = flow::interrupted_note(&history, lock.as_ref());
+    // Hand edits only (cheap, needs no secret); `diff --live` compares with the configuration.
+    let drift = match t.drift(None, serving).await {
+        Ok(d) => Some(d.len()),
+        Err(e) => {
+            ctx.ui
+                .verbose(format!("{region}: could not look for drift: {e}"));
+            None
+        }
+    };
     let r = t.region();
     let mut value = json!({
         "region": r.name,
@@ -64,6 +73,7 @@ async fn one(ctx: &Ctx, region: &str) -> Result<Value> {
         "version": serving.map(|r| &r.version),
         "lock": lock.as_ref().map(|l| l.describe()),
         "interrupted": interrupted,
+        "drift": drift,
     });
     for (k, v) in st.json {
         value[k] = v;
@@ -87,6 +97,13 @@ async fn one(ctx: &Ctx, region: &str) -> Result<Value> {
         }
         if let Some(i) = &interrupted {
             ctx.ui.out(format!("  WARNING: {i}"));
+        }
+        if let Some(n) = drift.filter(|n| *n > 0) {
+            ctx.ui.out(format!(
+                "  drift: {}; `packfy-deploy diff {} --live`",
+                crate::drift::count(n),
+                r.name
+            ));
         }
         for line in &st.lines {
             ctx.ui.out(line);

@@ -134,6 +134,21 @@ pub fn region_partial(
         ),
         Some(_) => {}
     }
+    if let Some(v) = cfg
+        .version
+        .as_deref()
+        .filter(|v| !v.contains("${") && !is_tag(v))
+    {
+        c.at(
+            "version",
+            if v.is_empty() {
+                "version: the image tag is empty".to_string()
+            } else {
+                format!("version: '{v}' is not a valid image tag")
+            },
+            "letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'",
+        );
+    }
     if let Some(share) = cfg.capacity_share {
         if !(0.0..=100.0).contains(&share) {
             c.at(
@@ -269,7 +284,13 @@ pub fn region_partial(
             );
         } else if let Some(image) = &s.image {
             let last = image.rsplit('/').next().unwrap_or(image);
-            if last.contains(':') || image.contains('@') {
+            if let Some(why) = image_repository_problem(image) {
+                c.at(
+                    &format!("{p}.image"),
+                    format!("{p}.image: '{image}' is not a valid image reference: {why}"),
+                    "write REGISTRY/NAME or NAME: lower-case letters, digits and . _ - in each part, no spaces, no tag (the release version is the tag)",
+                );
+            } else if last.contains(':') || image.contains('@') {
                 c.at(
                     &format!("{p}.image"),
                     format!("{p}.image: '{image}' carries a tag or digest"),
@@ -690,6 +711,65 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     } else {
         format!("services are: {}", v.join(", "))
     }
+}
+
+/// Why an image repository (`image:`, without its tag) is not a valid reference, after the
+/// grammar of distribution/reference: an optional registry host (`host[:port]/`), then
+/// path components of lower-case letters and digits joined by `.`, `_`, `__` or dashes.
+/// A part with `${…}` is expanded where the deploy runs and is not checked here.
+pub fn image_repository_problem(image: &str) -> Option<String> {
+    if image.chars().any(char::is_whitespace) {
+        return Some("it contains a space".into());
+    }
+    if image.ends_with(':') {
+        return Some("its tag is empty".into());
+    }
+    let name = image.split(['@']).next().unwrap_or(image);
+    let mut parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 1 {
+        let host = parts[0];
+        if host.contains('.') || host.contains(':') || host == "localhost" || host.contains("${") {
+            parts.remove(0);
+        }
+    }
+    // the last part may carry a tag: that is another rule's message
+    if let Some(last) = parts.last_mut() {
+        *last = last.split(':').next().unwrap_or(last);
+    }
+    for part in parts {
+        if part.contains("${") {
+            continue;
+        }
+        if part.is_empty() {
+            return Some("a part of its path is empty".into());
+        }
+        if part.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Some(format!(
+                "the repository part '{part}' has upper-case letters"
+            ));
+        }
+        let ok_chars = part.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+        let ends_ok =
+            |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !ok_chars || !ends_ok(part.bytes().next()) || !ends_ok(part.bytes().last()) {
+            return Some(format!(
+                "the repository part '{part}' may only hold lower-case letters, digits and . _ - between them"
+            ));
+        }
+    }
+    None
+}
+
+/// Whether a version can be an image tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn is_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 pub fn is_dns_label(s: &str) -> bool {

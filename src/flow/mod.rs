@@ -11,7 +11,10 @@
 //!   serving one); on Docker the stopped containers of releases no longer kept go with them;
 //! - `plan` and `status` warn about the lock and about a release a killed run left behind;
 //! - the lock: taken on the target, waited for with `--lock-wait`, taken over when stale,
-//!   exit 5 naming the holder.
+//!   exit 5 naming the holder;
+//! - drift: `prepare` finds hand edits beside the changes; `--reset-drift` makes taking them
+//!   back part of the release, else a deploy that leaves them says so (a warning and
+//!   `drift_left` in the summary).
 
 pub mod fleet;
 mod steps;
@@ -48,9 +51,10 @@ async fn locked_deploy(
 ) -> Result<ExitCode> {
     let history = steps::recover_interrupted(t).await?; // 5. a killed run's release
     let serving = release::serving(&history).cloned();
-    let changes = t.prepare(serving.as_ref(), opts).await?; // 6. what changes
+    let changes = t.prepare(serving.as_ref(), opts).await?; // 6. what changes (and drift)
     if !changes.any {
-        return steps::unchanged(t, serving.as_ref(), version, started);
+        let left = steps::drift_left(t, changes.drift.len());
+        return steps::unchanged(t, serving.as_ref(), version, left, started);
     }
     steps::announce_plan(t, &changes);
     let hook_env = steps::hook_env(t, version, &history, serving.as_ref());
@@ -78,7 +82,7 @@ async fn locked_deploy(
     .await;
     t.applied(&mut rec);
     match outcome {
-        Ok(()) => steps::deployed(ctx, t, rec, history, &notify, started).await,
+        Ok(()) => steps::deployed(t, rec, history, &notify, opts, started).await,
         Err(e) => steps::failed(t, rec, &history, e, &notify, started).await,
     }
 }

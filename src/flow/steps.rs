@@ -191,6 +191,7 @@ pub(super) fn unchanged(
     t: &dyn Target,
     serving: Option<&Release>,
     version: &str,
+    drift_left: Option<usize>,
     started: Instant,
 ) -> Result<ExitCode> {
     let id = serving.map_or("what runs".to_string(), |r| r.id.clone());
@@ -206,15 +207,38 @@ pub(super) fn unchanged(
         Summary {
             release: serving.map(|r| r.id.clone()),
             version: Some(version.into()),
+            drift_left,
             ..Summary::new(t, "unchanged", started)
         },
         ExitCode::Success,
     )
 }
 
+/// Step: what a deploy leaves of `n` differences from what the releases set (it resets
+/// none without `--reset-drift`): said, and `Some(n)` for the summary.
+pub(super) fn drift_left(t: &dyn Target, n: usize) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let r = t.region();
+    r.ui.warn(format!(
+        "{}: {} from what its releases set left in place (`packfy-deploy diff {} --live` lists them; `deploy --reset-drift` takes them back)",
+        r.place(),
+        crate::drift::count(n),
+        r.name
+    ));
+    Some(n)
+}
+
 pub(super) fn announce_plan(t: &dyn Target, changes: &Changes) {
     for line in &changes.changed {
         t.region().ui.status("Plan", line);
+    }
+    let resetting = changes.changed.iter().any(|l| l.starts_with("reset "));
+    if !resetting {
+        for d in &changes.drift {
+            t.region().ui.status("Drift", d.describe());
+        }
     }
     // What the target cannot promise here (no load balancer: no zero downtime) is said.
     for note in &changes.notes {
@@ -321,15 +345,29 @@ pub(super) async fn post_deploy_hooks(t: &dyn Target, env: &HookEnv) -> anyhow::
 
 /// Step (success): record it, prune, say so, notify.
 pub(super) async fn deployed(
-    _ctx: &Ctx,
     t: &dyn Target,
     mut rec: Release,
     history: Vec<Release>,
     notify: &Notify<'_>,
+    opts: &DeployOptions,
     started: Instant,
 ) -> Result<ExitCode> {
     rec.end(Outcome::Succeeded, None);
     t.save(&rec).await?;
+    // What the new release leaves of the hand edits (none when it reset them).
+    let left = if opts.reset_drift {
+        None
+    } else {
+        match t.drift(None, Some(&rec)).await {
+            Ok(d) => drift_left(t, d.len()),
+            Err(e) => {
+                t.region()
+                    .ui
+                    .verbose(format!("could not look for drift after the deploy: {e}"));
+                None
+            }
+        }
+    };
     let all: Vec<Release> = history.into_iter().chain([rec.clone()]).collect();
     prune_history(t, &all).await;
     let url = t.url();
@@ -359,6 +397,7 @@ pub(super) async fn deployed(
         t,
         Summary {
             url,
+            drift_left: left,
             ..Summary::of(t, "succeeded", &rec, started)
         },
         ExitCode::Success,
@@ -707,6 +746,10 @@ pub struct Summary {
     pub duration_secs: f64,
     pub error: Option<String>,
     pub url: Option<String>,
+    /// Differences from what the releases set that the deploy left in place (no
+    /// `--reset-drift`); absent when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_left: Option<usize>,
 }
 
 impl Summary {
@@ -722,6 +765,7 @@ impl Summary {
             duration_secs: started.elapsed().as_secs_f64(),
             error: None,
             url: None,
+            drift_left: None,
         }
     }
 

@@ -13,7 +13,9 @@
 //! - apply and verify: roll the release out and watch it (health, bake);
 //! - restore: put back what a record's backup says, after a failure or for a killed run;
 //! - forget: remove what `keep_releases` no longer keeps;
-//! - status and live lines: what runs, for `status` and `diff --live`.
+//! - status and drift: what runs, for `status`, and how it differs from what the
+//!   configuration says, for `diff --live` (and `prepare`, for `plan` and `deploy
+//!   --reset-drift`).
 
 pub mod docker;
 pub mod kubernetes;
@@ -28,6 +30,7 @@ use crate::backup::ExecIn;
 use crate::config::model::{RegionConfig, Target as TargetConfig};
 use crate::config::Environment;
 use crate::context::Ctx;
+use crate::drift::Drift;
 use crate::error::Result;
 use crate::lock::{Acquire, Lock};
 use crate::release::Release;
@@ -66,6 +69,8 @@ pub struct DeployOptions {
     pub reason: Option<String>,
     /// Kubernetes: take over fields another field manager owns (server-side apply `force`).
     pub force_conflicts: bool,
+    /// Take drift back: remove what no release accounts for, restore what was changed by hand.
+    pub reset_drift: bool,
 }
 
 /// Why the desired state is resolved: a deploy may build, pull and create what it needs; a
@@ -89,6 +94,9 @@ pub struct Changes {
     pub notes: Vec<String>,
     /// The target's part of `plan -o json`.
     pub json: Map<String, Value>,
+    /// Hand edits found beside the changes (what runs against what the releases set); a
+    /// deploy with `reset_drift` takes them back (and `any` is then true).
+    pub drift: Vec<Drift>,
 }
 
 /// A region's `status`, as the target sees it.
@@ -176,13 +184,10 @@ pub trait Target: Send + Sync {
     fn url(&self) -> Option<String>;
 
     async fn status(&self) -> Result<Status>;
-    /// `diff --live`: what runs and what the configuration says at `version`, as comparable
-    /// lines (secrets masked on both sides).
-    async fn live_lines(
-        &mut self,
-        version: &str,
-        serving: Option<&Release>,
-    ) -> Result<(String, String)>;
+    /// Drift: what runs against what the configuration says at `version` and what `serving`
+    /// (the release that serves) set. Without a version, hand edits only: cheap, and needs no
+    /// secret (for `status`). Values in the result are never secret.
+    async fn drift(&self, version: Option<&str>, serving: Option<&Release>) -> Result<Vec<Drift>>;
     /// Where `exec` backup jobs run.
     fn exec(&self) -> &dyn ExecIn;
 }

@@ -142,6 +142,8 @@ pub struct ServerStat {
     pub responses: u64,
     /// Last check result: `L7OK`, `L7STS`, `L4CON`, `INI` (none yet), empty without checks.
     pub check_status: String,
+    /// The server's effective weight (`set server … weight`); 0 while in drain or maintenance.
+    pub weight: u64,
 }
 
 impl ServerStat {
@@ -346,6 +348,18 @@ impl Haproxy {
     ) -> Result<(), HaproxyError> {
         let target = target(backend, server)?;
         self.mutate(&format!("set server {target} state {state}"), &[])
+            .await
+    }
+
+    /// `set server BACKEND/SERVER weight N`.
+    pub async fn set_weight(
+        &self,
+        backend: &str,
+        server: &str,
+        weight: u32,
+    ) -> Result<(), HaproxyError> {
+        let target = target(backend, server)?;
+        self.mutate(&format!("set server {target} weight {weight}"), &[])
             .await
     }
 
@@ -586,6 +600,7 @@ pub fn parse_stat_csv(text: &str) -> Vec<ServerStat> {
     };
     let columns = split_csv(header);
     let col = |name: &str| columns.iter().position(|c| c == name);
+    let weight = col("weight");
     let (pxname, svname, addr, status, scur, stot, check_status) = (
         col("pxname"),
         col("svname"),
@@ -619,6 +634,7 @@ pub fn parse_stat_csv(text: &str) -> Vec<ServerStat> {
                 hrsp_5xx: num(hrsp[4]),
                 responses: hrsp.iter().map(|&i| num(i)).sum(),
                 check_status: get(&f, check_status).to_string(),
+                weight: num(weight),
             }
         })
         .collect()
@@ -699,6 +715,7 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
                 hrsp_5xx: 1,
                 responses: 5,
                 check_status: "L7OK".into(),
+                weight: 1,
             }
         );
         let status = |n| by_name(&stats, n).status.clone();

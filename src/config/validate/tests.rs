@@ -47,6 +47,28 @@ fn the_base_is_valid() {
 }
 
 #[test]
+fn valid_image_references_pass() {
+    for ok in [
+        "web",
+        "library/web",
+        "registry.example/shop/api",
+        "127.0.0.1:5000/packfy-sample",
+        "localhost/a__b",
+        "My.Registry.example/web",
+        "${REGISTRY}/web",
+        "registry.example/${TEAM}/web",
+    ] {
+        assert_eq!(image_repository_problem(ok), None, "{ok}");
+    }
+    for ok in ["v1", "2.2.0-rc1", "abc123-dirty-1a2b3c4d", "_x"] {
+        assert!(is_tag(ok), "{ok}");
+    }
+    for bad in ["", ".x", "-x", "a b", "a:b"] {
+        assert!(!is_tag(bad), "{bad}");
+    }
+}
+
+#[test]
 fn region_rules() {
     check_cases(&[
         (
@@ -144,6 +166,36 @@ fn service_rules() {
             "image with a tag",
             BASE.replace("registry.example/web", "registry.example:5000/web:latest"),
             &["services.web.image: 'registry.example:5000/web:latest' carries a tag or digest at r.yaml:5:12 — give the repository only; every release is tagged with its own version so rollback has an immutable image"],
+        ),
+        (
+            "image with spaces",
+            BASE.replace("registry.example/web", "'bad image name with spaces'"),
+            &["services.web.image: 'bad image name with spaces' is not a valid image reference: it contains a space at r.yaml:5:12 — write REGISTRY/NAME or NAME: lower-case letters, digits and . _ - in each part, no spaces, no tag (the release version is the tag)"],
+        ),
+        (
+            "image with an upper-case repository",
+            BASE.replace("registry.example/web", "Registry.example/Shop/web"),
+            &["services.web.image: 'Registry.example/Shop/web' is not a valid image reference: the repository part 'Shop' has upper-case letters at r.yaml:5:12 — write REGISTRY/NAME or NAME: lower-case letters, digits and . _ - in each part, no spaces, no tag (the release version is the tag)"],
+        ),
+        (
+            "image with an empty tag",
+            BASE.replace("registry.example/web", "'registry.example/web:'"),
+            &["services.web.image: 'registry.example/web:' is not a valid image reference: its tag is empty at r.yaml:5:12 — write REGISTRY/NAME or NAME: lower-case letters, digits and . _ - in each part, no spaces, no tag (the release version is the tag)"],
+        ),
+        (
+            "image part that ends in a separator",
+            BASE.replace("registry.example/web", "registry.example/web-"),
+            &["services.web.image: 'registry.example/web-' is not a valid image reference: the repository part 'web-' may only hold lower-case letters, digits and . _ - between them at r.yaml:5:12 — write REGISTRY/NAME or NAME: lower-case letters, digits and . _ - in each part, no spaces, no tag (the release version is the tag)"],
+        ),
+        (
+            "empty version",
+            with("version: ''\n"),
+            &["version: the image tag is empty at r.yaml:8:10 — letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'"],
+        ),
+        (
+            "version that is no tag",
+            with("version: 'v1 final'\n"),
+            &["version: 'v1 final' is not a valid image tag at r.yaml:8:10 — letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'"],
         ),
         (
             "image with a digest",

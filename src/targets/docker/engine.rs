@@ -50,6 +50,9 @@ pub struct ContainerState {
     pub ports: HashMap<u16, SocketAddr>,
     pub image_id: String,
     pub labels: HashMap<String, String>,
+    /// `KEY=value` as the container runs with (the image's own variables included): compared
+    /// by value or hash, never printed.
+    pub env: Vec<String>,
     pub name: String,
     pub id: String,
 }
@@ -380,7 +383,12 @@ fn state_of(c: ContainerInspectResponse) -> ContainerState {
         health_log,
         ports,
         image_id: c.image.unwrap_or_default(),
-        labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
+        labels: c
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default(),
+        env: c.config.and_then(|c| c.env).unwrap_or_default(),
         name: c
             .name
             .unwrap_or_default()

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod desired;
+pub mod drift;
 mod engine;
 pub mod naming;
 pub mod rollout;
@@ -71,9 +72,13 @@ enum Wanted {
 /// What `prepare` found: the desired state against what runs.
 #[derive(Default)]
 struct Prepared {
+    /// What runs (once a reset's container fixes are done, when the deploy resets drift).
     live: Vec<LiveContainer>,
     plans: Vec<ServicePlan>,
     removed: Vec<String>,
+    /// `--reset-drift`: the container fixes to make before the rollout (HAProxy is put right
+    /// after it, against what runs then).
+    fixes: Option<Vec<drift::Fix>>,
 }
 
 /// A region's Docker target, reached and checked.
@@ -337,6 +342,159 @@ impl DockerRegion {
         Ok(())
     }
 
+    /// Every difference between what runs and what the records (and `desired`, the
+    /// configuration at the serving version; empty: hand edits only) say.
+    async fn find_drift(
+        &self,
+        live: &[LiveContainer],
+        history: &[Release],
+        serving: Option<&Release>,
+        desired: &[Desired],
+    ) -> Result<Vec<(crate::drift::Drift, Option<drift::Fix>)>> {
+        let mut inspected = HashMap::new();
+        if !desired.is_empty() {
+            for c in live.iter().filter(|c| c.running) {
+                if let Some(st) = self.engine.inspect(&c.id).await? {
+                    inspected.insert(c.id.clone(), st);
+                }
+            }
+        }
+        let backends = self.backends();
+        let servers = self.lb_servers(&backends).await?;
+        let e = drift::Expected {
+            scope: &self.scope,
+            history,
+            serving,
+            desired,
+            backends: &backends,
+        };
+        let o = drift::Observed {
+            containers: live,
+            inspected: &inspected,
+            servers: &servers,
+        };
+        Ok(drift::drift(&e, &o))
+    }
+
+    /// The servers of the region's HAProxy backends.
+    async fn lb_servers(
+        &self,
+        backends: &HashMap<String, String>,
+    ) -> Result<Vec<crate::traffic::haproxy::ServerStat>> {
+        let Some(lb) = &self.lb else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut names: Vec<&String> = backends.values().collect();
+        names.sort();
+        names.dedup();
+        for b in names {
+            out.extend(lb.servers(b).await.map_err(|e| {
+                Error::failed(
+                    ExitCode::Unreachable,
+                    anyhow!("cannot read HAProxy's servers of {b}: {e}"),
+                )
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// `--reset-drift`, before the rollout: containers no record accounts for go, retained
+    /// ones running again stop (each out of HAProxy first).
+    async fn reset_containers(&self, fixes: &[drift::Fix]) -> anyhow::Result<()> {
+        for f in fixes {
+            let (id, server, remove) = match f {
+                drift::Fix::Remove { id, server } => (id, server, true),
+                drift::Fix::Stop { id, server } => (id, server, false),
+                _ => continue,
+            };
+            if let (Some(lb), Some((b, s))) = (&self.lb, server) {
+                lb.del_server(b, s).await?;
+            }
+            if remove {
+                self.engine.remove(id).await?;
+            } else {
+                self.engine.stop(id, Duration::from_secs(10)).await?;
+            }
+            self.region.ui.status(
+                "Reset",
+                format!(
+                    "{} container {}",
+                    if remove { "removed" } else { "stopped" },
+                    id.chars().take(12).collect::<String>()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `--reset-drift`, after the rollout: HAProxy's servers of this region are exactly those
+    /// of the running containers, ready, at the weight a release gives (a deleted one is
+    /// added back at its container's address).
+    async fn reset_lb(&self) -> anyhow::Result<()> {
+        let Some(lb) = &self.lb else {
+            return Ok(());
+        };
+        let backends = self.backends();
+        let live = self.live().await?;
+        let wanted: Vec<(String, String)> = live
+            .iter()
+            .filter(|c| c.running)
+            .filter_map(|c| {
+                backends.get(&c.service).map(|b| {
+                    (
+                        b.clone(),
+                        self.scope.server(&c.service, &c.release, c.index),
+                    )
+                })
+            })
+            .collect();
+        let servers = self.lb_servers(&backends).await?;
+        for (d, fix) in drift::lb_drift(&self.scope, &backends, &wanted, &servers) {
+            match &fix {
+                drift::Fix::DelServer { backend, server } => lb.del_server(backend, server).await?,
+                drift::Fix::Ready { backend, server } => {
+                    lb.set_state(backend, server, crate::traffic::haproxy::ServerState::Ready)
+                        .await?
+                }
+                drift::Fix::Weight { backend, server } => {
+                    lb.set_weight(backend, server, drift::WEIGHT as u32).await?
+                }
+                _ => continue,
+            }
+            self.region.ui.status("Reset", d.describe());
+        }
+        // A running container whose server someone deleted goes back into rotation.
+        for c in live.iter().filter(|c| c.running) {
+            let Some(b) = backends.get(&c.service) else {
+                continue;
+            };
+            let name = self.scope.server(&c.service, &c.release, c.index);
+            if servers.iter().any(|s| &s.backend == b && s.name == name) {
+                continue;
+            }
+            let svc = self.service_cfg(&c.service);
+            let Some(port) = svc.ports.first().map(|p| p.container) else {
+                continue;
+            };
+            let Some(addr) = self
+                .engine
+                .inspect(&c.id)
+                .await?
+                .and_then(|st| st.ports.get(&port).copied())
+            else {
+                continue;
+            };
+            let path = svc.health.http.as_ref().map(|h| h.path.as_str());
+            lb.add_server(b, &name, addr, path).await?;
+            self.region.ui.status(
+                "Reset",
+                format!("haproxy {b}/{name}: back in rotation at {addr}"),
+            );
+        }
+        Ok(())
+    }
+
     /// The desired state of a recorded release: its services, secrets resolved again.
     fn desired_of(&self, to: &Release) -> Result<Vec<Desired>> {
         to.services
@@ -479,10 +637,27 @@ impl Target for DockerRegion {
 
     async fn prepare(
         &mut self,
-        _serving: Option<&Release>,
-        _opts: &DeployOptions,
+        serving: Option<&Release>,
+        opts: &DeployOptions,
     ) -> Result<Changes> {
-        let live = self.live().await?;
+        let mut live = self.live().await?;
+        // Hand edits, against what the releases set (the rollout sets image and env anyway).
+        let found = if matches!(self.wanted, Wanted::Release { .. }) {
+            Vec::new()
+        } else {
+            let history = self.history().await?;
+            let found = self.find_drift(&live, &history, serving, &[]).await?;
+            // The rollout plans on what releases made: a container none accounts for is left
+            // alone (and reported), or removed by a reset — never replaced as if it served.
+            live.retain(|c| drift::accounted(c, &history));
+            found
+        };
+        let drift_found: Vec<crate::drift::Drift> = found.iter().map(|(d, _)| d.clone()).collect();
+        let fixes = (opts.reset_drift && !found.is_empty()).then(|| {
+            let fixes: Vec<drift::Fix> = found.iter().filter_map(|(_, f)| f.clone()).collect();
+            live = drift::after_fixes(&live, &fixes);
+            fixes
+        });
         let mut notes = Vec::new();
         // Images not on the engine yet were noted while resolving a plan.
         for d in self.desired() {
@@ -533,9 +708,18 @@ impl Target for DockerRegion {
                 (plans, removed, lines, changed)
             }
         };
+        let mut changed = changed;
+        if fixes.is_some() {
+            changed.extend(
+                drift_found
+                    .iter()
+                    .map(|d| format!("reset {}", d.describe())),
+            );
+        }
         let any = matches!(self.wanted, Wanted::Release { .. })
             || plans.iter().any(|p| p.action != Action::Unchanged)
-            || !removed.is_empty();
+            || !removed.is_empty()
+            || fixes.is_some();
         let mut j = serde_json::Map::new();
         j.insert("services".into(), json!(plans));
         j.insert("removed".into(), json!(removed));
@@ -543,6 +727,7 @@ impl Target for DockerRegion {
             live,
             plans,
             removed,
+            fixes,
         };
         Ok(Changes {
             lines,
@@ -550,6 +735,7 @@ impl Target for DockerRegion {
             any,
             notes,
             json: j,
+            drift: drift_found,
         })
     }
 
@@ -568,6 +754,9 @@ impl Target for DockerRegion {
         *self.ledger.lock().expect("ledger") = Ledger::default();
         if let Wanted::Release { to, desired } = &self.wanted {
             return self.roll_to(Some(to), desired, &rec.id).await;
+        }
+        if let Some(fixes) = &self.prepared.fixes {
+            self.reset_containers(fixes).await?;
         }
         let live = &self.prepared.live;
         let ro = self.rollout(&rec.id, &rec.version);
@@ -588,6 +777,9 @@ impl Target for DockerRegion {
             );
             ro.service(d, old, Vec::new(), &steps, next_index(live, &d.name))
                 .await?;
+        }
+        if self.prepared.fixes.is_some() {
+            self.reset_lb().await?;
         }
         Ok(())
     }
@@ -640,6 +832,27 @@ impl Target for DockerRegion {
                     addr: m.addr.map(|a| a.to_string()),
                 })
                 .collect();
+            // A service the release left unchanged keeps serving with the containers it had:
+            // the record lists them too, so it accounts for everything that serves even once
+            // older records are pruned.
+            let unchanged = self
+                .prepared
+                .plans
+                .iter()
+                .any(|p| p.service == sr.name && p.action == Action::Unchanged);
+            if sr.containers.is_empty() && unchanged {
+                sr.containers = self
+                    .prepared
+                    .live
+                    .iter()
+                    .filter(|c| c.running && c.service == sr.name)
+                    .map(|c| ContainerRecord {
+                        name: c.name.clone(),
+                        id: c.id.clone(),
+                        addr: None,
+                    })
+                    .collect();
+            }
         }
     }
 
@@ -773,42 +986,22 @@ impl Target for DockerRegion {
         })
     }
 
-    async fn live_lines(
-        &mut self,
-        version: &str,
+    async fn drift(
+        &self,
+        version: Option<&str>,
         serving: Option<&Release>,
-    ) -> Result<(String, String)> {
+    ) -> Result<Vec<crate::drift::Drift>> {
         let live = self.live().await?;
-        let r = &self.region;
-        let mut left = String::new();
-        for svc in running_services(&live) {
-            let running = live
-                .iter()
-                .filter(|c| c.running && c.service == svc)
-                .count();
-            left.push_str(&format!("{svc}.replicas: {running}\n"));
-            if let Some(rec) = serving.and_then(|r| r.services.iter().find(|x| x.name == svc)) {
-                left.push_str(&format!("{svc}.image: {}\n", rec.image));
-                for (k, v) in &rec.env {
-                    left.push_str(&format!("{svc}.env.{k}: {v}\n"));
-                }
+        let history = self.history().await?;
+        let desired = match version {
+            Some(v) => {
+                self.desired_at(v, &DeployOptions::default(), Purpose::Plan)
+                    .await?
             }
-        }
-        let mut right = String::new();
-        let mut names: Vec<&String> = r.cfg.services.keys().collect();
-        names.sort();
-        for name in names {
-            let svc = &r.cfg.services[name];
-            let (_, image) = image_ref(svc, version);
-            right.push_str(&format!("{name}.replicas: {}\n", svc.replicas));
-            right.push_str(&format!("{name}.image: {image}\n"));
-            let d = desired::desired(&r.name, r.env(), version, &r.cfg, name, svc, &image, "")
-                .map_err(|e| Error::usage_hint(e.to_string(), "set it where the command runs"))?;
-            for (k, v) in &d.env_shown {
-                right.push_str(&format!("{name}.env.{k}: {v}\n"));
-            }
-        }
-        Ok((left, right))
+            None => Vec::new(),
+        };
+        let found = self.find_drift(&live, &history, serving, &desired).await?;
+        Ok(found.into_iter().map(|(d, _)| d).collect())
     }
 
     fn exec(&self) -> &dyn ExecIn {

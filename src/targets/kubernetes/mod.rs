@@ -8,7 +8,9 @@
 //! 3. recover a release left `in_progress` by a killed run;
 //! 4. ask the API server what applying would change (server-side dry-run apply against live):
 //!    conflicts with another field manager stop here (exit 2, `--force-conflicts` takes over);
-//!    nothing changing means nothing done (no record, no new ReplicaSet);
+//!    nothing changing means nothing done (no record, no new ReplicaSet); fields other
+//!    field managers set inside our objects are drift (`fields`), which `--reset-drift` takes
+//!    back after applying (forced apply, then a JSON patch removing each foreign field);
 //! 5. back up: every object the release touches, as live now, into a new release record
 //!    (`in_progress`) in the namespace;
 //! 6. server-side apply (field manager `packfy-deploy`), delete what the previous release had
@@ -19,9 +21,11 @@
 //!
 //! Here: [`Cluster`], a region's cluster reached, and what it does with objects (dry-run,
 //! apply, delete, snapshot, restore, wait, lock). `flow` reads the deploy and rollback top to
-//! bottom; `inspect` has the read-only commands; `lease`, `records`, `objects` and `wait` are
-//! the lock, the release records, object handling (pure) and the rollout judgement.
+//! bottom; `inspect` has the read-only commands; `lease`, `records`, `objects`, `fields` and
+//! `wait` are the lock, the release records, object handling (pure), drift read from
+//! `managedFields` (pure) and the rollout judgement.
 
+pub mod fields;
 mod inspect;
 pub mod lease;
 pub mod objects;
@@ -45,6 +49,7 @@ use super::{Changes, DeployOptions, Purpose, Region, Status, Target};
 use crate::backup::stream::Tail;
 use crate::backup::ExecIn;
 use crate::config::model::{EnvValue, KubernetesTarget};
+use crate::drift::Drift;
 use crate::error::{Error, ExitCode, Result};
 use crate::lock::{Acquire, Lock};
 use crate::release::Release;
@@ -83,6 +88,10 @@ pub struct Cluster {
     wanted: Wanted,
     changes: Vec<Change>,
     force: bool,
+    /// Why the desired state was resolved (a plan dry-runs with force to show conflicts).
+    purpose: Purpose,
+    /// `--reset-drift`: fields other managers set are taken back after applying.
+    reset: bool,
     /// Renews our Lease while a deploy holds it.
     renewal: Mutex<Option<lease::Renewal>>,
 }
@@ -171,6 +180,8 @@ impl Cluster {
             wanted: Wanted::default(),
             changes: Vec::new(),
             force: false,
+            purpose: Purpose::Plan,
+            reset: false,
             renewal: Mutex::new(None),
         })
     }
@@ -389,7 +400,7 @@ impl Cluster {
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 return Err(Error::usage_hint(
                     format!("{} in namespace {}: {}", o.key(), self.namespace, s.message),
-                    "another field manager owns these fields; `deploy --force-conflicts` takes them over for packfy-deploy. Nothing was changed",
+                    "another field manager owns these fields (`packfy-deploy diff REGION --live` names it); `deploy --force-conflicts` takes them over for packfy-deploy, `deploy --reset-drift` also removes what the configuration does not set. Nothing was changed",
                 ))
             }
             Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
@@ -415,6 +426,113 @@ impl Cluster {
 
     fn lease_name(&self) -> String {
         lease::name(&self.region.cfg.app, self.env())
+    }
+
+    /// An object as the API server has it, `managedFields` included; `None` when missing.
+    async fn raw(&self, o: &Object) -> Result<Option<Value>> {
+        let found = self
+            .api(o)
+            .get_opt(&o.name)
+            .await
+            .map_err(|e| self.api_error(&format!("cannot read {}", o.key()), e))?;
+        found
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::failed(ExitCode::NeedsPerson, anyhow!("{}: {e}", o.key())))
+    }
+
+    /// The region's environment variables whose values are secrets (shown only as hashes).
+    fn secret_env(&self) -> Vec<String> {
+        self.region
+            .cfg
+            .services
+            .values()
+            .flat_map(|s| s.env.iter())
+            .filter(|(_, v)| matches!(v, EnvValue::Secret { .. }))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The fields of `o` (live as `raw`) that another field manager set and we do not.
+    /// `objs`: the release's objects (an HPA among them owns its Deployment's replicas).
+    fn foreign_fields(&self, o: &Object, raw: &Value, objs: &[Object]) -> Vec<fields::FieldDrift> {
+        let has_hpa = objs.iter().any(|h| {
+            h.kind == "HorizontalPodAutoscaler"
+                && h.manifest
+                    .pointer("/spec/scaleTargetRef/name")
+                    .and_then(Value::as_str)
+                    == Some(o.name.as_str())
+        });
+        fields::drift(
+            &o.key(),
+            raw,
+            Some(&wanted_view(o)),
+            has_hpa,
+            &self.secret_env(),
+        )
+    }
+
+    /// Hand edits in the objects `objs`: fields other managers set, and objects missing.
+    async fn hand_drift(&self, objs: &[Object]) -> Result<Vec<Drift>> {
+        let mut out = self.hand_drift_unmasked(objs).await?;
+        crate::drift::mask(&mut out, &secret_values(objs));
+        Ok(out)
+    }
+
+    async fn hand_drift_unmasked(&self, objs: &[Object]) -> Result<Vec<Drift>> {
+        let mut out = Vec::new();
+        for o in objs {
+            match self.raw(o).await? {
+                None => out.push(Drift::new(o.key(), Some(json!("present")), None)),
+                Some(raw) => out.extend(
+                    self.foreign_fields(o, &raw, objs)
+                        .into_iter()
+                        .map(|f| f.drift),
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `--reset-drift`: removes from `o` what other managers set and the configuration does
+    /// not (a JSON patch per field, tested against the value read, so a concurrent edit
+    /// fails it rather than being removed unseen). Our own fields were taken back by the
+    /// forced apply before.
+    async fn remove_foreign(&self, o: &Object) -> anyhow::Result<()> {
+        // Each removal can shift list indexes: read again after each; a bound for safety.
+        for _ in 0..64 {
+            let Some(raw) = self.raw(o).await.map_err(|e| anyhow!("{e}"))? else {
+                return Ok(());
+            };
+            let found = self.foreign_fields(o, &raw, &self.wanted.objects);
+            let Some((f, ptr)) = found.iter().find_map(|f| f.remove.clone().map(|p| (f, p))) else {
+                return Ok(());
+            };
+            let patch: json_patch::Patch = serde_json::from_value(json!([
+                {"op": "test", "path": ptr, "value": raw.pointer(&ptr)},
+                {"op": "remove", "path": ptr},
+            ]))?;
+            let pp = PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            };
+            self.api(o)
+                .patch(&o.name, &pp, &Patch::Json::<()>(patch))
+                .await
+                .map_err(|e| anyhow!("cannot remove {}: {e}", f.drift.path))?;
+            self.region.ui.status(
+                "Reset",
+                format!(
+                    "removed {} (set by {})",
+                    f.drift.path,
+                    f.drift
+                        .changed_by
+                        .as_deref()
+                        .unwrap_or("another field manager")
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The longest progress deadline of the region's services.
@@ -622,6 +740,53 @@ impl Change {
     }
 }
 
+/// The resolved values of the Secrets among `objs` (`stringData`), to mask wherever a hand
+/// edit copied one.
+fn secret_values(objs: &[Object]) -> Vec<String> {
+    objs.iter()
+        .filter(|o| o.is_secret())
+        .filter_map(|o| o.manifest.get("stringData").and_then(Value::as_object))
+        .flat_map(|m| m.values())
+        .filter_map(Value::as_str)
+        .filter(|v| !v.is_empty() && *v != "<redacted>")
+        .map(str::to_string)
+        .collect()
+}
+
+/// An object as `diff --live` shows a whole one: stripped, redacted, without what its
+/// key already says.
+fn shown(o: &Object) -> Value {
+    let mut v = objects::strip(&o.redacted().manifest);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("name");
+        meta.remove("namespace");
+    }
+    v
+}
+
+/// What we apply, as `fields::locate` searches it for the wanted value: a Secret's
+/// `stringData` keys count as its `data` (the API server stores them there).
+fn wanted_view(o: &Object) -> Value {
+    let mut v = o.manifest.clone();
+    if o.is_secret() {
+        if let Some(Value::Object(sd)) = o.manifest.get("stringData") {
+            let data = v
+                .as_object_mut()
+                .map(|m| m.entry("data").or_insert_with(|| json!({})));
+            if let Some(Value::Object(d)) = data {
+                for k in sd.keys() {
+                    d.entry(k.clone()).or_insert(json!("<redacted>"));
+                }
+            }
+        }
+    }
+    v
+}
+
 /// The objects a recorded release applied (Secrets redacted).
 fn applied_by(r: &Release) -> Vec<Object> {
     r.state_of("applied").unwrap_or_default()
@@ -758,6 +923,7 @@ impl Target for Cluster {
             objects: self.desired(version)?,
             ..Default::default()
         };
+        self.purpose = purpose;
         if purpose == Purpose::Deploy {
             self.ensure_namespace().await?;
         }
@@ -785,7 +951,15 @@ impl Target for Cluster {
         serving: Option<&Release>,
         opts: &DeployOptions,
     ) -> Result<Changes> {
-        self.force = opts.force_conflicts || self.wanted.rollback;
+        self.force = opts.force_conflicts || self.wanted.rollback || opts.reset_drift;
+        let drift = if self.wanted.rollback {
+            Vec::new()
+        } else {
+            self.hand_drift(&self.wanted.objects).await?
+        };
+        self.reset = opts.reset_drift && !drift.is_empty();
+        // A plan shows what a forced apply would do; the conflicts are in `drift`.
+        let dry_force = self.force || self.purpose == Purpose::Plan;
         self.changes = if self.wanted.rollback {
             // Everything the release had is applied again as recorded, no dry run needed.
             let mut out = Vec::new();
@@ -807,7 +981,7 @@ impl Target for Cluster {
             }
             out
         } else {
-            self.changes(&self.wanted.objects, self.force, serving)
+            self.changes(&self.wanted.objects, dry_force, serving)
                 .await?
         };
         let list: Vec<Value> = self
@@ -817,17 +991,22 @@ impl Target for Cluster {
             .collect();
         let mut j = serde_json::Map::new();
         j.insert("objects".into(), list.into());
+        let mut changed: Vec<String> = self
+            .changes
+            .iter()
+            .filter(|ch| ch.action != Action::Unchanged)
+            .map(Change::describe)
+            .collect();
+        if self.reset {
+            changed.extend(drift.iter().map(|d| format!("reset {}", d.describe())));
+        }
         Ok(Changes {
             lines: self.changes.iter().map(Change::describe).collect(),
-            changed: self
-                .changes
-                .iter()
-                .filter(|ch| ch.action != Action::Unchanged)
-                .map(Change::describe)
-                .collect(),
-            any: self.changes.iter().any(|ch| ch.action != Action::Unchanged),
+            changed,
+            any: self.reset || self.changes.iter().any(|ch| ch.action != Action::Unchanged),
             notes: Vec::new(),
             json: j,
+            drift,
         })
     }
 
@@ -863,6 +1042,20 @@ impl Target for Cluster {
                         .ui
                         .verbose(format!("applied {}", ch.object.key()));
                 }
+            }
+        }
+        if self.reset {
+            for ch in &self.changes {
+                if ch.action == Action::Delete {
+                    continue;
+                }
+                if ch.action == Action::Unchanged {
+                    // unchanged by the dry run: only other managers' fields differ
+                    self.apply(&ch.object, true, false)
+                        .await
+                        .map_err(|e| anyhow!("cannot apply {}: {e}", ch.object.key()))?;
+                }
+                self.remove_foreign(&ch.object).await?;
             }
         }
         if !self.wanted.rollback {
@@ -920,26 +1113,53 @@ impl Target for Cluster {
         inspect::status(self).await
     }
 
-    async fn live_lines(
-        &mut self,
-        version: &str,
-        serving: Option<&Release>,
-    ) -> Result<(String, String)> {
-        self.wanted = Wanted {
-            objects: self.desired(version)?,
-            ..Default::default()
+    async fn drift(&self, version: Option<&str>, serving: Option<&Release>) -> Result<Vec<Drift>> {
+        let Some(version) = version else {
+            // Hand edits only, in what the serving release applied (no secret needed).
+            let applied: Vec<Object> = serving.map(applied_by).unwrap_or_default();
+            return self.hand_drift(&applied).await;
         };
-        let changes = self.changes(&self.wanted.objects, false, serving).await?;
-        let (mut left, mut right) = (String::new(), String::new());
-        for ch in &changes {
-            if let Some(l) = &ch.live {
-                left.push_str(&objects::lines(l));
+        let objs = self.desired(version)?;
+        let mut out = Vec::new();
+        for o in &objs {
+            let Some(raw) = self.raw(o).await? else {
+                let ch = self.change(o, true).await?;
+                let wanted = ch.after.as_ref().map(shown).unwrap_or(json!("present"));
+                out.push(Drift::new(o.key(), Some(wanted), None));
+                continue;
+            };
+            let foreign = self.foreign_fields(o, &raw, &objs);
+            let covered: Vec<String> = foreign.iter().map(|f| f.flat.clone()).collect();
+            out.extend(foreign.into_iter().map(|f| f.drift));
+            // What our (forced) apply would change: the configuration against what runs.
+            let ch = self.change(o, true).await?;
+            let (Some(live), Some(after)) = (&ch.live, &ch.after) else {
+                continue;
+            };
+            let (l, a) = (live.redacted(), after.redacted());
+            for (path, was, wanted) in fields::differences(&l.manifest, &a.manifest, &covered) {
+                out.push(Drift::new(format!("{}: {path}", o.key()), wanted, was));
             }
-            if let Some(a) = &ch.after {
-                right.push_str(&objects::lines(a));
+            if o.is_secret() && l == a && live.manifest != after.manifest {
+                out.push(Drift::new(
+                    format!("{}: data", o.key()),
+                    Some(json!("<redacted>")),
+                    Some(json!("<redacted> (other values)")),
+                ));
             }
         }
-        Ok((left, right))
+        crate::drift::mask(&mut out, &secret_values(&objs));
+        // What the serving release applied that the configuration no longer renders.
+        let rendered: BTreeSet<String> = objs.iter().map(Object::key).collect();
+        for old in serving.map(applied_by).unwrap_or_default() {
+            if rendered.contains(&old.key()) {
+                continue;
+            }
+            if let Some(live) = self.live(&old).await? {
+                out.push(Drift::new(old.key(), None, Some(shown(&live))));
+            }
+        }
+        Ok(out)
     }
 
     fn exec(&self) -> &dyn ExecIn {
