@@ -250,8 +250,8 @@ impl Default for Service {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReleaseStep {
-    /// `["bin/migrate", "up"]` runs the program directly; a string runs with `sh -c` (the
-    /// image must have a shell).
+    /// `["migrate", "up"]` replaces the image's CMD (its ENTRYPOINT, if any, stays), as a
+    /// service's `command` does; a string runs with `sh -c` (the image must have a shell).
     pub command: HookCommand,
     /// The step is stopped (and fails) when it runs longer.
     pub timeout: Duration,
