@@ -264,7 +264,7 @@ fn a_migration_runs_once_in_the_new_image_before_traffic_and_is_recorded() {
         .expect(&all);
     let rolled = all.find("Deployed").unwrap();
     assert!(backed < released && released < rolled, "{all}");
-    assert_eq!(r.running_versions(), [v1.clone()]);
+    assert_eq!(r.running_versions(), [v1.as_str()]);
     // the one-off container is gone
     assert_eq!(
         r.containers("packfy.kind=release-step"),
@@ -285,7 +285,7 @@ fn a_migration_runs_once_in_the_new_image_before_traffic_and_is_recorded() {
     );
     let out = r.cli.run(&["history", "--region", &r.cli.name]);
     assert!(
-        text(&out).contains(&format!("release step web: `migrate`: succeeded in"))
+        text(&out).contains("release step web: `migrate`: succeeded in")
             && text(&out).contains(&format!(
                 "one-way, last line sha256 {}",
                 digest("schema 42")
@@ -325,7 +325,7 @@ fn a_failing_migration_changes_nothing_names_its_backup_and_masks_its_output() {
         "{all}"
     );
     // the old release still serves, nothing of the new one is left
-    assert_eq!(r.running_versions(), [v1.clone()]);
+    assert_eq!(r.running_versions(), [v1.as_str()]);
     assert_eq!(r.containers("packfy.release=r2"), Vec::<String>::new());
     let h = r.cli.history();
     assert_eq!(h[1]["outcome"], "release_failed");
@@ -419,7 +419,7 @@ fn after_a_one_way_migration_a_failed_release_is_not_rolled_back_past_it() {
         .cli
         .run(&["rollback", "--region", &r.cli.name, "--to", "r1", "--force"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(r.running_versions(), [v1.clone()]);
+    assert_eq!(r.running_versions(), [v1.as_str()]);
     assert_eq!(r.cli.history()[1]["outcome"], "rolled_back");
 }
 
