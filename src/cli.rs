@@ -118,6 +118,9 @@ pub enum Command {
         /// Wait this long for a held lock, e.g. 5m
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         lock_wait: Option<std::time::Duration>,
+        /// Go back past a one-way release step (a migration the older release may not read)
+        #[arg(long)]
+        force: bool,
     },
     /// What runs where: current release, containers, health, lock
     Status {

@@ -91,12 +91,14 @@ pub fn run() -> i32 {
             region,
             to,
             lock_wait,
+            force,
         } => commands::rollback::run(
             &ctx,
             commands::rollback::RollbackOptions {
                 region: &region,
                 to: to.as_deref(),
                 lock_wait,
+                force,
             },
         ),
         Command::Status { region } => commands::status::run(&ctx, region.as_deref()),

@@ -19,8 +19,11 @@ pub enum Outcome {
     Succeeded,
     /// Failed and the previous release was put back.
     RolledBack,
-    /// Failed and putting the previous release back failed too: needs a person.
+    /// Failed and putting the previous release back failed too, or a one-way release step had
+    /// already run so it was not put back: needs a person.
     Failed,
+    /// Its release step failed: nothing else changed and the previous release kept serving.
+    ReleaseFailed,
     /// Was serving, later replaced by a rollback to an earlier release.
     Reverted,
 }
@@ -32,6 +35,7 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::RolledBack => "rolled_back",
             Outcome::Failed => "failed",
+            Outcome::ReleaseFailed => "release_failed",
             Outcome::Reverted => "reverted",
         }
     }
@@ -105,6 +109,92 @@ pub struct Release {
     /// Data backups taken before this release changed anything (`backups:` jobs).
     #[serde(default)]
     pub backups: Vec<crate::backup::BackupRecord>,
+    /// The services' release steps (migrations) this release ran, in order.
+    #[serde(default)]
+    pub release_steps: Vec<ReleaseStepRecord>,
+}
+
+/// How a release step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Succeeded,
+    Failed,
+    /// Stopped at its `timeout`.
+    TimedOut,
+}
+
+impl StepOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepOutcome::Succeeded => "succeeded",
+            StepOutcome::Failed => "failed",
+            StepOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// One service's release step as it ran for a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseStepRecord {
+    pub service: String,
+    /// The command as written (`packfy-sample migrate`).
+    pub command: String,
+    pub reversible: bool,
+    pub outcome: StepOutcome,
+    pub exit_code: Option<i64>,
+    pub duration_secs: f64,
+    /// sha256 of the output's last non-empty line (many migration tools print the schema
+    /// version there), its first 12 hex digits; None when it printed nothing.
+    pub last_line_sha256: Option<String>,
+    /// The data backups taken just before it (their ids), what restoring its data takes.
+    pub backups: Vec<String>,
+}
+
+impl ReleaseStepRecord {
+    /// A one-way step that ran: the data may no longer suit the releases before it.
+    pub fn moved_on(&self) -> bool {
+        !self.reversible && self.outcome == StepOutcome::Succeeded
+    }
+
+    /// `web: packfy-sample migrate`
+    pub fn describe(&self) -> String {
+        format!("{}: `{}`", self.service, self.command)
+    }
+}
+
+/// The first 12 hex digits of the sha256 of `output`'s last non-empty line.
+pub fn last_line_digest(output: &[String]) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let last = output
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())?;
+    Some(hex::encode(&Sha256::digest(last.as_bytes())[..6]))
+}
+
+/// The newest release after `target` (up to the end of `history`) whose one-way release step
+/// ran: going back to `target` goes past it.
+pub fn one_way_after<'a>(
+    history: &'a [Release],
+    target: &Release,
+) -> Option<(&'a Release, &'a ReleaseStepRecord)> {
+    history
+        .iter()
+        .rev()
+        .filter(|r| r.number > target.number)
+        .find_map(|r| {
+            r.release_steps
+                .iter()
+                .find(|s| s.moved_on())
+                .map(|s| (r, s))
+        })
+}
+
+/// A deploy stopped after its one-way release step (exit 4): not put back on purpose.
+pub fn halted(r: &Release) -> bool {
+    r.outcome == Outcome::Failed && r.release_steps.iter().any(ReleaseStepRecord::moved_on)
 }
 
 impl Release {
@@ -150,6 +240,7 @@ impl Release {
             runner: runner(),
             state: Default::default(),
             backups: Vec::new(),
+            release_steps: Vec::new(),
         }
     }
 
@@ -396,6 +487,7 @@ mod tests {
             runner: "h:1".into(),
             state: Default::default(),
             backups: vec![],
+            release_steps: vec![],
         }
     }
 
@@ -484,6 +576,64 @@ mod tests {
         assert!(rollback_target(&h, Some(&h[3]), Some("r9"))
             .unwrap_err()
             .contains("no release"));
+    }
+
+    fn step(reversible: bool, outcome: StepOutcome) -> ReleaseStepRecord {
+        ReleaseStepRecord {
+            service: "web".into(),
+            command: "migrate".into(),
+            reversible,
+            outcome,
+            exit_code: Some(0),
+            duration_secs: 1.0,
+            last_line_sha256: None,
+            backups: vec!["local/production/r2/db".into()],
+        }
+    }
+
+    #[test]
+    fn going_back_past_a_one_way_step_is_found() {
+        let mut h = vec![
+            rel(1, Outcome::Succeeded, "a"),
+            rel(2, Outcome::Succeeded, "b"),
+            rel(3, Outcome::Succeeded, "c"),
+        ];
+        assert!(one_way_after(&h, &h[0]).is_none());
+        h[1].release_steps.push(step(true, StepOutcome::Succeeded));
+        assert!(one_way_after(&h, &h[0]).is_none(), "a reversible step");
+        h[2].release_steps.push(step(false, StepOutcome::Failed));
+        assert!(
+            one_way_after(&h, &h[0]).is_none(),
+            "a one-way step that failed"
+        );
+        h[1].release_steps[0].reversible = false;
+        let (r, s) = one_way_after(&h, &h[0]).unwrap();
+        assert_eq!(
+            (r.id.as_str(), s.describe()),
+            ("r2", "web: `migrate`".into())
+        );
+        assert!(
+            one_way_after(&h, &h[1]).is_none(),
+            "r2 itself already reads it"
+        );
+        assert!(!halted(&h[1]));
+        h[1].outcome = Outcome::Failed;
+        assert!(halted(&h[1]));
+    }
+
+    #[test]
+    fn the_digest_is_of_the_last_line_that_says_something() {
+        let out = vec!["migrating".to_string(), "schema 42".into(), "  ".into()];
+        assert_eq!(
+            last_line_digest(&out),
+            last_line_digest(&["schema 42".into()])
+        );
+        assert_eq!(last_line_digest(&out).unwrap().len(), 12);
+        assert_ne!(
+            last_line_digest(&out),
+            last_line_digest(&["schema 43".into()])
+        );
+        assert_eq!(last_line_digest(&[]), None);
     }
 
     #[test]

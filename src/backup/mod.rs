@@ -842,6 +842,7 @@ mod tests {
             runner: "h:1".into(),
             state: Default::default(),
             backups: vec![],
+            release_steps: vec![],
         }
     }
 }

@@ -43,6 +43,28 @@ pub fn run(ctx: &Ctx, region: &str, limit: usize) -> Result<ExitCode> {
                     _ => String::new(),
                 }
             ));
+            for s in &r.release_steps {
+                ctx.ui.out(format!(
+                    "{:<6} release step {}: {} in {:.1}s{}{}{}",
+                    "",
+                    s.describe(),
+                    s.outcome.as_str(),
+                    s.duration_secs,
+                    if s.reversible {
+                        ", reversible"
+                    } else {
+                        ", one-way"
+                    },
+                    s.last_line_sha256
+                        .as_ref()
+                        .map(|d| format!(", last line sha256 {d}"))
+                        .unwrap_or_default(),
+                    s.backups
+                        .first()
+                        .map(|b| format!(", backup {b}"))
+                        .unwrap_or_default()
+                ));
+            }
         }
         Ok(ExitCode::Success)
     })

@@ -28,6 +28,13 @@ pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode>
         }
         notes.extend(flow::interrupted_note(&history, lock.as_ref()));
         let r = t.region();
+        let steps: Vec<(&String, &crate::config::model::ReleaseStep)> = r
+            .cfg
+            .services
+            .iter()
+            .filter_map(|(name, s)| s.release.as_ref().map(|step| (name, step)))
+            .filter(|_| changes.any)
+            .collect();
         if ctx.ui.json() {
             let mut v = json!({
                 "region": r.name, "environment": r.env(), "changes": changes.any,
@@ -36,10 +43,21 @@ pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode>
             for (k, x) in changes.json {
                 v[k] = x;
             }
+            v["release_steps"] = steps
+                .iter()
+                .map(|(name, step)| {
+                    json!({"service": name, "command": step.command.to_string(),
+                        "reversible": step.reversible, "one_way": !step.reversible,
+                        "timeout": step.timeout.to_string()})
+                })
+                .collect();
             ctx.ui.out_json(&v);
         } else {
             for l in &changes.lines {
                 ctx.ui.out(l);
+            }
+            for (name, step) in &steps {
+                ctx.ui.out(release_step_line(name, step));
             }
             if !changes.drift.is_empty() {
                 ctx.ui.out(format!(
@@ -60,4 +78,18 @@ pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode>
             ExitCode::Success
         })
     })
+}
+
+/// `web: release step `migrate` runs once in the new image before traffic moves (one-way: …)`
+fn release_step_line(service: &str, step: &crate::config::model::ReleaseStep) -> String {
+    format!(
+        "{service}: release step `{}` runs once in the new image before traffic moves, timeout {} ({})",
+        step.command,
+        step.timeout,
+        if step.reversible {
+            "reversible: a later failure rolls back as usual"
+        } else {
+            "one-way: a later failure stops for a person instead of rolling back"
+        }
+    )
 }

@@ -10,18 +10,20 @@ pub struct RollbackOptions<'a> {
     pub region: &'a str,
     pub to: Option<&'a str>,
     pub lock_wait: Option<Duration>,
+    /// Also back past a one-way release step.
+    pub force: bool,
 }
 
 pub fn run(ctx: &Ctx, o: RollbackOptions<'_>) -> Result<ExitCode> {
     let ctx = &super::streaming(ctx);
     if super::several(o.region) {
-        if o.to.is_some() {
+        if o.to.is_some() || o.force {
             return Err(Error::usage(
-                "--to names a release of one region; roll back several regions without it",
+                "--to and --force are about one region's releases; roll back several regions without them",
             ));
         }
         let selected = flow::fleet::select(ctx, o.region)?;
         return super::block_on(flow::fleet::rollback(ctx, selected));
     }
-    super::block_on(flow::rollback(ctx, o.region, o.to, o.lock_wait))
+    super::block_on(flow::rollback(ctx, o.region, o.to, o.lock_wait, o.force))
 }

@@ -221,6 +221,9 @@ pub struct Service {
     pub autoscale: Option<Autoscale>,
     /// Time between SIGTERM and SIGKILL when a container stops.
     pub stop_grace_period: Duration,
+    /// A one-off command (migrations) run once per region and environment in the new image,
+    /// after the data backups and before any new container takes traffic.
+    pub release: Option<ReleaseStep>,
 }
 
 impl Default for Service {
@@ -237,6 +240,43 @@ impl Default for Service {
             rollout: Rollout::default(),
             autoscale: None,
             stop_grace_period: Duration::from_secs(30),
+            release: None,
+        }
+    }
+}
+
+/// A service's release step: run once per region and environment, in the new image, with
+/// the service's environment and secrets, before traffic moves (see `flow`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleaseStep {
+    /// `["migrate", "up"]` replaces the image's CMD (its ENTRYPOINT, if any, stays), as a
+    /// service's `command` does; a string runs with `sh -c` (the image must have a shell).
+    pub command: HookCommand,
+    /// The step is stopped (and fails) when it runs longer.
+    pub timeout: Duration,
+    /// Whether the old release can still run on what the step left behind. A migration is
+    /// one-way unless declared reversible: after a one-way step has run, a failed deploy stops
+    /// (exit 4) instead of rolling back to a version that may not read the new schema.
+    pub reversible: bool,
+}
+
+impl Default for ReleaseStep {
+    fn default() -> Self {
+        ReleaseStep {
+            command: HookCommand::Argv(Vec::new()),
+            timeout: Duration::from_secs(10 * 60),
+            reversible: false,
+        }
+    }
+}
+
+impl ReleaseStep {
+    /// The argv a container runs: the list as written, or `sh -c LINE`.
+    pub fn argv(&self) -> Vec<String> {
+        match &self.command {
+            HookCommand::Argv(argv) => argv.clone(),
+            HookCommand::Shell(line) => vec!["sh".into(), "-c".into(), line.clone()],
         }
     }
 }

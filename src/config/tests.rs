@@ -130,6 +130,39 @@ fn null_in_an_overlay_removes_for_that_environment_only() {
 }
 
 #[test]
+fn a_release_step_is_layered_like_every_key() {
+    // The step is written once in the defaults; production declares it reversible and the
+    // region gives it more time, and each value knows the file it came from.
+    let d = dir(&[
+        (
+            "_defaults.yaml",
+            "services:\n  web:\n    image: r/web\n    release: {command: [migrate, up]}\nenvironments:\n  production:\n    services: {web: {release: {reversible: true}}}\n",
+        ),
+        ("mx.yaml", &format!("{MX}services: {{web: {{release: {{timeout: 20m}}}}}}\n")),
+    ]);
+    let r = Regions::load(d.path()).unwrap();
+    let dev = r.effective("mx", Environment::Development).unwrap();
+    let step = dev.config.unwrap().services["web"].release.clone().unwrap();
+    assert_eq!(step.argv(), ["migrate", "up"]);
+    assert_eq!(step.timeout.to_string(), "20m");
+    assert!(!step.reversible, "one-way unless declared reversible");
+    let prod = r.effective("mx", Environment::Production).unwrap();
+    assert!(
+        prod.config.unwrap().services["web"]
+            .release
+            .as_ref()
+            .unwrap()
+            .reversible
+    );
+    let loc = &prod
+        .tree
+        .lookup("services.web.release.timeout")
+        .unwrap()
+        .loc;
+    assert!(loc.to_string().contains("mx.yaml"), "{loc}");
+}
+
+#[test]
 fn a_valid_directory_has_no_problems() {
     let d = dir(&[
         ("_defaults.yaml", DEFAULTS),

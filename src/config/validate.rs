@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use super::diag::Diagnostic;
-use super::model::{EnvValue, HookCommand, RegionConfig, Target, Traffic, WebhookKind};
+use super::model::{
+    EnvValue, HookCommand, RegionConfig, ReleaseStep, Target, Traffic, WebhookKind,
+};
 use super::node::Node;
 
 /// Names whose plain values are almost certainly secrets that belong in a reference.
@@ -517,6 +519,9 @@ pub fn region_partial(
                 );
             }
         }
+        if let Some(step) = &s.release {
+            release_step(&mut c, &p, step);
+        }
     }
     hooks(&mut c, cfg);
     notifications(&mut c, cfg);
@@ -538,11 +543,7 @@ fn hooks(c: &mut Ctx, cfg: &RegionConfig) {
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, hook) in list.iter().enumerate() {
             let p = format!("hooks.{kind}.{i}");
-            let empty = match &hook.command {
-                HookCommand::Argv(argv) => argv.first().is_none_or(|a| a.trim().is_empty()),
-                HookCommand::Shell(line) => line.trim().is_empty(),
-            };
-            if empty {
+            if is_empty_command(&hook.command) {
                 c.at(
                     &format!("{p}.command"),
                     format!("{p}: no command"),
@@ -581,6 +582,32 @@ fn hooks(c: &mut Ctx, cfg: &RegionConfig) {
                 }
             }
         }
+    }
+}
+
+/// A service's `release:` step: a command to run and a time it may take.
+fn release_step(c: &mut Ctx, service: &str, step: &ReleaseStep) {
+    let p = format!("{service}.release");
+    if is_empty_command(&step.command) {
+        c.at(
+            &format!("{p}.command"),
+            format!("{p}: no command"),
+            "write `command: [program, arg, ...]` (run in the new image), or a string run with `sh -c` when the image has a shell",
+        );
+    }
+    if step.timeout.0.is_zero() {
+        c.at(
+            &format!("{p}.timeout"),
+            format!("{p}.timeout: must be above 0"),
+            "the longest the step may run before it is stopped, e.g. 10m",
+        );
+    }
+}
+
+fn is_empty_command(command: &HookCommand) -> bool {
+    match command {
+        HookCommand::Argv(argv) => argv.first().is_none_or(|a| a.trim().is_empty()),
+        HookCommand::Shell(line) => line.trim().is_empty(),
     }
 }
 

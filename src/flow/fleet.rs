@@ -93,7 +93,7 @@ async fn one_deploy(ctx: Ctx, region: String, wave: usize, opts: DeployOptions) 
 
 async fn one_rollback(ctx: Ctx, region: String, wave: usize) -> RegionOutcome {
     let t0 = Instant::now();
-    let result = super::rollback(&ctx, &region, None, None).await;
+    let result = super::rollback(&ctx, &region, None, None, false).await;
     outcome(&ctx, region, wave, result, t0)
 }
 

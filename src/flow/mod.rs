@@ -17,6 +17,7 @@
 //!   `drift_left` in the summary).
 
 pub mod fleet;
+mod release_phase;
 mod steps;
 
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ pub async fn deploy(ctx: &Ctx, region: &str, opts: &DeployOptions) -> Result<Exi
     let reason = opts.reason.clone().unwrap_or(format!("deploy {version}"));
     let lock = LockGuard::take(t.as_ref(), &reason, opts.lock_wait).await?; // 4. the lock
     let result = locked_deploy(ctx, t.as_mut(), &version, opts, started).await;
-    lock.release(t.as_ref()).await; // 14. unlock
+    lock.release(t.as_ref()).await; // 15. unlock
     result
 }
 
@@ -73,26 +74,36 @@ async fn locked_deploy(
     );
     rec.backups = backups;
     steps::record_in_progress(t, &mut rec).await?; // 9. the record, with the backup
+    if let Err(failure) = release_phase::run(t, &mut rec).await? {
+        // 10. the release steps (migrations); a failure changed nothing else
+        return release_phase::failed(t, rec, failure, &notify, started).await;
+    }
     let outcome = steps::interruptible(async {
-        t.apply(&rec).await?; // 10. roll out
-        t.verify().await?; // 11. bake
-        steps::post_deploy_hooks(t, &hook_env).await?; // 12. smoke tests
-        t.complete().await // 13. retire what the release dropped
+        t.apply(&rec).await?; // 11. roll out
+        t.verify().await?; // 12. bake
+        steps::post_deploy_hooks(t, &hook_env).await?; // 13. smoke tests
+        t.complete().await // 14. retire what the release dropped
     })
     .await;
     t.applied(&mut rec);
     match outcome {
         Ok(()) => steps::deployed(t, rec, history, &notify, opts, started).await,
+        // A one-way release step ran: the old version may not read the data any more.
+        Err(e) if rec.release_steps.iter().any(|s| s.moved_on()) => {
+            release_phase::halted(t, rec, e, &notify, started).await
+        }
         Err(e) => steps::failed(t, rec, &history, e, &notify, started).await,
     }
 }
 
 /// `rollback --region R [--to ID]`
+/// `force`: also back past a one-way release step (see `release_phase`).
 pub async fn rollback(
     ctx: &Ctx,
     region: &str,
     to: Option<&str>,
     lock_wait: Option<Duration>,
+    force: bool,
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let mut t = targets::open(ctx, region).await?; // 1. reach the target
@@ -101,7 +112,7 @@ pub async fn rollback(
         to.map(|t| format!(" to {t}")).unwrap_or_default()
     );
     let lock = LockGuard::take(t.as_ref(), &reason, lock_wait).await?; // 2. the lock
-    let result = locked_rollback(t.as_mut(), to, started).await;
+    let result = locked_rollback(t.as_mut(), to, force, started).await;
     lock.release(t.as_ref()).await; // 10. unlock
     result
 }
@@ -109,15 +120,22 @@ pub async fn rollback(
 async fn locked_rollback(
     t: &mut dyn Target,
     to: Option<&str>,
+    force: bool,
     started: Instant,
 ) -> Result<ExitCode> {
     let history = t.history().await?;
-    // 3. A release a killed run left behind is what a rollback undoes.
-    if let (Some(last), None) = (
-        history.last().filter(|r| r.outcome == Outcome::InProgress),
-        to,
-    ) {
-        steps::recover(t, last, &history).await?;
+    // 3. A release a killed run left behind, or a deploy that stopped after its one-way
+    // release step (with --force), is what a rollback undoes.
+    let undo = history.last().filter(|r| match r.outcome {
+        Outcome::InProgress => to.is_none(),
+        _ => release::halted(r) && (to.is_none() || to == r.previous.as_deref()),
+    });
+    if let Some(last) = undo {
+        if last.outcome == Outcome::InProgress {
+            steps::recover(t, last, &history).await?;
+        } else {
+            release_phase::undo_halted(t, last, &history, force).await?;
+        }
         return steps::finish(
             t,
             Summary {
@@ -129,6 +147,7 @@ async fn locked_rollback(
         );
     }
     let (current, target) = steps::rollback_pair(t, &history, to)?; // 4. from what to what
+    release_phase::guard_one_way(t, &history, &target, force)?; // not blindly past a migration
     let hook_env = HookEnv {
         region: t.region().name.clone(),
         environment: t.region().env().to_string(),

@@ -770,7 +770,7 @@ impl Summary {
     }
 
     /// The summary of a recorded release.
-    fn of(t: &dyn Target, outcome: &str, rec: &Release, started: Instant) -> Summary {
+    pub(super) fn of(t: &dyn Target, outcome: &str, rec: &Release, started: Instant) -> Summary {
         Summary {
             release: Some(rec.id.clone()),
             previous: rec.previous.clone(),

@@ -10,6 +10,8 @@
 //!   secrets resolved), changing nothing that runs;
 //! - prepare: what that would change against what runs now (nothing: the deploy is done);
 //! - record: write the backup of what runs now into the release record;
+//! - release step: run a service's one-off command (migrations) in the new image, before
+//!   anything that runs changes (Docker: a one-off container; Kubernetes: a Job);
 //! - apply and verify: roll the release out and watch it (health, bake);
 //! - restore: put back what a record's backup says, after a failure or for a killed run;
 //! - forget: remove what `keep_releases` no longer keeps;
@@ -27,7 +29,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::backup::ExecIn;
-use crate::config::model::{RegionConfig, Target as TargetConfig};
+use crate::config::model::{RegionConfig, ReleaseStep, Target as TargetConfig};
 use crate::config::Environment;
 use crate::context::Ctx;
 use crate::drift::Drift;
@@ -110,6 +112,61 @@ pub struct Status {
     pub json: Map<String, Value>,
 }
 
+/// How a release step's run ended, as the target saw it. The flow judges it.
+#[derive(Debug, Default)]
+pub struct StepRun {
+    /// The command's exit code, when it exited.
+    pub exit_code: Option<i64>,
+    /// It was stopped at its timeout.
+    pub timed_out: bool,
+    /// Its last lines of output (stdout and stderr together), as printed: the flow masks
+    /// secret values in whatever it shows or records.
+    pub tail: Vec<String>,
+    /// What the target adds (why it failed when the command could not say, logs it could
+    /// not read).
+    pub notes: Vec<String>,
+}
+
+/// The last lines of a command's output, for a failure report.
+#[derive(Debug, Default)]
+pub struct LastLines {
+    lines: std::collections::VecDeque<String>,
+    partial: String,
+}
+
+impl LastLines {
+    /// Lines a release step's failure shows.
+    pub const KEEP: usize = 20;
+
+    /// Takes a chunk of output; calls `each` with every line it completes.
+    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&str)) {
+        self.partial.push_str(&String::from_utf8_lossy(chunk));
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            let line = line.trim_end_matches(['\n', '\r']).to_string();
+            each(&line);
+            self.keep(line);
+        }
+    }
+
+    fn keep(&mut self, line: String) {
+        self.lines.push_back(line);
+        if self.lines.len() > Self::KEEP {
+            self.lines.pop_front();
+        }
+    }
+
+    /// The lines kept, the last one even without its newline.
+    pub fn finish(mut self, each: impl FnOnce(&str)) -> Vec<String> {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            each(&line);
+            self.keep(line);
+        }
+        self.lines.into()
+    }
+}
+
 /// The seam between the one flow and a kind of target.
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -163,6 +220,15 @@ pub trait Target: Send + Sync {
     /// Writes the desired services and the backup of what runs now into `rec`; returns what
     /// was backed up, for the `Backed up` line.
     fn record(&self, rec: &mut Release) -> String;
+    /// Runs `service`'s release step once for release `release`, in the new image with the
+    /// service's environment and secrets, its output shown as it comes; stops it at its
+    /// timeout and leaves nothing of it behind. `Err`: it could not be run at all.
+    async fn release_step(
+        &self,
+        service: &str,
+        step: &ReleaseStep,
+        release: &str,
+    ) -> anyhow::Result<StepRun>;
     /// Rolls the release out (and waits for it), changing what runs.
     async fn apply(&self, rec: &Release) -> anyhow::Result<()>;
     /// Watches the new release for its bake period.
@@ -210,4 +276,26 @@ pub async fn open(ctx: &Ctx, region: &str) -> Result<Box<dyn Target>> {
             Box::new(kubernetes::Cluster::open(r, k, &ctx.sibling("templates")).await?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastLines;
+
+    #[test]
+    fn last_lines_are_whole_lines_across_chunks() {
+        let mut t = LastLines::default();
+        let mut seen = Vec::new();
+        t.push(b"migrating\nschema ", |l| seen.push(l.to_string()));
+        t.push(b"42\r\n", |l| seen.push(l.to_string()));
+        for i in 0..30 {
+            t.push(format!("line {i}\n").as_bytes(), |_| {});
+        }
+        t.push(b"no newline", |_| {});
+        let kept = t.finish(|l| seen.push(l.to_string()));
+        assert_eq!(seen, ["migrating", "schema 42", "no newline"]);
+        assert_eq!(kept.len(), LastLines::KEEP);
+        assert_eq!(kept.last().unwrap(), "no newline");
+        assert_eq!(kept[0], "line 11");
+    }
 }

@@ -490,6 +490,18 @@ impl Service {
         self.with("rollout", rendered)
     }
 
+    /// `release: {command: [ARGV…], timeout: T, reversible: B}`: the service's release step.
+    pub fn release(self, argv: &[&str], timeout: &str, reversible: bool) -> Service {
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        self.with(
+            "release",
+            format!(
+                "{{command: {}, timeout: {timeout}, reversible: {reversible}}}",
+                list(&argv)
+            ),
+        )
+    }
+
     /// e.g. `5s`.
     pub fn stop_grace_period(self, d: &str) -> Service {
         self.with("stop_grace_period", d.to_string())

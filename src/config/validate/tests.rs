@@ -348,6 +348,47 @@ fn port_env_autoscale_and_build_rules() {
     ]);
 }
 
+#[test]
+fn release_step_rules() {
+    check_cases(&[
+        (
+            "a list, a timeout, one-way",
+            with("    release: {command: [packfy-sample, migrate], timeout: 2m}\n"),
+            &[],
+        ),
+        (
+            "a shell line, reversible",
+            with("    release: {command: 'bin/migrate up', reversible: true}\n"),
+            &[],
+        ),
+        (
+            "no command",
+            with("    release: {timeout: 1m}\n"),
+            &["services.web.release: no command at r.yaml:8:14 — write `command: [program, arg, ...]` (run in the new image), or a string run with `sh -c` when the image has a shell"],
+        ),
+        (
+            "an empty command",
+            with("    release: {command: []}\n"),
+            &["services.web.release: no command at r.yaml:8:24 — write `command: [program, arg, ...]` (run in the new image), or a string run with `sh -c` when the image has a shell"],
+        ),
+        (
+            "a zero timeout",
+            with("    release: {command: [migrate], timeout: 0s}\n"),
+            &["services.web.release.timeout: must be above 0 at r.yaml:8:44 — the longest the step may run before it is stopped, e.g. 10m"],
+        ),
+        (
+            "reversible is a boolean",
+            with("    release: {command: [migrate], reversible: maybe}\n"),
+            &["services.web.release.reversible: expected true or false, found a string (\"maybe\") at r.yaml:8:47"],
+        ),
+        (
+            "an unknown key",
+            with("    release: {command: [migrate], one_way: true}\n"),
+            &["unknown field 'one_way' in services.web.release at r.yaml:8:35 — expected one of: command, timeout, reversible"],
+        ),
+    ]);
+}
+
 /// A value that failed to type is replaced by a stand-in (0, "0s", ""); rules reading it stay
 /// silent instead of reporting the stand-in as a second mistake.
 #[test]

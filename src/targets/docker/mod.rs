@@ -11,6 +11,7 @@ pub mod desired;
 pub mod drift;
 mod engine;
 pub mod naming;
+mod release_step;
 pub mod rollout;
 pub mod state;
 
@@ -25,10 +26,10 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{Changes, DeployOptions, Purpose, Region, Status, Target};
+use super::{Changes, DeployOptions, Purpose, Region, Status, StepRun, Target};
 use crate::backup::stream::Tail;
 use crate::backup::ExecIn;
-use crate::config::model::{DockerTarget, Service, Traffic};
+use crate::config::model::{DockerTarget, ReleaseStep, Service, Traffic};
 use crate::error::{Error, ExitCode, Result};
 use crate::lock::{Acquire, Lock};
 use crate::plan::{plan_service, rolling_steps, Action, ServicePlan};
@@ -748,6 +749,15 @@ impl Target for DockerRegion {
         let n: usize = before.iter().map(|x| x.containers.len()).sum();
         rec.set_state("before", &before);
         format!("what runs now ({n} container(s))")
+    }
+
+    async fn release_step(
+        &self,
+        service: &str,
+        step: &ReleaseStep,
+        release: &str,
+    ) -> anyhow::Result<StepRun> {
+        self.run_release_step(service, step, release).await
     }
 
     async fn apply(&self, rec: &Release) -> anyhow::Result<()> {

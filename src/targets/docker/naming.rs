@@ -69,6 +69,15 @@ impl Scope {
         format!("{}-{}-{service}-{release}-{index}", self.region, self.env)
     }
 
+    /// The one-off container of a service's release step for a release:
+    /// `packfy-local-production-backend-r3-release`.
+    pub fn release_step(&self, service: &str, release: &str) -> String {
+        format!(
+            "{}-{}-{}-{service}-{release}-release",
+            self.app, self.region, self.env
+        )
+    }
+
     pub fn lock_volume(&self) -> String {
         format!("packfy-lock-{}-{}-{}", self.app, self.region, self.env)
     }

@@ -27,6 +27,7 @@
 
 pub mod fields;
 mod inspect;
+pub mod job;
 pub mod lease;
 pub mod objects;
 pub mod records;
@@ -45,10 +46,10 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{json, Value};
 
-use super::{Changes, DeployOptions, Purpose, Region, Status, Target};
+use super::{Changes, DeployOptions, Purpose, Region, Status, StepRun, Target};
 use crate::backup::stream::Tail;
 use crate::backup::ExecIn;
-use crate::config::model::{EnvValue, KubernetesTarget};
+use crate::config::model::{EnvValue, KubernetesTarget, ReleaseStep};
 use crate::drift::Drift;
 use crate::error::{Error, ExitCode, Result};
 use crate::lock::{Acquire, Lock};
@@ -907,12 +908,6 @@ impl Target for Cluster {
         opts: &DeployOptions,
         purpose: Purpose,
     ) -> Result<()> {
-        if !self.region.cfg.backups.is_empty() {
-            return Err(Error::usage_hint(
-                format!("region '{}' has `backups:` jobs, which run on Docker regions only", self.region.name),
-                "take the data backup in a pre_deploy hook for a Kubernetes region; nothing was changed",
-            ));
-        }
         if opts.push && purpose == Purpose::Deploy {
             self.region.ui.warn(format!(
                 "--push: {} is a Kubernetes region, which builds and pushes nothing; it deploys the tag as it is in the registry",
@@ -1027,6 +1022,15 @@ impl Target for Cluster {
             "{n} object(s) as live now, in release record {}",
             records::name(&self.region.cfg.app, self.env(), &rec.id)
         )
+    }
+
+    async fn release_step(
+        &self,
+        service: &str,
+        step: &ReleaseStep,
+        release: &str,
+    ) -> anyhow::Result<StepRun> {
+        self.run_release_step(service, step, release).await
     }
 
     async fn apply(&self, _rec: &Release) -> anyhow::Result<()> {

@@ -215,6 +215,7 @@ mod tests {
                 runner: "h:1".into(),
                 state: Default::default(),
                 backups: Vec::new(),
+                release_steps: Vec::new(),
             },
             applied: vec![Object {
                 api_version: "v1".into(),

@@ -9,6 +9,12 @@
 //! On SIGTERM (or SIGINT) it closes its listening socket, serves the requests already
 //! accepted or under way (also on keep-alive connections, which are then closed), and exits 0.
 //!
+//! `packfy-sample migrate` acts as a release step (a migration tool) instead of serving: it
+//! prints what it does and, last, `schema N` (`MIGRATE_SCHEMA`, default 1), then exits 0.
+//! `MIGRATE_SLEEP_SECS` makes it take that long first (a hanging migration); `MIGRATE_FAIL=1`
+//! makes it fail (exit 1) after printing the database it was given (`DATABASE_URL`), as
+//! migration tools' connection errors do — the secret a deploy must mask.
+//!
 //! `packfy-sample healthcheck [HOST:PORT]` asks `/health` of the server on 127.0.0.1:PORT (or
 //! HOST:PORT) and exits 0 on 200, 1 otherwise: the image's `HEALTHCHECK` (a `FROM scratch`
 //! image has no curl), and a probe from one container to another.
@@ -65,11 +71,35 @@ fn main() {
             std::process::exit(healthcheck(&addr))
         }
         Some("--version") => println!("{}", cfg.version),
+        Some("migrate") => std::process::exit(migrate(&cfg)),
         Some(other) => {
-            eprintln!("packfy-sample: unknown argument {other:?} (expected nothing, `healthcheck [HOST:PORT]` or `--version`)");
+            eprintln!("packfy-sample: unknown argument {other:?} (expected nothing, `healthcheck [HOST:PORT]`, `migrate` or `--version`)");
             std::process::exit(2);
         }
     }
+}
+
+/// `packfy-sample migrate`: a stand-in migration tool; its exit code.
+fn migrate(cfg: &Config) -> i32 {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let schema = env("MIGRATE_SCHEMA").unwrap_or_else(|| "1".into());
+    println!(
+        "packfy-sample {}: migrating {} to schema {schema}",
+        cfg.version, cfg.region
+    );
+    if let Some(secs) = env("MIGRATE_SLEEP_SECS").and_then(|s| s.parse::<f64>().ok()) {
+        println!("packfy-sample: this migration takes {secs}s");
+        std::thread::sleep(Duration::from_secs_f64(secs));
+    }
+    if env("MIGRATE_FAIL").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")) {
+        eprintln!(
+            "error: cannot apply migration {schema} on {}: relation \"parcels\" already exists",
+            env("DATABASE_URL").unwrap_or_else(|| "(no DATABASE_URL)".into())
+        );
+        return 1;
+    }
+    println!("schema {schema}");
+    0
 }
 
 fn serve(cfg: Config) {
