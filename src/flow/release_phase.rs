@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use super::steps::{finish, Notify, Summary};
+use super::steps::{finish, say_failed, Notify, Summary};
 use crate::error::{Error, ExitCode, Result};
 use crate::notify::NotifyKind;
 use crate::release::{self, Outcome, Release, ReleaseStepRecord, StepOutcome};
@@ -235,15 +235,7 @@ pub(super) async fn halted(
         .previous
         .clone()
         .unwrap_or_else(|| "the state before it".into());
-    r.ui.status(
-        "Failed",
-        format!(
-            "{} of {}: {}",
-            rec.id,
-            r.place(),
-            error.lines().next().unwrap_or("")
-        ),
-    );
+    say_failed(r, &rec, &error);
     r.ui.warn(format!(
         "not rolling back to {back}: the one-way release step {} ran, so the schema moved on; the old version may not read it",
         step.describe()

@@ -417,15 +417,7 @@ pub(super) async fn failed(
 ) -> Result<ExitCode> {
     let r = t.region();
     let error = format!("{e:#}");
-    r.ui.status(
-        "Failed",
-        format!(
-            "{} of {}: {}",
-            rec.id,
-            r.place(),
-            error.lines().next().unwrap_or("")
-        ),
-    );
+    say_failed(r, &rec, &error);
     r.ui.status("Rolling back", format!("to what ran before {}", rec.id));
     let restored = t.restore(&rec, history).await;
     if let Some(note) = release::rollback_note(&rec) {
@@ -505,6 +497,19 @@ pub(super) async fn failed(
             .with_hint(hint))
         }
     }
+}
+
+/// The `Failed` line: the release, the region and the first line of why.
+pub(super) fn say_failed(r: &Region, rec: &Release, error: &str) {
+    r.ui.status(
+        "Failed",
+        format!(
+            "{} of {}: {}",
+            rec.id,
+            r.place(),
+            error.lines().next().unwrap_or("")
+        ),
+    );
 }
 
 /// `\nwhat runs now:\n…` when the target said.
