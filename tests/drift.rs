@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
 use support::{code, container_ids, docker, text, unique_name, KubeEnv, Lane, TestEnv};
 
 const SECRET_VALUE: &str = "drift-s3cr3t-do-not-print-5813";
@@ -28,68 +29,44 @@ fn drift_of(out: &Output) -> Vec<serde_json::Value> {
 /// A Docker region of its own behind a leased HAProxy lane.
 struct DockerRegion {
     name: String,
-    dir: tempfile::TempDir,
+    dir: RegionsDir,
     host: String,
 }
 
 impl DockerRegion {
     /// Behind the lane, or with `traffic: none` without one.
     fn new(env: &TestEnv, lane: Option<&Lane>) -> DockerRegion {
-        let name: String = unique_name("dr")
-            .replace('-', "")
-            .chars()
-            .take(20)
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("regions")).unwrap();
-        let traffic = match lane {
-            Some(l) => format!(
-                "traffic:\n  haproxy:\n    runtime_api: {}\n    frontend: http://{}\n    backends: {{web: {}}}\n",
-                env.haproxy_socket.display(),
-                l.frontend,
-                l.backend
-            ),
-            None => "traffic: none\n".into(),
+        let web = Service::new("web", "packfy-sample")
+            .replicas(3)
+            .port(8080)
+            .env("MODE", "plain")
+            .secret_env("API_TOKEN", "env:PACKFY_TEST_DRIFT_TOKEN")
+            .health(
+                Health::http("/health")
+                    .start_period("3s")
+                    .interval("500ms")
+                    .timeout("500ms")
+                    .healthy_threshold(2)
+                    .unhealthy_threshold(3)
+                    .deadline("60s"),
+            )
+            .rollout(Rollout::new().bake("1s").drain_timeout("2s"))
+            .stop_grace_period("2s");
+        let file = RegionFile::docker(&env.docker_host)
+            .currency("USD")
+            .keep_releases(3)
+            .service(web);
+        let file = match lane {
+            Some(l) => file.lane(l, "web"),
+            None => file.traffic_none(),
         };
-        let yaml = format!(
-            r#"currency: USD
-keep_releases: 3
-target:
-  docker:
-    host: {host}
-{traffic}services:
-  web:
-    image: packfy-sample
-    replicas: 3
-    ports: [{{container: 8080}}]
-    env:
-      MODE: plain
-      API_TOKEN: {{secret: "env:PACKFY_TEST_DRIFT_TOKEN"}}
-    health:
-      http: {{path: /health}}
-      start_period: 3s
-      interval: 500ms
-      timeout: 500ms
-      healthy_threshold: 2
-      unhealthy_threshold: 3
-      deadline: 60s
-    rollout:
-      bake: 1s
-      drain_timeout: 2s
-    stop_grace_period: 2s
-"#,
-            host = env.docker_host,
-        );
-        std::fs::write(
-            dir.path().join("regions").join(format!("{name}.yaml")),
-            yaml,
-        )
-        .unwrap();
-        DockerRegion {
-            name,
-            dir,
+        let r = DockerRegion {
+            name: region_name("dr", 20),
+            dir: RegionsDir::new(),
             host: env.docker_host.clone(),
-        }
+        };
+        r.dir.write(&r.name, &file);
+        r
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -336,47 +313,34 @@ fn a_deploy_that_leaves_drift_in_place_says_so_and_a_stopped_container_is_replac
 struct KubeRegion {
     name: String,
     namespace: String,
-    dir: tempfile::TempDir,
+    dir: RegionsDir,
     k: KubeEnv,
     kubeconfig: PathBuf,
 }
 
 impl KubeRegion {
     fn new(k: &KubeEnv) -> KubeRegion {
-        let name: String = unique_name("kd")
-            .replace('-', "")
-            .chars()
-            .take(20)
-            .collect();
+        let name = region_name("kd", 20);
         let namespace = unique_name("pkd").chars().take(50).collect::<String>();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("regions")).unwrap();
-        let yaml = format!(
-            r#"app: packfy
-currency: USD
-target:
-  kubernetes:
-    context: {context}
-    namespace: {namespace}
-services:
-  web:
-    image: sample
-    replicas: 2
-    ports: [{{container: 8080}}]
-    env:
-      GREETING: hola
-      API_TOKEN: {{secret: "env:PACKFY_TEST_DRIFT_TOKEN"}}
-    health:
-      http: {{path: /health}}
-    rollout: {{max_surge: 2, max_unavailable: 0, progress_deadline: 60s, bake: 0s}}
-"#,
-            context = k.context,
-        );
-        std::fs::write(
-            dir.path().join("regions").join(format!("{name}.yaml")),
-            yaml,
-        )
-        .unwrap();
+        let web = Service::new("web", "sample")
+            .replicas(2)
+            .port(8080)
+            .env("GREETING", "hola")
+            .secret_env("API_TOKEN", "env:PACKFY_TEST_DRIFT_TOKEN")
+            .health(Health::http("/health"))
+            .rollout(
+                Rollout::new()
+                    .max_surge(2)
+                    .max_unavailable(0)
+                    .progress_deadline("60s")
+                    .bake("0s"),
+            );
+        let file = RegionFile::kubernetes(&k.context, &namespace)
+            .app("packfy")
+            .currency("USD")
+            .service(web);
+        let dir = RegionsDir::new();
+        dir.write(&name, &file);
         KubeRegion {
             name,
             namespace,
