@@ -227,7 +227,7 @@ async fn live_one(
                 "pass --version V",
             )
         })?;
-    let drift = t.drift(Some(&version), serving).await?;
+    let drift = t.drift(Some(&version), &history).await?;
     let env = t.region().env().to_string();
     if !ctx.ui.json() {
         if drift.is_empty() {

@@ -5,7 +5,6 @@ use serde_json::json;
 use crate::context::Ctx;
 use crate::error::{Error, ExitCode, Result};
 use crate::flow;
-use crate::release;
 use crate::targets::{self, DeployOptions, Purpose};
 
 pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode> {
@@ -19,7 +18,7 @@ pub fn run(ctx: &Ctx, region: &str, version: Option<String>) -> Result<ExitCode>
             .ok_or_else(|| Error::usage_hint("no version to plan", "pass --version V"))?;
         t.resolve(&version, &opts, Purpose::Plan).await?;
         let history = t.history().await?;
-        let changes = t.prepare(release::serving(&history), &opts).await?;
+        let changes = t.prepare(&history, &opts).await?;
         // The same warnings on every target: the lock, and a release a killed run left.
         let mut notes = changes.notes.clone();
         let lock = t.current_lock().await?;

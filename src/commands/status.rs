@@ -56,7 +56,7 @@ async fn one(ctx: &Ctx, region: &str) -> Result<Value> {
     let serving = release::serving(&history);
     let interrupted = flow::interrupted_note(&history, lock.as_ref());
     // Hand edits only (cheap, needs no secret); `diff --live` compares with the configuration.
-    let drift = match t.drift(None, serving).await {
+    let drift = match t.drift(None, &history).await {
         Ok(d) => Some(d.len()),
         Err(e) => {
             ctx.ui

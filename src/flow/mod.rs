@@ -52,7 +52,7 @@ async fn locked_deploy(
 ) -> Result<ExitCode> {
     let history = steps::recover_interrupted(t).await?; // 5. a killed run's release
     let serving = release::serving(&history).cloned();
-    let changes = t.prepare(serving.as_ref(), opts).await?; // 6. what changes (and drift)
+    let changes = t.prepare(&history, opts).await?; // 6. what changes (and drift)
     if !changes.any {
         let left = steps::drift_left(t, changes.drift.len());
         return steps::unchanged(t, serving.as_ref(), version, left, started);
@@ -158,7 +158,7 @@ async fn locked_rollback(
     };
     steps::pre_hooks(t, HookKind::PreRollback, &hook_env).await?; // 5.
     t.resolve_release(&target, &current).await?; // 6. the target release's state
-    t.prepare(Some(&current), &DeployOptions::default()).await?;
+    t.prepare(&history, &DeployOptions::default()).await?;
     let mut rec = Release::start(
         &t.region().name,
         t.region().env(),

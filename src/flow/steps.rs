@@ -234,9 +234,12 @@ pub(super) fn announce_plan(t: &dyn Target, changes: &Changes) {
     for line in &changes.changed {
         t.region().ui.status("Plan", line);
     }
-    let resetting = changes.changed.iter().any(|l| l.starts_with("reset "));
-    if !resetting {
-        for d in &changes.drift {
+    for d in &changes.drift {
+        if changes.resetting {
+            t.region()
+                .ui
+                .status("Plan", format!("reset {}", d.describe()));
+        } else {
             t.region().ui.status("Drift", d.describe());
         }
     }
@@ -354,11 +357,12 @@ pub(super) async fn deployed(
 ) -> Result<ExitCode> {
     rec.end(Outcome::Succeeded, None);
     t.save(&rec).await?;
+    let all: Vec<Release> = history.into_iter().chain([rec.clone()]).collect();
     // What the new release leaves of the hand edits (none when it reset them).
     let left = if opts.reset_drift {
         None
     } else {
-        match t.drift(None, Some(&rec)).await {
+        match t.drift(None, &all).await {
             Ok(d) => drift_left(t, d.len()),
             Err(e) => {
                 t.region()
@@ -368,7 +372,6 @@ pub(super) async fn deployed(
             }
         }
     };
-    let all: Vec<Release> = history.into_iter().chain([rec.clone()]).collect();
     prune_history(t, &all).await;
     let url = t.url();
     t.region().ui.status(

@@ -99,6 +99,8 @@ pub struct Changes {
     /// Hand edits found beside the changes (what runs against what the releases set); a
     /// deploy with `reset_drift` takes them back (and `any` is then true).
     pub drift: Vec<Drift>,
+    /// This deploy takes `drift` back (`--reset-drift` and there is some).
+    pub resetting: bool,
 }
 
 /// A region's `status`, as the target sees it.
@@ -214,9 +216,9 @@ pub trait Target: Send + Sync {
     ) -> Result<()>;
     /// The desired state that makes `to` serve again instead of `from` (a rollback).
     async fn resolve_release(&mut self, to: &Release, from: &Release) -> Result<()>;
-    /// What the desired state would change against what runs (and what `serving` applied).
-    async fn prepare(&mut self, serving: Option<&Release>, opts: &DeployOptions)
-        -> Result<Changes>;
+    /// What the desired state would change against what runs (and what the serving release
+    /// of `history`, every record oldest first, applied).
+    async fn prepare(&mut self, history: &[Release], opts: &DeployOptions) -> Result<Changes>;
     /// Writes the desired services and the backup of what runs now into `rec`; returns what
     /// was backed up, for the `Backed up` line.
     fn record(&self, rec: &mut Release) -> String;
@@ -250,10 +252,11 @@ pub trait Target: Send + Sync {
     fn url(&self) -> Option<String>;
 
     async fn status(&self) -> Result<Status>;
-    /// Drift: what runs against what the configuration says at `version` and what `serving`
-    /// (the release that serves) set. Without a version, hand edits only: cheap, and needs no
-    /// secret (for `status`). Values in the result are never secret.
-    async fn drift(&self, version: Option<&str>, serving: Option<&Release>) -> Result<Vec<Drift>>;
+    /// Drift: what runs against what the configuration says at `version` and what the
+    /// releases of `history` (every record, oldest first, as the caller read it) set. Without
+    /// a version, hand edits only: cheap, and needs no secret (for `status`). Values in the
+    /// result are never secret.
+    async fn drift(&self, version: Option<&str>, history: &[Release]) -> Result<Vec<Drift>>;
     /// Where `exec` backup jobs run.
     fn exec(&self) -> &dyn ExecIn;
 }

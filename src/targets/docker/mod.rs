@@ -636,21 +636,17 @@ impl Target for DockerRegion {
         Ok(())
     }
 
-    async fn prepare(
-        &mut self,
-        serving: Option<&Release>,
-        opts: &DeployOptions,
-    ) -> Result<Changes> {
+    async fn prepare(&mut self, history: &[Release], opts: &DeployOptions) -> Result<Changes> {
+        let serving = crate::release::serving(history);
         let mut live = self.live().await?;
         // Hand edits, against what the releases set (the rollout sets image and env anyway).
         let found = if matches!(self.wanted, Wanted::Release { .. }) {
             Vec::new()
         } else {
-            let history = self.history().await?;
-            let found = self.find_drift(&live, &history, serving, &[]).await?;
+            let found = self.find_drift(&live, history, serving, &[]).await?;
             // The rollout plans on what releases made: a container none accounts for is left
             // alone (and reported), or removed by a reset — never replaced as if it served.
-            live.retain(|c| drift::accounted(c, &history));
+            live.retain(|c| drift::accounted(c, history));
             found
         };
         let drift_found: Vec<crate::drift::Drift> = found.iter().map(|(d, _)| d.clone()).collect();
@@ -709,14 +705,7 @@ impl Target for DockerRegion {
                 (plans, removed, lines, changed)
             }
         };
-        let mut changed = changed;
-        if fixes.is_some() {
-            changed.extend(
-                drift_found
-                    .iter()
-                    .map(|d| format!("reset {}", d.describe())),
-            );
-        }
+        let resetting = fixes.is_some();
         let any = matches!(self.wanted, Wanted::Release { .. })
             || plans.iter().any(|p| p.action != Action::Unchanged)
             || !removed.is_empty()
@@ -737,6 +726,7 @@ impl Target for DockerRegion {
             notes,
             json: j,
             drift: drift_found,
+            resetting,
         })
     }
 
@@ -999,10 +989,10 @@ impl Target for DockerRegion {
     async fn drift(
         &self,
         version: Option<&str>,
-        serving: Option<&Release>,
+        history: &[Release],
     ) -> Result<Vec<crate::drift::Drift>> {
+        let serving = crate::release::serving(history);
         let live = self.live().await?;
-        let history = self.history().await?;
         let desired = match version {
             Some(v) => {
                 self.desired_at(v, &DeployOptions::default(), Purpose::Plan)
@@ -1010,7 +1000,7 @@ impl Target for DockerRegion {
             }
             None => Vec::new(),
         };
-        let found = self.find_drift(&live, &history, serving, &desired).await?;
+        let found = self.find_drift(&live, history, serving, &desired).await?;
         Ok(found.into_iter().map(|(d, _)| d).collect())
     }
 

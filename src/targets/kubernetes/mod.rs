@@ -941,11 +941,8 @@ impl Target for Cluster {
         Ok(())
     }
 
-    async fn prepare(
-        &mut self,
-        serving: Option<&Release>,
-        opts: &DeployOptions,
-    ) -> Result<Changes> {
+    async fn prepare(&mut self, history: &[Release], opts: &DeployOptions) -> Result<Changes> {
+        let serving = crate::release::serving(history);
         self.force = opts.force_conflicts || self.wanted.rollback || opts.reset_drift;
         let drift = if self.wanted.rollback {
             Vec::new()
@@ -986,15 +983,12 @@ impl Target for Cluster {
             .collect();
         let mut j = serde_json::Map::new();
         j.insert("objects".into(), list.into());
-        let mut changed: Vec<String> = self
+        let changed: Vec<String> = self
             .changes
             .iter()
             .filter(|ch| ch.action != Action::Unchanged)
             .map(Change::describe)
             .collect();
-        if self.reset {
-            changed.extend(drift.iter().map(|d| format!("reset {}", d.describe())));
-        }
         Ok(Changes {
             lines: self.changes.iter().map(Change::describe).collect(),
             changed,
@@ -1002,6 +996,7 @@ impl Target for Cluster {
             notes: Vec::new(),
             json: j,
             drift,
+            resetting: self.reset,
         })
     }
 
@@ -1117,7 +1112,8 @@ impl Target for Cluster {
         inspect::status(self).await
     }
 
-    async fn drift(&self, version: Option<&str>, serving: Option<&Release>) -> Result<Vec<Drift>> {
+    async fn drift(&self, version: Option<&str>, history: &[Release]) -> Result<Vec<Drift>> {
+        let serving = crate::release::serving(history);
         let Some(version) = version else {
             // Hand edits only, in what the serving release applied (no secret needed).
             let applied: Vec<Object> = serving.map(applied_by).unwrap_or_default();
