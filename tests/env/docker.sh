@@ -27,11 +27,22 @@ dockerd_paths() { # dockerd_paths N: sets d_name d_base d_sock d_exec d_pid d_lo
   d_addr="10.199.$idx.1/24"
 }
 
-# Picks daemon N's bridge before it starts: br-pfN, unless a dockerd of another checkout
-# runs on that bridge; then the next free br-pfM (subnet 10.199.M.0/24).
+# A bridge is free when no dockerd runs on it and nothing is attached to it. A checkout
+# whose daemons were killed (the end of a session kills them; CI then runs in another
+# clone) leaves its containers' network namespaces mounted: their veths stay on its bridge
+# with their addresses (10.199.M.2, .3…) alive, and a new daemon there would hand the same
+# addresses out again — the host's packets would reach the dead containers.
+bridge_free() {
+  local br="br-pf$1"
+  pgrep -f -- "--bridge $br( |\$)" >/dev/null && return 1
+  [[ -z "$(ls -A "/sys/class/net/$br/brif" 2>/dev/null)" ]]
+}
+
+# Picks daemon N's bridge before it starts: br-pfN, unless it is not free (above); then
+# the next free br-pfM (subnet 10.199.M.0/24).
 dockerd_pick_bridge() {
   local n="$1" idx="$1"
-  while pgrep -f -- "--bridge br-pf$idx( |\$)" >/dev/null; do idx=$((idx + 1)); done
+  while ! bridge_free "$idx"; do idx=$((idx + 1)); done
   echo "$idx" >"$RUN_DIR/dockerd-pf$n.bridge"
   dockerd_paths "$n"
 }
@@ -77,6 +88,9 @@ dockerd_start() {
     fail "dockerd $d_name" "something answers on $d_sock but $d_pid names no live dockerd"
     return 1
   fi
+  # Our own daemon was killed: its containers' namespaces are still mounted under its
+  # exec root; unmounting them takes their veths off the bridge.
+  umount_under "$d_exec"
   dockerd_pick_bridge "$n"
   bridge_up || {
     fail "dockerd $d_name" "could not set up bridge $d_bridge ($d_addr)"
@@ -189,6 +203,14 @@ docker_smoke() {
   done
 }
 
+# Unmounts (lazily) everything mounted below directory $1, deepest first.
+umount_under() {
+  local m
+  awk '{print $2}' /proc/mounts | { grep -E "^$1/" || true; } | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
+
 docker_down() {
   local pidfile n sock
   for pidfile in "$RUN_DIR"/dockerd-pf*.pid; do
@@ -208,11 +230,8 @@ docker_down() {
     rm -f "$RUN_DIR/dockerd-$d_name.bridge"
   done
   # Leftover mounts of a daemon that was killed (netns, overlay) under our directories.
-  local rd m
-  rd="$(short_run_dir)"
-  awk '{print $2}' /proc/mounts | { grep -E "^($ENV_DIR|$rd)/" || true; } | sort -r | while read -r m; do
-    umount -l "$m" 2>/dev/null || true
-  done
+  umount_under "$ENV_DIR"
+  umount_under "$(short_run_dir)"
   local marker br
   for marker in "$RUN_DIR"/forward-*.ours; do
     [[ -e "$marker" ]] || continue
