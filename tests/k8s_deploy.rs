@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::fixture::{self, region_name, RegionFile, RegionsDir, Rollout, Service};
-use support::{code, text, unique_name, KubeEnv};
+use support::webhook::{Receiver, Reply};
+use support::{code, text, unique_name, KubeEnv, TestEnv};
 
 const SECRET_VALUE: &str = "k8s-s3cr3t-do-not-print-4417";
 
@@ -786,6 +787,16 @@ fn the_company_regions_deploy_to_a_real_api_server() {
     let _gone = Gone(k.clone(), namespaces.clone());
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::copy(&k.kubeconfig, &kubeconfig).unwrap();
+    // What the company's regions ask of every deploy, each made real here: the repository's
+    // `make test` (a Makefile that leaves a mark per region), each region's own database
+    // (the test PostgreSQL), Slack and the signed deploy webhook (a local receiver).
+    let pg = TestEnv::get().expect("the company's regions dump a PostgreSQL database");
+    std::fs::write(
+        dir.path().join("Makefile"),
+        "test:\n\ttouch tested-$$PACKFY_REGION-$$PACKFY_ENV\n",
+    )
+    .unwrap();
+    let rx = Receiver::start(&[Reply::Status(200)]);
     let cfg = |args: &[&str]| {
         let out = Command::new(&k.kubectl)
             .arg("--kubeconfig")
@@ -826,7 +837,12 @@ fn the_company_regions_deploy_to_a_real_api_server() {
                 format!("postgres://u:{SECRET_VALUE}@db/packfy"),
             )
             .env("PACKFY_JWT_SECRET", SECRET_VALUE)
-            .env("PACKFY_STRIPE_SECRET_KEY", SECRET_VALUE);
+            .env("PACKFY_STRIPE_SECRET_KEY", SECRET_VALUE)
+            .env("PACKFY_USA_DATABASE_URL", &pg.pg_url)
+            .env("PACKFY_SPAIN_DATABASE_URL", &pg.pg_url)
+            .env("PACKFY_SLACK_WEBHOOK", rx.url("/slack"))
+            .env("PACKFY_DEPLOY_WEBHOOK_URL", rx.url("/deploys"))
+            .env("PACKFY_WEBHOOK_KEY", SECRET_VALUE);
         support::run_cli(&mut c, &[SECRET_VALUE])
     };
     let get = |ns: &str, what: &str, path: &str| {
@@ -835,6 +851,33 @@ fn the_company_regions_deploy_to_a_real_api_server() {
     // staging: plain Deployments (backend 2, frontend 2 replicas)
     let out = run("staging", "usa");
     assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        dir.path().join("tested-usa-staging").exists(),
+        "{}",
+        text(&out)
+    );
+    let dump = dir.path().join("backups/usa/staging/r1/db.dump.zst");
+    assert!(
+        std::fs::metadata(&dump)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false),
+        "no dump at {}: {}",
+        dump.display(),
+        text(&out)
+    );
+    // start and success, each to Slack and to the signed webhook
+    let sent = rx.wait_for(4, Duration::from_secs(10));
+    let to = |path: &str| sent.iter().filter(|r| r.path == path).collect::<Vec<_>>();
+    assert_eq!(to("/slack").len(), 2, "{sent:?}");
+    assert_eq!(to("/deploys").len(), 2, "{sent:?}");
+    assert!(to("/deploys")
+        .iter()
+        .all(|r| r.verify_signature(SECRET_VALUE.as_bytes())));
+    let events: Vec<_> = to("/deploys")
+        .iter()
+        .map(|r| r.json()["event"].clone())
+        .collect();
+    assert_eq!(events, ["start", "success"], "{sent:?}");
     let usa = namespaces
         .iter()
         .find(|n| n.starts_with("packfy-usa"))
