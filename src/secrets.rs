@@ -339,26 +339,11 @@ fn percent_encode(value: &str, style: Percent) -> String {
     out
 }
 
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 
-/// Base64 (RFC 4648) with padding, in `alphabet`.
-fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(alphabet[((n >> (18 - 6 * i)) & 0x3f) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Base64 (RFC 4648) with padding, in the engine's alphabet.
+fn base64(bytes: &[u8], engine: impl base64::Engine) -> String {
+    engine.encode(bytes)
 }
 
 /// A `std::io::Write` adapter that masks what goes through it, a line at a time: bytes are

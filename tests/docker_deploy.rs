@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -540,6 +541,71 @@ fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
     assert_eq!(r.running_versions(), vec!["v1".to_string(); 3]);
     let _ = docker(&first, ["rmi", "-f", &format!("{repo}:v1")]);
     let _ = docker(&second, ["rmi", "-f", &format!("{repo}:v1")]);
+}
+
+#[test]
+fn a_registry_that_wants_a_login_gets_the_docker_login_on_push_and_pull() {
+    use base64::Engine as _;
+    let Some(env) = TestEnv::with_docker_hosts(2) else {
+        return;
+    };
+    let (first, second) = (env.docker_hosts[0].clone(), env.docker_hosts[1].clone());
+    let r = Region::on(&first, None);
+    r.add_build_context(&env);
+    let repo = format!("{}/{}", env.registry_auth, r.name);
+    let r = r.with(|f| f.map_service("web", |s| s.image(&repo).build("ctx")));
+    // The Docker config file as `docker login` leaves it, and one without that login.
+    let login = r.dir.path().join("docker-login");
+    let nobody = r.dir.path().join("docker-nobody");
+    std::fs::create_dir(&login).unwrap();
+    std::fs::create_dir(&nobody).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        env.registry_auth_user, env.registry_auth_password
+    ));
+    std::fs::write(
+        login.join("config.json"),
+        serde_json::json!({"auths": {&env.registry_auth: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let secrets = [SECRET_VALUE, env.registry_auth_password.as_str()];
+    let run = |r: &Region, config: &Path, args: &[&str]| {
+        support::run_cli(r.cmd(args).env("DOCKER_CONFIG", config), &secrets)
+    };
+    let out = run(
+        &r,
+        &login,
+        &["build", "--region", &r.name, "--version", "v1", "--push"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The second daemon has never seen the image. Without the login its pull is refused,
+    // said so with the way out, and nothing starts.
+    let mut r = r.with(|f| f.docker_host(&second));
+    r.host = second.clone();
+    let deploy = [
+        "deploy",
+        "--region",
+        &r.name,
+        "--version",
+        "v1",
+        "--no-build",
+    ];
+    let out = run(&r, &nobody, &deploy);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("docker login {}", env.registry_auth)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(r.running_versions().is_empty());
+    // With it, the engine pulls with the login it is handed.
+    let out = run(&r, &login, &deploy);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("Pulling"), "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec!["v1".to_string(); 3]);
+    for host in [&first, &second] {
+        let _ = docker(host, ["rmi", "-f", &format!("{repo}:v1")]);
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ set -uo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 source "$here/lib.sh"
 source "$here/docker.sh"
+source "$here/registry.sh"
 source "$here/haproxy.sh"
 source "$here/postgres.sh"
 
@@ -26,6 +27,13 @@ if [[ -n "$port" ]] && pid_alive "$RUN_DIR/registry.pid" docker-registry && http
   report registry up "127.0.0.1:$port"
 else
   report registry down "$LOG_DIR/registry.log"
+fi
+port="$(state_get registry-auth PORT)"
+if [[ -n "$port" ]] && pid_alive "$RUN_DIR/registry-auth.pid" docker-registry &&
+  registry_answers "$port" -u "$(state_get registry-auth PACKFY_REGISTRY_AUTH_USER):$(state_get registry-auth PACKFY_REGISTRY_AUTH_PASSWORD)"; then
+  report registry-auth up "127.0.0.1:$port (login required)"
+else
+  report registry-auth down "$LOG_DIR/registry-auth.log"
 fi
 sock="$(state_get haproxy PACKFY_HAPROXY_SOCKET)"
 if [[ -n "$sock" ]] && pid_alive "$RUN_DIR/haproxy.pid" haproxy && haproxy_answers "$sock"; then

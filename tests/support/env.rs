@@ -22,6 +22,11 @@ pub struct TestEnv {
     pub docker_hosts: Vec<String>,
     /// `PACKFY_REGISTRY`: `127.0.0.1:PORT` of the image registry (plain HTTP).
     pub registry: String,
+    /// `PACKFY_REGISTRY_AUTH` (`127.0.0.1:PORT`), `PACKFY_REGISTRY_AUTH_USER` and
+    /// `PACKFY_REGISTRY_AUTH_PASSWORD`: a registry that refuses anonymous pushes and pulls.
+    pub registry_auth: String,
+    pub registry_auth_user: String,
+    pub registry_auth_password: String,
     /// `PACKFY_HAPROXY_SOCKET`: HAProxy's Runtime API socket (level admin).
     pub haproxy_socket: PathBuf,
     /// `PACKFY_HAPROXY_FRONTEND` / `PACKFY_HAPROXY_BACKEND`: the first region's pair.
@@ -48,6 +53,9 @@ const REQUIRED: &[&str] = &[
     "DOCKER_HOST",
     "PACKFY_DOCKER_HOSTS",
     "PACKFY_REGISTRY",
+    "PACKFY_REGISTRY_AUTH",
+    "PACKFY_REGISTRY_AUTH_USER",
+    "PACKFY_REGISTRY_AUTH_PASSWORD",
     "PACKFY_HAPROXY_SOCKET",
     "PACKFY_HAPROXY_FRONTEND",
     "PACKFY_HAPROXY_BACKEND",
@@ -217,6 +225,9 @@ impl TestEnv {
             docker_host: var("DOCKER_HOST"),
             docker_hosts: list("PACKFY_DOCKER_HOSTS"),
             registry: var("PACKFY_REGISTRY"),
+            registry_auth: var("PACKFY_REGISTRY_AUTH"),
+            registry_auth_user: var("PACKFY_REGISTRY_AUTH_USER"),
+            registry_auth_password: var("PACKFY_REGISTRY_AUTH_PASSWORD"),
             haproxy_socket: PathBuf::from(var("PACKFY_HAPROXY_SOCKET")),
             haproxy_frontend: var("PACKFY_HAPROXY_FRONTEND"),
             haproxy_backend: var("PACKFY_HAPROXY_BACKEND"),

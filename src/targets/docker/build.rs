@@ -5,11 +5,9 @@
 //! is added to the tar under a private name, as the docker CLI does. A failing build stops
 //! before anything on the target is touched and shows the tail of the build log.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptions, PushImageOptions};
 use futures_util::StreamExt;
 
@@ -126,7 +124,7 @@ impl Engine {
 
     /// Pushes `repo:tag`; returns the registry digest.
     pub async fn push(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
-        let credentials = registry_credentials(repo);
+        let credentials = super::auth::credentials(repo)?;
         let mut stream = self.docker.push_image(
             repo,
             Some(PushImageOptions {
@@ -148,68 +146,9 @@ impl Engine {
     }
 }
 
-/// Credentials for the registry of `repo` from the Docker config file (`auths`), if any.
-fn registry_credentials(repo: &str) -> Option<DockerCredentials> {
-    let registry = super::registry_host(repo)?;
-    let dir = std::env::var("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| {
-            std::env::var("HOME")
-                .ok()
-                .map(|h| PathBuf::from(h).join(".docker"))
-        })?;
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auths: HashMap<String, serde_json::Value> =
-        serde_json::from_value(json.get("auths")?.clone()).ok()?;
-    let entry = auths
-        .iter()
-        .find(|(k, _)| {
-            k.trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .starts_with(registry)
-        })?
-        .1;
-    let auth = entry.get("auth")?.as_str()?;
-    use base64_decode as b64;
-    let decoded = b64(auth)?;
-    let (user, pass) = decoded.split_once(':')?;
-    Some(DockerCredentials {
-        username: Some(user.to_string()),
-        password: Some(pass.to_string()),
-        serveraddress: Some(registry.to_string()),
-        ..Default::default()
-    })
-}
-
-/// Standard base64 (the Docker config's `auth` field), without another dependency.
-fn base64_decode(s: &str) -> Option<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c)? as u32;
-        bits = (bits << 6) | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decodes_docker_auth() {
-        assert_eq!(base64_decode("dXNlcjpwYXNz").as_deref(), Some("user:pass"));
-    }
 
     #[test]
     fn context_honours_dockerignore() {

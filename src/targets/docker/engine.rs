@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig, PortBinding,
 };
@@ -306,6 +306,8 @@ impl Engine {
             Some((r, t)) if !t.contains('/') => (r, t),
             _ => (reference, "latest"),
         };
+        let credentials = super::auth::credentials(reference)?;
+        let anonymous = credentials.is_none();
         let mut stream = self.docker.create_image(
             Some(CreateImageOptions {
                 from_image: Some(repo.to_string()),
@@ -313,10 +315,30 @@ impl Engine {
                 ..Default::default()
             }),
             None,
-            None,
+            credentials,
         );
         while let Some(item) = stream.next().await {
-            item.with_context(|| format!("pulling {reference} failed"))?;
+            if let Err(e) = item {
+                let text = e.to_string();
+                let refused = [
+                    "no basic auth credentials",
+                    "unauthorized",
+                    "authentication required",
+                ]
+                .iter()
+                .any(|s| text.contains(s));
+                if refused && anonymous {
+                    let config = super::auth::config_path().map_or_else(
+                        || "no Docker config file".into(),
+                        |p| p.display().to_string(),
+                    );
+                    bail!(
+                        "pulling {reference} failed: {text}; the registry wants a login and {config} has none for it (docker login {})",
+                        registry_host(reference).unwrap_or(reference)
+                    );
+                }
+                return Err(e).with_context(|| format!("pulling {reference} failed"));
+            }
         }
         self.image_id(reference)
             .await?

@@ -6,6 +6,7 @@
 //! [`Ledger`], so a failure anywhere restores exactly. The lock and the release records are
 //! labelled volumes on the engine ([`state`]), so any machine that reaches it reads them.
 
+mod auth;
 pub mod build;
 pub mod desired;
 pub mod drift;
