@@ -58,6 +58,23 @@ impl Region {
         self
     }
 
+    /// A region on the first daemon whose `web` image, `REGISTRY/<region>`, builds from the
+    /// sample app's context; and that image name.
+    fn built_into(env: &TestEnv, registry: &str) -> (Region, String) {
+        let r = Region::on(&env.docker_hosts[0], None);
+        r.add_build_context(env);
+        let repo = format!("{registry}/{}", r.name);
+        let r = r.with(|f| f.map_service("web", |s| s.image(&repo).build("ctx")));
+        (r, repo)
+    }
+
+    /// The same region, now on the engine at `host`.
+    fn moved_to(self, host: &str) -> Region {
+        let mut r = self.with(|f| f.docker_host(host));
+        r.host = host.to_string();
+        r
+    }
+
     /// A build context of the sample app beside the regions (`ctx/`).
     fn add_build_context(&self, env: &TestEnv) {
         let ctx = self.dir.path().join("ctx");
@@ -517,30 +534,17 @@ fn push_to_the_registry_then_deploy_on_another_daemon_pulls_it() {
     let Some(env) = TestEnv::with_docker_hosts(2) else {
         return;
     };
-    let (first, second) = (env.docker_hosts[0].clone(), env.docker_hosts[1].clone());
-    let r = Region::on(&first, None);
-    r.add_build_context(&env);
-    let repo = format!("{}/{}", env.registry, r.name);
-    let r = r.with(|f| f.map_service("web", |s| s.image(&repo).build("ctx")));
+    let (r, repo) = Region::built_into(&env, &env.registry);
     // Build on the first daemon and push…
     let out = r.run(&["build", "--region", &r.name, "--version", "v1", "--push"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // …then deploy on the second, which has never seen the image: it pulls it.
-    let mut r = r.with(|f| f.docker_host(&second));
-    r.host = second.clone();
-    let out = r.run(&[
-        "deploy",
-        "--region",
-        &r.name,
-        "--version",
-        "v1",
-        "--no-build",
-    ]);
+    let r = r.moved_to(&env.docker_hosts[1]);
+    let out = r.run(&pulling_deploy(&r.name));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("Pulling"), "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec!["v1".to_string(); 3]);
-    let _ = docker(&first, ["rmi", "-f", &format!("{repo}:v1")]);
-    let _ = docker(&second, ["rmi", "-f", &format!("{repo}:v1")]);
+    remove_image_everywhere(&env, &format!("{repo}:v1"));
 }
 
 #[test]
@@ -549,11 +553,7 @@ fn a_registry_that_wants_a_login_gets_the_docker_login_on_push_and_pull() {
     let Some(env) = TestEnv::with_docker_hosts(2) else {
         return;
     };
-    let (first, second) = (env.docker_hosts[0].clone(), env.docker_hosts[1].clone());
-    let r = Region::on(&first, None);
-    r.add_build_context(&env);
-    let repo = format!("{}/{}", env.registry_auth, r.name);
-    let r = r.with(|f| f.map_service("web", |s| s.image(&repo).build("ctx")));
+    let (r, repo) = Region::built_into(&env, &env.registry_auth);
     // The Docker config file as `docker login` leaves it, and one without that login.
     let login = r.dir.path().join("docker-login");
     let nobody = r.dir.path().join("docker-nobody");
@@ -580,16 +580,8 @@ fn a_registry_that_wants_a_login_gets_the_docker_login_on_push_and_pull() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // The second daemon has never seen the image. Without the login its pull is refused,
     // said so with the way out, and nothing starts.
-    let mut r = r.with(|f| f.docker_host(&second));
-    r.host = second.clone();
-    let deploy = [
-        "deploy",
-        "--region",
-        &r.name,
-        "--version",
-        "v1",
-        "--no-build",
-    ];
+    let r = r.moved_to(&env.docker_hosts[1]);
+    let deploy = pulling_deploy(&r.name);
     let out = run(&r, &nobody, &deploy);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
@@ -603,8 +595,24 @@ fn a_registry_that_wants_a_login_gets_the_docker_login_on_push_and_pull() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("Pulling"), "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec!["v1".to_string(); 3]);
-    for host in [&first, &second] {
-        let _ = docker(host, ["rmi", "-f", &format!("{repo}:v1")]);
+    remove_image_everywhere(&env, &format!("{repo}:v1"));
+}
+
+/// Deploys v1 of a region without building: what its engine lacks, it pulls.
+fn pulling_deploy(region: &str) -> [&str; 6] {
+    [
+        "deploy",
+        "--region",
+        region,
+        "--version",
+        "v1",
+        "--no-build",
+    ]
+}
+
+fn remove_image_everywhere(env: &TestEnv, image: &str) {
+    for host in &env.docker_hosts {
+        let _ = docker(host, ["rmi", "-f", image]);
     }
 }
 
