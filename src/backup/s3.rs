@@ -80,12 +80,30 @@ impl Bucket {
     /// credential read is registered with the secret masker.
     pub fn open(bucket: &str, prefix: &str, opts: Option<&S3Options>) -> Result<Bucket, String> {
         let opts = opts.cloned().unwrap_or_default();
+        // object_store's reqwest client takes rustls' process-wide provider (we build reqwest
+        // with `rustls-no-provider`): ring, as everywhere else here. Already set is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
             if let Ok(v) = std::env::var(var) {
                 crate::secrets::register(&v);
             }
         }
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // Client options first: they replace every earlier one (allow_http is one of them).
+        let mut b = AmazonS3Builder::from_env()
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_timeout(REQUEST_TIMEOUT),
+            )
+            .with_retry(RetryConfig {
+                max_retries: RETRIES,
+                retry_timeout: RETRY_TIMEOUT,
+                ..Default::default()
+            })
+            .with_bucket_name(bucket);
+        if let Ok(allow) = std::env::var("AWS_ALLOW_HTTP") {
+            b = b.with_allow_http(allow == "true");
+        }
         if let Some(endpoint) = opts.endpoint.as_deref().map(crate::config::expand_env) {
             if endpoint.is_empty() {
                 return Err(format!(
@@ -112,16 +130,6 @@ impl Bucket {
             b = b.with_secret_access_key(key);
         }
         let client = b
-            .with_retry(RetryConfig {
-                max_retries: RETRIES,
-                retry_timeout: RETRY_TIMEOUT,
-                ..Default::default()
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_timeout(REQUEST_TIMEOUT),
-            )
             .build()
             .map_err(|e| crate::secrets::mask(&e.to_string()).into_owned())?;
         let url = if prefix.is_empty() {
@@ -151,12 +159,31 @@ impl Bucket {
 
     /// What went wrong with a request, sorted by what a person does about it.
     fn error(&self, e: object_store::Error) -> StoreError {
-        let why = crate::secrets::mask(&e.to_string()).into_owned();
+        // The causes too: "builder error" alone does not say which setting was refused.
+        let mut why = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !why.contains(&text) {
+                why.push_str(&format!(": {text}"));
+            }
+            cause = c.source();
+        }
+        let why = crate::secrets::mask(&why).into_owned();
         let store = self.url.clone();
-        match e {
+        // A 401 or 403 is `PermissionDenied`/`Unauthenticated` for object requests, but a
+        // listing reports it as `Generic` with the status only in its text (the retry error
+        // that carries it is private to object_store).
+        let refused = matches!(
+            e,
             object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => StoreError::Denied { store, why },
-            _ => StoreError::Unreachable { store, why },
+                | object_store::Error::Unauthenticated { .. }
+        ) || why.contains("status code: 403")
+            || why.contains("status code: 401");
+        if refused {
+            StoreError::Denied { store, why }
+        } else {
+            StoreError::Unreachable { store, why }
         }
     }
 
