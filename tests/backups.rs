@@ -56,6 +56,14 @@ impl Region {
         r
     }
 
+    /// A region whose `jobs` store to the S3 server: its secret key passed as `s3_job`
+    /// references it, and never to be shown.
+    fn with_s3(env: &TestEnv, s3: &S3Env, jobs: &[Backup]) -> Region {
+        Region::new(env, jobs)
+            .var(S3_SECRET_VAR, &s3.secret_access_key)
+            .secret(&s3.secret_access_key)
+    }
+
     /// `KEY=value` for every command from now on.
     fn var(mut self, key: &str, value: &str) -> Region {
         self.vars.push((key.into(), value.into()));
@@ -152,6 +160,65 @@ impl Region {
         let out = self.run(&args);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    /// Deploys `version` as the first release, which must succeed and back up job `db`: its
+    /// backup ID.
+    fn first_backup(&self, version: &str) -> String {
+        let out = self.deploy(version, &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let id = format!("{}/production/r1/db", self.name);
+        assert!(
+            stderr(&out).contains(&format!("Backed up {id}")),
+            "{}",
+            stderr(&out)
+        );
+        id
+    }
+
+    /// `backup verify ID`, which must pass.
+    fn verified(&self, id: &str) {
+        let out = self.run(&["backup", "verify", id]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("Verified {id}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    /// `backup restore ID [--yes] --into psql --dbname …` into `db` (whatever it exits with).
+    fn restore(&self, id: &str, db: &Database, yes: bool) -> Output {
+        let mut args = vec!["backup", "restore", id];
+        if yes {
+            args.push("--yes");
+        }
+        args.extend([
+            "--into",
+            "psql",
+            "--dbname",
+            &db.url_without_password,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+        ]);
+        self.run(&args)
+    }
+
+    /// Flips a byte in the middle of `file` (the stored dump of `id`, wherever the store
+    /// keeps it): `backup verify` must fail with exit 1.
+    fn damaged_fails_verify(&self, id: &str, file: &Path) {
+        let mut bytes = std::fs::read(file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(file, bytes).unwrap();
+        let out = self.run(&["backup", "verify", id]);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("backup {id} does not match its record")),
+            "{}",
+            stderr(&out)
+        );
     }
 
     fn history(&self) -> serde_json::Value {
@@ -286,14 +353,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _ib = env.build_sample(&r.host, &bad, &[("NEVER_HEALTHY", "1")]);
 
-    let out = r.deploy(&v1, &[]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let id = format!("{}/production/r1/db", r.name);
-    assert!(
-        stderr(&out).contains(&format!("Backed up {id}")),
-        "{}",
-        stderr(&out)
-    );
+    let id = r.first_backup(&v1);
 
     // In the default store, kept out of git, listed and recorded in the release.
     let store = r.default_store();
@@ -325,26 +385,11 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
         .unwrap()
         .starts_with(&id));
 
-    let out = r.run(&["backup", "verify", &id]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("Verified {id}")),
-        "{}",
-        stderr(&out)
-    );
+    r.verified(&id);
 
     // Off a terminal, restoring needs --yes: refused, nothing done (exit 2).
     let scratch = Database::new(&env.pg_url);
-    let into = [
-        "--into",
-        "psql",
-        "--dbname",
-        &scratch.url_without_password,
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-q",
-    ];
-    let out = r.run(&[&["backup", "restore", &id][..], &into[..]].concat());
+    let out = r.restore(&id, &scratch, false);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("refusing to restore"),
@@ -360,7 +405,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
     );
 
     // Restored into the scratch database: the same rows, value for value.
-    let out = r.run(&[&["backup", "restore", &id, "--yes"][..], &into[..]].concat());
+    let out = r.restore(&id, &scratch, true);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         table.fingerprint(&scratch.url),
@@ -396,17 +441,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
     );
 
     // A damaged file fails verification with exit 1.
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&file, bytes).unwrap();
-    let out = r.run(&["backup", "verify", &id]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("backup {id} does not match its record")),
-        "{}",
-        stderr(&out)
-    );
+    r.damaged_fails_verify(&id, &file);
 }
 
 #[test]
@@ -636,20 +671,11 @@ fn a_backup_in_an_s3_bucket_is_restored_from_a_fresh_checkout_and_pruned_there()
     let table = Table::new(&env.pg_url, 2000);
     let url = s3_url(&s3);
     let job = s3_job(&s3, &url, &table.name).keep(2);
-    let r = Region::new(&env, std::slice::from_ref(&job))
-        .var(S3_SECRET_VAR, &s3.secret_access_key)
-        .secret(&s3.secret_access_key);
+    let r = Region::with_s3(&env, &s3, std::slice::from_ref(&job));
     let v1 = format!("v1-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
 
-    let out = r.deploy(&v1, &[]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let id = format!("{}/production/r1/db", r.name);
-    assert!(
-        stderr(&out).contains(&format!("Backed up {id}")),
-        "{}",
-        stderr(&out)
-    );
+    let id = r.first_backup(&v1);
     // In the bucket (the server's own files), and nothing on this machine.
     let prefix = url.strip_prefix(&format!("s3://{}/", s3.bucket)).unwrap();
     let object = s3.object_file(&format!("{prefix}/{id}.dump.zst"));
@@ -675,24 +701,9 @@ fn a_backup_in_an_s3_bucket_is_restored_from_a_fresh_checkout_and_pruned_there()
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], id.as_str());
     assert_eq!(listed[0]["sha256"], recorded["sha256"]);
-    let out = fresh.run(&["backup", "verify", &id]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("Verified {id}")),
-        "{}",
-        stderr(&out)
-    );
+    fresh.verified(&id);
     let scratch = Database::new(&env.pg_url);
-    let into = [
-        "--into",
-        "psql",
-        "--dbname",
-        &scratch.url_without_password,
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-q",
-    ];
-    let out = fresh.run(&[&["backup", "restore", &id, "--yes"][..], &into[..]].concat());
+    let out = fresh.restore(&id, &scratch, true);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         table.fingerprint(&scratch.url),
@@ -726,17 +737,10 @@ fn a_backup_in_an_s3_bucket_is_restored_from_a_fresh_checkout_and_pruned_there()
     assert!(!s3.object_file(&format!("{prefix}/{id}.json")).exists());
 
     // A damaged object fails verification (exit 1), read back through S3.
-    let newest = s3.object_file(&format!("{prefix}/{}/production/r3/db.dump.zst", r.name));
-    let mut bytes = std::fs::read(&newest).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&newest, bytes).unwrap();
-    let out = fresh.run(&["backup", "verify", &format!("{}/production/r3/db", r.name)]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("does not match its record"),
-        "{}",
-        stderr(&out)
+    let newest = format!("{}/production/r3/db", r.name);
+    fresh.damaged_fails_verify(
+        &newest,
+        &s3.object_file(&format!("{prefix}/{newest}.dump.zst")),
     );
 }
 
@@ -812,9 +816,7 @@ fn big_dump(store: Option<&S3Env>) {
     );
     let r = match store {
         None => Region::new(&env, &[pg_job("db", &table.name)]),
-        Some(s3) => Region::new(&env, &[s3_job(s3, &s3_url(s3), &table.name)])
-            .var(S3_SECRET_VAR, &s3.secret_access_key)
-            .secret(&s3.secret_access_key),
+        Some(s3) => Region::with_s3(&env, s3, &[s3_job(s3, &s3_url(s3), &table.name)]),
     };
     let v1 = format!("v1-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);

@@ -75,6 +75,14 @@ fn env_vars() -> Result<HashMap<String, String>, String> {
     Ok(parse_env_sh(&text))
 }
 
+/// The variable `key`, or why it is missing: `script` writes it.
+fn set_by(vars: &HashMap<String, String>, key: &str, script: &str) -> Result<String, String> {
+    vars.get(key)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .ok_or_else(|| format!("{key} is not set ({script} writes it)"))
+}
+
 /// The test Kubernetes cluster (tests/k8s/up.sh, part of `make env-up`): its kubeconfig, the
 /// context in it, and the kubectl built with it.
 #[derive(Debug, Clone)]
@@ -89,12 +97,7 @@ impl KubeEnv {
     /// cluster panics naming what is missing.
     pub fn get() -> Option<KubeEnv> {
         let found = env_vars().and_then(|vars| {
-            let get = |k: &str| {
-                vars.get(k)
-                    .filter(|v| !v.is_empty())
-                    .cloned()
-                    .ok_or_else(|| format!("{k} is not set (tests/k8s/up.sh writes it)"))
-            };
+            let get = |k: &str| set_by(&vars, k, "tests/k8s/up.sh");
             let env = KubeEnv {
                 kubeconfig: PathBuf::from(get("PACKFY_KUBECONFIG")?),
                 kubectl: PathBuf::from(get("PACKFY_KUBECTL")?),
@@ -172,12 +175,7 @@ impl S3Env {
     /// missing store panics naming what is missing.
     pub fn get() -> Option<S3Env> {
         let found = env_vars().and_then(|vars| {
-            let get = |k: &str| {
-                vars.get(k)
-                    .filter(|v| !v.is_empty())
-                    .cloned()
-                    .ok_or_else(|| format!("{k} is not set (tests/env/s3.sh writes it)"))
-            };
+            let get = |k: &str| set_by(&vars, k, "tests/env/s3.sh");
             Ok(S3Env {
                 endpoint: get("PACKFY_S3_ENDPOINT")?,
                 bucket: get("PACKFY_S3_BUCKET")?,
