@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::fixture::{region_name, Backup, Health, RegionFile, RegionsDir, Rollout, Service};
-use support::{code, psql, stderr, unique_ident, TestEnv};
+use support::{code, psql, stderr, unique_ident, unique_name, S3Env, TestEnv};
 
 /// A region of its own in a temporary regions directory, with its backup jobs.
 struct Region {
@@ -19,6 +19,10 @@ struct Region {
     pg_url: String,
     /// The database password: what output must never show.
     pg_password: Option<String>,
+    /// Variables every command of this region gets (S3 credentials), and values output must
+    /// never show.
+    vars: Vec<(String, String)>,
+    secrets: Vec<String>,
 }
 
 impl Region {
@@ -29,9 +33,47 @@ impl Region {
             host: env.docker_host.clone(),
             pg_url: env.pg_url.clone(),
             pg_password: env.pg_password(),
+            vars: Vec::new(),
+            secrets: Vec::new(),
         };
         r.write(backups);
         r
+    }
+
+    /// The same region (name, host, jobs) in a new, empty working directory: a fresh
+    /// checkout on another machine, with nothing the first one wrote.
+    fn fresh_checkout(&self, backups: &[Backup]) -> Region {
+        let r = Region {
+            name: self.name.clone(),
+            dir: RegionsDir::new(),
+            host: self.host.clone(),
+            pg_url: self.pg_url.clone(),
+            pg_password: self.pg_password.clone(),
+            vars: Vec::new(),
+            secrets: self.secrets.clone(),
+        };
+        r.write(backups);
+        r
+    }
+
+    /// A region whose `jobs` store to the S3 server: its secret key passed as `s3_job`
+    /// references it, and never to be shown.
+    fn with_s3(env: &TestEnv, s3: &S3Env, jobs: &[Backup]) -> Region {
+        Region::new(env, jobs)
+            .var(S3_SECRET_VAR, &s3.secret_access_key)
+            .secret(&s3.secret_access_key)
+    }
+
+    /// `KEY=value` for every command from now on.
+    fn var(mut self, key: &str, value: &str) -> Region {
+        self.vars.push((key.into(), value.into()));
+        self
+    }
+
+    /// A value no output may show.
+    fn secret(mut self, value: &str) -> Region {
+        self.secrets.push(value.into());
+        self
     }
 
     /// (Re)writes the region file with these backup jobs.
@@ -80,6 +122,20 @@ impl Region {
         if let Some((_, password, _)) = support::pg_url_parts(&self.pg_url) {
             c.env("PGPASSWORD", password);
         }
+        // Only what the test gives: never the AWS settings of whoever runs the tests.
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_PROFILE",
+        ] {
+            c.env_remove(k);
+        }
+        c.envs(self.vars.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -88,6 +144,7 @@ impl Region {
     fn run(&self, args: &[&str]) -> Output {
         let mut secrets = vec![self.pg_url.as_str()];
         secrets.extend(self.pg_password.as_deref());
+        secrets.extend(self.secrets.iter().map(String::as_str));
         support::run_cli(&mut self.cmd(args), &secrets)
     }
 
@@ -103,6 +160,65 @@ impl Region {
         let out = self.run(&args);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    /// Deploys `version` as the first release, which must succeed and back up job `db`: its
+    /// backup ID.
+    fn first_backup(&self, version: &str) -> String {
+        let out = self.deploy(version, &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let id = format!("{}/production/r1/db", self.name);
+        assert!(
+            stderr(&out).contains(&format!("Backed up {id}")),
+            "{}",
+            stderr(&out)
+        );
+        id
+    }
+
+    /// `backup verify ID`, which must pass.
+    fn verified(&self, id: &str) {
+        let out = self.run(&["backup", "verify", id]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("Verified {id}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    /// `backup restore ID [--yes] --into psql --dbname …` into `db` (whatever it exits with).
+    fn restore(&self, id: &str, db: &Database, yes: bool) -> Output {
+        let mut args = vec!["backup", "restore", id];
+        if yes {
+            args.push("--yes");
+        }
+        args.extend([
+            "--into",
+            "psql",
+            "--dbname",
+            &db.url_without_password,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+        ]);
+        self.run(&args)
+    }
+
+    /// Flips a byte in the middle of `file` (the stored dump of `id`, wherever the store
+    /// keeps it): `backup verify` must fail with exit 1.
+    fn damaged_fails_verify(&self, id: &str, file: &Path) {
+        let mut bytes = std::fs::read(file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(file, bytes).unwrap();
+        let out = self.run(&["backup", "verify", id]);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("backup {id} does not match its record")),
+            "{}",
+            stderr(&out)
+        );
     }
 
     fn history(&self) -> serde_json::Value {
@@ -237,14 +353,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _ib = env.build_sample(&r.host, &bad, &[("NEVER_HEALTHY", "1")]);
 
-    let out = r.deploy(&v1, &[]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let id = format!("{}/production/r1/db", r.name);
-    assert!(
-        stderr(&out).contains(&format!("Backed up {id}")),
-        "{}",
-        stderr(&out)
-    );
+    let id = r.first_backup(&v1);
 
     // In the default store, kept out of git, listed and recorded in the release.
     let store = r.default_store();
@@ -276,26 +385,11 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
         .unwrap()
         .starts_with(&id));
 
-    let out = r.run(&["backup", "verify", &id]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("Verified {id}")),
-        "{}",
-        stderr(&out)
-    );
+    r.verified(&id);
 
     // Off a terminal, restoring needs --yes: refused, nothing done (exit 2).
     let scratch = Database::new(&env.pg_url);
-    let into = [
-        "--into",
-        "psql",
-        "--dbname",
-        &scratch.url_without_password,
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-q",
-    ];
-    let out = r.run(&[&["backup", "restore", &id][..], &into[..]].concat());
+    let out = r.restore(&id, &scratch, false);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("refusing to restore"),
@@ -311,7 +405,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
     );
 
     // Restored into the scratch database: the same rows, value for value.
-    let out = r.run(&[&["backup", "restore", &id, "--yes"][..], &into[..]].concat());
+    let out = r.restore(&id, &scratch, true);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         table.fingerprint(&scratch.url),
@@ -347,17 +441,7 @@ fn a_deploy_takes_a_pg_dump_that_verifies_restores_and_is_named_on_rollback() {
     );
 
     // A damaged file fails verification with exit 1.
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&file, bytes).unwrap();
-    let out = r.run(&["backup", "verify", &id]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("backup {id} does not match its record")),
-        "{}",
-        stderr(&out)
-    );
+    r.damaged_fails_verify(&id, &file);
 }
 
 #[test]
@@ -563,8 +647,157 @@ fn run_measuring(mut cmd: Command) -> (u64, Output, Duration) {
     (watcher.join().unwrap(), out, took)
 }
 
+/// The variable the S3 secret key is referenced by in region files (`env:…`).
+const S3_SECRET_VAR: &str = "PACKFY_TEST_S3_SECRET";
+
+/// A prefix of the test bucket no other test uses, as the store URL.
+fn s3_url(s3: &S3Env) -> String {
+    format!("s3://{}/{}", s3.bucket, unique_name("bk"))
+}
+
+/// `pg_job` into `url`, with the key ID in the file and the secret key by reference.
+fn s3_job(s3: &S3Env, url: &str, table: &str) -> Backup {
+    pg_job("db", table).s3_store(
+        url,
+        &s3.endpoint,
+        Some((&s3.access_key_id, &format!("env:{S3_SECRET_VAR}"))),
+    )
+}
+
 #[test]
-fn a_200_mb_dump_streams_with_bounded_memory() {
+fn a_backup_in_an_s3_bucket_is_restored_from_a_fresh_checkout_and_pruned_there() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(s3) = S3Env::get() else { return };
+    let table = Table::new(&env.pg_url, 2000);
+    let url = s3_url(&s3);
+    let job = s3_job(&s3, &url, &table.name).keep(2);
+    let r = Region::with_s3(&env, &s3, std::slice::from_ref(&job));
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+
+    let id = r.first_backup(&v1);
+    // In the bucket (the server's own files), and nothing on this machine.
+    let prefix = url.strip_prefix(&format!("s3://{}/", s3.bucket)).unwrap();
+    let object = s3.object_file(&format!("{prefix}/{id}.dump.zst"));
+    let dump = zstd::decode_all(std::fs::File::open(&object).unwrap()).unwrap();
+    assert!(
+        String::from_utf8_lossy(&dump).contains(&format!("CREATE TABLE public.{}", table.name)),
+        "{object:?}"
+    );
+    assert!(!r.default_store().exists());
+    // The release record names the backup by store URL and ID.
+    let recorded = &r.history()[0]["backups"][0];
+    assert_eq!(recorded["id"], id.as_str());
+    assert_eq!(recorded["store"], url.as_str());
+    assert_eq!(recorded["path"], format!("{url}/{id}.dump.zst").as_str());
+    assert_eq!(recorded["bytes"], dump.len() as u64);
+
+    // Another machine: the same region file, no state, credentials from the AWS variables.
+    let fresh = r
+        .fresh_checkout(&[pg_job("db", &table.name).s3_store(&url, &s3.endpoint, None)])
+        .var("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+        .var("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key);
+    let listed = fresh.list(&[]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["sha256"], recorded["sha256"]);
+    fresh.verified(&id);
+    let scratch = Database::new(&env.pg_url);
+    let out = fresh.restore(&id, &scratch, true);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        table.fingerprint(&scratch.url),
+        table.fingerprint(&env.pg_url)
+    );
+    assert!(table.fingerprint(&scratch.url).starts_with("2000 "));
+    assert!(!fresh.default_store().exists());
+
+    // Retention (keep: 2) removes the objects of older backups from the bucket.
+    for n in 2..=3 {
+        r.write_with(
+            std::slice::from_ref(&job),
+            &[("GENERATION", &n.to_string())],
+        );
+        let out = r.deploy(&v1, &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let ids: Vec<String> = fresh
+        .list(&[])
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{}/production/r2/db", r.name),
+            format!("{}/production/r3/db", r.name)
+        ]
+    );
+    assert!(!object.exists(), "{object:?} was not pruned");
+    assert!(!s3.object_file(&format!("{prefix}/{id}.json")).exists());
+
+    // A damaged object fails verification (exit 1), read back through S3.
+    let newest = format!("{}/production/r3/db", r.name);
+    fresh.damaged_fails_verify(
+        &newest,
+        &s3.object_file(&format!("{prefix}/{newest}.dump.zst")),
+    );
+}
+
+#[test]
+fn a_wrong_s3_secret_key_is_refused_clearly_and_never_shown() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(s3) = S3Env::get() else { return };
+    let table = Table::new(&env.pg_url, 10);
+    let url = s3_url(&s3);
+    let wrong = format!("{}-wrong-0f3a", s3.secret_access_key);
+    let r = Region::new(&env, &[])
+        .var(S3_SECRET_VAR, &wrong)
+        .secret(&wrong)
+        .secret(&s3.secret_access_key);
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    assert_eq!(code(&r.deploy(&v1, &[])), 0);
+    let before = r.containers();
+
+    // A deploy whose backup cannot be stored does not start (exit 2, nothing changed).
+    r.write_with(&[s3_job(&s3, &url, &table.name)], &[("GENERATION", "2")]);
+    let out = r.deploy(&v1, &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("backup job 'db' failed, so the deploy of")
+            && err.contains(&format!("{url} refused the credentials")),
+        "{err}"
+    );
+    assert_eq!(r.containers(), before);
+    assert_eq!(r.history().as_array().unwrap().len(), 1);
+
+    // Listing names the store, the cause and where to look: a configuration error (2).
+    let out = r.run(&["backup", "list", "--region", &r.name]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{url} refused the credentials")),
+        "{err}"
+    );
+    assert!(err.contains("s3.secret_access_key"), "{err}");
+
+    // A store that is not there is out of reach (6), not a credentials problem.
+    let closed = "http://127.0.0.1:9";
+    r.write(&[pg_job("db", &table.name).s3_store(
+        &url,
+        closed,
+        Some((&s3.access_key_id, &format!("env:{S3_SECRET_VAR}"))),
+    )]);
+    let out = r.run(&["backup", "list", "--region", &r.name]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&url), "{}", stderr(&out));
+}
+
+/// Deploys with a ~200 MB `pg_dump` to `store` (the default directory, or an S3 bucket) and
+/// measures the CLI's peak memory: the dump must stream.
+fn big_dump(store: Option<&S3Env>) {
     let Some(env) = TestEnv::get() else { return };
     // ~200 MB of dump: 1.4 M rows of ~146 bytes, mostly md5 hex of distinct inputs (zstd can
     // halve hex digits, not much more).
@@ -581,7 +814,10 @@ fn a_200_mb_dump_streams_with_bounded_memory() {
             table.name
         ),
     );
-    let r = Region::new(&env, &[pg_job("db", &table.name)]);
+    let r = match store {
+        None => Region::new(&env, &[pg_job("db", &table.name)]),
+        Some(s3) => Region::with_s3(&env, s3, &[s3_job(s3, &s3_url(s3), &table.name)]),
+    };
     let v1 = format!("v1-{}", r.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let (peak_kb, out, took) =
@@ -597,7 +833,8 @@ fn a_200_mb_dump_streams_with_bounded_memory() {
     let dump_bytes = listed[0]["bytes"].as_u64().unwrap();
     let stored_bytes = listed[0]["stored_bytes"].as_u64().unwrap();
     let line = format!(
-        "dump {:.1} MB (stored {:.1} MB zstd) in {:.1}s; packfy-deploy peak RSS (VmHWM) {:.1} MB",
+        "{}: dump {:.1} MB (stored {:.1} MB zstd) in {:.1}s; packfy-deploy peak RSS (VmHWM) {:.1} MB",
+        if store.is_some() { "s3 store" } else { "directory store" },
         dump_bytes as f64 / 1e6,
         stored_bytes as f64 / 1e6,
         took.as_secs_f64(),
@@ -605,7 +842,13 @@ fn a_200_mb_dump_streams_with_bounded_memory() {
     );
     eprintln!("{line}");
     if let Ok(path) = std::env::var("PACKFY_BENCH_OUT") {
-        std::fs::write(Path::new(&path), format!("{line}\n")).unwrap();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(&path))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
     }
     if rows >= 1_400_000 {
         assert!(dump_bytes > 190_000_000, "{line}");
@@ -616,4 +859,15 @@ fn a_200_mb_dump_streams_with_bounded_memory() {
         code(&r.run(&["backup", "verify", listed[0]["id"].as_str().unwrap()])),
         0
     );
+}
+
+#[test]
+fn a_200_mb_dump_streams_with_bounded_memory() {
+    big_dump(None);
+}
+
+#[test]
+fn a_200_mb_dump_streams_to_an_s3_bucket_with_bounded_memory() {
+    let Some(s3) = S3Env::get() else { return };
+    big_dump(Some(&s3));
 }

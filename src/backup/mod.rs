@@ -5,7 +5,8 @@
 //! 1. each job runs: a local command, or a command in a running container of the region
 //!    through the Docker exec API ([`ExecIn`]); its standard output is the dump;
 //! 2. the dump streams to `<store>/<region>/<env>/<release>/<job>.<ext>` through a hashing,
-//!    counting writer into the compressor (`stream.rs`): never held in memory;
+//!    counting writer into the compressor (`stream.rs`): never held in memory; the store is
+//!    a directory or an S3-compatible bucket (`s3.rs`, a multipart upload);
 //! 3. a manifest beside it records the sha256 and size of the dump and of the file;
 //! 4. a required job that fails stops the deploy (its files and the others of this attempt are
 //!    removed; nothing on the target was touched); a job that is not required only warns;
@@ -17,6 +18,7 @@
 //! Secrets: job commands see `${NAME}` variables and secret references resolved, but output
 //! shows the command as written, and stderr shown on failure has secret values masked.
 
+pub mod s3;
 pub mod store;
 pub mod stream;
 
@@ -33,6 +35,7 @@ use crate::context::Ctx;
 use crate::error::{Error, Result};
 use crate::secrets::resolve as resolve_secret;
 use crate::ui::Ui;
+pub use store::Store;
 use stream::{Hashing, Tail};
 
 /// Lines of a failed job's stderr shown.
@@ -48,7 +51,11 @@ pub struct BackupRecord {
     pub environment: String,
     /// The release it was taken before (that release had not changed anything yet).
     pub release: String,
-    /// The dump file (empty when the job failed or was skipped).
+    /// The store it is in: a directory or `s3://bucket/prefix`. With `id`, all another
+    /// machine needs to find it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub store: String,
+    /// The dump file or object URL (empty when the job failed or was skipped).
     pub path: String,
     pub compression: Compression,
     /// How it was taken, as written in the region file (`${NAME}` unexpanded).
@@ -83,11 +90,31 @@ pub trait ExecIn: Send + Sync {
     ) -> anyhow::Result<Option<i64>>;
 }
 
-/// Where a job's backups go: its `store:` (relative to the regions directory's parent), or
-/// `backups/` beside the regions directory.
-/// Absolute, so the paths in release records mean something on another machine's screen.
-pub fn store_root(ctx: &Ctx, job: &BackupJob) -> PathBuf {
-    store_dir(ctx, job.store.as_deref())
+/// Where a job's backups go: its `store:` (an `s3://` bucket, or a directory relative to the
+/// regions directory's parent), or `backups/` beside the regions directory. Opening an S3
+/// store reads its credentials (registered with the masker); the error names the job and
+/// the reference, never a value.
+pub fn store_of(ctx: &Ctx, job: &BackupJob) -> Result<Store> {
+    let written = job.store.as_deref().map(crate::config::expand_env);
+    let opened = match written
+        .as_deref()
+        .and_then(crate::config::backups::parse_s3_url)
+    {
+        None => return Ok(Store::Dir(store_dir(ctx, job.store.as_deref()))),
+        Some(parsed) => parsed.and_then(|(bucket, prefix)| {
+            s3::Bucket::open(bucket, prefix, job.s3.as_ref()).map(Store::S3)
+        }),
+    };
+    opened.map_err(|why| {
+        Error::usage_hint(
+            format!(
+                "backups.{}: cannot open the store {}: {why}",
+                job.name,
+                written.unwrap_or_default()
+            ),
+            "nothing was changed; `packfy-deploy validate` checks the job",
+        )
+    })
 }
 
 /// A `store:` as written (`None`: the default store), absolute.
@@ -120,20 +147,20 @@ pub async fn before_deploy(
         first_release,
         jobs: jobs
             .iter()
-            .map(|j| (j.clone(), store_root(ctx, j)))
-            .collect(),
+            .map(|j| Ok((j.clone(), store_of(ctx, j)?)))
+            .collect::<Result<_>>()?,
     };
     run.run(&ctx.ui, target).await
 }
 
-/// One deploy's backup jobs, each with its store root.
+/// One deploy's backup jobs, each with its store.
 pub struct Run<'a> {
     pub region: &'a str,
     pub env: &'a str,
     pub release: &'a str,
     /// No release serves yet: an `exec` job with no running container has nothing to back up.
     pub first_release: bool,
-    pub jobs: Vec<(BackupJob, PathBuf)>,
+    pub jobs: Vec<(BackupJob, Store)>,
 }
 
 /// Why a job stored nothing.
@@ -147,12 +174,12 @@ impl Run<'_> {
     pub async fn run(&self, ui: &Ui, target: &dyn ExecIn) -> Result<Vec<BackupRecord>> {
         // One record per job, in the order of `self.jobs`.
         let mut out: Vec<BackupRecord> = Vec::new();
-        for (job, root) in &self.jobs {
+        for (job, store) in &self.jobs {
             let source = describe(job);
             ui.status("Backing up", format!("{} ({source})", job.name));
             let started = Instant::now();
             let id = format!("{}/{}/{}/{}", self.region, self.env, self.release, job.name);
-            match self.job(job, root, &id, &source, target).await {
+            match self.job(job, store, &id, &source, target).await {
                 Ok(rec) => {
                     ui.status(
                         "Backed up",
@@ -169,9 +196,9 @@ impl Run<'_> {
                 Err(f) if job.required && !f.skipped => {
                     // The deploy does not happen: this attempt's backups would name a release
                     // that never was (and the next attempt reuses its number).
-                    for ((_, root), r) in self.jobs.iter().zip(&out) {
+                    for ((_, store), r) in self.jobs.iter().zip(&out) {
                         if r.error.is_none() {
-                            let _ = store::remove(root, r);
+                            let _ = store.remove(r).await;
                         }
                     }
                     let mut message = format!(
@@ -207,11 +234,14 @@ impl Run<'_> {
             }
         }
         // Retention once every job has run: a failed deploy attempt never costs an old backup.
-        for ((job, root), r) in self.jobs.iter().zip(&out) {
+        for ((job, store), r) in self.jobs.iter().zip(&out) {
             if r.error.is_some() {
                 continue;
             }
-            match store::prune(root, self.region, self.env, &job.name, job.keep as usize) {
+            match store
+                .prune(self.region, self.env, &job.name, job.keep as usize)
+                .await
+            {
                 Ok(removed) if !removed.is_empty() => ui.verbose(format!(
                     "removed {} older backup(s) of {} (keep: {}): {}",
                     removed.len(),
@@ -227,7 +257,7 @@ impl Run<'_> {
                 Err(e) => ui.warn(format!(
                     "could not remove older backups of {} in {}: {e}",
                     job.name,
-                    root.display()
+                    store.describe()
                 )),
             }
         }
@@ -248,6 +278,7 @@ impl Run<'_> {
             region: self.region.into(),
             environment: self.env.into(),
             release: self.release.into(),
+            store: String::new(),
             path: String::new(),
             compression: job.compression,
             source,
@@ -265,7 +296,7 @@ impl Run<'_> {
     async fn job(
         &self,
         job: &BackupJob,
-        root: &Path,
+        store: &Store,
         id: &str,
         source: &str,
         target: &dyn ExecIn,
@@ -281,15 +312,10 @@ impl Run<'_> {
         };
         let argv = env.expand_all(argv).map_err(fail)?;
 
-        let dir = store::release_dir(root, self.region, self.env, self.release);
-        store::prepare_root(root)
-            .and_then(|()| std::fs::create_dir_all(&dir))
-            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-        let file = dir.join(format!("{}.{}", job.name, job.compression.extension()));
-        let partial = dir.join(format!(".{}.partial", job.name));
-        let (to_file, writer) = stream::to_file(&partial, job.compression)
-            .map_err(|e| fail(format!("cannot write {}: {e}", partial.display())))?;
-        let mut sink = Hashing::new(to_file);
+        let (to_store, writer, pending) = store
+            .begin(id, &job.name, job.compression)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut sink = Hashing::new(to_store);
         let started_at = Utc::now();
 
         let mut tail = Tail::default();
@@ -322,12 +348,11 @@ impl Run<'_> {
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r);
         let stored = match outcome
-            .and_then(|()| stored.map_err(|e| format!("cannot write {}: {e}", file.display())))
+            .and_then(|()| stored.map_err(|e| format!("cannot write {}: {e}", pending.path)))
         {
             Ok(s) => s,
             Err(what) => {
-                let _ = std::fs::remove_file(&partial);
-                let _ = std::fs::remove_dir(&dir);
+                store.discard(pending).await;
                 let skipped = no_container && self.first_release && bytes == 0;
                 return Err(Failure {
                     what: if skipped {
@@ -341,7 +366,8 @@ impl Run<'_> {
             }
         };
         let rec = BackupRecord {
-            path: file.display().to_string(),
+            store: store.describe(),
+            path: pending.path.clone(),
             finished_at: Utc::now(),
             sha256,
             bytes,
@@ -349,15 +375,10 @@ impl Run<'_> {
             stored_bytes: stored.bytes,
             ..self.record(job, id.to_string(), source.to_string(), started_at)
         };
-        // A backup that exists has its manifest: the dump is renamed in last.
-        let manifest = store::manifest_path(root, id);
-        store::write_manifest(&manifest, &rec)
-            .and_then(|()| std::fs::rename(&partial, &file))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&partial);
-                let _ = std::fs::remove_file(&manifest);
-                fail(format!("cannot store {}: {e}", file.display()))
-            })?;
+        store
+            .commit(pending, &rec)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         Ok(rec)
     }
 }
@@ -587,7 +608,10 @@ mod tests {
             env: "production",
             release,
             first_release: false,
-            jobs: jobs.into_iter().map(|j| (j, root.to_path_buf())).collect(),
+            jobs: jobs
+                .into_iter()
+                .map(|j| (j, Store::Dir(root.to_path_buf())))
+                .collect(),
         }
     }
 
@@ -636,10 +660,12 @@ mod tests {
                 "cuba/production/r1/db.json"
             ]
         );
-        let listed = store::scan(dir.path(), "cuba", None);
+        let store = Store::Dir(dir.path().to_path_buf());
+        let listed = store.scan("cuba", None).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].path, r.path);
-        assert!(store::verify(&listed[0]).unwrap().problems(r).is_empty());
+        assert_eq!(listed[0].store, dir.path().display().to_string());
+        assert!(store.check(&listed[0]).await.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -752,7 +778,7 @@ mod tests {
                 env,
                 release: "r1",
                 first_release: false,
-                jobs: vec![(job.clone(), dir.path().to_path_buf())],
+                jobs: vec![(job.clone(), Store::Dir(dir.path().to_path_buf()))],
             }
             .run(&ui(), &FakeExec(None))
             .await
@@ -764,9 +790,13 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let ids: Vec<String> = store::scan(dir.path(), "cuba", None)
+        let store = Store::Dir(dir.path().to_path_buf());
+        let ids: Vec<String> = store
+            .scan("cuba", None)
+            .await
+            .unwrap()
             .into_iter()
-            .chain(store::scan(dir.path(), "mexico", None))
+            .chain(store.scan("mexico", None).await.unwrap())
             .map(|r| r.id)
             .collect();
         assert_eq!(

@@ -3,7 +3,7 @@
 //! ```text
 //! job stdout ──tokio::io::copy──▶ Hashing (sha256 + size of the dump)
 //!            ──bounded channel──▶ compressor on a blocking thread
-//!            ──▶ Hashing (sha256 + size of the file) ──▶ file
+//!            ──▶ Hashing (sha256 + size of the file) ──▶ Sink (a file, or an upload)
 //! ```
 //!
 //! The channel holds at most [`CHUNKS_IN_FLIGHT`] chunks, so a fast producer waits for the
@@ -67,6 +67,15 @@ impl<W: Write> Write for Hashing<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Reading through it hashes what was read (the stored file, while it is decompressed).
+impl<R: io::Read> io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -158,27 +167,44 @@ pub struct Stored {
     pub bytes: u64,
 }
 
+/// Where the compressed stream goes: a file, or an object being uploaded.
+pub trait Sink: Write + Send {
+    /// Ends the stream durably: the file synced, the upload completed.
+    fn close(self: Box<Self>) -> io::Result<()>;
+}
+
+impl Sink for File {
+    fn close(self: Box<Self>) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// The writer thread's handle: it reports the stored stream's checksum and size.
+pub type Writer = tokio::task::JoinHandle<io::Result<Stored>>;
+
 /// Starts the compressor thread writing `path`; returns the async end to write the dump into
-/// and the thread's handle, which reports the stored file's checksum and size.
-pub fn to_file(
-    path: &Path,
-    compression: Compression,
-) -> io::Result<(ToFile, tokio::task::JoinHandle<io::Result<Stored>>)> {
-    let file = File::create(path)?;
+/// and the thread's handle.
+pub fn to_file(path: &Path, compression: Compression) -> io::Result<(ToFile, Writer)> {
+    Ok(to_sink(Box::new(File::create(path)?), compression))
+}
+
+/// Starts the compressor thread writing into `file`; returns the async end to write the
+/// dump into and the thread's handle.
+pub fn to_sink(file: Box<dyn Sink>, compression: Compression) -> (ToFile, Writer) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let handle = tokio::task::spawn_blocking(move || write_file(rx, file, compression));
-    Ok((
+    (
         ToFile {
             tx: Some(tx),
             reserve: None,
         },
         handle,
-    ))
+    )
 }
 
 fn write_file(
     mut rx: mpsc::Receiver<Vec<u8>>,
-    file: File,
+    file: Box<dyn Sink>,
     compression: Compression,
 ) -> io::Result<Stored> {
     let mut sink = Hashing::new(BufWriter::with_capacity(256 * 1024, file));
@@ -203,13 +229,15 @@ fn write_file(
     }
     sink.flush()?;
     let (buffered, sha256, bytes) = sink.finish();
-    let file = buffered.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    buffered.into_inner().map_err(|e| e.into_error())?.close()?;
     Ok(Stored { sha256, bytes })
 }
 
 /// A reader of a stored dump that yields the dump as the job wrote it.
-pub fn decompressed(file: File, compression: Compression) -> io::Result<Box<dyn io::Read + Send>> {
+pub fn decompressed<'a>(
+    file: impl io::Read + Send + 'a,
+    compression: Compression,
+) -> io::Result<Box<dyn io::Read + Send + 'a>> {
     let buffered = io::BufReader::with_capacity(256 * 1024, file);
     Ok(match compression {
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),

@@ -1,19 +1,19 @@
 //! `backup list | verify | restore`: the data backups in the store (see `crate::backup`).
 //!
-//! These read the store directories named in the region files; none needs the target.
+//! These read the stores named in the region files (directories, S3 buckets); none needs
+//! the target, nor anything left on the machine that took the backup.
 //! Restoring is explicit: it asks on a terminal, refuses off one without `--yes`, checks the
 //! backup against its record first, and only then feeds the dump to the command a person
 //! chose.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::anyhow;
 
 use crate::backup::stream::read_tail_blocking;
 use crate::backup::{
-    human_bytes, quote_stderr, store, store_dir, store_root, BackupRecord, JobEnv,
+    human_bytes, quote_stderr, store, store_dir, store_of, BackupRecord, JobEnv, Store,
 };
 use crate::cli::BackupCommand;
 use crate::config::backups::BackupJob;
@@ -23,11 +23,13 @@ use crate::error::{Error, ExitCode, Result};
 use crate::context::Ctx;
 
 pub fn run(ctx: &Ctx, cmd: BackupCommand) -> Result<ExitCode> {
-    match cmd {
-        BackupCommand::List { region } => list(ctx, region.as_deref()),
-        BackupCommand::Verify { id } => verify(ctx, &id),
-        BackupCommand::Restore { id, yes, into } => restore(ctx, &id, &into, yes),
-    }
+    super::block_on(async {
+        match cmd {
+            BackupCommand::List { region } => list(ctx, region.as_deref()).await,
+            BackupCommand::Verify { id } => verify(ctx, &id).await,
+            BackupCommand::Restore { id, yes, into } => restore(ctx, &id, &into, yes).await,
+        }
+    })
 }
 
 /// The backup jobs of a region as configured for `env` now (none when it does not load).
@@ -40,27 +42,27 @@ fn jobs(regions: &Regions, region: &str, env: Environment) -> Vec<BackupJob> {
 }
 
 /// Where the backups of a region's `jobs` may be: every job's store, and the default one.
-fn roots(ctx: &Ctx, jobs: &[BackupJob]) -> Vec<PathBuf> {
-    let mut v = vec![store_dir(ctx, None)];
+fn stores(ctx: &Ctx, jobs: &[BackupJob]) -> Result<Vec<Store>> {
+    let mut v = vec![Store::Dir(store_dir(ctx, None))];
     for j in jobs {
-        let r = store_root(ctx, j);
-        if !v.contains(&r) {
-            v.push(r);
+        let s = store_of(ctx, j)?;
+        if !v.iter().any(|known| known.describe() == s.describe()) {
+            v.push(s);
         }
     }
-    v
+    Ok(v)
 }
 
-fn shown(paths: &[PathBuf]) -> String {
-    paths
+fn shown(stores: &[Store]) -> String {
+    stores
         .iter()
-        .map(|p| p.display().to_string())
+        .map(Store::describe)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// `backup list [--region R]`
-fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
+async fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
     let regions = ctx.load()?;
     let names: Vec<String> = match region {
         Some(r) => {
@@ -71,17 +73,21 @@ fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
     };
     let envs: Vec<Environment> = ctx.env.map_or(Environment::ALL.to_vec(), |e| vec![e]);
     let mut all: Vec<BackupRecord> = Vec::new();
-    let mut searched: Vec<PathBuf> = Vec::new();
+    let mut searched: Vec<Store> = Vec::new();
     for name in &names {
         for env in &envs {
-            for root in roots(ctx, &jobs(&regions, name, *env)) {
-                for rec in store::scan(&root, name, Some(env.as_str())) {
+            for store in stores(ctx, &jobs(&regions, name, *env))? {
+                let found = store
+                    .scan(name, Some(env.as_str()))
+                    .await
+                    .map_err(store::StoreError::into_error)?;
+                for rec in found {
                     if !all.iter().any(|r| r.path == rec.path) {
                         all.push(rec);
                     }
                 }
-                if !searched.contains(&root) {
-                    searched.push(root);
+                if !searched.iter().any(|s| s.describe() == store.describe()) {
+                    searched.push(store);
                 }
             }
         }
@@ -114,9 +120,13 @@ fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
-/// The backup `id` names, from the store directories of its region, and the region's jobs
-/// as configured now.
-fn find(ctx: &Ctx, regions: &Regions, id: &str) -> Result<(BackupRecord, Vec<BackupJob>)> {
+/// The backup `id` names, from the stores of its region, with the store it is in and the
+/// region's jobs as configured now.
+async fn find(
+    ctx: &Ctx,
+    regions: &Regions,
+    id: &str,
+) -> Result<(BackupRecord, Store, Vec<BackupJob>)> {
     let Some([region, env, ..]) = store::parse_id(id) else {
         return Err(Error::usage_hint(
             format!("'{id}' is not a backup ID"),
@@ -125,29 +135,30 @@ fn find(ctx: &Ctx, regions: &Regions, id: &str) -> Result<(BackupRecord, Vec<Bac
     };
     let env: Environment = env.parse().map_err(Error::usage)?;
     let jobs = jobs(regions, region, env);
-    let roots = roots(ctx, &jobs);
-    for root in &roots {
-        let manifest = store::manifest_path(root, id);
-        if manifest.exists() {
-            return store::read_manifest(&manifest)
-                .map(|rec| (rec, jobs))
-                .map_err(|e| Error::usage(format!("cannot read {}: {e}", manifest.display())));
+    let stores = stores(ctx, &jobs)?;
+    for store in &stores {
+        if let Some(rec) = store
+            .find(id)
+            .await
+            .map_err(store::StoreError::into_error)?
+        {
+            return Ok((rec, store.clone(), jobs));
         }
     }
     Err(Error::usage_hint(
-        format!("no backup {id} in {}", shown(&roots)),
+        format!("no backup {id} in {}", shown(&stores)),
         format!("`packfy-deploy backup list --region {region}` lists them"),
     ))
 }
 
 /// `backup verify ID`: exit 0 when the file matches its record, 1 when it does not.
-fn verify(ctx: &Ctx, id: &str) -> Result<ExitCode> {
+async fn verify(ctx: &Ctx, id: &str) -> Result<ExitCode> {
     let regions = ctx.load()?;
-    let (rec, _) = find(ctx, &regions, id)?;
-    let problems = store::check(&rec);
+    let (rec, store, _) = find(ctx, &regions, id).await?;
+    let problems = store.check(&rec).await;
     if ctx.ui.json() {
         ctx.ui.out_json(&serde_json::json!({
-            "id": rec.id, "ok": problems.is_empty(), "path": rec.path,
+            "id": rec.id, "ok": problems.is_empty(), "store": rec.store, "path": rec.path,
             "sha256": rec.sha256, "bytes": rec.bytes, "problems": problems,
         }));
     }
@@ -174,9 +185,9 @@ fn verify(ctx: &Ctx, id: &str) -> Result<ExitCode> {
 }
 
 /// `backup restore ID [--yes] [--into COMMAND…]`
-fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> {
+async fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> {
     let regions = ctx.load()?;
-    let (rec, jobs) = find(ctx, &regions, id)?;
+    let (rec, store, jobs) = find(ctx, &regions, id).await?;
     let job = jobs.into_iter().find(|j| j.name == rec.job);
     let template: Vec<String> = if !into.is_empty() {
         into.to_vec()
@@ -220,7 +231,7 @@ fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> 
     }
 
     ctx.ui.status("Verifying", id);
-    let problems = store::check(&rec);
+    let problems = store.check(&rec).await;
     if !problems.is_empty() {
         return Err(Error::usage_hint(
             format!(
@@ -247,10 +258,23 @@ fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> 
         })?;
     let stderr = child.stderr.take().expect("piped");
     let err_tail = std::thread::spawn(move || read_tail_blocking(stderr));
-    let fed = {
-        let mut stdin = child.stdin.take().expect("piped");
-        store::open_dump(&rec).and_then(|mut dump| io::copy(&mut dump, &mut stdin))
-        // `stdin` is dropped here, ending the input: the command finishes.
+    let mut stdin = child.stdin.take().expect("piped");
+    let fed = match store.raw(&rec).await {
+        Err(e) => {
+            drop(stdin);
+            Err(io::Error::other(e.to_string()))
+        }
+        Ok(raw) => {
+            let compression = rec.compression;
+            // Streamed on a blocking thread: the stored bytes arrive from the store as the
+            // command reads them. `stdin` is dropped at the end, ending the input.
+            tokio::task::spawn_blocking(move || {
+                store::open_dump(raw, compression)
+                    .and_then(|mut dump| io::copy(&mut dump, &mut stdin))
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+        }
     };
     let status = child
         .wait()

@@ -25,9 +25,12 @@ pub struct BackupJob {
     pub exec: Option<ExecJob>,
     /// Environment for the command: plain values or `{secret: "env:NAME"}` / `{secret: "file:PATH"}`.
     pub env: IndexMap<String, EnvValue>,
-    /// Directory of the backups [default: `backups/` beside the regions directory]; files are
-    /// laid out as `<store>/<region>/<env>/<release>/<job>.<ext>`.
+    /// Where the backups go [default: `backups/` beside the regions directory]: a directory,
+    /// or an S3-compatible bucket `s3://BUCKET/PREFIX` (see `s3:`). Dumps are laid out as
+    /// `<store>/<region>/<env>/<release>/<job>.<ext>`, each beside its `<job>.json` manifest.
     pub store: Option<String>,
+    /// How to reach an `s3://` store; unset keys fall back to the usual `AWS_*` variables.
+    pub s3: Option<S3Options>,
     pub compression: Compression,
     /// Backups of this job kept per region and environment (the oldest are removed).
     pub keep: u32,
@@ -49,6 +52,7 @@ impl Default for BackupJob {
             exec: None,
             env: IndexMap::new(),
             store: None,
+            s3: None,
             compression: Compression::Zstd,
             keep: 7,
             required: true,
@@ -79,6 +83,51 @@ pub struct ExecJob {
     /// The command (no shell); `${NAME}` is replaced on the deploying machine, as for
     /// `command:`, and the job's `env:` is set in the exec.
     pub command: Vec<String>,
+}
+
+/// `s3:` of a job whose `store:` is `s3://BUCKET/PREFIX`. Each key left unset is taken from
+/// the deploying machine's environment as the AWS tools read it (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Options {
+    /// The server of an S3-compatible store, e.g. `https://minio.internal:9000` (`${NAME}`
+    /// is replaced from the environment); an `http://` endpoint is allowed as written.
+    /// [default: AWS S3 itself]
+    pub endpoint: Option<String>,
+    /// The bucket's region [default: `AWS_REGION`, else `us-east-1`].
+    pub region: Option<String>,
+    /// The access key ID: a plain value or `{secret: "env:NAME"}`.
+    pub access_key_id: Option<EnvValue>,
+    /// The secret access key: a secret reference, `{secret: "env:NAME"}` or
+    /// `{secret: "file:PATH"}`, never the value itself.
+    pub secret_access_key: Option<EnvValue>,
+}
+
+/// `s3://BUCKET/PREFIX` → (bucket, prefix without surrounding slashes); `None` for a store
+/// that is not an S3 URL. The bucket follows S3's naming rules (3–63 of `a-z 0-9 . -`).
+pub fn parse_s3_url(store: &str) -> Option<Result<(&str, &str), String>> {
+    let rest = store.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    Some(if !bucket_ok {
+        Err(format!("'{bucket}' is not a bucket name"))
+    } else if !prefix.is_empty()
+        && prefix
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        Err(format!(
+            "the prefix '{prefix}' has an empty, '.' or '..' part"
+        ))
+    } else {
+        Ok((bucket, prefix))
+    })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -231,9 +280,10 @@ pub fn check(cfg: &RegionConfig, report: &mut dyn FnMut(&str, String, &str)) {
             report(
                 &format!("{p}.store"),
                 format!("{p}.store: is empty"),
-                "a directory, or leave it unset for backups/ beside the regions directory",
+                "a directory, s3://BUCKET/PREFIX, or leave it unset for backups/ beside the regions directory",
             );
         }
+        check_s3(&p, job, report);
         for (key, value) in &job.env {
             let ep = format!("{p}.env.{key}");
             if !is_env_name(key) {
@@ -253,6 +303,48 @@ pub fn check(cfg: &RegionConfig, report: &mut dyn FnMut(&str, String, &str)) {
                     &format!("write `{key}: {{secret: \"env:{key}\"}}` and set it where the deploy runs; secrets never belong in region files"),
                 );
             }
+        }
+    }
+}
+
+/// `store: s3://…` and its `s3:` options.
+fn check_s3(p: &str, job: &BackupJob, report: &mut dyn FnMut(&str, String, &str)) {
+    let s3_store = job.store.as_deref().and_then(parse_s3_url);
+    if let Some(Err(why)) = &s3_store {
+        report(
+            &format!("{p}.store"),
+            format!("{p}.store: {why}"),
+            "write s3://BUCKET/PREFIX: a bucket of 3-63 lowercase letters, digits, '.' and '-', then an optional prefix",
+        );
+    }
+    let Some(s3) = &job.s3 else { return };
+    if s3_store.is_none() {
+        report(
+            &format!("{p}.s3"),
+            format!("{p}.s3: is set, and the store is not an s3:// bucket"),
+            "set `store: s3://BUCKET/PREFIX`, or remove `s3:`",
+        );
+    }
+    if let Some(EnvValue::Plain(v)) = &s3.secret_access_key {
+        if !v.is_empty() {
+            report(
+                &format!("{p}.s3.secret_access_key"),
+                format!("{p}.s3.secret_access_key: a secret written in plain text"),
+                "write `secret_access_key: {secret: \"env:NAME\"}` and set it where the deploy runs, or leave it unset to use AWS_SECRET_ACCESS_KEY",
+            );
+        }
+    }
+    // `${NAME}` is replaced when the store is opened; what is written must be a URL already.
+    if let Some(e) = &s3.endpoint {
+        let url_like = ["${", "http://", "https://"]
+            .iter()
+            .any(|p| e.starts_with(p));
+        if !url_like {
+            report(
+                &format!("{p}.s3.endpoint"),
+                format!("{p}.s3.endpoint: '{e}' is not an http:// or https:// URL"),
+                "e.g. https://minio.internal:9000",
+            );
         }
     }
 }
@@ -324,6 +416,30 @@ services:
                 "backups.1.name: '../x' is not a valid job name at r.yaml:7:12 — letters, digits, '-' and '_', at most 63 characters (it names the backup file)",
             ]
         );
+    }
+
+    #[test]
+    fn s3_stores_name_a_bucket_and_keep_their_secret_key_out_of_the_file() {
+        assert_eq!(
+            problems("  - {name: db, command: [a], store: \"s3://packfy-backups/prod/eu\", s3: {endpoint: \"${S3_URL}\", region: eu-west-1, access_key_id: AKIA1, secret_access_key: {secret: \"env:S3_SECRET\"}}}\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems("  - {name: db, command: [a], store: \"s3://B/x\"}\n  - {name: e, command: [a], s3: {endpoint: minio:9000, secret_access_key: hunter22}}\n"),
+            [
+                "backups.0.store: 'B' is not a bucket name at r.yaml:6:37 — write s3://BUCKET/PREFIX: a bucket of 3-63 lowercase letters, digits, '.' and '-', then an optional prefix",
+                "backups.1.s3: is set, and the store is not an s3:// bucket at r.yaml:7:33 — set `store: s3://BUCKET/PREFIX`, or remove `s3:`",
+                "backups.1.s3.secret_access_key: a secret written in plain text at r.yaml:7:75 — write `secret_access_key: {secret: \"env:NAME\"}` and set it where the deploy runs, or leave it unset to use AWS_SECRET_ACCESS_KEY",
+                "backups.1.s3.endpoint: 'minio:9000' is not an http:// or https:// URL at r.yaml:7:44 — e.g. https://minio.internal:9000",
+            ]
+        );
+        assert_eq!(
+            super::parse_s3_url("s3://bkt/a/b/"),
+            Some(Ok(("bkt", "a/b")))
+        );
+        assert_eq!(super::parse_s3_url("s3://bkt"), Some(Ok(("bkt", ""))));
+        assert!(super::parse_s3_url("s3://bkt/a//b").unwrap().is_err());
+        assert_eq!(super::parse_s3_url("/var/backups"), None);
     }
 
     #[test]

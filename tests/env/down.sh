@@ -10,11 +10,13 @@ source "$here/docker.sh"
 source "$here/registry.sh"
 source "$here/haproxy.sh"
 source "$here/postgres.sh"
+source "$here/s3.sh"
 
 "$ROOT/tests/k8s/down.sh" || true
 haproxy_down
 registry_down
 postgres_down
+s3_down
 docker_down
 rm -f "$ENV_FILE" "$STATE_DIR/sample.env"
 log "down"

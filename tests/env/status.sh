@@ -7,6 +7,7 @@ source "$here/docker.sh"
 source "$here/registry.sh"
 source "$here/haproxy.sh"
 source "$here/postgres.sh"
+source "$here/s3.sh"
 
 down=0
 report() { printf '%-10s %-4s %s\n' "$1" "$2" "$3"; [[ "$2" == up ]] || down=1; }
@@ -46,6 +47,12 @@ if [[ -n "$url" ]] && PGCONNECT_TIMEOUT=3 psql "$url" -Atqc 'select 1' >/dev/nul
   report postgres up "${url/:packfy@/:***@}"
 else
   report postgres down "$LOG_DIR/postgres.log"
+fi
+port="$(state_get s3 PORT)"
+if [[ -n "$port" ]] && pid_alive "$RUN_DIR/s3s-fs.pid" s3s-fs && s3_ok "$port"; then
+  report s3 up "http://127.0.0.1:$port (bucket $(state_get s3 PACKFY_S3_BUCKET))"
+else
+  report s3 down "$LOG_DIR/s3.log"
 fi
 if [[ -x "$SAMPLE_BIN" ]]; then report sample up "$SAMPLE_BIN"; else report sample down "make sample"; fi
 [[ -f "$ENV_FILE" ]] && echo "env: . $ENV_FILE"

@@ -83,6 +83,14 @@ fn env_vars() -> Result<HashMap<String, String>, String> {
     Ok(parse_env_sh(&text))
 }
 
+/// The variable `key`, or why it is missing: `script` writes it.
+fn set_by(vars: &HashMap<String, String>, key: &str, script: &str) -> Result<String, String> {
+    vars.get(key)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .ok_or_else(|| format!("{key} is not set ({script} writes it)"))
+}
+
 /// The test Kubernetes cluster (tests/k8s/up.sh, part of `make env-up`): its kubeconfig, the
 /// context in it, and the kubectl built with it.
 #[derive(Debug, Clone)]
@@ -97,12 +105,7 @@ impl KubeEnv {
     /// cluster panics naming what is missing.
     pub fn get() -> Option<KubeEnv> {
         let found = env_vars().and_then(|vars| {
-            let get = |k: &str| {
-                vars.get(k)
-                    .filter(|v| !v.is_empty())
-                    .cloned()
-                    .ok_or_else(|| format!("{k} is not set (tests/k8s/up.sh writes it)"))
-            };
+            let get = |k: &str| set_by(&vars, k, "tests/k8s/up.sh");
             let env = KubeEnv {
                 kubeconfig: PathBuf::from(get("PACKFY_KUBECONFIG")?),
                 kubectl: PathBuf::from(get("PACKFY_KUBECTL")?),
@@ -157,6 +160,55 @@ impl KubeEnv {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+/// The S3-compatible object store of the test environment (tests/env/s3.sh): a real server
+/// on loopback with one bucket and one key.
+#[derive(Debug, Clone)]
+pub struct S3Env {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    /// What output must never show.
+    pub secret_access_key: String,
+    /// The server's root directory: a bucket is a directory, an object a file (to check what
+    /// landed in the bucket, and to damage one).
+    pub root: PathBuf,
+}
+
+impl S3Env {
+    /// The object store, or `None` (after a note) when it is not up; under CI ([`is_ci`]) a
+    /// missing store panics naming what is missing.
+    pub fn get() -> Option<S3Env> {
+        let found = env_vars().and_then(|vars| {
+            let get = |k: &str| set_by(&vars, k, "tests/env/s3.sh");
+            Ok(S3Env {
+                endpoint: get("PACKFY_S3_ENDPOINT")?,
+                bucket: get("PACKFY_S3_BUCKET")?,
+                access_key_id: get("PACKFY_S3_ACCESS_KEY_ID")?,
+                secret_access_key: get("PACKFY_S3_SECRET_ACCESS_KEY")?,
+                root: vars
+                    .get("PACKFY_ENV_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| repo_root().join("target/test-env"))
+                    .join("s3"),
+            })
+        });
+        match found {
+            Ok(s) => Some(s),
+            Err(why) if is_ci() => panic!("S3 store not available under CI: {why}"),
+            Err(why) => {
+                eprintln!("skipping: S3 store not up (run `make env-up`): {why}");
+                None
+            }
+        }
+    }
+
+    /// The file the server keeps the object `key` of its bucket in.
+    pub fn object_file(&self, key: &str) -> PathBuf {
+        self.root.join(&self.bucket).join(key)
     }
 }
 

@@ -646,6 +646,18 @@ impl Backup {
         self.with("store", q(&dir.display().to_string()))
     }
 
+    /// An S3-compatible bucket as the store: `store: URL` (`s3://bucket/prefix`) and `s3:`
+    /// with the endpoint, and the credentials when given (the access key ID as written, the
+    /// secret key as a secret reference); unset ones come from the `AWS_*` variables.
+    pub fn s3_store(self, url: &str, endpoint: &str, credentials: Option<(&str, &str)>) -> Backup {
+        let mut s3 = vec![("endpoint".to_string(), q(endpoint))];
+        if let Some((key_id, secret_ref)) = credentials {
+            s3.push(("access_key_id".into(), q(key_id)));
+            s3.push(("secret_access_key".into(), secret(secret_ref)));
+        }
+        self.with("store", q(url)).with("s3", map(&s3))
+    }
+
     /// `required: false`: a failure warns and the deploy goes on.
     pub fn required(self, required: bool) -> Backup {
         self.with("required", required.to_string())
