@@ -171,16 +171,22 @@ pub enum BackupCommand {
     List {
         #[arg(long, short = 'r')]
         region: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Recompute a backup's checksums; exit 1 when it does not match its record
     Verify {
         /// region/env/release/job, as `backup list` shows it
         id: String,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Feed a backup to a command on its standard input (never automatic; asks first)
     Restore {
         /// region/env/release/job, as `backup list` shows it
         id: String,
+        #[command(flatten)]
+        store: StoreArg,
         /// Do not ask (required off a terminal)
         #[arg(long, short = 'y')]
         yes: bool,
@@ -189,6 +195,16 @@ pub enum BackupCommand {
         #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "COMMAND")]
         into: Vec<String>,
     },
+}
+
+/// `--store`: one store instead of those the region's jobs name.
+#[derive(Debug, Args)]
+pub struct StoreArg {
+    /// Only this store, as a release record names it: a directory or s3://BUCKET/PREFIX
+    /// (credentials: a job's `s3:` for the same bucket, else the AWS_* variables)
+    /// [default: the stores the region's jobs name, and backups/]
+    #[arg(long = "store", value_name = "STORE")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Args)]

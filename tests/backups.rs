@@ -712,6 +712,24 @@ fn a_backup_in_an_s3_bucket_is_restored_from_a_fresh_checkout_and_pruned_there()
     assert!(table.fingerprint(&scratch.url).starts_with("2000 "));
     assert!(!fresh.default_store().exists());
 
+    // A checkout whose region files no longer name the bucket: `--store` as the record names
+    // it, the endpoint from AWS_ENDPOINT_URL (plain HTTP allowed by AWS_ALLOW_HTTP).
+    let bare = r
+        .fresh_checkout(&[])
+        .var("AWS_ENDPOINT_URL", &s3.endpoint)
+        .var("AWS_ALLOW_HTTP", "true")
+        .var("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+        .var("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key);
+    let out = bare.run(&["backup", "verify", &id]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("no backup {id} in")),
+        "{}",
+        stderr(&out)
+    );
+    let out = bare.run(&["backup", "verify", &id, "--store", &url]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
     // Retention (keep: 2) removes the objects of older backups from the bucket.
     for n in 2..=3 {
         r.write_with(

@@ -95,26 +95,37 @@ pub trait ExecIn: Send + Sync {
 /// store reads its credentials (registered with the masker); the error names the job and
 /// the reference, never a value.
 pub fn store_of(ctx: &Ctx, job: &BackupJob) -> Result<Store> {
-    let written = job.store.as_deref().map(crate::config::expand_env);
-    let opened = match written
-        .as_deref()
-        .and_then(crate::config::backups::parse_s3_url)
-    {
-        None => return Ok(Store::Dir(store_dir(ctx, job.store.as_deref()))),
-        Some(parsed) => parsed.and_then(|(bucket, prefix)| {
-            s3::Bucket::open(bucket, prefix, job.s3.as_ref()).map(Store::S3)
-        }),
-    };
-    opened.map_err(|why| {
+    open_store(ctx, job.store.as_deref(), job.s3.as_ref()).map_err(|why| {
         Error::usage_hint(
-            format!(
-                "backups.{}: cannot open the store {}: {why}",
-                job.name,
-                written.unwrap_or_default()
-            ),
+            format!("backups.{}: {why}", job.name),
             "nothing was changed; `packfy-deploy validate` checks the job",
         )
     })
+}
+
+/// A store as written (`None`: the default directory), with the `s3:` options of an
+/// `s3://` one; the error says why it cannot be opened.
+pub fn open_store(
+    ctx: &Ctx,
+    store: Option<&str>,
+    s3_options: Option<&crate::config::backups::S3Options>,
+) -> Result<Store, String> {
+    let written = store.map(crate::config::expand_env);
+    match written
+        .as_deref()
+        .and_then(crate::config::backups::parse_s3_url)
+    {
+        None => Ok(Store::Dir(store_dir(ctx, store))),
+        Some(parsed) => parsed
+            .and_then(|(bucket, prefix)| s3::Bucket::open(bucket, prefix, s3_options))
+            .map(Store::S3)
+            .map_err(|why| {
+                format!(
+                    "cannot open the store {}: {why}",
+                    written.unwrap_or_default()
+                )
+            }),
+    }
 }
 
 /// A `store:` as written (`None`: the default store), absolute.

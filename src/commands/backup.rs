@@ -25,9 +25,16 @@ use crate::context::Ctx;
 pub fn run(ctx: &Ctx, cmd: BackupCommand) -> Result<ExitCode> {
     super::block_on(async {
         match cmd {
-            BackupCommand::List { region } => list(ctx, region.as_deref()).await,
-            BackupCommand::Verify { id } => verify(ctx, &id).await,
-            BackupCommand::Restore { id, yes, into } => restore(ctx, &id, &into, yes).await,
+            BackupCommand::List { region, store } => {
+                list(ctx, region.as_deref(), store.store.as_deref()).await
+            }
+            BackupCommand::Verify { id, store } => verify(ctx, &id, store.store.as_deref()).await,
+            BackupCommand::Restore {
+                id,
+                store,
+                yes,
+                into,
+            } => restore(ctx, &id, store.store.as_deref(), &into, yes).await,
         }
     })
 }
@@ -41,8 +48,35 @@ fn jobs(regions: &Regions, region: &str, env: Environment) -> Vec<BackupJob> {
         .unwrap_or_default()
 }
 
-/// Where the backups of a region's `jobs` may be: every job's store, and the default one.
-fn stores(ctx: &Ctx, jobs: &[BackupJob]) -> Result<Vec<Store>> {
+/// Where the backups of a region's `jobs` may be: every job's store, and the default one;
+/// or only `only` (`--store`), with the `s3:` options of a job in the same bucket.
+fn stores(ctx: &Ctx, jobs: &[BackupJob], only: Option<&str>) -> Result<Vec<Store>> {
+    if let Some(only) = only {
+        let bucket = |s: &str| {
+            crate::config::backups::parse_s3_url(s)
+                .and_then(|p| p.ok())
+                .map(|(bucket, _)| bucket.to_string())
+        };
+        let options = jobs
+            .iter()
+            .find(|j| {
+                bucket(only).is_some()
+                    && j.store
+                        .as_deref()
+                        .map(crate::config::expand_env)
+                        .as_deref()
+                        .and_then(bucket)
+                        == bucket(only)
+            })
+            .and_then(|j| j.s3.as_ref());
+        let store = crate::backup::open_store(ctx, Some(only), options).map_err(|why| {
+            Error::usage_hint(
+                format!("--store: {why}"),
+                "a directory, or s3://BUCKET/PREFIX as a release record names it",
+            )
+        })?;
+        return Ok(vec![store]);
+    }
     let mut v = vec![Store::Dir(store_dir(ctx, None))];
     for j in jobs {
         let s = store_of(ctx, j)?;
@@ -62,7 +96,7 @@ fn shown(stores: &[Store]) -> String {
 }
 
 /// `backup list [--region R]`
-async fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
+async fn list(ctx: &Ctx, region: Option<&str>, only: Option<&str>) -> Result<ExitCode> {
     let regions = ctx.load()?;
     let names: Vec<String> = match region {
         Some(r) => {
@@ -76,7 +110,7 @@ async fn list(ctx: &Ctx, region: Option<&str>) -> Result<ExitCode> {
     let mut searched: Vec<Store> = Vec::new();
     for name in &names {
         for env in &envs {
-            for store in stores(ctx, &jobs(&regions, name, *env))? {
+            for store in stores(ctx, &jobs(&regions, name, *env), only)? {
                 let found = store
                     .scan(name, Some(env.as_str()))
                     .await
@@ -126,6 +160,7 @@ async fn find(
     ctx: &Ctx,
     regions: &Regions,
     id: &str,
+    only: Option<&str>,
 ) -> Result<(BackupRecord, Store, Vec<BackupJob>)> {
     let Some([region, env, ..]) = store::parse_id(id) else {
         return Err(Error::usage_hint(
@@ -135,7 +170,7 @@ async fn find(
     };
     let env: Environment = env.parse().map_err(Error::usage)?;
     let jobs = jobs(regions, region, env);
-    let stores = stores(ctx, &jobs)?;
+    let stores = stores(ctx, &jobs, only)?;
     for store in &stores {
         if let Some(rec) = store
             .find(id)
@@ -152,9 +187,9 @@ async fn find(
 }
 
 /// `backup verify ID`: exit 0 when the file matches its record, 1 when it does not.
-async fn verify(ctx: &Ctx, id: &str) -> Result<ExitCode> {
+async fn verify(ctx: &Ctx, id: &str, only: Option<&str>) -> Result<ExitCode> {
     let regions = ctx.load()?;
-    let (rec, store, _) = find(ctx, &regions, id).await?;
+    let (rec, store, _) = find(ctx, &regions, id, only).await?;
     let problems = store.check(&rec).await;
     if ctx.ui.json() {
         ctx.ui.out_json(&serde_json::json!({
@@ -184,10 +219,16 @@ async fn verify(ctx: &Ctx, id: &str) -> Result<ExitCode> {
     Ok(ExitCode::Changes)
 }
 
-/// `backup restore ID [--yes] [--into COMMAND…]`
-async fn restore(ctx: &Ctx, id: &str, into: &[String], yes: bool) -> Result<ExitCode> {
+/// `backup restore ID [--store STORE] [--yes] [--into COMMAND…]`
+async fn restore(
+    ctx: &Ctx,
+    id: &str,
+    only: Option<&str>,
+    into: &[String],
+    yes: bool,
+) -> Result<ExitCode> {
     let regions = ctx.load()?;
-    let (rec, store, jobs) = find(ctx, &regions, id).await?;
+    let (rec, store, jobs) = find(ctx, &regions, id, only).await?;
     let job = jobs.into_iter().find(|j| j.name == rec.job);
     let template: Vec<String> = if !into.is_empty() {
         into.to_vec()

@@ -44,7 +44,7 @@ else
 fi
 url="$(state_get postgres PACKFY_PG_URL)"
 if [[ -n "$url" ]] && PGCONNECT_TIMEOUT=3 psql "$url" -Atqc 'select 1' >/dev/null 2>&1; then
-  report postgres up "${url/:packfy@/:***@}"
+  report postgres up "${url/:$PG_PASSWORD@/:***@}"
 else
   report postgres down "$LOG_DIR/postgres.log"
 fi
