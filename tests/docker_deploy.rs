@@ -5,12 +5,12 @@
 mod support;
 
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
-use support::{code, container_ids, docker, http_request, stderr, Lane, TestEnv};
+use support::{code, container_ids, docker, http_request, stderr, Lane, Load, TestEnv};
 
 const SECRET_VALUE: &str = "s3cr3t-token-do-not-print-7731";
 
@@ -127,106 +127,6 @@ fn sample_web(deadline: &str) -> Service {
         )
         .rollout(Rollout::new().bake("3s").drain_timeout("5s"))
         .stop_grace_period("5s")
-}
-
-/// A load loop through HAProxy: `threads` clients, bounded by `max` requests and `limit` time.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-    started: Instant,
-}
-
-impl Load {
-    fn start(frontend: &str, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let limit = Duration::from_secs(120);
-        let max_per_thread = 60_000;
-        let started = Instant::now();
-        let handles = (0..threads)
-            .map(|_| {
-                let (stop, ok, failed, errors) =
-                    (stop.clone(), ok.clone(), failed.clone(), errors.clone());
-                let frontend = frontend.to_string();
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    let mut conn: Option<support::HttpConnection> = None;
-                    while !stop.load(Ordering::Relaxed)
-                        && started.elapsed() < limit
-                        && n < max_per_thread
-                    {
-                        n += 1;
-                        // Keep-alive to HAProxy, as browsers do; a new connection after an error.
-                        let result = match conn.as_mut() {
-                            Some(c) => c.get("/version"),
-                            None => support::HttpConnection::open(&frontend).and_then(|mut c| {
-                                let r = c.get("/version");
-                                conn = Some(c);
-                                r
-                            }),
-                        };
-                        if result.is_err() {
-                            conn = None;
-                        }
-                        match result {
-                            Ok(r) if r.status == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                errors.lock().unwrap().push(format!(
-                                    "status {} at {:?}",
-                                    r.status,
-                                    started.elapsed()
-                                ));
-                            }
-                            Err(e) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                errors
-                                    .lock()
-                                    .unwrap()
-                                    .push(format!("{e} at {:?}", started.elapsed()));
-                            }
-                        }
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            errors,
-            handles,
-            started,
-        }
-    }
-
-    /// Stops the load; returns (ok, failed, requests per second, first errors).
-    fn finish(self) -> (u64, u64, f64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
-            h.join().unwrap();
-        }
-        let secs = self.started.elapsed().as_secs_f64();
-        let ok = self.ok.load(Ordering::Relaxed);
-        let failed = self.failed.load(Ordering::Relaxed);
-        let errors = self
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .take(5)
-            .cloned()
-            .collect();
-        (ok, failed, (ok + failed) as f64 / secs, errors)
-    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::naming::{self, Scope};
 use super::{ContainerSpec, Engine};
 use crate::health::{self, CheckResult, Thresholds, Verdict};
 use crate::plan::Step;
-use crate::traffic::haproxy::{Haproxy, ServerState};
+use crate::traffic::haproxy::{CheckTiming, Haproxy, ServerState};
 use crate::ui::Ui;
 
 /// Lines of a failing container's output shown with the failure.
@@ -257,16 +257,35 @@ impl Rollout<'_> {
         }
     }
 
+    /// Puts a healthy container into rotation. On a remote host nothing here could check
+    /// it, so HAProxy's own checks (with the service's interval and thresholds) are its
+    /// health check: the server is added DOWN and takes traffic once `healthy_threshold`
+    /// checks have passed; a container that never passes fails the rollout at the deadline.
     async fn enter_rotation(&self, d: &Desired, m: &Member) -> anyhow::Result<()> {
         if let (Some(lb), Some((backend, server)), Some(addr)) = (self.lb, &m.server, m.addr) {
-            let path = d.service.health.http.as_ref().map(|h| h.path.as_str());
-            lb.add_server(backend, server, addr, path).await?;
-            if path.is_some()
-                && !lb
-                    .wait_up(backend, server, d.service.health.deadline.0)
-                    .await?
-            {
-                bail!("HAProxy never saw {server} ({addr}) as UP in {backend}");
+            let h = &d.service.health;
+            let path = h.http.as_ref().map(|h| h.path.as_str());
+            let judged_here = self.engine.local || (h.http.is_none() && h.tcp.is_none());
+            let lb = if judged_here {
+                lb.clone()
+            } else {
+                lb.clone().with_check_timing(remote_check_timing(h))
+            };
+            let checked = path.is_some() || !judged_here;
+            lb.add_server(backend, server, addr, checked.then_some(path.unwrap_or("")))
+                .await?;
+            if checked && !lb.wait_up(backend, server, h.deadline.0).await? {
+                let last = lb
+                    .server(backend, server)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| format!(" (status {}, last check {})", s.status, s.check_status))
+                    .unwrap_or_default();
+                bail!(
+                    "HAProxy never saw {server} ({addr}) as UP in {backend} within the {} deadline{last}",
+                    h.deadline
+                );
             }
             self.ui
                 .verbose(format!("{server} ({addr}) in rotation in {backend}"));
@@ -497,6 +516,16 @@ pub struct BakeReport {
     pub breach: Option<String>,
 }
 
+/// HAProxy's check timing for a service whose health it judges: the service's interval and
+/// thresholds (a container must pass `healthy_threshold` checks before it takes traffic).
+fn remote_check_timing(h: &crate::config::model::Health) -> CheckTiming {
+    CheckTiming {
+        inter: h.interval.0,
+        rise: h.healthy_threshold.max(1),
+        fall: h.unhealthy_threshold.max(1),
+    }
+}
+
 fn check_port(d: &Desired) -> Option<u16> {
     let h = &d.service.health;
     h.http
@@ -526,6 +555,11 @@ pub async fn check(engine: &Engine, d: &Desired, id: &str) -> CheckResult {
         return CheckResult::Fatal(format!("restarted {} time(s)", st.restart_count));
     }
     let h = &d.service.health;
+    if !engine.local && (h.http.is_some() || h.tcp.is_some()) {
+        // Nothing on this machine reaches a container on a remote host: HAProxy's checks
+        // judge it as it enters rotation (`Rollout::enter_rotation`).
+        return CheckResult::Pass;
+    }
     let timeout = h.timeout.0;
     let addr = |port: Option<u16>| {
         port.or(d.container_port)
