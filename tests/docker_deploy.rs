@@ -151,39 +151,16 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
     );
 
     // v2 under load: zero failed requests, all replicas v2.
-    let load = Load::start(&r.frontend, 3);
-    std::thread::sleep(Duration::from_millis(500));
-    let out = r.deploy(&v2);
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, rps, errors) = load.finish();
+    let (out, load) = Load::around(&r.frontend, 3, || r.deploy(&v2));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed during v1 → v2: {errors:?}",
-        ok + failed
-    );
-    // A sanity floor, not a benchmark: the load really ran through the rollout (a loaded
-    // machine makes far fewer requests per second than an idle one; any rate will do).
-    assert!(
-        ok >= 100,
-        "only {ok} requests were made during v1 → v2 ({rps:.0}/s)"
-    );
+    load.assert_none_failed("v1 → v2", 100);
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
-    eprintln!("v1 → v2: {ok} requests at {rps:.0}/s, 0 failed");
 
     // v3 never becomes healthy: exit 3, v2 still serving, no failed request.
-    let load = Load::start(&r.frontend, 3);
-    let out = r.deploy(&v3);
-    let (ok, failed, _, errors) = load.finish();
+    let (out, load) = Load::around(&r.frontend, 3, || r.deploy(&v3));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed during the v3 attempt: {errors:?}",
-        ok + failed
-    );
+    load.assert_none_failed("the v3 attempt", 0);
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
     assert_eq!(
         http_request(&r.frontend, "/version").unwrap().body.trim(),

@@ -8,7 +8,6 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
 use support::{
@@ -163,36 +162,18 @@ fn a_remote_host_is_deployed_over_ssh_with_health_judged_there_and_no_failed_req
     }
 
     // v2 under load through an HAProxy that does not retry: not one request fails.
-    let load = Load::start(&lane.frontend, 3);
-    std::thread::sleep(Duration::from_millis(500));
-    let out = r.deploy(&v2);
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, rps, errors) = load.finish();
+    let (out, load) = Load::around(&lane.frontend, 3, || r.deploy(&v2));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed during v1 → v2: {errors:?}",
-        ok + failed
-    );
-    assert!(ok >= 100, "only {ok} requests during v1 → v2 ({rps:.0}/s)");
+    load.assert_none_failed("v1 → v2 on a remote host", 100);
     assert_eq!(r.running_versions(), vec![v2.clone(); 2]);
-    eprintln!("v1 → v2 on a remote host: {ok} requests at {rps:.0}/s, 0 failed");
 
     // v3 never answers /health with 200: HAProxy never sees it UP, the deploy rolls back
     // (exit 3), v2 keeps serving and no request fails.
-    let load = Load::start(&lane.frontend, 3);
-    let out = r.deploy(&v3);
-    let (ok, failed, _, errors) = load.finish();
+    let (out, load) = Load::around(&lane.frontend, 3, || r.deploy(&v3));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("never saw") && err.contains("UP"), "{err}");
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed during the v3 attempt: {errors:?}",
-        ok + failed
-    );
+    load.assert_none_failed("the v3 attempt on a remote host", 0);
     assert_eq!(r.running_versions(), vec![v2.clone(); 2]);
     assert_eq!(
         http_request(&lane.frontend, "/version")
@@ -201,6 +182,20 @@ fn a_remote_host_is_deployed_over_ssh_with_health_judged_there_and_no_failed_req
             .trim(),
         v2
     );
+
+    // Back to v1 over ssh: its retained containers restart, HAProxy judges them again.
+    let (out, load) = Load::around(&lane.frontend, 3, || {
+        r.run(None, &["rollback", "--region", &r.name, "--to", "r1"])
+    });
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    load.assert_none_failed("the rollback to v1 on a remote host", 0);
+    assert_eq!(r.running_versions(), vec![v1.clone(); 2]);
+    let out = r.run(None, &["history", "--region", &r.name, "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h[0]["version"], v1.as_str(), "{h}");
+    assert_eq!(h[1]["version"], v3.as_str(), "{h}");
+    assert_eq!(h[1]["outcome"], "rolled_back", "{h}");
 }
 
 #[test]

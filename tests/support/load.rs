@@ -84,8 +84,17 @@ impl Load {
         }
     }
 
-    /// Stops the load; returns (ok, failed, requests per second, first errors).
-    pub fn finish(self) -> (u64, u64, f64, Vec<String>) {
+    /// Runs `during` with the load on, from half a second before it to half a second after.
+    pub fn around<T>(frontend: &str, threads: usize, during: impl FnOnce() -> T) -> (T, Counts) {
+        let load = Load::start(frontend, threads);
+        std::thread::sleep(Duration::from_millis(500));
+        let out = during();
+        std::thread::sleep(Duration::from_millis(500));
+        (out, load.finish())
+    }
+
+    /// Stops the load; returns what it counted.
+    pub fn finish(self) -> Counts {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.handles {
             h.join().unwrap();
@@ -101,6 +110,43 @@ impl Load {
             .take(5)
             .cloned()
             .collect();
-        (ok, failed, (ok + failed) as f64 / secs, errors)
+        Counts {
+            ok,
+            failed,
+            rps: (ok + failed) as f64 / secs,
+            errors,
+        }
+    }
+}
+
+/// What a load run counted: answers 200, failures (and the first few), requests per second.
+#[derive(Debug)]
+pub struct Counts {
+    pub ok: u64,
+    pub failed: u64,
+    pub rps: f64,
+    pub errors: Vec<String>,
+}
+
+impl Counts {
+    /// Not one request failed during `what`, and at least `min_ok` were answered: a sanity
+    /// floor, not a benchmark (the load really ran through it; a loaded machine makes far
+    /// fewer requests per second than an idle one, and any rate will do).
+    pub fn assert_none_failed(&self, what: &str, min_ok: u64) {
+        let Counts {
+            ok, failed, rps, ..
+        } = self;
+        assert_eq!(
+            *failed,
+            0,
+            "{failed} of {} requests failed during {what}: {:?}",
+            ok + failed,
+            self.errors
+        );
+        assert!(
+            *ok >= min_ok,
+            "only {ok} requests were made during {what} ({rps:.0}/s)"
+        );
+        eprintln!("{what}: {ok} requests at {rps:.0}/s, 0 failed");
     }
 }

@@ -24,6 +24,8 @@ use crate::ui::Ui;
 
 /// Lines of a failing container's output shown with the failure.
 const LOG_TAIL: usize = 15;
+/// The shortest timeout of one check of a container on a remote host (see [`thresholds`]).
+const REMOTE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fewer responses than this during the bake are too few to judge a 5xx ratio.
 const MIN_RESPONSES_FOR_RATIO: u64 = 20;
 
@@ -220,7 +222,7 @@ impl Rollout<'_> {
 
     /// Waits for a container's health check; fails fast when it exits. Returns its address.
     async fn wait_healthy(&self, d: &Desired, m: &Member) -> anyhow::Result<Option<SocketAddr>> {
-        let th = Thresholds::from(&d.service.health);
+        let th = thresholds(self.engine, d);
         let started = Instant::now();
         let verdict = health::wait_healthy(&th, || check(self.engine, d, &m.id)).await;
         match verdict {
@@ -351,7 +353,7 @@ impl Rollout<'_> {
                 let Some(d) = desired.iter().find(|d| d.name == m.service) else {
                     continue;
                 };
-                match check(self.engine, d, &m.id).await {
+                match self.check_in_rotation(d, m).await {
                     CheckResult::Pass => {
                         failures.remove(&m.id);
                     }
@@ -389,6 +391,29 @@ impl Rollout<'_> {
             .await;
         }
         Ok(report)
+    }
+
+    /// A health check of a container in rotation: [`check`], and on a remote host, where
+    /// HAProxy's checks are the HTTP/TCP check, what HAProxy last saw.
+    async fn check_in_rotation(&self, d: &Desired, m: &Member) -> CheckResult {
+        let here = check(self.engine, d, &m.id).await;
+        let h = &d.service.health;
+        let (Some(lb), Some((backend, server)), CheckResult::Pass) = (self.lb, &m.server, &here)
+        else {
+            return here;
+        };
+        if self.engine.local || (h.http.is_none() && h.tcp.is_none()) {
+            return here;
+        }
+        match lb.server(backend, server).await {
+            Ok(Some(s)) if s.is_up() => CheckResult::Pass,
+            Ok(Some(s)) => CheckResult::Fail(format!(
+                "HAProxy sees it {} (last check {})",
+                s.status, s.check_status
+            )),
+            Ok(None) => CheckResult::Fail(format!("{server} is not in {backend}")),
+            Err(e) => CheckResult::Fail(format!("{e}")),
+        }
     }
 
     async fn ratio(&self, desired: &[Desired], started: &[Member]) -> anyhow::Result<BakeReport> {
@@ -460,7 +485,7 @@ impl Rollout<'_> {
         }
         let mut addr = m.addr;
         if let Some(d) = d {
-            let th = Thresholds::from(&d.service.health);
+            let th = thresholds(self.engine, d);
             match health::wait_healthy(&th, || check(self.engine, d, &m.id)).await {
                 Verdict::Healthy => {}
                 v => bail!("did not become healthy again: {v:?}"),
@@ -514,6 +539,18 @@ pub struct BakeReport {
     pub responses: u64,
     pub errors: u64,
     pub breach: Option<String>,
+}
+
+/// When a container counts as healthy. On a remote host every check is a round trip through
+/// ssh (an inspect, an exec), and a new ssh connection alone can take longer than an app's
+/// check timeout on a busy machine: the check's timeout there is at least
+/// [`REMOTE_CHECK_TIMEOUT`]. (An HTTP or TCP check is HAProxy's, with its own timing.)
+fn thresholds(engine: &Engine, d: &Desired) -> Thresholds {
+    let mut th = Thresholds::from(&d.service.health);
+    if !engine.local {
+        th.timeout = th.timeout.max(REMOTE_CHECK_TIMEOUT);
+    }
+    th
 }
 
 /// HAProxy's check timing for a service whose health it judges: the service's interval and
