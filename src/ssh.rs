@@ -54,6 +54,8 @@ pub struct SshHost {
     identity_file: Option<PathBuf>,
     known_hosts: KnownHosts,
     config: Option<PathBuf>,
+    /// The master connection every later ssh of this host goes through, once logged in.
+    mux: Option<Arc<Master>>,
 }
 
 impl SshHost {
@@ -92,6 +94,7 @@ impl SshHost {
             config: std::env::var_os(SSH_CONFIG_VAR)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            mux: None,
         }))
     }
 
@@ -128,6 +131,14 @@ impl SshHost {
                 key.display().to_string(),
                 "-o".into(),
                 "IdentitiesOnly=yes".into(),
+            ]);
+        }
+        if let Some(mux) = &self.mux {
+            args.extend([
+                "-o".into(),
+                format!("ControlPath={}", mux.socket.display()),
+                "-o".into(),
+                "ControlMaster=no".into(),
             ]);
         }
         if let Some(user) = &self.user {
@@ -173,6 +184,16 @@ impl SshHost {
             stdin: Some(stdin),
             stdout,
         })
+    }
+
+    /// Logs in ([`SshHost::check`]), then opens the master connection that every later ssh
+    /// to this host shares (ssh's ControlMaster): a Runtime API command or a new engine
+    /// connection is then a new session on it, not a new login (tens of milliseconds instead
+    /// of hundreds). Without a master (it did not come up) each ssh logs in by itself.
+    pub async fn login(mut self) -> Result<SshHost, Error> {
+        self.check().await?;
+        self.mux = Master::start(&self).await.map(Arc::new);
+        Ok(self)
     }
 
     /// Logs in and runs `true`: exit 6 naming the host and quoting what ssh said when the
@@ -281,6 +302,81 @@ impl SshHost {
         } else {
             e.with_hint(hint.to_string())
         }
+    }
+}
+
+/// ssh's master connection to one host (`ssh -M -S SOCKET HOST cat`), in a directory of
+/// its own (mode 0700) that is removed with it. Its remote command reads the pipe this
+/// process holds, so the master ends when this process does, however it ends: the pipe
+/// closes, `cat` exits, the session and the master with it.
+#[derive(Debug)]
+struct Master {
+    socket: PathBuf,
+    // Dropped in this order: the master ends, then its directory goes.
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Master {
+    async fn start(host: &SshHost) -> Option<Master> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("packfy-ssh-")
+            .tempdir()
+            .ok()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).ok()?;
+        let socket = dir.path().join("master");
+        let mut args = host.args();
+        let at = args.len() - 2; // before `-- HOST`
+        args.splice(
+            at..at,
+            [
+                "-M".to_string(),
+                "-o".into(),
+                format!("ControlPath={}", socket.display()),
+                "-o".into(),
+                "ControlPersist=no".into(),
+            ],
+        );
+        let child = Command::new("ssh")
+            .args(args)
+            .arg("cat >/dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        // Ready once its socket answers `-O check` (a login takes well under a second).
+        for _ in 0..100 {
+            if socket.exists() {
+                let ok = Command::new("ssh")
+                    .args([
+                        "-o",
+                        &format!("ControlPath={}", socket.display()),
+                        "-O",
+                        "check",
+                    ])
+                    .arg(&host.host)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    return Some(Master {
+                        socket,
+                        _child: child,
+                        _dir: dir,
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::debug!(host = %host.endpoint, "no ssh master connection; every ssh logs in");
+        drop(dir);
+        None
     }
 }
 

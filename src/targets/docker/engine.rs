@@ -99,7 +99,7 @@ impl Engine {
                     SshHost::parse(&host, target.identity_file.as_deref(), target.known_hosts)
                         .expect("an ssh:// endpoint")
                         .map_err(|e| unreachable(&e))?;
-                ssh.check().await?;
+                let ssh = ssh.login().await?;
                 publish_ip = ssh.address().await?.to_string();
                 local = false;
                 Arc::new(ssh).docker(120)?

@@ -1209,6 +1209,5 @@ async fn runtime_api(address: &str, target: &DockerTarget) -> Result<Haproxy> {
     )
     .expect("an ssh:// address")
     .map_err(|e| Error::usage(format!("traffic.haproxy.runtime_api: {e}")))?;
-    host.check().await?;
-    Ok(Haproxy::over_ssh(host, path))
+    Ok(Haproxy::over_ssh(host.login().await?, path))
 }
