@@ -20,7 +20,7 @@ include bench/config.mk
 include bench/backups.mk
 include bench/k8s.mk
 
-.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-env release bench-deploy bench-fleet k8s-up k8s-down k8s-smoke
+.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-env release bench-deploy bench-fleet bench-hosts k8s-up k8s-down k8s-smoke
 
 # make env-up → tests/env/up.sh, make k8s-smoke → tests/k8s/smoke.sh, …
 env-up env-down env-status: env-%:
@@ -49,7 +49,7 @@ demo:
 	@scripts/demo.sh
 
 # Benchmarks write bench/RESULTS.md, each section with the command that produced it.
-bench: bench-config bench-deploy bench-fleet
+bench: bench-config bench-deploy bench-fleet bench-hosts
 
 # The release build, and the test environment with it: once per make run, however many
 # benchmarks need them.
@@ -59,6 +59,6 @@ release:
 bench-env: release
 	@tests/env/up.sh >/dev/null
 
-# make bench-deploy → bench/deploy.sh, make bench-fleet → bench/fleet.sh
-bench-deploy bench-fleet: bench-%: bench-env
+# make bench-deploy → bench/deploy.sh, make bench-fleet → bench/fleet.sh, make bench-hosts → bench/hosts.sh
+bench-deploy bench-fleet bench-hosts: bench-%: bench-env
 	@bench/$*.sh

@@ -5,7 +5,7 @@
 
 //!
 //! Layers, each using only those above it in this list:
-//! config, error, ui, secrets, lock, release, plan, health, render, traffic, hooks, notify,
+//! config, error, ui, secrets, lock, release, plan, health, render, ssh, traffic, hooks, notify,
 //! context, backup (the basics) ← targets (docker, kubernetes) ← flow (deploy, rollback,
 //! fleet) ← commands (one file per command) ← cli and `run` here.
 
@@ -25,6 +25,7 @@ pub mod plan;
 pub mod release;
 pub mod render;
 pub mod secrets;
+pub mod ssh;
 pub mod targets;
 pub mod traffic;
 pub mod ui;

@@ -6,12 +6,12 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
-use support::{code, container_ids, docker, http_request, stderr, Lane, TestEnv};
+use support::{code, container_ids, docker, http_request, stderr, Lane, Load, TestEnv};
 
 const SECRET_VALUE: &str = "s3cr3t-token-do-not-print-7731";
 
@@ -147,106 +147,6 @@ fn sample_web(deadline: &str) -> Service {
         .stop_grace_period("5s")
 }
 
-/// A load loop through HAProxy: `threads` clients, bounded by `max` requests and `limit` time.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-    started: Instant,
-}
-
-impl Load {
-    fn start(frontend: &str, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let limit = Duration::from_secs(120);
-        let max_per_thread = 60_000;
-        let started = Instant::now();
-        let handles = (0..threads)
-            .map(|_| {
-                let (stop, ok, failed, errors) =
-                    (stop.clone(), ok.clone(), failed.clone(), errors.clone());
-                let frontend = frontend.to_string();
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    let mut conn: Option<support::HttpConnection> = None;
-                    while !stop.load(Ordering::Relaxed)
-                        && started.elapsed() < limit
-                        && n < max_per_thread
-                    {
-                        n += 1;
-                        // Keep-alive to HAProxy, as browsers do; a new connection after an error.
-                        let result = match conn.as_mut() {
-                            Some(c) => c.get("/version"),
-                            None => support::HttpConnection::open(&frontend).and_then(|mut c| {
-                                let r = c.get("/version");
-                                conn = Some(c);
-                                r
-                            }),
-                        };
-                        if result.is_err() {
-                            conn = None;
-                        }
-                        match result {
-                            Ok(r) if r.status == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                errors.lock().unwrap().push(format!(
-                                    "status {} at {:?}",
-                                    r.status,
-                                    started.elapsed()
-                                ));
-                            }
-                            Err(e) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                errors
-                                    .lock()
-                                    .unwrap()
-                                    .push(format!("{e} at {:?}", started.elapsed()));
-                            }
-                        }
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            errors,
-            handles,
-            started,
-        }
-    }
-
-    /// Stops the load; returns (ok, failed, requests per second, first errors).
-    fn finish(self) -> (u64, u64, f64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
-            h.join().unwrap();
-        }
-        let secs = self.started.elapsed().as_secs_f64();
-        let ok = self.ok.load(Ordering::Relaxed);
-        let failed = self.failed.load(Ordering::Relaxed);
-        let errors = self
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .take(5)
-            .cloned()
-            .collect();
-        (ok, failed, (ok + failed) as f64 / secs, errors)
-    }
-}
-
 #[test]
 fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back() {
     let Some(env) = TestEnv::get() else { return };
@@ -269,39 +169,16 @@ fn rolling_deploy_under_load_has_no_failed_requests_and_bad_releases_roll_back()
     );
 
     // v2 under load: zero failed requests, all replicas v2.
-    let load = Load::start(&r.frontend, 3);
-    std::thread::sleep(Duration::from_millis(500));
-    let out = r.deploy(&v2);
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, rps, errors) = load.finish();
+    let (out, load) = Load::around(&r.frontend, 3, || r.deploy(&v2));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed during v1 → v2: {errors:?}",
-        ok + failed
-    );
-    // A sanity floor, not a benchmark: the load really ran through the rollout (a loaded
-    // machine makes far fewer requests per second than an idle one; any rate will do).
-    assert!(
-        ok >= 100,
-        "only {ok} requests were made during v1 → v2 ({rps:.0}/s)"
-    );
+    load.assert_none_failed("v1 → v2", 100);
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
-    eprintln!("v1 → v2: {ok} requests at {rps:.0}/s, 0 failed");
 
     // v3 never becomes healthy: exit 3, v2 still serving, no failed request.
-    let load = Load::start(&r.frontend, 3);
-    let out = r.deploy(&v3);
-    let (ok, failed, _, errors) = load.finish();
+    let (out, load) = Load::around(&r.frontend, 3, || r.deploy(&v3));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed during the v3 attempt: {errors:?}",
-        ok + failed
-    );
+    load.assert_none_failed("the v3 attempt", 0);
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
     assert_eq!(
         http_request(&r.frontend, "/version").unwrap().body.trim(),

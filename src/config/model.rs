@@ -145,19 +145,54 @@ impl From<Target> for TargetSpec {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerTarget {
-    /// `unix:///var/run/docker.sock`, `tcp://host:2376` or `ssh://user@host`.
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376` or `ssh://user@host[:port]`: the
+    /// shorthand for `hosts` with one entry.
     pub host: String,
+    /// The region's Docker hosts, in the same forms as `host`. Set either this or `host`.
+    pub hosts: Vec<String>,
     /// Client certificates for `tcp://` with TLS.
     pub tls: Option<DockerTls>,
+    /// The private key `ssh://` hosts are logged in with (ssh's `-i`); without it, ssh's own
+    /// choice: the agent (`SSH_AUTH_SOCK`), `~/.ssh/config`, `~/.ssh/id_*`.
+    pub identity_file: Option<String>,
+    /// What ssh does with a host key it does not know: `strict` (refuse) or `accept-new`
+    /// (trust it the first time and remember it). A changed key is always refused.
+    pub known_hosts: KnownHosts,
 }
 
 impl Default for DockerTarget {
     fn default() -> Self {
         DockerTarget {
             host: "unix:///var/run/docker.sock".into(),
+            hosts: Vec::new(),
             tls: None,
+            identity_file: None,
+            known_hosts: KnownHosts::Strict,
         }
     }
+}
+
+impl DockerTarget {
+    /// The endpoints of the region's hosts: `hosts`, or `host` alone.
+    pub fn endpoints(&self) -> Vec<&str> {
+        if self.hosts.is_empty() {
+            vec![self.host.as_str()]
+        } else {
+            self.hosts.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+/// ssh's `StrictHostKeyChecking` for a region's `ssh://` hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KnownHosts {
+    /// An unknown host key is refused: add it to known_hosts first (`ssh-keyscan`, or a
+    /// first login by hand).
+    #[default]
+    Strict,
+    /// An unknown host key is trusted and written to known_hosts; a changed one is refused.
+    AcceptNew,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::diag::Diagnostic;
 use super::model::{
-    EnvValue, HookCommand, RegionConfig, ReleaseStep, Target, Traffic, WebhookKind,
+    DockerTarget, EnvValue, HookCommand, RegionConfig, ReleaseStep, Target, Traffic, WebhookKind,
 };
 use super::node::Node;
 
@@ -182,19 +182,8 @@ pub fn region_partial(
     }
     match &cfg.target {
         Target::Docker(d) => {
-            // `${VAR}` endpoints are checked once expanded; an unset variable is a deploy-time error.
-            let host = super::expand_env(&d.host);
-            let ok = host.is_empty()
-                || ["unix://", "tcp://", "ssh://", "npipe://"]
-                    .iter()
-                    .any(|p| host.starts_with(p));
-            if !ok {
-                c.at(
-                    "target.docker.host",
-                    format!("target.docker.host: '{}' is not a Docker endpoint", d.host),
-                    "use unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST",
-                );
-            }
+            let host_written = written("docker.host");
+            docker_hosts(&mut c, d, host_written);
         }
         Target::Kubernetes(k) => {
             if k.namespace.is_empty() {
@@ -797,6 +786,66 @@ pub fn is_tag(s: &str) -> bool {
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// `target.docker.host` / `hosts`: Docker endpoints, one spelling of the host list, no host
+/// twice, and (for now) one host per region.
+fn docker_hosts(c: &mut Ctx, d: &DockerTarget, host_written: bool) {
+    let (key, list): (String, Vec<(String, &str)>) = if d.hosts.is_empty() {
+        (
+            "target.docker.host".into(),
+            vec![("target.docker.host".into(), d.host.as_str())],
+        )
+    } else {
+        let list = d
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (format!("target.docker.hosts.{i}"), h.as_str()))
+            .collect();
+        ("target.docker.hosts".into(), list)
+    };
+    if host_written && !d.hosts.is_empty() {
+        c.report(
+            "target.docker.hosts",
+            &["target.docker.host", "target.docker.hosts"],
+            "target.docker: both host and hosts are set".into(),
+            "`host: X` is the shorthand for `hosts: [X]`; keep one of them",
+        );
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (path, raw) in &list {
+        // `${VAR}` endpoints are checked once expanded; an unset variable is a deploy-time error.
+        let host = super::expand_env(raw);
+        let ok = host.is_empty()
+            || ["unix://", "tcp://", "ssh://", "npipe://"]
+                .iter()
+                .any(|p| host.starts_with(p));
+        if !ok {
+            c.at(
+                path,
+                format!("{path}: '{raw}' is not a Docker endpoint"),
+                "use unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST",
+            );
+        } else if seen.contains(&host) {
+            c.at(
+                path,
+                format!("{path}: '{raw}' is listed twice"),
+                "each host is one engine; list it once",
+            );
+        }
+        seen.push(host);
+    }
+    if list.len() > 1 {
+        c.at(
+            &key,
+            format!(
+                "{key}: {} hosts, but this version deploys a region to one Docker host",
+                list.len()
+            ),
+            "list one host per region for now (spreading a region over several hosts is not built yet)",
+        );
+    }
 }
 
 pub fn is_dns_label(s: &str) -> bool {

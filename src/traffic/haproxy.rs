@@ -29,6 +29,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::ssh::SshHost;
+
 /// How long one command may take, connection included.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -181,6 +183,8 @@ impl Default for CheckTiming {
 enum Endpoint {
     Unix(PathBuf),
     Tcp(String),
+    /// A unix socket on another machine: `socat` there, through an ssh login.
+    Ssh(std::sync::Arc<SshHost>, String),
 }
 
 /// A Runtime API address. Cheap to clone; every command opens its own connection.
@@ -209,6 +213,16 @@ impl Haproxy {
         Haproxy {
             addr,
             endpoint,
+            timeout: COMMAND_TIMEOUT,
+            checks: CheckTiming::default(),
+        }
+    }
+
+    /// The Runtime API's unix socket `path` on `host`, reached over ssh (`socat` runs there).
+    pub fn over_ssh(host: SshHost, path: &str) -> Self {
+        Haproxy {
+            addr: format!("{}{path}", host.endpoint.trim_end_matches('/')),
+            endpoint: Endpoint::Ssh(std::sync::Arc::new(host), path.to_string()),
             timeout: COMMAND_TIMEOUT,
             checks: CheckTiming::default(),
         }
@@ -512,6 +526,21 @@ impl Haproxy {
                     .map_err(unreachable)?;
                 talk(stream, cmd).await.map_err(unreachable)?
             }
+            Endpoint::Ssh(host, path) => {
+                let socket = format!("UNIX-CONNECT:{path}");
+                let stream = host
+                    .pipe(&["socat", "STDIO", &socket])
+                    .map_err(unreachable)?;
+                let reply = talk(stream, cmd).await.map_err(unreachable)?;
+                if reply.is_empty() {
+                    // A failed login, or no socat or socket there: HAProxy always answers.
+                    return Err(unreachable(std::io::Error::other(format!(
+                        "no answer through ssh (`ssh {} socat STDIO {socket}`)",
+                        host.name()
+                    ))));
+                }
+                reply
+            }
         };
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
@@ -812,6 +841,7 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
         let endpoint = |a: &str| match Haproxy::new(a).endpoint {
             Endpoint::Unix(p) => format!("unix {}", p.display()),
             Endpoint::Tcp(h) => format!("tcp {h}"),
+            Endpoint::Ssh(h, p) => format!("ssh {} {p}", h.name()),
         };
         let unix = |a: &str| endpoint(a) == "unix /run/h.sock";
         assert!(unix("/run/h.sock"));

@@ -184,15 +184,19 @@ short_run_dir() {
   fi
 }
 
-# Number of private Docker daemons (regions' hosts) to run.
-dockerd_count() {
-  local n="${PACKFY_DOCKERD_COUNT:-3}"
-  [[ "$n" =~ ^[1-9]$ ]] || {
-    log "PACKFY_DOCKERD_COUNT must be 1..9, got '$n'"
+# count_knob VAR DEFAULT MAX: the value of the count variable VAR (DEFAULT when unset), which
+# must be 1..MAX (a single digit); anything else ends the script.
+count_knob() {
+  local n="${!1:-$2}"
+  [[ "$n" =~ ^[1-9]$ ]] && ((n <= $3)) || {
+    log "$1 must be 1..$3, got '$n'"
     exit 2
   }
   echo "$n"
 }
+
+# Number of private Docker daemons (regions' hosts) to run.
+dockerd_count() { count_knob PACKFY_DOCKERD_COUNT 3 9; }
 
 # spawn PIDFILE LOGFILE CMD...: starts CMD in its own session (so a Ctrl-C in make does not
 # reach it), output appended to LOGFILE, its pid written to PIDFILE (unless PIDFILE is "-",

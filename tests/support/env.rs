@@ -69,7 +69,7 @@ const REQUIRED: &[&str] = &[
 
 /// The test environment's variables: the process's when `PACKFY_TEST_ENV` is set (`make test`
 /// sources env.sh), else `target/test-env/env.sh`'s.
-fn env_vars() -> Result<HashMap<String, String>, String> {
+pub(crate) fn env_vars() -> Result<HashMap<String, String>, String> {
     if std::env::var_os("PACKFY_TEST_ENV").is_some() {
         return Ok(std::env::vars().collect());
     }

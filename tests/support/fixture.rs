@@ -103,6 +103,8 @@ impl RegionsDir {
 enum Target {
     Docker {
         host: String,
+        /// `identity_file`, `known_hosts` (ssh:// hosts).
+        ssh: Vec<(String, String)>,
     },
     Kubernetes {
         context: String,
@@ -172,7 +174,17 @@ impl RegionFile {
     pub fn docker_host(mut self, host: &str) -> RegionFile {
         self.target = Some(Target::Docker {
             host: host.to_string(),
+            ssh: Vec::new(),
         });
+        self
+    }
+
+    /// A setting of the Docker target's ssh login: `identity_file` or `known_hosts`.
+    pub fn docker_ssh(mut self, key: &str, value: &str) -> RegionFile {
+        match &mut self.target {
+            Some(Target::Docker { ssh, .. }) => set(ssh, key, value.to_string()),
+            other => panic!("{key} is a Docker target's setting, the target is {other:?}"),
+        }
         self
     }
 
@@ -338,8 +350,10 @@ impl RegionFile {
         }
         match &self.target {
             None => {}
-            Some(Target::Docker { host }) => {
-                writeln!(y, "target: {{docker: {{host: {}}}}}", q(host)).unwrap();
+            Some(Target::Docker { host, ssh }) => {
+                let mut d = vec![("host".to_string(), q(host))];
+                d.extend(ssh.iter().map(|(k, v)| (k.clone(), q(v))));
+                writeln!(y, "target: {{docker: {}}}", map(&d)).unwrap();
             }
             Some(Target::Kubernetes {
                 context,
@@ -529,6 +543,13 @@ impl Health {
     pub fn http(path: &str) -> Health {
         Health {
             settings: vec![("http".into(), format!("{{path: {}}}", q(path)))],
+        }
+    }
+
+    /// The image's own HEALTHCHECK, as the engine reports it (`health: {image: true}`).
+    pub fn image() -> Health {
+        Health {
+            settings: vec![("image".into(), "true".into())],
         }
     }
 

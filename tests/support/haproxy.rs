@@ -16,32 +16,48 @@ impl TestEnv {
     /// until the lease is dropped. Waits (up to 3 minutes) while every lane is taken. The
     /// lane starts empty, and its servers are deleted again when the lease is dropped.
     pub fn lease_lane(&self) -> Lane {
-        assert!(
-            !self.lane_backends.is_empty(),
-            "no HAProxy test lanes (PACKFY_HAPROXY_TEST_LANES=0?)"
-        );
-        let dir = self.env_dir.join("locks");
-        fs::create_dir_all(&dir).expect("create target/test-env/locks");
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            for (backend, frontend) in self.lane_backends.iter().zip(&self.lane_frontends) {
-                if let Some(lock) = LaneLock::try_acquire(dir.join(format!("{backend}.lock"))) {
-                    let lane = Lane {
-                        backend: backend.clone(),
-                        frontend: frontend.clone(),
-                        socket: self.haproxy_socket.clone(),
-                        _lock: lock,
-                    };
-                    lane.clear();
-                    return lane;
-                }
+        lease_lane(
+            &self.lane_backends,
+            &self.lane_frontends,
+            &self.haproxy_socket,
+            &self.env_dir,
+        )
+    }
+}
+
+/// Leases one of the lanes `backends` (frontends alike) of the HAProxy on `socket`: see
+/// [`TestEnv::lease_lane`]. The locks are files under `env_dir/locks`, one per backend.
+pub fn lease_lane(
+    backends: &[String],
+    frontends: &[String],
+    socket: &Path,
+    env_dir: &Path,
+) -> Lane {
+    assert!(
+        !backends.is_empty(),
+        "no HAProxy test lanes (PACKFY_HAPROXY_TEST_LANES=0?)"
+    );
+    let dir = env_dir.join("locks");
+    fs::create_dir_all(&dir).expect("create target/test-env/locks");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        for (backend, frontend) in backends.iter().zip(frontends) {
+            if let Some(lock) = LaneLock::try_acquire(dir.join(format!("{backend}.lock"))) {
+                let lane = Lane {
+                    backend: backend.clone(),
+                    frontend: frontend.clone(),
+                    socket: socket.to_path_buf(),
+                    _lock: lock,
+                };
+                lane.clear();
+                return lane;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no HAProxy test lane became free within 3 minutes"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
+        assert!(
+            Instant::now() < deadline,
+            "no HAProxy test lane became free within 3 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

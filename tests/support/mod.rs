@@ -28,6 +28,8 @@
 //! | [`docker`] | `docker` against one engine, [`Container`], [`Image`], what runs |
 //! | [`http`] | HTTP/1.1 requests and connections, [`wait_until`] |
 //! | [`haproxy`] | the Runtime API and test [`Lane`]s |
+//! | [`hosts`] | the remote hosts (namespaces reached over ssh) and the lb's lanes: [`HostsEnv`] |
+//! | [`load`] | a load loop through HAProxy that counts failed requests: [`Load`] |
 //! | [`pg`] | [`psql`] and the test database's password |
 //! | [`names`] | [`unique_name`], [`unique_ident`] |
 //! | [`fixture`] | region files: [`fixture::RegionFile`] and its parts |
@@ -42,7 +44,9 @@ pub mod docker;
 pub mod env;
 pub mod fixture;
 pub mod haproxy;
+pub mod hosts;
 pub mod http;
+pub mod load;
 pub mod names;
 pub mod pg;
 pub mod webhook;
@@ -51,6 +55,8 @@ pub use cli::*;
 pub use docker::*;
 pub use env::*;
 pub use haproxy::*;
+pub use hosts::*;
 pub use http::*;
+pub use load::*;
 pub use names::*;
 pub use pg::*;

@@ -107,6 +107,19 @@ fn region_rules() {
             &["target.docker.host: 'docker.example:2375' is not a Docker endpoint at r.yaml:2:25 — use unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST"],
         ),
         (
+            "host and hosts",
+            BASE.replace("{host: 'unix:///var/run/docker.sock'}", "{host: 'unix:///a', hosts: ['ssh://b']}"),
+            &["target.docker: both host and hosts are set at r.yaml:2:45 — `host: X` is the shorthand for `hosts: [X]`; keep one of them"],
+        ),
+        (
+            "a host listed twice, and two hosts",
+            BASE.replace("{host: 'unix:///var/run/docker.sock'}", "{hosts: ['ssh://a', 'ssh://a']}"),
+            &[
+                "target.docker.hosts.1: 'ssh://a' is listed twice at r.yaml:2:38 — each host is one engine; list it once",
+                "target.docker.hosts: 2 hosts, but this version deploys a region to one Docker host at r.yaml:2:26 — list one host per region for now (spreading a region over several hosts is not built yet)",
+            ],
+        ),
+        (
             "kubernetes without namespace",
             BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {context: c}}"),
             &["target.kubernetes.namespace is not set at r.yaml:2:22 — every Kubernetes region deploys into its own namespace"],

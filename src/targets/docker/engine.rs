@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -23,6 +24,7 @@ use futures_util::StreamExt;
 pub use crate::config::expand_env;
 use crate::config::model::DockerTarget;
 use crate::error::{Error, ExitCode};
+use crate::ssh::SshHost;
 
 /// How long to wait for the engine to answer a ping before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,8 +33,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Engine {
     pub docker: Docker,
     pub endpoint: String,
-    /// Where published ports are reachable from this machine.
+    /// The address containers publish their ports on: loopback for the engine of this
+    /// machine, else the host's own address (which the load balancer routes to).
     pub publish_ip: String,
+    /// The engine runs on this machine (a unix socket, or TCP on loopback): its published
+    /// ports can be checked from here. Otherwise nothing here reaches a container, and
+    /// health is judged where the containers run.
+    pub local: bool,
 }
 
 /// What a container reports about itself, reduced to what a rollout decides on.
@@ -75,13 +82,28 @@ pub struct ContainerSpec {
 
 impl Engine {
     /// Connects and pings; an engine that does not answer is exit code 6, naming the endpoint.
+    /// An `ssh://` host is logged in to first, so what ssh says (unknown host key, no key
+    /// accepted, no route) is what the error quotes.
     pub async fn connect(target: &DockerTarget) -> Result<Engine, Error> {
-        let host = expand_env(&target.host);
+        // Validation lets one host through (`host`, or `hosts` with one entry).
+        let host = expand_env(target.endpoints()[0]);
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::failed(ExitCode::Unreachable, anyhow!("cannot reach the Docker engine at {host}: {e}"))
                 .with_hint("is the daemon running, and is the endpoint right? (target.docker.host in the region file)")
         };
+        let mut publish_ip = "127.0.0.1".to_string();
+        let mut local = true;
         let docker = match &target.tls {
+            _ if host.starts_with("ssh://") => {
+                let ssh =
+                    SshHost::parse(&host, target.identity_file.as_deref(), target.known_hosts)
+                        .expect("an ssh:// endpoint")
+                        .map_err(|e| unreachable(&e))?;
+                let ssh = ssh.login().await?;
+                publish_ip = ssh.address().await?.to_string();
+                local = false;
+                Arc::new(ssh).docker(120)?
+            }
             Some(tls) if host.starts_with("tcp://") => Docker::connect_with_ssl(
                 &host,
                 std::path::Path::new(&tls.key),
@@ -89,10 +111,23 @@ impl Engine {
                 std::path::Path::new(&tls.ca),
                 120,
                 bollard::API_DEFAULT_VERSION,
-            ),
-            _ => Docker::connect_with_host(&host),
+            )
+            .map_err(|e| unreachable(&e))?,
+            _ => Docker::connect_with_host(&host).map_err(|e| unreachable(&e))?,
+        };
+        if let Some(addr) = host.strip_prefix("tcp://") {
+            // A TCP engine publishes on its own address, which this machine reaches it by.
+            let hostport = addr.trim_end_matches('/');
+            if let Ok(Some(a)) = tokio::net::lookup_host(hostport)
+                .await
+                .map(|mut a| a.next())
+            {
+                if !a.ip().is_loopback() {
+                    publish_ip = a.ip().to_string();
+                    local = false;
+                }
+            }
         }
-        .map_err(|e| unreachable(&e))?;
         let docker = docker.with_timeout(Duration::from_secs(120));
         match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
             Ok(Ok(_)) => {}
@@ -111,7 +146,8 @@ impl Engine {
         Ok(Engine {
             docker,
             endpoint: host,
-            publish_ip: "127.0.0.1".into(),
+            publish_ip,
+            local,
         })
     }
 

@@ -102,12 +102,15 @@ impl DockerRegion {
         let lb = match &region.cfg.traffic {
             Traffic::Haproxy(h) => {
                 // Our own health check has passed before a server is added, so HAProxy needs one
-                // pass of its own (not two) before the server takes traffic.
-                let lb = Haproxy::new(&expand_env(&h.runtime_api)).with_check_timing(CheckTiming {
-                    inter: Duration::from_millis(250),
-                    rise: 1,
-                    fall: 3,
-                });
+                // pass of its own (not two) before the server takes traffic. (On a remote
+                // host HAProxy's checks are the health check: see `Rollout::enter_rotation`.)
+                let lb = runtime_api(&expand_env(&h.runtime_api), target)
+                    .await?
+                    .with_check_timing(CheckTiming {
+                        inter: Duration::from_millis(250),
+                        rise: 1,
+                        fall: 3,
+                    });
                 lb.ping().await.map_err(|e| {
                     Error::failed(ExitCode::Unreachable, anyhow!("cannot reach HAProxy's Runtime API at {}: {e}", lb.address()))
                         .with_hint("is HAProxy running with `stats socket … level admin`? (traffic.haproxy.runtime_api)")
@@ -116,6 +119,26 @@ impl DockerRegion {
             }
             Traffic::None => None,
         };
+        if !engine.local && lb.is_none() {
+            let probed: Vec<&str> = region
+                .cfg
+                .services
+                .iter()
+                .filter(|(_, s)| s.health.http.is_some() || s.health.tcp.is_some())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !probed.is_empty() {
+                return Err(Error::usage_hint(
+                    format!(
+                        "{}: services {} have an HTTP or TCP health check, and nothing on {} can make it with `traffic: none`",
+                        region.name,
+                        probed.join(", "),
+                        engine.endpoint
+                    ),
+                    "on a remote host, HAProxy's own checks judge HTTP/TCP health (traffic: haproxy); otherwise use health.command or the image's HEALTHCHECK (health.image); nothing was changed",
+                ));
+            }
+        }
         let scope = Scope::new(&region.cfg.app, &region.name, region.env());
         Ok(DockerRegion {
             region,
@@ -1161,4 +1184,31 @@ fn snapshot(live: &[LiveContainer]) -> Vec<ServiceRecord> {
         });
     }
     out
+}
+
+/// The region's HAProxy Runtime API: a local socket or TCP address, or
+/// `ssh://[user@]host[:port]/path/to/socket` on a load-balancer host, logged in to like the
+/// region's Docker hosts (identity_file, known_hosts); exit 6 quoting ssh when it fails.
+async fn runtime_api(address: &str, target: &DockerTarget) -> Result<Haproxy> {
+    let Some(rest) = address.strip_prefix("ssh://") else {
+        return Ok(Haproxy::new(address));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.len() < 2 {
+        return Err(Error::usage_hint(
+            format!("traffic.haproxy.runtime_api: '{address}' names no socket path"),
+            "write ssh://USER@HOST/path/to/haproxy.sock",
+        ));
+    }
+    let host = crate::ssh::SshHost::parse(
+        &format!("ssh://{authority}"),
+        target.identity_file.as_deref(),
+        target.known_hosts,
+    )
+    .expect("an ssh:// address")
+    .map_err(|e| Error::usage(format!("traffic.haproxy.runtime_api: {e}")))?;
+    Ok(Haproxy::over_ssh(host.login().await?, path))
 }

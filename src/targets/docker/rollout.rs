@@ -19,11 +19,13 @@ use super::naming::{self, Scope};
 use super::{ContainerSpec, Engine};
 use crate::health::{self, CheckResult, Thresholds, Verdict};
 use crate::plan::Step;
-use crate::traffic::haproxy::{Haproxy, ServerState};
+use crate::traffic::haproxy::{CheckTiming, Haproxy, ServerState};
 use crate::ui::Ui;
 
 /// Lines of a failing container's output shown with the failure.
 const LOG_TAIL: usize = 15;
+/// The shortest timeout of one check of a container on a remote host (see [`thresholds`]).
+const REMOTE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fewer responses than this during the bake are too few to judge a 5xx ratio.
 const MIN_RESPONSES_FOR_RATIO: u64 = 20;
 
@@ -220,7 +222,7 @@ impl Rollout<'_> {
 
     /// Waits for a container's health check; fails fast when it exits. Returns its address.
     async fn wait_healthy(&self, d: &Desired, m: &Member) -> anyhow::Result<Option<SocketAddr>> {
-        let th = Thresholds::from(&d.service.health);
+        let th = thresholds(self.engine, d);
         let started = Instant::now();
         let verdict = health::wait_healthy(&th, || check(self.engine, d, &m.id)).await;
         match verdict {
@@ -257,16 +259,35 @@ impl Rollout<'_> {
         }
     }
 
+    /// Puts a healthy container into rotation. On a remote host nothing here could check
+    /// it, so HAProxy's own checks (with the service's interval and thresholds) are its
+    /// health check: the server is added DOWN and takes traffic once `healthy_threshold`
+    /// checks have passed; a container that never passes fails the rollout at the deadline.
     async fn enter_rotation(&self, d: &Desired, m: &Member) -> anyhow::Result<()> {
         if let (Some(lb), Some((backend, server)), Some(addr)) = (self.lb, &m.server, m.addr) {
-            let path = d.service.health.http.as_ref().map(|h| h.path.as_str());
-            lb.add_server(backend, server, addr, path).await?;
-            if path.is_some()
-                && !lb
-                    .wait_up(backend, server, d.service.health.deadline.0)
-                    .await?
-            {
-                bail!("HAProxy never saw {server} ({addr}) as UP in {backend}");
+            let h = &d.service.health;
+            let path = h.http.as_ref().map(|h| h.path.as_str());
+            let judged_here = self.engine.local || (h.http.is_none() && h.tcp.is_none());
+            let lb = if judged_here {
+                lb.clone()
+            } else {
+                lb.clone().with_check_timing(remote_check_timing(h))
+            };
+            let checked = path.is_some() || !judged_here;
+            lb.add_server(backend, server, addr, checked.then_some(path.unwrap_or("")))
+                .await?;
+            if checked && !lb.wait_up(backend, server, h.deadline.0).await? {
+                let last = lb
+                    .server(backend, server)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| format!(" (status {}, last check {})", s.status, s.check_status))
+                    .unwrap_or_default();
+                bail!(
+                    "HAProxy never saw {server} ({addr}) as UP in {backend} within the {} deadline{last}",
+                    h.deadline
+                );
             }
             self.ui
                 .verbose(format!("{server} ({addr}) in rotation in {backend}"));
@@ -332,7 +353,7 @@ impl Rollout<'_> {
                 let Some(d) = desired.iter().find(|d| d.name == m.service) else {
                     continue;
                 };
-                match check(self.engine, d, &m.id).await {
+                match self.check_in_rotation(d, m).await {
                     CheckResult::Pass => {
                         failures.remove(&m.id);
                     }
@@ -370,6 +391,29 @@ impl Rollout<'_> {
             .await;
         }
         Ok(report)
+    }
+
+    /// A health check of a container in rotation: [`check`], and on a remote host, where
+    /// HAProxy's checks are the HTTP/TCP check, what HAProxy last saw.
+    async fn check_in_rotation(&self, d: &Desired, m: &Member) -> CheckResult {
+        let here = check(self.engine, d, &m.id).await;
+        let h = &d.service.health;
+        let (Some(lb), Some((backend, server)), CheckResult::Pass) = (self.lb, &m.server, &here)
+        else {
+            return here;
+        };
+        if self.engine.local || (h.http.is_none() && h.tcp.is_none()) {
+            return here;
+        }
+        match lb.server(backend, server).await {
+            Ok(Some(s)) if s.is_up() => CheckResult::Pass,
+            Ok(Some(s)) => CheckResult::Fail(format!(
+                "HAProxy sees it {} (last check {})",
+                s.status, s.check_status
+            )),
+            Ok(None) => CheckResult::Fail(format!("{server} is not in {backend}")),
+            Err(e) => CheckResult::Fail(format!("{e}")),
+        }
     }
 
     async fn ratio(&self, desired: &[Desired], started: &[Member]) -> anyhow::Result<BakeReport> {
@@ -441,7 +485,7 @@ impl Rollout<'_> {
         }
         let mut addr = m.addr;
         if let Some(d) = d {
-            let th = Thresholds::from(&d.service.health);
+            let th = thresholds(self.engine, d);
             match health::wait_healthy(&th, || check(self.engine, d, &m.id)).await {
                 Verdict::Healthy => {}
                 v => bail!("did not become healthy again: {v:?}"),
@@ -497,6 +541,28 @@ pub struct BakeReport {
     pub breach: Option<String>,
 }
 
+/// When a container counts as healthy. On a remote host every check is a round trip through
+/// ssh (an inspect, an exec), and a new ssh connection alone can take longer than an app's
+/// check timeout on a busy machine: the check's timeout there is at least
+/// [`REMOTE_CHECK_TIMEOUT`]. (An HTTP or TCP check is HAProxy's, with its own timing.)
+fn thresholds(engine: &Engine, d: &Desired) -> Thresholds {
+    let mut th = Thresholds::from(&d.service.health);
+    if !engine.local {
+        th.timeout = th.timeout.max(REMOTE_CHECK_TIMEOUT);
+    }
+    th
+}
+
+/// HAProxy's check timing for a service whose health it judges: the service's interval and
+/// thresholds (a container must pass `healthy_threshold` checks before it takes traffic).
+fn remote_check_timing(h: &crate::config::model::Health) -> CheckTiming {
+    CheckTiming {
+        inter: h.interval.0,
+        rise: h.healthy_threshold.max(1),
+        fall: h.unhealthy_threshold.max(1),
+    }
+}
+
 fn check_port(d: &Desired) -> Option<u16> {
     let h = &d.service.health;
     h.http
@@ -526,6 +592,11 @@ pub async fn check(engine: &Engine, d: &Desired, id: &str) -> CheckResult {
         return CheckResult::Fatal(format!("restarted {} time(s)", st.restart_count));
     }
     let h = &d.service.health;
+    if !engine.local && (h.http.is_some() || h.tcp.is_some()) {
+        // Nothing on this machine reaches a container on a remote host: HAProxy's checks
+        // judge it as it enters rotation (`Rollout::enter_rotation`).
+        return CheckResult::Pass;
+    }
     let timeout = h.timeout.0;
     let addr = |port: Option<u16>| {
         port.or(d.container_port)

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `make bench-hosts`: what reaching a Docker host over ssh costs. The same rolling deploy
+# (3 replicas, max_surge 1, no bake, health GET /health every 500 ms, 2 passes) RUNS times
+# (default 5) on this machine's engine through the loopback HAProxy, and on test host h1
+# (tests/env/hosts.sh) over ssh:// through the lb namespace's HAProxy, its Runtime API over
+# ssh too; the median and spread of each and their ratio go to bench/RESULTS.md ("hosts").
+# BIN picks the binary (default: the release build, which must exist).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+# shellcheck disable=SC1091
+source bench/lib.sh
+# shellcheck disable=SC1091
+source target/test-env/env.sh
+bin="${BIN:-$root/target/release/packfy-deploy}"
+[[ -x "$bin" ]] || { echo "no $bin: cargo build --release, or BIN=…" >&2; exit 2; }
+[[ -n "${PACKFY_SSH_CONFIG:-}" ]] || { echo "the test hosts are not up (tests/env/up.sh, part hosts)" >&2; exit 2; }
+runs="${RUNS:-5}"
+read -r -a backends <<<"$PACKFY_HAPROXY_BACKENDS"
+read -r -a frontends <<<"$PACKFY_HAPROXY_FRONTENDS"
+read -r -a lb_backends <<<"$PACKFY_HOSTS_LB_BACKENDS"
+read -r -a lb_frontends <<<"$PACKFY_HOSTS_LB_FRONTENDS"
+read -r -a sockets <<<"$PACKFY_HOSTS_DOCKER_SOCKETS"
+work="$(mktemp -d)"
+# clear_lane SOCKET BACKEND: deletes the backend's servers (a previous run's, or this one's).
+clear_lane() {
+  local s
+  for s in $(socat - "UNIX-CONNECT:$1" <<<"show servers state $2" | awk 'NR > 2 {print $4}'); do
+    socat - "UNIX-CONNECT:$1" <<<"set server $2/$s state maint; shutdown sessions server $2/$s; del server $2/$s" >/dev/null
+  done
+}
+cleanup() {
+  remove_region benchlocal
+  remove_region benchssh "${sockets[0]}"
+  clear_lane "$PACKFY_HAPROXY_SOCKET" "${backends[1]}"
+  clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
+}
+trap 'cleanup; rm -rf "$work"' EXIT
+mkdir -p "$work/regions"
+tag="bench-$$"
+for v in v1 v2; do
+  tests/env/build-sample.sh "$tag-$v" >/dev/null 2>&1
+  DOCKER_HOST="${sockets[0]}" tests/env/build-sample.sh "$tag-$v" >/dev/null 2>&1
+done
+
+region() { # region NAME HOST RUNTIME_API FRONTEND BACKEND
+  cat <<YAML
+currency: USD
+target: {docker: {host: "$2"}}
+traffic:
+  haproxy: {runtime_api: "$3", frontend: "http://$4", backends: {web: $5}}
+services:
+  web:
+    image: packfy-sample
+    replicas: 3
+    ports: [{container: 8080}]
+    health: {http: {path: /health}, interval: 500ms, timeout: 400ms, healthy_threshold: 2, deadline: 30s}
+    rollout: {max_surge: 1, bake: 0s, drain_timeout: 5s}
+    stop_grace_period: 5s
+YAML
+}
+region benchlocal "$DOCKER_HOST" "$PACKFY_HAPROXY_SOCKET" "${frontends[1]}" "${backends[1]}" >"$work/regions/benchlocal.yaml"
+region benchssh "ssh://root@${PACKFY_HOSTS%% *}" "ssh://root@$PACKFY_HOSTS_LB$PACKFY_HOSTS_LB_SOCKET" \
+  "${lb_frontends[-1]}" "${lb_backends[-1]}" >"$work/regions/benchssh.yaml"
+cleanup
+
+now() { date +%s.%N; }
+times() { # times REGION: RUNS timed deploys, v2 and v1 in turn, after an untimed v1
+  local t0 t1 i
+  "$bin" --regions-dir "$work/regions" -q deploy --region "$1" --version "$tag-v1" >&2
+  for ((i = 1; i <= runs; i++)); do
+    t0=$(now)
+    "$bin" --regions-dir "$work/regions" -q deploy --region "$1" --version "$tag-v$((i % 2 + 1))" >&2
+    t1=$(now)
+    echo "$t1 - $t0" | bc -l
+  done
+}
+stats() { python3 -c '
+import statistics, sys
+xs = sorted(float(x) for x in sys.argv[1:])
+print(f"{statistics.median(xs):.2f} {xs[0]:.2f} {xs[-1]:.2f}")' "$@"; }
+read -r lmed lmin lmax <<<"$(stats $(times benchlocal))"
+read -r smed smin smax <<<"$(stats $(times benchssh))"
+ratio=$(printf '%.2f' "$(echo "$smed / $lmed" | bc -l)")
+
+section=$(cat <<MD
+## hosts
+
+Command: \`make bench-hosts\` (bench/hosts.sh) on $(date -u +%Y-%m-%d), $(nproc) cores shared with
+other work, binary \`${bin#"$root"/}\`. One rolling deploy of 3 replicas (max_surge 1, no bake,
+GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
+
+| where | median | min – max |
+|---|---|---|
+| this machine's engine (unix socket), loopback HAProxy | $lmed s | $lmin – $lmax s |
+| test host h1 over ssh://, HAProxy in the lb namespace over ssh | $smed s | $smin – $smax s |
+| ratio ssh / local | ×$ratio | |
+
+Over ssh every Docker API connection is an ssh login running \`docker system dial-stdio\`
+(kept alive and reused), and every Runtime API command is one ssh login running \`socat\`;
+HAProxy's own checks, not the CLI's, judge the new containers there. The load average of
+this machine while it ran: $(cut -d' ' -f1-3 /proc/loadavg).
+MD
+)
+write_section hosts "$section"
+echo "$section"

@@ -1,0 +1,573 @@
+//! Hosts reached with the system's `ssh` client: a Docker engine (`docker system
+//! dial-stdio` on the host, which is what `docker -H ssh://…` runs) and HAProxy's Runtime
+//! API socket on a load-balancer host (`socat` on the host, one login per command).
+//!
+//! Why not bollard's own `ssh` feature: its connector (the `openssh` crate) always runs ssh
+//! with `-o StrictHostKeyChecking=accept-new`, so a host key nobody checked is trusted and
+//! written to known_hosts, and it cannot pass `-F`. Here ssh keeps every one of its own
+//! conventions (the agent, `~/.ssh/config`, known_hosts), and the region adds only:
+//! `identity_file` (`-i`, with `IdentitiesOnly`), `known_hosts` (`StrictHostKeyChecking`,
+//! `strict` by default) and `BatchMode` (never a prompt). `PACKFY_SSH_CONFIG` names an
+//! ssh_config file used instead of `~/.ssh/config` (`-F`): ssh has no variable of its own
+//! for it, and a CI runner or the test environment maps host names to addresses there, as
+//! people do with bastions and aliases.
+//!
+//! One ssh process per HTTP connection to the engine; hyper keeps connections alive and
+//! reuses them, so a deploy opens a handful, not one per request.
+
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use bollard::{BollardRequest, Docker};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::config::model::KnownHosts;
+use crate::error::{Error, ExitCode};
+
+/// The environment variable naming an ssh_config file to use instead of `~/.ssh/config`.
+pub const SSH_CONFIG_VAR: &str = "PACKFY_SSH_CONFIG";
+
+/// How long a login may take before the host counts as unreachable (ssh's `ConnectTimeout`
+/// covers the TCP connection only; this covers the whole check).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One `ssh://[user@]host[:port]` endpoint and how to log in to it.
+#[derive(Debug, Clone)]
+pub struct SshHost {
+    /// As the region wrote it (expanded), for messages.
+    pub endpoint: String,
+    user: Option<String>,
+    host: String,
+    port: Option<u16>,
+    identity_file: Option<PathBuf>,
+    known_hosts: KnownHosts,
+    config: Option<PathBuf>,
+    /// The master connection every later ssh of this host goes through, once logged in.
+    mux: Option<Arc<Master>>,
+}
+
+impl SshHost {
+    /// Parses `ssh://[user@]host[:port]`; None when the endpoint is not `ssh://`.
+    pub fn parse(
+        endpoint: &str,
+        identity_file: Option<&str>,
+        known_hosts: KnownHosts,
+    ) -> Option<Result<SshHost, String>> {
+        let rest = endpoint.strip_prefix("ssh://")?;
+        let rest = rest.trim_end_matches('/');
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.contains(']') || h.ends_with(']') => match p.parse::<u16>() {
+                Ok(p) => (h, Some(p)),
+                Err(_) => {
+                    return Some(Err(format!("'{endpoint}': the port '{p}' is not a number")))
+                }
+            },
+            _ => (hostport, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.starts_with('-') || host.contains(['/', ' ']) {
+            return Some(Err(format!("'{endpoint}' names no host")));
+        }
+        Some(Ok(SshHost {
+            endpoint: endpoint.to_string(),
+            user: user.filter(|u| !u.is_empty()),
+            host: host.to_string(),
+            port,
+            identity_file: identity_file.map(home_path),
+            known_hosts,
+            config: std::env::var_os(SSH_CONFIG_VAR)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            mux: None,
+        }))
+    }
+
+    /// The host name as written (`mx1.packfy.example`).
+    pub fn name(&self) -> &str {
+        &self.host
+    }
+
+    /// The ssh arguments that log in to this host (everything before the remote command).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(cfg) = &self.config {
+            args.extend(["-F".into(), cfg.display().to_string()]);
+        }
+        let strict = match self.known_hosts {
+            KnownHosts::Strict => "yes",
+            KnownHosts::AcceptNew => "accept-new",
+        };
+        args.extend([
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            format!("StrictHostKeyChecking={strict}"),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-o".into(),
+            "ServerAliveInterval=5".into(),
+            "-o".into(),
+            "ServerAliveCountMax=3".into(),
+        ]);
+        if let Some(key) = &self.identity_file {
+            args.extend([
+                "-i".into(),
+                key.display().to_string(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
+        }
+        if let Some(mux) = &self.mux {
+            args.extend([
+                "-o".into(),
+                format!("ControlPath={}", mux.socket.display()),
+                "-o".into(),
+                "ControlMaster=no".into(),
+            ]);
+        }
+        if let Some(user) = &self.user {
+            args.extend(["-l".into(), user.clone()]);
+        }
+        if let Some(port) = self.port {
+            args.extend(["-p".into(), port.to_string()]);
+        }
+        args.push("--".into());
+        args.push(self.host.clone());
+        args
+    }
+
+    /// `ssh … HOST REMOTE…`, its output piped, killed when dropped.
+    pub fn command(&self, remote: &[&str]) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.args())
+            .args(remote)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// `ssh HOST REMOTE…` as a byte stream to and from the remote command. Nobody reads
+    /// ssh's complaints on it: a failed login shows as a closed stream, and [`SshHost::check`]
+    /// has quoted ssh before any stream is opened.
+    pub fn pipe(&self, remote: &[&str]) -> io::Result<Pipe> {
+        let mut cmd = self.command(remote);
+        cmd.stderr(Stdio::null());
+        let mut child = cmd.spawn()?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        Ok(Pipe {
+            _child: child,
+            stdin: Some(stdin),
+            stdout,
+        })
+    }
+
+    /// Logs in ([`SshHost::check`]), then opens the master connection that every later ssh
+    /// to this host shares (ssh's ControlMaster): a Runtime API command or a new engine
+    /// connection is then a new session on it, not a new login (tens of milliseconds instead
+    /// of hundreds). Without a master (it did not come up) each ssh logs in by itself.
+    pub async fn login(mut self) -> Result<SshHost, Error> {
+        self.check().await?;
+        self.mux = Master::start(&self).await.map(Arc::new);
+        Ok(self)
+    }
+
+    /// Logs in and runs `true`: exit 6 naming the host and quoting what ssh said when the
+    /// host cannot be reached, its key is unknown or no key of ours is accepted.
+    pub async fn check(&self) -> Result<(), Error> {
+        if let Some(key) = &self.identity_file {
+            if !key.is_file() {
+                return Err(self.unreachable(
+                    format!("identity_file {} does not exist", key.display()),
+                    "target.docker.identity_file names the private key to log in with",
+                ));
+            }
+        }
+        let mut cmd = self.command(&["true"]);
+        cmd.stdin(Stdio::null());
+        let out = match tokio::time::timeout(LOGIN_TIMEOUT, cmd.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                return Err(self.unreachable(
+                    format!("cannot run ssh: {e}"),
+                    "packfy-deploy logs in to ssh:// hosts with the system's `ssh` client",
+                ))
+            }
+            Err(_) => {
+                return Err(self.unreachable(
+                    format!("no login within {}s", LOGIN_TIMEOUT.as_secs()),
+                    "is the host up and its sshd reachable from here?",
+                ))
+            }
+        };
+        if out.status.success() {
+            return Ok(());
+        }
+        let said = ssh_said(&String::from_utf8_lossy(&out.stderr));
+        Err(self.unreachable(format!("ssh said: {said}"), hint_for(&said, self)))
+    }
+
+    /// The address the host is reached at, which is also where its containers publish their
+    /// ports: the `HostName` ssh resolves the name to (`ssh -G`, so aliases in ssh_config
+    /// count), looked up when it is a name.
+    pub async fn address(&self) -> Result<IpAddr, Error> {
+        let mut cmd = Command::new("ssh");
+        let mut args = self.args();
+        // `-G` prints the configuration instead of connecting; it takes the same options.
+        args.insert(0, "-G".into());
+        cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| self.unreachable(format!("cannot run ssh -G: {e}"), ""))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hostname = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hostname "))
+            .unwrap_or(&self.host)
+            .trim()
+            .to_string();
+        if let Ok(ip) = hostname.parse::<IpAddr>() {
+            return Ok(ip);
+        }
+        let mut addrs = tokio::net::lookup_host((hostname.as_str(), 22))
+            .await
+            .map_err(|e| {
+                self.unreachable(
+                    format!("cannot resolve {hostname}: {e}"),
+                    "the host's name must resolve here: HAProxy routes to its address",
+                )
+            })?;
+        addrs
+            .next()
+            .map(|a| a.ip())
+            .ok_or_else(|| self.unreachable(format!("{hostname} resolves to no address"), ""))
+    }
+
+    /// A Docker client whose every connection is `ssh HOST docker system dial-stdio`.
+    pub fn docker(self: &Arc<Self>, timeout_secs: u64) -> Result<Docker, Error> {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build::<_, Body>(DialStdio(Arc::clone(self)));
+        let client = Arc::new(client);
+        Docker::connect_with_custom_transport(
+            move |req: BollardRequest| {
+                let client = Arc::clone(&client);
+                async move {
+                    client
+                        .request(req)
+                        .await
+                        .map_err(bollard::errors::Error::from)
+                }
+            },
+            Some("http://docker.ssh"),
+            timeout_secs,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| self.unreachable(format!("{e}"), ""))
+    }
+
+    /// Exit 6 naming the host.
+    pub fn unreachable(&self, what: String, hint: &str) -> Error {
+        let e = Error::failed(
+            ExitCode::Unreachable,
+            anyhow!("cannot reach {}: {what}", self.endpoint),
+        );
+        if hint.is_empty() {
+            e
+        } else {
+            e.with_hint(hint.to_string())
+        }
+    }
+}
+
+/// ssh's master connection to one host (`ssh -M -S SOCKET HOST cat`), in a directory of
+/// its own (mode 0700) that is removed with it. Its remote command reads the pipe this
+/// process holds, so the master ends when this process does, however it ends: the pipe
+/// closes, `cat` exits, the session and the master with it.
+#[derive(Debug)]
+struct Master {
+    socket: PathBuf,
+    // Dropped in this order: the master ends, then its directory goes.
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Master {
+    async fn start(host: &SshHost) -> Option<Master> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("packfy-ssh-")
+            .tempdir()
+            .ok()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).ok()?;
+        let socket = dir.path().join("master");
+        let mut args = host.args();
+        let at = args.len() - 2; // before `-- HOST`
+        args.splice(
+            at..at,
+            [
+                "-M".to_string(),
+                "-o".into(),
+                format!("ControlPath={}", socket.display()),
+                "-o".into(),
+                "ControlPersist=no".into(),
+            ],
+        );
+        let child = Command::new("ssh")
+            .args(args)
+            .arg("cat >/dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        // Ready once its socket answers `-O check` (a login takes well under a second).
+        for _ in 0..100 {
+            if socket.exists() {
+                let ok = Command::new("ssh")
+                    .args([
+                        "-o",
+                        &format!("ControlPath={}", socket.display()),
+                        "-O",
+                        "check",
+                    ])
+                    .arg(&host.host)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    return Some(Master {
+                        socket,
+                        _child: child,
+                        _dir: dir,
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::debug!(host = %host.endpoint, "no ssh master connection; every ssh logs in");
+        drop(dir);
+        None
+    }
+}
+
+/// `identity_file` with `${VAR}` expanded and a leading `~/` as the home directory (ssh
+/// would expand it too, but the file is checked here first).
+fn home_path(file: &str) -> PathBuf {
+    let file = crate::config::expand_env(file);
+    match (file.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(file),
+    }
+}
+
+/// The body type of bollard's requests (bollard names it only through [`BollardRequest`]).
+type Body = <BollardRequest as RequestBody>::Body;
+trait RequestBody {
+    type Body;
+}
+impl<B> RequestBody for http::Request<B> {
+    type Body = B;
+}
+
+/// ssh's complaint, without its chatter ("Warning: Permanently added…") and at most three
+/// lines.
+fn ssh_said(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    if tail.is_empty() {
+        "(nothing; ssh exited with an error)".into()
+    } else {
+        tail.join(" / ")
+    }
+}
+
+fn hint_for(said: &str, host: &SshHost) -> &'static str {
+    if said.contains("Host key verification failed")
+        || said.contains("No ED25519 host key")
+        || said.contains("host key for")
+    {
+        if said.contains("HAS CHANGED") || said.contains("REMOTE HOST IDENTIFICATION") {
+            "the host's key is not the one known_hosts holds: find out why before you trust it"
+        } else {
+            "the host's key is not in known_hosts: add it (ssh-keyscan, checked by hand), or set `target.docker.known_hosts: accept-new` for the region"
+        }
+    } else if said.contains("Permission denied") {
+        if host.identity_file.is_some() {
+            "the host does not accept target.docker.identity_file's key for this user"
+        } else {
+            "no key of this machine is accepted: load one into the agent (ssh-add), or set target.docker.identity_file"
+        }
+    } else if said.contains("Could not resolve hostname") {
+        "the host name does not resolve here (an alias belongs in ~/.ssh/config or the file PACKFY_SSH_CONFIG names)"
+    } else {
+        "is the host up, and does `ssh HOST docker version` work from here?"
+    }
+}
+
+/// Opens a connection to the engine: `ssh HOST docker system dial-stdio`.
+#[derive(Clone)]
+struct DialStdio(Arc<SshHost>);
+
+impl tower_service::Service<http::Uri> for DialStdio {
+    type Response = TokioIo<Pipe>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let host = Arc::clone(&self.0);
+        Box::pin(async move {
+            Ok(TokioIo::new(host.pipe(&[
+                "docker",
+                "system",
+                "dial-stdio",
+            ])?))
+        })
+    }
+}
+
+/// ssh's stdin and stdout as one byte stream.
+pub struct Pipe {
+    _child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+}
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stdout).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.stdin.as_mut() {
+            Some(w) => Pin::new(w).poll_write(cx, buf),
+            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stdin.as_mut() {
+            Some(w) => Pin::new(w).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(w) = self.stdin.as_mut() {
+            std::task::ready!(Pin::new(w).poll_shutdown(cx))?;
+        }
+        self.stdin = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Connection for Pipe {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> SshHost {
+        SshHost::parse(s, None, KnownHosts::Strict)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn endpoints_are_user_host_and_port() {
+        let h = parse("ssh://deploy@mx1.packfy.example:2222");
+        assert_eq!(
+            (h.user.as_deref(), h.host.as_str(), h.port),
+            (Some("deploy"), "mx1.packfy.example", Some(2222))
+        );
+        let h = parse("ssh://mx2");
+        assert_eq!(
+            (h.user.as_deref(), h.host.as_str(), h.port),
+            (None, "mx2", None)
+        );
+        assert!(SshHost::parse("unix:///x.sock", None, KnownHosts::Strict).is_none());
+        assert!(SshHost::parse("ssh://deploy@", None, KnownHosts::Strict)
+            .unwrap()
+            .is_err());
+        assert!(
+            SshHost::parse("ssh://-oProxyCommand=x", None, KnownHosts::Strict)
+                .unwrap()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn strictness_and_key_reach_ssh() {
+        let h = SshHost::parse("ssh://deploy@mx1:22", Some("/k/id"), KnownHosts::Strict)
+            .unwrap()
+            .unwrap();
+        let args = h.args().join(" ");
+        assert!(args.contains("StrictHostKeyChecking=yes"), "{args}");
+        assert!(args.contains("-i /k/id -o IdentitiesOnly=yes"), "{args}");
+        assert!(args.ends_with("-l deploy -p 22 -- mx1"), "{args}");
+        let h = SshHost::parse("ssh://mx1", None, KnownHosts::AcceptNew)
+            .unwrap()
+            .unwrap();
+        assert!(h
+            .args()
+            .join(" ")
+            .contains("StrictHostKeyChecking=accept-new"));
+    }
+
+    #[test]
+    fn what_ssh_said_is_kept_short() {
+        let said = ssh_said("Warning: Permanently added 'x' (ED25519) to the list of known hosts.\nroot@x: Permission denied (publickey).\n");
+        assert_eq!(said, "root@x: Permission denied (publickey).");
+    }
+}
