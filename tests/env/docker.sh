@@ -237,14 +237,22 @@ docker_down() {
     [[ -e "$marker" ]] || continue
     br="${marker##*/forward-}"
     br="${br%.ours}"
-    iptables -D FORWARD -i "$br" -o "$br" -j ACCEPT 2>/dev/null || true
+    # (as for the bridges below: another checkout's daemon on it now needs the rule)
+    pgrep -f -- "--bridge $br( |\$)" >/dev/null ||
+      iptables -D FORWARD -i "$br" -o "$br" -j ACCEPT 2>/dev/null || true
     rm -f "$marker"
   done
   for marker in "$RUN_DIR"/bridge-*.ours; do
     [[ -e "$marker" ]] || continue
     br="${marker##*/bridge-}"
     br="${br%.ours}"
-    ip link del "$br" 2>/dev/null && log "docker: removed bridge $br"
+    # A bridge we made, left by a killed run of ours, may since serve another checkout's
+    # daemon (bridge_free let it take the bridge): that one keeps it.
+    if pgrep -f -- "--bridge $br( |\$)" >/dev/null; then
+      log "docker: bridge $br serves another checkout's daemon now; left to it"
+    else
+      ip link del "$br" 2>/dev/null && log "docker: removed bridge $br"
+    fi
     rm -f "$marker"
   done
   rm -f "$STATE_DIR/docker.env"

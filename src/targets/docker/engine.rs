@@ -131,7 +131,7 @@ impl Engine {
         let docker = docker.with_timeout(Duration::from_secs(120));
         match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(unreachable(&e)),
+            Ok(Err(e)) => return Err(unreachable(&with_cause(&e))),
             Err(_) => {
                 return Err(unreachable(&format!(
                     "no answer within {}s",
@@ -390,6 +390,21 @@ impl Engine {
             }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot inspect image {reference}")),
         }
+    }
+}
+
+/// The error and, when it does not say it already, its innermost cause: the engine client
+/// says "client error (Connect)", the I/O error beneath it why ("Connection refused").
+fn with_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (top, why) = (e.to_string(), root.to_string());
+    if top.contains(&why) {
+        top
+    } else {
+        format!("{top}: {why}")
     }
 }
 
