@@ -221,6 +221,39 @@ impl Load {
     }
 }
 
+/// A region of `rollout` whose first release, `v1`, serves (it rolls: nothing to compare
+/// with yet), and the images of `versions` (name and the sample app's build switches), each
+/// tagged `NAME-REGION`. Returns the region, the tags (v1 first) and the images' guards.
+fn serving_v1(
+    env: &TestEnv,
+    lane: &Lane,
+    rollout: Rollout,
+    versions: &[(&str, &[(&str, &str)])],
+) -> (Region, Vec<String>, Vec<support::Image>) {
+    let r = Region::new(env, lane, rollout);
+    let tags: Vec<String> = std::iter::once("v1")
+        .chain(versions.iter().map(|(v, _)| *v))
+        .map(|v| format!("{v}-{}", r.name))
+        .collect();
+    let switches = std::iter::once(&[][..]).chain(versions.iter().map(|(_, b)| *b));
+    let images = tags
+        .iter()
+        .zip(switches)
+        .map(|(t, b)| env.build_sample(&r.host, t, b))
+        .collect();
+    let out = r.deploy(&tags[0]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    (r, tags, images)
+}
+
+/// Answers that were neither a 200 from one of `versions` (a failed request).
+fn failed(all: &HashMap<String, u64>, versions: &[&String]) -> u64 {
+    all.iter()
+        .filter(|(k, _)| !versions.contains(k))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 fn share(counts: &HashMap<String, u64>, version: &str) -> f64 {
     let total: u64 = counts.values().sum();
     100.0 * counts.get(version).copied().unwrap_or(0) as f64 / total.max(1) as f64
@@ -230,29 +263,21 @@ fn share(counts: &HashMap<String, u64>, version: &str) -> f64 {
 fn canary_10_50_100_under_load_gives_each_weight_its_share_with_no_failed_request() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(
+    let (r, tags, _images) = serving_v1(
         &env,
         &lane,
         Rollout::new()
             .canary("[{weight: 10}, {pause: {}}, {weight: 50}, {pause: {}}, {weight: 100}]"),
+        &[("v2", &[])],
     );
-    let tag = |v: &str| format!("{v}-{}", r.name);
-    let (v1, v2) = (tag("v1"), tag("v2"));
-    let _i1 = env.build_sample(&r.host, &v1, &[]);
-    let _i2 = env.build_sample(&r.host, &v2, &[]);
-    // The first release has nothing to compare with: it rolls out.
-    let out = r.deploy(&v1);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (v1, v2) = (tags[0].clone(), tags[1].clone());
 
-    let plan = r.run(&["plan", "--region", &r.name, "--version", &v2]);
+    let plan = support::text(&r.run(&["plan", "--region", &r.name, "--version", &v2]));
     assert!(
-        stderr(&plan).contains(
-            "strategy canary, HAProxy weights: weight 10% → pause (until promote) → weight 50%"
-        ) || support::text(&plan).contains(
-            "strategy canary, HAProxy weights: weight 10% → pause (until promote) → weight 50%"
+        plan.contains(
+            "web: strategy canary, HAProxy weights: weight 10% → pause (until promote) → weight 50% → pause (until promote) → weight 100%"
         ),
-        "{}",
-        support::text(&plan)
+        "{plan}"
     );
 
     let load = Load::start(&r.frontend, "/version");
@@ -298,12 +323,11 @@ fn canary_10_50_100_under_load_gives_each_weight_its_share_with_no_failed_reques
         w100.values().sum::<u64>(),
         all.values().sum::<u64>()
     );
-    let failed: u64 = all
-        .iter()
-        .filter(|(k, _)| *k != &v1 && *k != &v2)
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(failed, 0, "failed answers: {all:?} {errors:?}");
+    assert_eq!(
+        failed(&all, &[&v1, &v2]),
+        0,
+        "failed answers: {all:?} {errors:?}"
+    );
     assert!((s10 - 10.0).abs() <= 5.0, "{s10:.1}% at weight 10: {w10:?}");
     assert!((s50 - 50.0).abs() <= 5.0, "{s50:.1}% at weight 50: {w50:?}");
     assert!(
@@ -327,19 +351,15 @@ fn canary_10_50_100_under_load_gives_each_weight_its_share_with_no_failed_reques
 fn a_release_answering_30_percent_5xx_is_aborted_at_its_first_analysis() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(
+    let (r, tags, _images) = serving_v1(
         &env,
         &lane,
         Rollout::new()
             .canary("[{weight: 20}, {analysis: {duration: 30s}}, {weight: 100}]")
             .analysis("{max_5xx_ratio: 0.05, min_requests: 20}"),
+        &[("bad", &[("ERROR_RATE", "0.3")])],
     );
-    let tag = |v: &str| format!("{v}-{}", r.name);
-    let (v1, bad) = (tag("v1"), tag("bad"));
-    let _i1 = env.build_sample(&r.host, &v1, &[]);
-    let _ib = env.build_sample(&r.host, &bad, &[("ERROR_RATE", "0.3")]);
-    let out = r.deploy(&v1);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (v1, bad) = (tags[0].clone(), tags[1].clone());
 
     let load = Load::start(&r.frontend, "/");
     std::thread::sleep(Duration::from_millis(300));
@@ -383,17 +403,13 @@ fn a_release_answering_30_percent_5xx_is_aborted_at_its_first_analysis() {
 fn a_paused_canary_is_aborted_by_another_process_and_the_next_promoted_in_full() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(
+    let (r, tags, _images) = serving_v1(
         &env,
         &lane,
         Rollout::new().canary("[{weight: 25}, {pause: {}}, {weight: 100}]"),
+        &[("v2", &[]), ("v3", &[])],
     );
-    let tag = |v: &str| format!("{v}-{}", r.name);
-    let (v1, v2, v3) = (tag("v1"), tag("v2"), tag("v3"));
-    let _i1 = env.build_sample(&r.host, &v1, &[]);
-    let _i2 = env.build_sample(&r.host, &v2, &[]);
-    let _i3 = env.build_sample(&r.host, &v3, &[]);
-    assert_eq!(code(&r.deploy(&v1)), 0);
+    let (v1, v2, v3) = (tags[0].clone(), tags[1].clone(), tags[2].clone());
 
     let load = Load::start(&r.frontend, "/version");
     let out = r.deploy(&v2);
@@ -442,12 +458,7 @@ fn a_paused_canary_is_aborted_by_another_process_and_the_next_promoted_in_full()
     let out = r.steer("promote", &["--full"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (all, errors) = load.finish();
-    let failed: u64 = all
-        .iter()
-        .filter(|(k, _)| ![&v1, &v2, &v3].contains(k))
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(failed, 0, "{all:?} {errors:?}");
+    assert_eq!(failed(&all, &[&v1, &v2, &v3]), 0, "{all:?} {errors:?}");
     assert_eq!(r.running_versions(), vec![v3.clone(); 3]);
 }
 
@@ -455,16 +466,13 @@ fn a_paused_canary_is_aborted_by_another_process_and_the_next_promoted_in_full()
 fn pause_stops_a_running_canary_and_resume_goes_on() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(
+    let (r, tags, _images) = serving_v1(
         &env,
         &lane,
         Rollout::new().canary("[{weight: 10}, {pause: 40s}, {weight: 100}]"),
+        &[("v2", &[])],
     );
-    let tag = |v: &str| format!("{v}-{}", r.name);
-    let (v1, v2) = (tag("v1"), tag("v2"));
-    let _i1 = env.build_sample(&r.host, &v1, &[]);
-    let _i2 = env.build_sample(&r.host, &v2, &[]);
-    assert_eq!(code(&r.deploy(&v1)), 0);
+    let v2 = tags[1].clone();
 
     let mut cmd = support::cli(
         r.dir.path(),
@@ -494,16 +502,13 @@ fn pause_stops_a_running_canary_and_resume_goes_on() {
 fn a_canary_killed_mid_step_is_taken_back_by_the_next_command() {
     let Some(env) = TestEnv::get() else { return };
     let lane = env.lease_lane();
-    let r = Region::new(
+    let (r, tags, _images) = serving_v1(
         &env,
         &lane,
         Rollout::new().canary("[{weight: 50}, {pause: 60s}, {weight: 100}]"),
+        &[("v2", &[])],
     );
-    let tag = |v: &str| format!("{v}-{}", r.name);
-    let (v1, v2) = (tag("v1"), tag("v2"));
-    let _i1 = env.build_sample(&r.host, &v1, &[]);
-    let _i2 = env.build_sample(&r.host, &v2, &[]);
-    assert_eq!(code(&r.deploy(&v1)), 0);
+    let (v1, v2) = (tags[0].clone(), tags[1].clone());
 
     let load = Load::start(&r.frontend, "/version");
     let mut cmd = support::cli(
@@ -523,6 +528,9 @@ fn a_canary_killed_mid_step_is_taken_back_by_the_next_command() {
     let status = r.json(&["status"]);
     assert_eq!(status[0]["canary"]["outcome"], "in_progress", "{status:#}");
     assert_eq!(status[0]["canary"]["weight"], 50, "{status:#}");
+    let out = r.steer("abort", &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("was interrupted"), "{}", stderr(&out));
 
     let out = r.run(&["rollback", "--region", &r.name]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -534,12 +542,7 @@ fn a_canary_killed_mid_step_is_taken_back_by_the_next_command() {
         Some(after.values().sum()),
         "{after:?}"
     );
-    let failed: u64 = all
-        .iter()
-        .filter(|(k, _)| *k != &v1 && *k != &v2)
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(failed, 0, "{all:?} {errors:?}");
+    assert_eq!(failed(&all, &[&v1, &v2]), 0, "{all:?} {errors:?}");
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
     let w = r.weights(&lane);
     assert!(w.len() == 3 && w.iter().all(|(_, w)| *w == 1), "{w:?}");

@@ -30,6 +30,18 @@ pub async fn steer(ctx: &Ctx, region: &str, how: Steer) -> Result<ExitCode> {
     let history = t.history().await?;
     let last = history.last().cloned();
     let r = t.region();
+    let lock = t.current_lock().await?;
+    if let Some(l) = release::interrupted(&history, lock.as_ref()) {
+        return Err(Error::usage_hint(
+            format!(
+                "{} of {} was interrupted and no run holds it: there is nothing to {}",
+                l.id,
+                r.place(),
+                how.verb()
+            ),
+            "`packfy-deploy rollback --region R` (or the next deploy) takes it back",
+        ));
+    }
     match (&last, how) {
         (Some(l), Steer::Pause | Steer::Abort) if l.outcome == Outcome::InProgress => {
             // A canary running in another process: it reads this at its next tick.
@@ -64,7 +76,7 @@ pub async fn steer(ctx: &Ctx, region: &str, how: Steer) -> Result<ExitCode> {
     }
     let last = last.expect("matched above");
     // 2. the lock the paused canary holds is ours to take; anyone else's is exit 5.
-    if let Some(l) = t.current_lock().await? {
+    if let Some(l) = lock {
         if steps::holds_for(&l, &last.id) {
             t.take_over(&l).await?;
         }

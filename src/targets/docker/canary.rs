@@ -296,7 +296,12 @@ impl Canary {
         while let Some(step) = self.steps.get(self.next).cloned() {
             self.next += 1;
             match step {
-                Step::Weight(w) => self.set_share(d, w).await?,
+                Step::Weight(w) => {
+                    // Recorded first: a run killed in between is taken back whatever the
+                    // weights were.
+                    save.save(self).await?;
+                    self.set_share(d, w).await?
+                }
                 Step::Pause(Pause(None)) => {
                     let why = format!(
                         "paused at step {}/{} ({}% to the new release) until promote",
@@ -799,6 +804,13 @@ impl DockerRegion {
         };
         // An ask left over from an earlier canary is not for this one.
         self.engine.take_ask(&self.scope).await?;
+        // Recorded as it grows: a run killed while starting is taken back too.
+        let mut save = Recorder {
+            engine: &self.engine,
+            scope: &self.scope,
+            rec: rec.clone(),
+            shared: &self.canary,
+        };
         let backends = self.backends();
         let live = &self.prepared.live;
         let ro = self.rollout(&rec.id, &rec.version);
@@ -831,7 +843,7 @@ impl DockerRegion {
             for i in 0..desired.replicas {
                 let m = ro.create(desired, first + i).await?;
                 c.services[k].new.push(server_of(&m));
-                *self.canary.lock().expect("canary") = Some(c.clone());
+                save.save(&c).await?;
                 members.push(m);
             }
             let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
@@ -859,7 +871,7 @@ impl DockerRegion {
                 // gives it some.
                 d.lb.set_weight(&backend, server, 0).await?;
                 c.services[k].new[j].addr = Some(addr);
-                *self.canary.lock().expect("canary") = Some(c.clone());
+                save.save(&c).await?;
                 if path.is_some()
                     && !d
                         .lb
