@@ -24,25 +24,7 @@ struct Region {
 
 impl Region {
     fn new(env: &TestEnv, lane: &Lane, rollout: Rollout) -> Region {
-        let web = Service::new("web", "packfy-sample")
-            .replicas(3)
-            .port(8080)
-            .health(
-                Health::http("/health")
-                    .start_period("3s")
-                    .interval("500ms")
-                    .timeout("500ms")
-                    .healthy_threshold(2)
-                    .unhealthy_threshold(3)
-                    .deadline("60s"),
-            )
-            .rollout(rollout.bake("1s").drain_timeout("5s"))
-            .stop_grace_period("5s");
-        let file = RegionFile::docker(&env.docker_host)
-            .currency("USD")
-            .keep_releases(5)
-            .service(web)
-            .lane(lane, "web");
+        let file = region_file(env, lane, rollout);
         let r = Region {
             name: region_name("cn", 20),
             dir: RegionsDir::new(),
@@ -98,6 +80,29 @@ impl Region {
             .map(|f| (f[name].to_string(), f[weight].parse().unwrap_or(0)))
             .collect()
     }
+}
+
+/// The sample app, 3 replicas, fast checks, behind `lane`.
+fn region_file(env: &TestEnv, lane: &Lane, rollout: Rollout) -> RegionFile {
+    let web = Service::new("web", "packfy-sample")
+        .replicas(3)
+        .port(8080)
+        .health(
+            Health::http("/health")
+                .start_period("3s")
+                .interval("500ms")
+                .timeout("500ms")
+                .healthy_threshold(2)
+                .unhealthy_threshold(3)
+                .deadline("60s"),
+        )
+        .rollout(rollout.bake("1s").drain_timeout("5s"))
+        .stop_grace_period("5s");
+    RegionFile::docker(&env.docker_host)
+        .currency("USD")
+        .keep_releases(5)
+        .service(web)
+        .lane(lane, "web")
 }
 
 impl Drop for Region {
@@ -547,4 +552,50 @@ fn a_canary_killed_mid_step_is_taken_back_by_the_next_command() {
     let w = r.weights(&lane);
     assert!(w.len() == 3 && w.iter().all(|(_, w)| *w == 1), "{w:?}");
     assert_eq!(r.history()[0]["outcome"], "rolled_back");
+}
+
+#[test]
+fn a_paused_canary_holds_back_the_next_wave() {
+    let Some(env) = TestEnv::get() else { return };
+    let (lane_a, lane_b) = (env.lease_lane(), env.lease_lane());
+    let steps = "[{weight: 10}, {pause: {}}, {weight: 100}]";
+    let (a, tags, _images) =
+        serving_v1(&env, &lane_a, Rollout::new().canary(steps), &[("v2", &[])]);
+    let (v1, v2) = (tags[0].clone(), tags[1].clone());
+    // A second region beside it, serving v1 too, in the wave after it.
+    let b = region_name("cn", 20);
+    let _b_gone = Region {
+        name: b.clone(),
+        dir: RegionsDir::new(),
+        host: env.docker_host.clone(),
+        frontend: lane_b.frontend.clone(),
+        lane_backend: lane_b.backend.clone(),
+    };
+    a.dir.write(
+        &b,
+        &region_file(&env, &lane_b, Rollout::new().canary(steps)),
+    );
+    a.dir
+        .write("_defaults", &RegionFile::new().waves(&[&[&a.name], &[&b]]));
+    let out = a.run(&["deploy", "--region", &b, "--version", &v1]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let both = format!("{},{b}", a.name);
+    let out = a.run(&["deploy", "--region", &both, "--version", &v2]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} wait(s) at a paused canary; later waves do not start: {b}",
+            a.name
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(a.history()[0]["outcome"], "paused");
+    assert_eq!(
+        support::running_versions(&env.docker_host, &b),
+        vec![v1.clone(); 3]
+    );
+    let out = a.steer("abort", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
