@@ -599,3 +599,60 @@ fn a_paused_canary_holds_back_the_next_wave() {
     let out = a.steer("abort", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+#[test]
+fn the_http_check_and_the_response_time_of_the_new_release_abort_with_their_values() {
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let (r, tags, _images) = serving_v1(
+        &env,
+        &lane,
+        Rollout::new()
+            .canary("[{weight: 50}, {analysis: {duration: 20s}}, {weight: 100}]")
+            .analysis("{http: {path: /missing}}"),
+        &[("v2", &[])],
+    );
+    let (v1, v2) = (tags[0].clone(), tags[1].clone());
+    // Every new container must answer GET /missing with 200; the sample app says 404.
+    let out = r.deploy(&v2);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let why = r.history()[0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains("analysis failed: http check GET /missing failed:")
+            && why.contains("answered status 404"),
+        "{why}"
+    );
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+
+    // Answers slower than max_response_time (HAProxy's rtime of the new servers).
+    let file = region_file(
+        &env,
+        &lane,
+        Rollout::new()
+            .canary("[{weight: 50}, {analysis: {duration: 20s}}, {weight: 100}]")
+            .analysis("{max_response_time: 20ms, min_requests: 5}"),
+    );
+    r.dir.write(&r.name, &file);
+    let load = Load::start(&r.frontend, "/slow?ms=60");
+    let out = r.deploy(&v2);
+    let (seen, errors) = load.finish();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let why = r.history()[0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains("analysis failed: response time")
+            && why.contains("above max_response_time 20ms"),
+        "{why}"
+    );
+    assert_eq!(
+        failed(&seen, &[&"200".to_string()]),
+        0,
+        "{seen:?} {errors:?}"
+    );
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+}

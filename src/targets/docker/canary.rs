@@ -386,7 +386,7 @@ impl Canary {
             let (new, old) = self.counters(d).await?;
             let rtime = self.response_time(d).await?;
             let http = match &c.http {
-                Some(h) => self.http_failure(h, c).await,
+                Some(h) => self.http_failure(d, h, c).await,
                 None => None,
             };
             let m = judge(c, new.since(base_new), rtime, old.since(base_old), http);
@@ -455,27 +455,30 @@ impl Canary {
         Ok(worst)
     }
 
+    /// The first new container whose `GET http.path` does not answer `http.status` (at
+    /// `http.port`'s published address, else the one HAProxy uses).
     async fn http_failure(
         &self,
+        d: &Drive<'_>,
         h: &crate::config::model::HttpCheck,
         c: &Conditions,
     ) -> Option<String> {
         let timeout = c.duration.0.min(Duration::from_secs(2));
-        for s in &self.services {
-            let port = h
-                .port
-                .or(s.new.first().and_then(|x| x.addr.map(|a| a.port())));
-            for x in &s.new {
-                let Some(mut addr) = x.addr else { continue };
-                if let Some(p) = h.port {
-                    addr.set_port(p);
-                }
-                let _ = port;
-                if let CheckResult::Fail(r) | CheckResult::Fatal(r) =
-                    health::http_check(addr, &h.path, h.status, timeout).await
-                {
-                    return Some(format!("{} answered {r}", x.container));
-                }
+        for x in self.services.iter().flat_map(|s| &s.new) {
+            let addr = match h.port {
+                Some(p) => match d.engine.inspect(&x.id).await {
+                    Ok(Some(st)) => st.ports.get(&p).copied(),
+                    _ => None,
+                },
+                None => x.addr,
+            };
+            let Some(addr) = addr else {
+                return Some(format!("{} publishes no port to check", x.container));
+            };
+            if let CheckResult::Fail(r) | CheckResult::Fatal(r) =
+                health::http_check(addr, &h.path, h.status, timeout).await
+            {
+                return Some(format!("{} answered {r}", x.container));
             }
         }
         None
