@@ -62,6 +62,17 @@ impl Region {
         self.json(&["history"])
     }
 
+    /// Asserts that the last release was taken back and `v1` alone serves: its three
+    /// servers at their weight, no new container left. Returns the record's `error`.
+    fn taken_back(&self, lane: &Lane, v1: &str) -> String {
+        assert_eq!(self.running_versions(), vec![v1.to_string(); 3]);
+        let w = self.weights(lane);
+        assert!(w.len() == 3 && w.iter().all(|(_, w)| *w == 1), "{w:?}");
+        let h = self.history();
+        assert_eq!(h[0]["outcome"], "rolled_back", "{h:#}");
+        h[0]["error"].as_str().unwrap_or_default().to_string()
+    }
+
     /// The servers of the lane's backend with their weights.
     fn weights(&self, lane: &Lane) -> Vec<(String, u64)> {
         let text = lane.cmd(&format!("show stat {} 4 -1", self.lane_backend));
@@ -298,6 +309,14 @@ fn canary_10_50_100_under_load_gives_each_weight_its_share_with_no_failed_reques
     assert_eq!(c["weights"], serde_json::json!([1, 9]), "{status:#}");
     // The canary's weights are the release's, not drift.
     assert_eq!(status[0]["drift"], 0, "{status:#}");
+    let human = support::text(&r.run(&["status", "--region", &r.name]));
+    for line in [
+        "canary r2 (",
+        "step 2/5 (pause (until promote)), 10% to the new release",
+        "server weights: new 1, old 9",
+    ] {
+        assert!(human.contains(line), "{line:?} in {human}");
+    }
 
     // A second deploy meanwhile is refused, naming why.
     let again = r.deploy(&v1);
@@ -390,17 +409,10 @@ fn a_release_answering_30_percent_5xx_is_aborted_at_its_first_analysis() {
         0,
         "{seen:?}"
     );
-    // Back on v1 only: its three servers, at their weight; the new containers gone.
-    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
-    let w = r.weights(&lane);
-    assert_eq!(w.len(), 3, "{w:?}");
-    assert!(w.iter().all(|(_, w)| *w == 1), "{w:?}");
-    let h = r.history();
-    assert_eq!(h[0]["outcome"], "rolled_back", "{h:#}");
-    let why = h[0]["error"].as_str().unwrap_or_default();
+    let why = r.taken_back(&lane, &v1);
     assert!(
         why.contains("5xx ratio") && why.contains("answers of the new release"),
-        "{h:#}"
+        "{why}"
     );
 }
 
@@ -429,14 +441,7 @@ fn a_paused_canary_is_aborted_by_another_process_and_the_next_promoted_in_full()
         Some(after.values().sum()),
         "{after:?}"
     );
-    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
-    assert_eq!(r.weights(&lane).len(), 3);
-    let h = r.history();
-    assert_eq!(h[0]["outcome"], "rolled_back", "{h:#}");
-    assert!(h[0]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .starts_with("aborted by"));
+    assert!(r.taken_back(&lane, &v1).starts_with("aborted by"));
     let out = r.steer("promote", &[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
@@ -474,7 +479,7 @@ fn pause_stops_a_running_canary_and_resume_goes_on() {
     let (r, tags, _images) = serving_v1(
         &env,
         &lane,
-        Rollout::new().canary("[{weight: 10}, {pause: 40s}, {weight: 100}]"),
+        Rollout::new().canary("[{weight: 10}, {pause: 8s}, {weight: 100}]"),
         &[("v2", &[])],
     );
     let v2 = tags[1].clone();
@@ -496,9 +501,14 @@ fn pause_stops_a_running_canary_and_resume_goes_on() {
     assert!(stderr(&out).contains("paused by hand"), "{}", stderr(&out));
     let h = r.history();
     assert_eq!(h[0]["outcome"], "paused", "{h:#}");
-    // `resume` runs the interrupted pause again; `promote` goes past it.
-    let out = r.steer("promote", &[]);
+    // `resume` runs the interrupted pause again, then the rest.
+    let out = r.steer("resume", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Pausing 8s at 10%"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(r.running_versions(), vec![v2.clone(); 3]);
     assert_eq!(r.history()[0]["outcome"], "succeeded");
 }
@@ -548,10 +558,7 @@ fn a_canary_killed_mid_step_is_taken_back_by_the_next_command() {
         "{after:?}"
     );
     assert_eq!(failed(&all, &[&v1, &v2]), 0, "{all:?} {errors:?}");
-    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
-    let w = r.weights(&lane);
-    assert!(w.len() == 3 && w.iter().all(|(_, w)| *w == 1), "{w:?}");
-    assert_eq!(r.history()[0]["outcome"], "rolled_back");
+    assert!(r.taken_back(&lane, &v1).contains("interrupted"));
 }
 
 #[test]
@@ -616,16 +623,12 @@ fn the_http_check_and_the_response_time_of_the_new_release_abort_with_their_valu
     // Every new container must answer GET /missing with 200; the sample app says 404.
     let out = r.deploy(&v2);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    let why = r.history()[0]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let why = r.taken_back(&lane, &v1);
     assert!(
         why.contains("analysis failed: http check GET /missing failed:")
             && why.contains("answered status 404"),
         "{why}"
     );
-    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
 
     // Answers slower than max_response_time (HAProxy's rtime of the new servers).
     let file = region_file(
@@ -640,10 +643,7 @@ fn the_http_check_and_the_response_time_of_the_new_release_abort_with_their_valu
     let out = r.deploy(&v2);
     let (seen, errors) = load.finish();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    let why = r.history()[0]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let why = r.taken_back(&lane, &v1);
     assert!(
         why.contains("analysis failed: response time")
             && why.contains("above max_response_time 20ms"),
@@ -654,5 +654,4 @@ fn the_http_check_and_the_response_time_of_the_new_release_abort_with_their_valu
         0,
         "{seen:?} {errors:?}"
     );
-    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
 }
