@@ -128,6 +128,10 @@ pub struct Canary {
     /// The step `pause` stopped in: `resume` runs it again, `promote` goes past it.
     #[serde(default)]
     pub resume_from: Option<usize>,
+    /// Every step ran and the old servers are leaving: taking it back would put traffic on
+    /// servers already gone, so a run killed here is not aborted (see `abort_canary`).
+    #[serde(default)]
+    pub completing: bool,
 }
 
 /// How a run of steps ended.
@@ -586,6 +590,13 @@ pub trait AsyncSave: Send {
     async fn save(&mut self, c: &Canary) -> anyhow::Result<()>;
 }
 
+#[async_trait::async_trait]
+impl<T: AsyncSave + ?Sized> AsyncSave for &mut T {
+    async fn save(&mut self, c: &Canary) -> anyhow::Result<()> {
+        (**self).save(c).await
+    }
+}
+
 /// Whether another process asked the running canary to pause or abort.
 #[async_trait::async_trait]
 pub trait AsyncAsk: Send {
@@ -804,6 +815,7 @@ impl DockerRegion {
             analysis: None,
             paused: None,
             resume_from: None,
+            completing: false,
         };
         // An ask left over from an earlier canary is not for this one.
         self.engine.take_ask(&self.scope).await?;
@@ -912,13 +924,16 @@ impl DockerRegion {
             engine: &self.engine,
             scope: &self.scope,
         };
-        let ended = c.run(&d, save, asks).await;
+        let mut save = save;
+        let ended = c.run(&d, &mut save, asks).await;
         *self.canary.lock().expect("canary") = Some(c.clone());
         match ended? {
             Ended::Paused(why) => {
                 self.region.ui.status("Paused", why);
             }
             Ended::Done => {
+                c.completing = true;
+                save.save(&c).await?;
                 c.complete(&d).await?;
                 *self.canary.lock().expect("canary") = Some(c);
             }
@@ -931,6 +946,19 @@ impl DockerRegion {
     pub(super) async fn abort_canary(&self, rec: &Release) -> Option<Vec<String>> {
         let held = self.canary.lock().expect("canary").clone();
         let mut c = held.or_else(|| of_record(rec))?;
+        if c.completing {
+            // Every step ran and old servers may be gone already: what is left of them gets
+            // its weight back, and the restore goes on as after a rolling deploy (retained
+            // old containers restarted, the new ones drained out).
+            if let Some(d) = self.drive() {
+                for s in &c.services {
+                    for x in &s.old {
+                        let _ = d.lb.set_weight(&s.backend, &x.server, WEIGHT as u32).await;
+                    }
+                }
+            }
+            return None;
+        }
         let Some(d) = self.drive() else {
             return Some(vec!["a canary needs HAProxy to be taken back".into()]);
         };
