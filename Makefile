@@ -20,7 +20,7 @@ include bench/config.mk
 include bench/backups.mk
 include bench/k8s.mk
 
-.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-env release bench-deploy bench-fleet bench-hosts k8s-up k8s-down k8s-smoke
+.PHONY: env-up env-down env-status env-clean test lint sample demo bench bench-env release bench-deploy bench-fleet bench-hosts bench-canary k8s-up k8s-down k8s-smoke
 
 # make env-up → tests/env/up.sh, make k8s-smoke → tests/k8s/smoke.sh, …
 env-up env-down env-status: env-%:
@@ -62,3 +62,9 @@ bench-env: release
 # make bench-deploy → bench/deploy.sh, make bench-fleet → bench/fleet.sh, make bench-hosts → bench/hosts.sh
 bench-deploy bench-fleet bench-hosts: bench-%: bench-env
 	@bench/$*.sh
+
+# A bad release against a canary and a rolling deploy with bake (the debug CLI: its figures
+# are health checks, bake and analysis windows).
+bench-canary:
+	@tests/env/up.sh >/dev/null
+	@bench/canary.sh

@@ -122,6 +122,29 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Move a paused canary on past its pause (--full: past every remaining step)
+    Promote {
+        #[arg(long, short = 'r')]
+        region: String,
+        /// Skip the remaining steps: all traffic to the new release now
+        #[arg(long)]
+        full: bool,
+    },
+    /// Take a canary back: all traffic to the old release at once, the new one removed
+    Abort {
+        #[arg(long, short = 'r')]
+        region: String,
+    },
+    /// Stop a running canary at its next check; it waits for `resume` or `promote`
+    Pause {
+        #[arg(long, short = 'r')]
+        region: String,
+    },
+    /// Go on with a canary stopped by `pause`, from the step it stopped at
+    Resume {
+        #[arg(long, short = 'r')]
+        region: String,
+    },
     /// What runs where: current release, containers, health, lock
     Status {
         #[arg(long, short = 'r')]

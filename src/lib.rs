@@ -34,6 +34,7 @@ use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command};
 use error::{Chain, Error, ExitCode};
+use targets::Steer;
 use ui::{Ui, Verbosity};
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -110,6 +111,12 @@ pub fn run() -> i32 {
             ttl,
         } => commands::lock::run(&ctx, &region, &reason, ttl),
         Command::Unlock { region, force } => commands::unlock::run(&ctx, &region, force),
+        Command::Promote { region, full } => {
+            commands::steer::run(&ctx, &region, Steer::Promote { full })
+        }
+        Command::Abort { region } => commands::steer::run(&ctx, &region, Steer::Abort),
+        Command::Pause { region } => commands::steer::run(&ctx, &region, Steer::Pause),
+        Command::Resume { region } => commands::steer::run(&ctx, &region, Steer::Resume),
         Command::Explain { region, key } => commands::explain::run(&ctx, &region, &key),
         Command::Render(args) => commands::render::run(&ctx, &args),
         Command::Backup(cmd) => commands::backup::run(&ctx, cmd),

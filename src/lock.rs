@@ -22,12 +22,17 @@ impl Lock {
     }
 
     pub fn describe(&self) -> String {
+        // A lock held past today (a paused canary's) says the day it expires too.
+        let expires = if self.expires.date_naive() == self.since.date_naive() {
+            self.expires.format("%H:%M:%S UTC")
+        } else {
+            self.expires.format("%Y-%m-%d %H:%M:%S UTC")
+        };
         format!(
-            "{} since {} ({}), expires {}",
+            "{} since {} ({}), expires {expires}",
             self.holder,
             self.since.format("%Y-%m-%d %H:%M:%S UTC"),
             self.reason,
-            self.expires.format("%H:%M:%S UTC")
         )
     }
 }

@@ -26,6 +26,9 @@ pub enum Outcome {
     ReleaseFailed,
     /// Was serving, later replaced by a rollback to an earlier release.
     Reverted,
+    /// A canary waiting for `promote` (or `resume`): part of the traffic on it, the region
+    /// locked for it.
+    Paused,
 }
 
 impl Outcome {
@@ -37,6 +40,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::ReleaseFailed => "release_failed",
             Outcome::Reverted => "reverted",
+            Outcome::Paused => "paused",
         }
     }
 }

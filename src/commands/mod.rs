@@ -14,6 +14,7 @@ pub mod plan;
 pub mod render;
 pub mod rollback;
 pub mod status;
+pub mod steer;
 pub mod unlock;
 pub mod validate;
 

@@ -15,6 +15,7 @@ pub mod global;
 pub mod merge;
 pub mod model;
 pub mod node;
+pub mod progressive;
 pub mod validate;
 pub mod yaml;
 

@@ -420,7 +420,7 @@ impl Default for Health {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpCheck {
     pub path: String,
@@ -460,6 +460,14 @@ pub struct Rollout {
     pub max_5xx_ratio: f64,
     /// Kubernetes `progressDeadlineSeconds`.
     pub progress_deadline: Duration,
+    /// `rolling` (the default) or `canary`.
+    pub strategy: super::progressive::Strategy,
+    /// A canary's steps, in order: `{weight: N}`, `{pause: 2m}`, `{pause: {}}` (until
+    /// `promote`), `{analysis: {...}}`.
+    pub steps: Vec<super::progressive::Step>,
+    /// What a canary's new release must show, at its `analysis` steps and in the background
+    /// of its timed pauses.
+    pub analysis: super::progressive::Analysis,
 }
 
 impl Default for Rollout {
@@ -471,6 +479,9 @@ impl Default for Rollout {
             bake: Duration::from_secs(10),
             max_5xx_ratio: 0.05,
             progress_deadline: Duration::from_secs(600),
+            strategy: super::progressive::Strategy::Rolling,
+            steps: Vec::new(),
+            analysis: super::progressive::Analysis::default(),
         }
     }
 }

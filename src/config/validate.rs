@@ -511,6 +511,13 @@ pub fn region_partial(
         if let Some(step) = &s.release {
             release_step(&mut c, &p, step);
         }
+        let backend = match (&cfg.target, &cfg.traffic) {
+            (Target::Docker(_), Traffic::Haproxy(h)) => Some(h.backends.contains_key(sname)),
+            _ => None,
+        };
+        super::progressive::check(&p, s, backend, &mut |path, message, hint| {
+            c.at(path, message, hint)
+        });
     }
     hooks(&mut c, cfg);
     notifications(&mut c, cfg);

@@ -88,7 +88,26 @@ fn region_ctx(ctx: &Ctx, region: &str, bars: Option<&indicatif::MultiProgress>) 
 async fn one_deploy(ctx: Ctx, region: String, wave: usize, opts: DeployOptions) -> RegionOutcome {
     let t0 = Instant::now();
     let result = super::deploy(&ctx, &region, &opts).await;
-    outcome(&ctx, region, wave, result, t0)
+    let mut o = outcome(&ctx, region, wave, result, t0);
+    if o.exit_code == ExitCode::Success && paused(&ctx, &o.region).await {
+        o.outcome = "paused";
+    }
+    o
+}
+
+/// Whether the region's last release is a canary waiting for `promote`.
+async fn paused(ctx: &Ctx, region: &str) -> bool {
+    let Ok(t) = crate::targets::open(ctx, region).await else {
+        return false;
+    };
+    t.history()
+        .await
+        .ok()
+        .and_then(|h| {
+            h.last()
+                .map(|r| r.outcome == crate::release::Outcome::Paused)
+        })
+        .unwrap_or(false)
 }
 
 async fn one_rollback(ctx: Ctx, region: String, wave: usize) -> RegionOutcome {
@@ -204,9 +223,29 @@ pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> R
             .collect()
             .await;
         let failed = done.iter().any(|o| o.exit_code != ExitCode::Success);
+        let paused: Vec<String> = done
+            .iter()
+            .filter(|o| o.outcome == "paused")
+            .map(|o| o.region.clone())
+            .collect();
         results.extend(done);
         if failed {
             failed_wave = Some(w + 1);
+            break;
+        }
+        // A canary finishes (is promoted) before the next wave starts.
+        let later: Vec<&str> = waves
+            .iter()
+            .skip(w + 1)
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if !paused.is_empty() && !later.is_empty() {
+            ctx.ui.warn(format!(
+                "{} wait(s) at a paused canary; later waves do not start: {} (promote, then deploy them)",
+                paused.join(", "),
+                later.join(", ")
+            ));
             break;
         }
     }

@@ -18,6 +18,7 @@
 
 pub mod fleet;
 mod release_phase;
+mod steer;
 mod steps;
 
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use crate::error::{ExitCode, Result};
 use crate::hooks::{HookEnv, HookKind};
 use crate::release::{self, Kind, Outcome, Release};
 use crate::targets::{self, DeployOptions, Purpose, Target};
+pub use steer::steer;
 pub use steps::{interrupted_note, version_of, Summary};
 use steps::{LockGuard, Notify};
 
@@ -39,7 +41,7 @@ pub async fn deploy(ctx: &Ctx, region: &str, opts: &DeployOptions) -> Result<Exi
     let reason = opts.reason.clone().unwrap_or(format!("deploy {version}"));
     let lock = LockGuard::take(t.as_ref(), &reason, opts.lock_wait).await?; // 4. the lock
     let result = locked_deploy(ctx, t.as_mut(), &version, opts, started).await;
-    lock.release(t.as_ref()).await; // 15. unlock
+    lock.release_or_hold(t.as_ref()).await; // 15. unlock (a paused canary keeps it)
     result
 }
 
@@ -80,6 +82,9 @@ async fn locked_deploy(
     }
     let outcome = steps::interruptible(async {
         t.apply(&rec).await?; // 11. roll out
+        if t.paused().is_some() {
+            return Ok(()); // a canary waits for `promote`
+        }
         t.verify().await?; // 12. bake
         steps::post_deploy_hooks(t, &hook_env).await?; // 13. smoke tests
         t.complete().await // 14. retire what the release dropped
@@ -87,6 +92,10 @@ async fn locked_deploy(
     .await;
     t.applied(&mut rec);
     match outcome {
+        Ok(()) if t.paused().is_some() => {
+            let why = t.paused().unwrap_or_default();
+            steps::paused(t, rec, &why, started).await
+        }
         Ok(()) => steps::deployed(t, rec, history, &notify, opts, started).await,
         // A one-way release step ran: the old version may not read the data any more.
         Err(e) if rec.release_steps.iter().any(|s| s.moved_on()) => {

@@ -96,6 +96,38 @@ impl LockGuard {
         }
     }
 
+    /// Step: frees the lock, or, when the target's rollout waits for `promote`, holds it for
+    /// that rollout: no longer tied to this process, its reason naming the release and the
+    /// way on, until [`PAUSED_LOCK_TTL`].
+    pub async fn release_or_hold(self, t: &dyn Target) {
+        let Some(why) = t.paused() else {
+            return self.release(t).await;
+        };
+        let r = t.region();
+        let reason = match t.history().await.ok().and_then(|h| h.last().cloned()) {
+            Some(last) => hold_reason(&last.id, &why),
+            None => why,
+        };
+        if let Err(e) = t.unlock(&self.0).await {
+            r.ui.warn(format!("could not release the lock: {e:#}"));
+        }
+        match t
+            .try_lock(&self.0.holder, &reason, PAUSED_LOCK_TTL, false)
+            .await
+        {
+            Ok(Acquire::Acquired(_)) => {
+                r.ui.status("Locked", format!("{} for the paused canary", r.place()))
+            }
+            Ok(Acquire::Held(other)) => r.ui.warn(format!(
+                "could not hold the lock for the paused canary: {}",
+                other.describe()
+            )),
+            Err(e) => r.ui.warn(format!(
+                "could not hold the lock for the paused canary: {e:#}"
+            )),
+        }
+    }
+
     /// Step: frees the lock; a failure only warns (it expires, or `unlock --force` frees it).
     pub async fn release(self, t: &dyn Target) {
         if let Err(e) = t.unlock(&self.0).await {
@@ -104,6 +136,47 @@ impl LockGuard {
                 .warn(format!("could not release the lock: {e:#}"));
         }
     }
+}
+
+/// How long a paused canary holds its region's lock: until `promote` or `abort`, in
+/// practice; the expiry only frees a region whose canary everyone forgot.
+pub const PAUSED_LOCK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The reason of the lock a paused canary of release `id` holds.
+pub fn hold_reason(id: &str, why: &str) -> String {
+    format!("canary {id} {why}; `promote` goes on, `abort` takes it back")
+}
+
+/// Whether `lock` is the one a paused canary of release `id` holds.
+pub fn holds_for(lock: &Lock, id: &str) -> bool {
+    lock.reason.starts_with(&format!("canary {id} "))
+}
+
+/// Step (a canary waits for `promote`): recorded `paused`, said so, exit 0.
+pub(super) async fn paused(
+    t: &dyn Target,
+    mut rec: Release,
+    why: &str,
+    started: Instant,
+) -> Result<ExitCode> {
+    let r = t.region();
+    rec.outcome = Outcome::Paused;
+    t.save(&rec).await?;
+    r.ui.status(
+        "Paused",
+        format!(
+            "{} {} ({}): {why}; `packfy-deploy promote --region {}` goes on, `abort` takes it back",
+            r.place(),
+            rec.id,
+            rec.version,
+            r.name
+        ),
+    );
+    finish(
+        t,
+        Summary::of(t, "paused", &rec, started),
+        ExitCode::Success,
+    )
 }
 
 /// Exit 5: the region is locked by `other`.

@@ -103,6 +103,30 @@ pub struct Changes {
     pub resetting: bool,
 }
 
+/// How a progressive rollout is steered from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steer {
+    /// Past the pause it waits at (`full`: past every remaining step).
+    Promote { full: bool },
+    /// On after `pause`, from the step it stopped at.
+    Resume,
+    /// All traffic back to the old release; the new one removed.
+    Abort,
+    /// Stop at the next tick and wait for `resume` or `promote`.
+    Pause,
+}
+
+impl Steer {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Steer::Promote { .. } => "promote",
+            Steer::Resume => "resume",
+            Steer::Abort => "abort",
+            Steer::Pause => "pause",
+        }
+    }
+}
+
 /// A region's `status`, as the target sees it.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -259,6 +283,27 @@ pub trait Target: Send + Sync {
     async fn drift(&self, version: Option<&str>, history: &[Release]) -> Result<Vec<Drift>>;
     /// Where `exec` backup jobs run.
     fn exec(&self) -> &dyn ExecIn;
+
+    /// After `apply` or `steer`: why the rollout stands still waiting for `promote`, if it does.
+    fn paused(&self) -> Option<String> {
+        None
+    }
+    /// Runs the remaining steps of the paused rollout recorded in `rec` (`Promote`/`Resume`).
+    async fn steer(&self, _rec: &Release, how: Steer) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "{} cannot {} a rollout: progressive delivery is built for Docker regions behind HAProxy",
+            self.region().place(),
+            how.verb()
+        )
+    }
+    /// Asks a rollout running in another process to pause or abort at its next tick.
+    async fn ask(&self, how: Steer) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "{} cannot {} a running rollout: progressive delivery is built for Docker regions behind HAProxy",
+            self.region().place(),
+            how.verb()
+        )
+    }
 }
 
 /// The one place that turns a region's configuration into the target it gets: reads the

@@ -146,6 +146,8 @@ pub struct ServerStat {
     pub check_status: String,
     /// The server's effective weight (`set server … weight`); 0 while in drain or maintenance.
     pub weight: u64,
+    /// Average response time in ms over the server's last 1024 answers (`rtime`).
+    pub rtime_ms: u64,
 }
 
 impl ServerStat {
@@ -375,6 +377,15 @@ impl Haproxy {
         let target = target(backend, server)?;
         self.mutate(&format!("set server {target} weight {weight}"), &[])
             .await
+    }
+
+    /// Runs state-changing commands in one line, so HAProxy applies them together (a
+    /// canary's weights, an abort's weights and drains). Nothing to run is done.
+    pub async fn run_all(&self, cmds: &[String]) -> Result<(), HaproxyError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        self.mutate(&cmds.join("; "), &[]).await
     }
 
     /// Removes a server: maintenance, its sessions cut, `del server` (retried while HAProxy
@@ -630,6 +641,7 @@ pub fn parse_stat_csv(text: &str) -> Vec<ServerStat> {
     let columns = split_csv(header);
     let col = |name: &str| columns.iter().position(|c| c == name);
     let weight = col("weight");
+    let rtime = col("rtime");
     let (pxname, svname, addr, status, scur, stot, check_status) = (
         col("pxname"),
         col("svname"),
@@ -664,6 +676,7 @@ pub fn parse_stat_csv(text: &str) -> Vec<ServerStat> {
                 responses: hrsp.iter().map(|&i| num(i)).sum(),
                 check_status: get(&f, check_status).to_string(),
                 weight: num(weight),
+                rtime_ms: num(rtime),
             }
         })
         .collect()
@@ -745,6 +758,7 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
                 responses: 5,
                 check_status: "L7OK".into(),
                 weight: 1,
+                rtime_ms: 0,
             }
         );
         let status = |n| by_name(&stats, n).status.clone();

@@ -621,6 +621,18 @@ impl Rollout {
     pub fn progress_deadline(self, d: &str) -> Rollout {
         self.with("progress_deadline", d.into())
     }
+
+    /// `strategy: canary` with `steps` as written (a YAML flow list, e.g.
+    /// `[{weight: 10}, {pause: {}}, {weight: 100}]`).
+    pub fn canary(self, steps: &str) -> Rollout {
+        self.with("strategy", "canary".into())
+            .with("steps", steps.into())
+    }
+
+    /// `analysis:` as written (a YAML flow mapping, e.g. `{max_5xx_ratio: 0.05}`).
+    pub fn analysis(self, analysis: &str) -> Rollout {
+        self.with("analysis", analysis.into())
+    }
 }
 
 /// A data backup job taken before each deploy.

@@ -535,3 +535,90 @@ fn dns_labels() {
         assert!(!is_dns_label(bad), "{bad}");
     }
 }
+
+/// BASE behind HAProxy, with `rollout:` of service `web` as given.
+fn canary(rollout: &str) -> String {
+    format!(
+        "{BASE}    rollout: {rollout}\ntraffic: {{haproxy: {{runtime_api: /run/h.sock, backends: {{web: be_web}}}}}}\n"
+    )
+}
+
+#[test]
+fn canary_rules() {
+    check_cases(&[
+        (
+            "a valid canary",
+            canary("{strategy: canary, steps: [{weight: 10}, {pause: 2m}, {analysis: {duration: 30s, max_response_time: 300ms}}, {weight: 50}, {pause: {}}, {weight: 100}]}"),
+            &[],
+        ),
+        (
+            "no steps",
+            canary("{strategy: canary}"),
+            &[
+                "services.web.rollout: a canary needs `steps` at r.yaml:8:14 — e.g. `steps: [{weight: 10}, {analysis: {duration: 30s}}, {weight: 100}]`",
+            ],
+        ),
+        (
+            "weight above 100 and going back",
+            canary("{strategy: canary, steps: [{weight: 50}, {weight: 20}, {weight: 120}]}"),
+            &[
+                "services.web.rollout.steps.1.weight: 20% is below the 50% of an earlier step at r.yaml:8:64 — a canary only moves traffic forward; `abort` takes it all back",
+                "services.web.rollout.steps.2.weight: 120 is not a share of traffic at r.yaml:8:78 — use 1..100 (percent of the service's traffic for the new release)",
+            ],
+        ),
+        (
+            "a pause before any weight",
+            canary("{strategy: canary, steps: [{pause: 1m}, {analysis: {}}, {weight: 100}]}"),
+            &[
+                "services.web.rollout.steps.0: comes before any `weight`: the new release takes no traffic yet at r.yaml:8:41 — start the steps with `{weight: N}`",
+            ],
+        ),
+        (
+            "a bad pause",
+            canary("{strategy: canary, steps: [{weight: 10}, {pause: soon}]}"),
+            &[
+                "services.web.rollout.steps.1.pause: 'soon' is not a duration (write a number with a unit: ms, s, m or h (e.g. '10s', '1m30s')) at r.yaml:8:63",
+            ],
+        ),
+        (
+            "a pause with a key",
+            canary("{strategy: canary, steps: [{weight: 10}, {pause: {until: promote}}]}"),
+            &["services.web.rollout.steps.1.pause: unknown key 'until' in a pause; write `pause: 2m`, or `pause: {}` to wait for `promote` at r.yaml:8:63"],
+        ),
+        (
+            "an unknown step",
+            canary("{strategy: canary, steps: [{weight: 10}, {wait: 2m}]}"),
+            &[
+                "services.web.rollout.steps.1: unknown kind 'wait' at r.yaml:8:56 — expected one of: weight, pause, analysis",
+            ],
+        ),
+        (
+            "a ratio above 1",
+            canary("{strategy: canary, steps: [{weight: 10}], analysis: {max_5xx_ratio: 5}}"),
+            &[
+                "services.web.rollout.analysis.max_5xx_ratio: 5 is not a ratio at r.yaml:8:82 — use a number from 0 to 1, e.g. 0.05 for 5%",
+            ],
+        ),
+        (
+            "steps without canary",
+            canary("{steps: [{weight: 10}]}"),
+            &[
+                "services.web.rollout.steps: steps are for `strategy: canary` at r.yaml:8:22 — set `strategy: canary`, or remove the steps",
+            ],
+        ),
+        (
+            "an unknown strategy",
+            canary("{strategy: bluegreen}"),
+            &[
+                "services.web.rollout.strategy: unknown value 'bluegreen' at r.yaml:8:25 — expected one of: rolling, canary",
+            ],
+        ),
+        (
+            "canary without HAProxy",
+            with("    rollout: {strategy: canary, steps: [{weight: 10}]}\n"),
+            &[
+                "services.web.rollout.strategy: canary is built for Docker regions with `traffic: haproxy` only at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)",
+            ],
+        ),
+    ]);
+}

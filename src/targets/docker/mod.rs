@@ -8,6 +8,7 @@
 
 mod auth;
 pub mod build;
+pub mod canary;
 pub mod desired;
 pub mod drift;
 mod engine;
@@ -93,6 +94,8 @@ pub struct DockerRegion {
     prepared: Prepared,
     /// What the current rollout changed, for restoring it.
     ledger: Arc<Mutex<Ledger>>,
+    /// The canary this process drives or steers, as it stands.
+    canary: Mutex<Option<canary::Canary>>,
 }
 
 impl DockerRegion {
@@ -148,6 +151,7 @@ impl DockerRegion {
             wanted: Wanted::Nothing,
             prepared: Prepared::default(),
             ledger: Arc::default(),
+            canary: Mutex::default(),
         })
     }
 
@@ -398,7 +402,7 @@ impl DockerRegion {
             inspected: &inspected,
             servers: &servers,
         };
-        Ok(drift::drift(&e, &o))
+        Ok(canary::not_drift(history, drift::drift(&e, &o)))
     }
 
     /// The servers of the region's HAProxy backends.
@@ -708,6 +712,12 @@ impl Target for DockerRegion {
             _ => {
                 let plans: Vec<ServicePlan> =
                     self.desired().iter().map(|d| plan_for(d, &live)).collect();
+                notes.extend(canary::plan_notes(
+                    self.desired(),
+                    &plans,
+                    &live,
+                    self.lb.is_some(),
+                ));
                 let removed: Vec<String> = running_services(&live)
                     .into_iter()
                     .filter(|n| !self.desired().iter().any(|d| &d.name == n))
@@ -784,8 +794,13 @@ impl Target for DockerRegion {
         }
         let live = &self.prepared.live;
         let ro = self.rollout(&rec.id, &rec.version);
+        let mut canaries = Vec::new();
         for (d, p) in self.desired().iter().zip(&self.prepared.plans) {
             if p.action == Action::Unchanged {
+                continue;
+            }
+            if canary::is_canary(d, p, live, self.lb.is_some()) {
+                canaries.push(d);
                 continue;
             }
             let old: Vec<Member> = live
@@ -804,6 +819,9 @@ impl Target for DockerRegion {
         }
         if self.prepared.fixes.is_some() {
             self.reset_lb().await?;
+        }
+        if !canaries.is_empty() {
+            self.start_canary(rec, &canaries).await?;
         }
         Ok(())
     }
@@ -844,6 +862,10 @@ impl Target for DockerRegion {
         if matches!(self.wanted, Wanted::Release { .. }) {
             return; // a rollback's record names the release it restarted
         }
+        if matches!(self.wanted, Wanted::Nothing) {
+            // A canary steered from its record: only the canary changed.
+            return self.canary_applied(rec);
+        }
         let ledger = self.ledger.lock().expect("ledger");
         for sr in rec.services.iter_mut() {
             sr.containers = ledger
@@ -878,6 +900,7 @@ impl Target for DockerRegion {
                     .collect();
             }
         }
+        self.canary_applied(rec);
     }
 
     async fn restore(
@@ -885,10 +908,18 @@ impl Target for DockerRegion {
         rec: &Release,
         history: &[Release],
     ) -> std::result::Result<(), Vec<String>> {
+        // A canary: its old servers take all the traffic back, its new ones go.
+        let canary = self.abort_canary(rec).await;
+        if let Some(problems) = canary.as_ref().filter(|p| !p.is_empty()) {
+            return Err(problems.clone());
+        }
         let rolled = {
             let l = self.ledger.lock().expect("ledger");
             !l.started.is_empty() || !l.stopped.is_empty()
         };
+        if canary.is_some() && !rolled {
+            return Ok(()); // only the canary changed, and it is taken back
+        }
         if rolled {
             // This process rolled `rec` out: undo exactly what the ledger says. Old containers
             // are checked with their own release's health settings.
@@ -1003,6 +1034,7 @@ impl Target for DockerRegion {
         let mut j = serde_json::Map::new();
         j.insert("target".into(), "docker".into());
         j.insert("services".into(), services.into());
+        self.canary_status(&mut lines, &mut j).await?;
         Ok(Status {
             endpoint: self.engine.endpoint.clone(),
             lines,
@@ -1030,6 +1062,27 @@ impl Target for DockerRegion {
 
     fn exec(&self) -> &dyn ExecIn {
         self
+    }
+
+    fn paused(&self) -> Option<String> {
+        self.canary_paused()
+    }
+
+    async fn steer(&self, rec: &Release, how: super::Steer) -> anyhow::Result<()> {
+        match how {
+            super::Steer::Promote { .. } | super::Steer::Resume => {
+                self.steer_canary(rec, how).await
+            }
+            other => anyhow::bail!("{} is not a step to run", other.verb()),
+        }
+    }
+
+    async fn ask(&self, how: super::Steer) -> anyhow::Result<()> {
+        match how {
+            super::Steer::Pause => self.ask_running(canary::Ask::Pause).await,
+            super::Steer::Abort => self.ask_running(canary::Ask::Abort).await,
+            other => anyhow::bail!("a running canary cannot be asked to {}", other.verb()),
+        }
     }
 }
 

@@ -174,7 +174,7 @@ impl Rollout<'_> {
         Ok(())
     }
 
-    async fn create(&self, d: &Desired, index: u32) -> anyhow::Result<Member> {
+    pub(super) async fn create(&self, d: &Desired, index: u32) -> anyhow::Result<Member> {
         let name = self.scope.container(&d.name, &self.release, index);
         let mut labels = self.scope.labels("app");
         labels.insert(naming::SERVICE.into(), d.name.clone());
@@ -221,7 +221,11 @@ impl Rollout<'_> {
     }
 
     /// Waits for a container's health check; fails fast when it exits. Returns its address.
-    async fn wait_healthy(&self, d: &Desired, m: &Member) -> anyhow::Result<Option<SocketAddr>> {
+    pub(super) async fn wait_healthy(
+        &self,
+        d: &Desired,
+        m: &Member,
+    ) -> anyhow::Result<Option<SocketAddr>> {
         let th = thresholds(self.engine, d);
         let started = Instant::now();
         let verdict = health::wait_healthy(&th, || check(self.engine, d, &m.id)).await;
