@@ -1056,8 +1056,42 @@ pub struct RegionFile {
 pub fn region_file_schema() -> serde_json::Value {
     let mut schema =
         serde_json::to_value(schemars::schema_for!(RegionFile)).expect("a schema is plain JSON");
+    add_fleet_settings(&mut schema);
     allow_null_settings(&mut schema);
     schema
+}
+
+/// One schema serves every region file, `_defaults.yaml` included, which may also hold the
+/// fleet settings (`waves`, `max_parallel`, `on_failure`): their properties join the schema,
+/// each description saying where they belong (validation refuses them elsewhere).
+fn add_fleet_settings(schema: &mut serde_json::Value) {
+    let fleet = serde_json::to_value(schemars::schema_for!(super::global::Global))
+        .expect("a schema is plain JSON");
+    for key in ["properties", "$defs"] {
+        let Some(from) = fleet.get(key).and_then(|v| v.as_object()) else {
+            continue;
+        };
+        let into = schema
+            .as_object_mut()
+            .expect("a schema is an object")
+            .entry(key)
+            .or_insert_with(|| serde_json::json!({}));
+        for (name, value) in from {
+            let mut value = value.clone();
+            if key == "properties" {
+                if let Some(obj) = value.as_object_mut() {
+                    let said = obj
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or_default();
+                    let description = format!("Only in _defaults.yaml. {said}");
+                    obj.insert("description".into(), description.trim_end().into());
+                    obj.remove("default");
+                }
+            }
+            into[name.as_str()] = value;
+        }
+    }
 }
 
 /// Lets every property and map value of `schema` (and its subschemas) also be `null`.

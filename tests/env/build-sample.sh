@@ -39,5 +39,13 @@ trap 'rm -rf "$context"' EXIT
 cp "$SAMPLE_BIN" "$context/packfy-sample"
 cp "$SAMPLE_DIR/Dockerfile" "$context/Dockerfile"
 # The classic builder: the engine is Debian's 20.10 and no buildx plugin is assumed.
-DOCKER_BUILDKIT=0 docker build -q -t "$image" "${build_args[@]}" "$context" >&2
+# --no-cache: every sample image shares its first ten steps (the ARGs), and the legacy builder
+# keeps them as untagged parent images. A test removing the last image built on them removes
+# them too, and a build running at that moment fails with "unable to find image sha256:…"
+# (seen in a full run). Without the cache no build leans on another's layers; it costs the
+# same ~3 s here. (PACKFY_SAMPLE_CACHE=1: env-up's image that holds the cached steps for the
+# builds packfy-deploy makes.)
+cache=(--no-cache)
+[[ "${PACKFY_SAMPLE_CACHE:-0}" == 1 ]] && cache=()
+DOCKER_BUILDKIT=0 docker build -q "${cache[@]}" -t "$image" "${build_args[@]}" "$context" >&2
 echo "$image"

@@ -69,6 +69,20 @@ if wanted hosts; then hosts_up || failed+=(hosts); fi
 if wanted sample; then
   if "$here/sample-bin.sh" >"$LOG_DIR/sample-build.log" 2>&1; then
     state_set sample "PACKFY_SAMPLE_BIN=$SAMPLE_BIN"
+    # Tests build the sample's Dockerfile through packfy-deploy, with the engine's build
+    # cache: those builds share its first steps (the ARGs) as untagged parent images, and a
+    # test removing the last image built on them removes them too — under a build that is
+    # using them ("unknown parent image ID", seen in a full run). One image tagged on each
+    # engine for as long as the environment is up keeps them.
+    if wanted docker; then
+      for h in $(state_get docker PACKFY_DOCKER_HOSTS); do
+        DOCKER_HOST="$h" PACKFY_SAMPLE_CACHE=1 "$here/build-sample.sh" cache-anchor \
+          >>"$LOG_DIR/sample-build.log" 2>&1 || {
+          fail "sample app" "cannot build the sample image on $h" "$LOG_DIR/sample-build.log" || true
+          failed+=(sample)
+        }
+      done
+    fi
   else
     fail "sample app" "cargo build of tests/sample-app failed" "$LOG_DIR/sample-build.log" || true
     failed+=(sample)
