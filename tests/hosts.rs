@@ -287,3 +287,24 @@ fn a_remote_host_without_a_load_balancer_refuses_http_checks_it_cannot_make() {
     assert!(err.contains("traffic: none"), "{err}");
     assert_eq!(r.labelled_on_host(), Vec::<String>::new());
 }
+
+#[test]
+fn a_canary_whose_analysis_checks_containers_from_here_is_refused_on_a_remote_host() {
+    let Some((_env, hosts)) = setup() else { return };
+    let lane = hosts.lease_lane();
+    let r = Region::new(&hosts, Some(&lane)).with(|f| {
+        f.map_service("web", |s| {
+            s.rollout(
+                Rollout::new()
+                    .canary("[{weight: 10}, {analysis: {duration: 5s}}, {weight: 100}]")
+                    .analysis("{http: {path: /health}}"),
+            )
+        })
+    });
+    let out = r.deploy("v1");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("analysis.http"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(r.labelled_on_host(), Vec::<String>::new());
+}

@@ -142,6 +142,20 @@ impl DockerRegion {
                 ));
             }
         }
+        if !engine.local {
+            let checked = canaries_checked_from_here(&region.cfg);
+            if !checked.is_empty() {
+                return Err(Error::usage_hint(
+                    format!(
+                        "{}: the canary analysis of services {} GETs each new container from this machine, which reaches nothing on {}",
+                        region.name,
+                        checked.join(", "),
+                        engine.endpoint
+                    ),
+                    "on a remote host judge the canary by HAProxy's counters (max_5xx_ratio, max_response_time) and leave out `analysis.http`; nothing was changed",
+                ));
+            }
+        }
         let scope = Scope::new(&region.cfg.app, &region.name, region.env());
         Ok(DockerRegion {
             region,
@@ -1264,4 +1278,22 @@ async fn runtime_api(address: &str, target: &DockerTarget) -> Result<Haproxy> {
     .expect("an ssh:// address")
     .map_err(|e| Error::usage(format!("traffic.haproxy.runtime_api: {e}")))?;
     Ok(Haproxy::over_ssh(host.login().await?, path))
+}
+
+/// Services whose canary analysis has an `http` check (in `rollout.analysis` or a step's):
+/// it is made from the machine running the CLI.
+fn canaries_checked_from_here(cfg: &crate::config::RegionConfig) -> Vec<String> {
+    use crate::config::progressive::{Step, Strategy};
+    cfg.services
+        .iter()
+        .filter(|(_, s)| s.rollout.strategy == Strategy::Canary)
+        .filter(|(_, s)| {
+            s.rollout.analysis.http.is_some()
+                || s.rollout
+                    .steps
+                    .iter()
+                    .any(|st| matches!(st, Step::Analysis(a) if a.http.is_some()))
+        })
+        .map(|(n, _)| n.clone())
+        .collect()
 }
