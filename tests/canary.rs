@@ -219,9 +219,9 @@ impl Load {
     }
 
     /// Stops it; returns every answer counted and the first errors.
-    fn finish(self) -> (HashMap<String, u64>, Vec<String>) {
+    fn finish(mut self) -> (HashMap<String, u64>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
+        for h in std::mem::take(&mut self.handles) {
             h.join().unwrap();
         }
         let seen = self.seen.lock().unwrap().clone();
@@ -234,6 +234,17 @@ impl Load {
             .cloned()
             .collect();
         (seen, errors)
+    }
+}
+
+/// A test that fails while its load runs must not leave the clients going: they would load
+/// the lane the next test leases (seen: a canary test judged another's traffic).
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in std::mem::take(&mut self.handles) {
+            let _ = h.join();
+        }
     }
 }
 

@@ -94,9 +94,9 @@ impl Load {
     }
 
     /// Stops the load; returns what it counted.
-    pub fn finish(self) -> Counts {
+    pub fn finish(mut self) -> Counts {
         self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
+        for h in std::mem::take(&mut self.handles) {
             h.join().unwrap();
         }
         let secs = self.started.elapsed().as_secs_f64();
@@ -115,6 +115,17 @@ impl Load {
             failed,
             rps: (ok + failed) as f64 / secs,
             errors,
+        }
+    }
+}
+
+/// A test that fails while its load runs must not leave the clients going: they would load
+/// the lane the next test leases (seen: a canary test judged another's traffic).
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in std::mem::take(&mut self.handles) {
+            let _ = h.join();
         }
     }
 }

@@ -301,8 +301,10 @@ impl Canary {
             self.next += 1;
             match step {
                 Step::Weight(w) => {
-                    // Recorded first: a run killed in between is taken back whatever the
-                    // weights were.
+                    // Recorded first, with the share it moves to: a run killed in between
+                    // is taken back whatever the weights were, and `status` does not say
+                    // 0% while HAProxy may already send the new release its share.
+                    (self.weight, self.weights) = (w, self.server_weights(w));
                     save.save(self).await?;
                     self.set_share(d, w).await?
                 }
@@ -350,17 +352,24 @@ impl Canary {
         Ok(Ended::Done)
     }
 
+    /// The (new, old) server weights that give the new release `share` percent (those of
+    /// the last service, as `status` shows them).
+    fn server_weights(&self, share: u32) -> (u32, u32) {
+        self.services
+            .last()
+            .map_or((0, 0), |s| weights(share, s.new.len(), s.old.len()))
+    }
+
     /// Gives the new release `share` percent: every server's weight in one Runtime API line.
     pub async fn set_share(&mut self, d: &Drive<'_>, share: u32) -> anyhow::Result<()> {
         let mut cmds = Vec::new();
-        let mut shown = (0, 0);
         for s in &self.services {
             let (wn, wo) = weights(share, s.new.len(), s.old.len());
-            shown = (wn, wo);
             cmds.extend(s.new.iter().map(|x| weight_cmd(&s.backend, &x.server, wn)));
             cmds.extend(s.old.iter().map(|x| weight_cmd(&s.backend, &x.server, wo)));
         }
         d.lb.run_all(&cmds).await?;
+        let shown = self.server_weights(share);
         self.weight = share;
         self.weights = shown;
         d.ui.status(
