@@ -75,6 +75,19 @@ impl DockerRegion {
         support::run_cli(&mut c, &[SECRET_VALUE])
     }
 
+    /// `-o json deploy --region NAME --version VERSION`: its last line is the summary.
+    fn deploy_json(&self, version: &str) -> Output {
+        self.run(&[
+            "-o",
+            "json",
+            "deploy",
+            "--region",
+            &self.name,
+            "--version",
+            version,
+        ])
+    }
+
     /// `docker run` of `image` with the region's labels (as if of release r1): the id.
     fn run_by_hand(&self, name: &str, image: &str) -> String {
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.into()];
@@ -248,15 +261,7 @@ fn a_deploy_that_leaves_drift_in_place_says_so_and_a_stopped_container_is_replac
     assert_eq!(code(&out), 0, "{}", text(&out));
     let hand = r.run_by_hand(&format!("{}-by-hand", r.name), &image.reference);
     // Nothing to change, one difference left: a warning, and `drift_left` in the summary.
-    let out = r.run(&[
-        "-o",
-        "json",
-        "deploy",
-        "--region",
-        &r.name,
-        "--version",
-        &v1,
-    ]);
+    let out = r.deploy_json(&v1);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let summary: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
@@ -290,15 +295,7 @@ fn a_deploy_that_leaves_drift_in_place_says_so_and_a_stopped_container_is_replac
     let out = r.run(&["diff", &r.name, "--live"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(!container_ids(&r.host, &[&format!("packfy.region={}", r.name)], true).contains(&hand));
-    let out = r.run(&[
-        "-o",
-        "json",
-        "deploy",
-        "--region",
-        &r.name,
-        "--version",
-        &v1,
-    ]);
+    let out = r.deploy_json(&v1);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("drift_left"),
