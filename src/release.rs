@@ -69,6 +69,10 @@ pub struct ServiceRecord {
     pub image: String,
     /// The image ID (content digest) it resolved to, which is what a rollback starts.
     pub image_id: String,
+    /// `sha256:…`, the registry digest the image was pushed under: every host and cluster of
+    /// the run pulled exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub replicas: u32,
     /// Environment with secrets as `<secret:env:NAME>`.
     pub env: BTreeMap<String, String>,
@@ -480,6 +484,7 @@ mod tests {
                 name: "backend".into(),
                 image: image.into(),
                 image_id: image.into(),
+                digest: None,
                 replicas: 1,
                 env: BTreeMap::new(),
                 secret_refs: BTreeMap::new(),

@@ -473,3 +473,177 @@ fn versions_on(docker: &[(String, String)], region: &str) -> Vec<String> {
     let host = &docker.iter().find(|(n, _)| n == region).unwrap().1;
     support::running_versions(host, region)
 }
+
+/// `dir/ctx`: a build context of the sample app (its static binary and Dockerfile).
+fn add_build_context(env: &TestEnv, dir: &RegionsDir) {
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
+    std::fs::copy(
+        support::repo_root().join("tests/sample-app/Dockerfile"),
+        ctx.join("Dockerfile"),
+    )
+    .unwrap();
+}
+
+/// The releases `history -o json` lists for `region`, newest first.
+fn history(dir: &Path, region: &str, envs: &[(&str, &Path)]) -> Vec<serde_json::Value> {
+    let out = run(dir, &["-o", "json", "history", "--region", region], envs);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str::<serde_json::Value>(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}"))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_run_builds_each_image_once_and_every_region_runs_that_digest() {
+    let Some(env) = TestEnv::with_docker_hosts(2) else {
+        return;
+    };
+    let Some(kube) = support::KubeEnv::get() else {
+        return;
+    };
+    let dir = RegionsDir::new();
+    add_build_context(&env, &dir);
+    let tag = region_name("b", 10);
+    let repo = format!("{}/{tag}", env.registry);
+    let docker: Vec<(String, String)> = env
+        .docker_hosts
+        .iter()
+        .take(2)
+        .enumerate()
+        .map(|(i, h)| (format!("{tag}d{i}"), h.clone()))
+        .collect();
+    for (name, host) in &docker {
+        let region = docker_region(host).map_service("web", |s| s.image(&repo).build("ctx"));
+        dir.write(name, &region);
+    }
+    let (kname, ns) = (format!("{tag}k0"), unique_name("pb"));
+    let kregion =
+        kubernetes_region(&kube.context, &ns).map_service("web", |s| s.image(&repo).build("ctx"));
+    dir.write(&kname, &kregion);
+    let version = unique_name("v1");
+    let image = format!("{repo}:{version}");
+    struct Cleanup<'a>(
+        &'a [(String, String)],
+        &'a support::KubeEnv,
+        &'a str,
+        &'a str,
+    );
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for (name, host) in self.0 {
+                support::remove_labelled(host, &format!("packfy.region={name}"));
+                let _ = support::docker::docker_try(host, ["rmi", "-f", self.3]);
+            }
+            let _ = self
+                .1
+                .kubectl_try(["delete", "namespace", self.2, "--wait=false"]);
+        }
+    }
+    let _cleanup = Cleanup(&docker, &kube, &ns, &image);
+    let kubeconfig = [("KUBECONFIG", kube.kubeconfig.as_path())];
+
+    let out = run(
+        dir.path(),
+        &["deploy", "--region", "all", "--version", &version],
+        &kubeconfig,
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    // One build and one push for three regions on two engines and a cluster.
+    assert_eq!(err.matches("Building").count(), 1, "{err}");
+    assert_eq!(err.matches("Pushing").count(), 1, "{err}");
+    for (name, _) in &docker {
+        assert_eq!(
+            versions_on(&docker, name),
+            vec![version.clone(); 2],
+            "{name}"
+        );
+    }
+    // The second engine pulled the very image the first built.
+    let id_on = |host: &str| {
+        let out =
+            support::docker::docker(host, ["image", "inspect", "--format", "{{.Id}}", &image]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(id_on(&docker[0].1), id_on(&docker[1].1));
+    // Every record pins the registry's digest, and the cluster runs the image by it.
+    let mut digests = Vec::new();
+    for (name, _) in docker.iter().chain([(kname.clone(), String::new())].iter()) {
+        let releases = history(dir.path(), name, &kubeconfig);
+        let digest = releases[0]["services"][0]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(digest.starts_with("sha256:"), "{name}: {}", releases[0]);
+        digests.push(digest);
+    }
+    digests.dedup();
+    assert_eq!(digests.len(), 1, "{digests:?}");
+    let running = kube.kubectl([
+        "-n",
+        &ns,
+        "get",
+        "deployment/packfy-web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(running, format!("{image}@{}", digests[0]));
+    let pulled = support::docker::docker(
+        &docker[1].1,
+        [
+            "image",
+            "inspect",
+            "--format",
+            "{{join .RepoDigests \",\"}}",
+            &image,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&pulled.stdout).contains(&format!("{repo}@{}", digests[0])),
+        "{}",
+        String::from_utf8_lossy(&pulled.stdout)
+    );
+}
+
+#[test]
+fn an_image_several_engines_run_must_be_named_with_a_registry() {
+    let Some(env) = TestEnv::with_docker_hosts(2) else {
+        return;
+    };
+    let dir = RegionsDir::new();
+    add_build_context(&env, &dir);
+    let tag = region_name("n", 10);
+    let docker: Vec<(String, String)> = env
+        .docker_hosts
+        .iter()
+        .take(2)
+        .enumerate()
+        .map(|(i, h)| (format!("{tag}d{i}"), h.clone()))
+        .collect();
+    let local_name = format!("packfy-{tag}");
+    for (name, host) in &docker {
+        let region = docker_region(host).map_service("web", |s| s.image(&local_name).build("ctx"));
+        dir.write(name, &region);
+    }
+    let out = run(
+        dir.path(),
+        &["deploy", "--region", "all", "--version", "v1"],
+        &[],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains(&format!("{local_name}:v1 is built once")),
+        "{err}"
+    );
+    assert!(err.contains("REGISTRY/NAME"), "{err}");
+    assert!(!err.contains("Building"), "nothing is built: {err}");
+    for (name, _) in &docker {
+        assert!(versions_on(&docker, name).is_empty(), "{name}");
+    }
+}

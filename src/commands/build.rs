@@ -22,8 +22,14 @@ pub fn run(ctx: &Ctx, region: &str, push: bool, version: Option<String>) -> Resu
                 "add `build: {context: ., dockerfile: Dockerfile}` to a service",
             ));
         }
-        for (svc, image, id) in t.build(&version, &opts).await? {
-            ctx.ui.out(format!("{svc}: {image} ({id})"));
+        for b in t.build(&version, &opts).await? {
+            match &b.digest {
+                Some(d) => ctx.ui.out(format!(
+                    "{}: {} ({}, pushed as {d})",
+                    b.service, b.image, b.id
+                )),
+                None => ctx.ui.out(format!("{}: {} ({})", b.service, b.image, b.id)),
+            }
         }
         Ok(ExitCode::Success)
     })

@@ -16,6 +16,7 @@ pub fn run(ctx: &Ctx, args: &DeployArgs) -> Result<ExitCode> {
         reason: args.reason.clone(),
         force_conflicts: args.force_conflicts,
         reset_drift: args.reset_drift,
+        ..Default::default()
     };
     if super::several(&args.region) {
         let selected = flow::fleet::select(ctx, &args.region)?;

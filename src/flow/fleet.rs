@@ -3,14 +3,18 @@
 //! to regions that already succeeded. `rollback --region all` is the fast path: every region at
 //! once, no waves. The exit code is the worst region's.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
 
 use crate::config::global::{plan_waves, OnFailure};
+use crate::config::model::Build;
 use crate::context::Ctx;
 use crate::error::{Error, ExitCode, Result};
-use crate::targets::{self, DeployOptions, Purpose};
+use crate::targets::docker::registry_host;
+use crate::targets::{self, Built, DeployOptions, Purpose, Target};
 
 /// How bad an exit code is, to pick the worst of several regions.
 pub fn severity(code: ExitCode) -> u8 {
@@ -149,8 +153,13 @@ fn outcome(
 
 /// Before the first wave: every region of the run valid (each problem with its file:line:col),
 /// its secrets resolved and its target reached, so a mistake in a later wave's region stops
-/// the run before anything changes (exit 2, or 6 for a target that does not answer).
-async fn preflight(ctx: &Ctx, selected: &[String], opts: &DeployOptions) -> Result<()> {
+/// the run before anything changes (exit 2, or 6 for a target that does not answer). Returns
+/// the targets reached, in the order of `selected`.
+async fn preflight(
+    ctx: &Ctx,
+    selected: &[String],
+    opts: &DeployOptions,
+) -> Result<Vec<Box<dyn Target>>> {
     let regions = ctx.load()?;
     let problems = regions.validate(selected, &[ctx.env_or_default()]);
     if !problems.is_empty() {
@@ -162,17 +171,20 @@ async fn preflight(ctx: &Ctx, selected: &[String], opts: &DeployOptions) -> Resu
             if let Some(version) = super::version_of(opts, &t.region().cfg) {
                 t.resolve(&version, opts, Purpose::Plan).await?;
             }
-            Ok::<(), Error>(())
+            Ok::<Box<dyn Target>, Error>(t)
         };
         (name, check.await)
     });
-    let failed: Vec<(&String, Error)> = futures_util::future::join_all(checks)
-        .await
-        .into_iter()
-        .filter_map(|(n, r)| r.err().map(|e| (n, e)))
-        .collect();
+    let mut reached = Vec::new();
+    let mut failed: Vec<(&String, Error)> = Vec::new();
+    for (name, result) in futures_util::future::join_all(checks).await {
+        match result {
+            Ok(t) => reached.push(t),
+            Err(e) => failed.push((name, e)),
+        }
+    }
     if failed.is_empty() {
-        return Ok(());
+        return Ok(reached);
     }
     for (name, e) in &failed {
         ctx.ui.error(format!("{name}: {e}"));
@@ -196,9 +208,120 @@ async fn preflight(ctx: &Ctx, selected: &[String], opts: &DeployOptions) -> Resu
     ))
 }
 
+/// An image some regions of a run build, and who needs it.
+struct Wanted<'a> {
+    image: String,
+    build: &'a Build,
+    /// The first region that builds it (for the error when another builds it otherwise).
+    first: &'a str,
+    /// The first Docker region that runs it: its engine builds it.
+    builder: Option<usize>,
+    engines: BTreeSet<String>,
+    /// A Kubernetes region runs it too.
+    cluster: bool,
+}
+
+impl Wanted<'_> {
+    /// More than one engine, or a cluster, runs it: it has to be in a registry.
+    fn shared(&self) -> bool {
+        self.cluster || self.engines.len() > 1
+    }
+}
+
+/// Step (before the first wave): every image the run's regions build, built once, on the
+/// engine of the first Docker region that runs it; when another engine or a Kubernetes region
+/// runs it too it is pushed, and they deploy that very build by its registry digest, which the
+/// records pin. A region never builds an image the run already built.
+async fn build_once(targets: &[Box<dyn Target>], opts: &DeployOptions) -> Result<Vec<Built>> {
+    if opts.no_build {
+        return Ok(Vec::new());
+    }
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let r = t.region();
+        let Some(version) = super::version_of(opts, &r.cfg) else {
+            continue;
+        };
+        let engines = t.engines();
+        for svc in r.cfg.services.values() {
+            let Some(build) = &svc.build else {
+                continue;
+            };
+            let (_, image) = targets::image_ref(svc, &version);
+            let k = match wanted.iter().position(|w| w.image == image) {
+                Some(k) => k,
+                None => {
+                    wanted.push(Wanted {
+                        image: image.clone(),
+                        build,
+                        first: &r.name,
+                        builder: None,
+                        engines: BTreeSet::new(),
+                        cluster: false,
+                    });
+                    wanted.len() - 1
+                }
+            };
+            let w = &mut wanted[k];
+            if w.build != build {
+                return Err(Error::usage_hint(
+                    format!(
+                        "regions {} and {} build {image} differently (context, dockerfile, args or target); one tag holds one image",
+                        w.first, r.name
+                    ),
+                    "build it the same way in every region, or give each its own image name; nothing was changed",
+                ));
+            }
+            if engines.is_empty() {
+                w.cluster = true;
+            } else {
+                w.builder.get_or_insert(i);
+                w.engines.extend(engines.iter().cloned());
+            }
+        }
+    }
+    if let Some(w) = wanted
+        .iter()
+        .find(|w| w.shared() && w.builder.is_some() && registry_host(&w.image).is_none())
+    {
+        return Err(Error::usage_hint(
+            format!(
+                "{} is built once for this run and runs on {} engine(s){}: it has to go through a registry, and its name has none",
+                w.image,
+                w.engines.len(),
+                if w.cluster { " and a Kubernetes cluster" } else { "" }
+            ),
+            "name the image REGISTRY/NAME (as `image: registry.example:5000/app`), or deploy the regions one by one; nothing was changed",
+        ));
+    }
+    let mut built: Vec<Built> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let mine: Vec<&Wanted> = wanted.iter().filter(|w| w.builder == Some(i)).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let Some(version) = super::version_of(opts, &t.region().cfg) else {
+            continue;
+        };
+        let o = DeployOptions {
+            push: opts.push || mine.iter().any(|w| w.shared()),
+            built: Arc::new(built.clone()),
+            ..opts.clone()
+        };
+        built.extend(t.build(&version, &o).await?);
+    }
+    Ok(built)
+}
+
 /// `deploy --region a,b | all`.
 pub async fn deploy(ctx: &Ctx, selected: Vec<String>, opts: &DeployOptions) -> Result<ExitCode> {
-    preflight(ctx, &selected, opts).await?;
+    let reached = preflight(ctx, &selected, opts).await?;
+    let built = build_once(&reached, opts).await?;
+    drop(reached);
+    let opts = &DeployOptions {
+        built: Arc::new(built),
+        ..opts.clone()
+    };
     let regions = ctx.load()?;
     let global = regions.global().map_err(Error::Config)?;
     let waves = plan_waves(&selected, &global.waves);

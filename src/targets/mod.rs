@@ -73,6 +73,55 @@ pub struct DeployOptions {
     pub force_conflicts: bool,
     /// Take drift back: remove what no release accounts for, restore what was changed by hand.
     pub reset_drift: bool,
+    /// Images a multi-region run built once before its first wave: a region deploys these
+    /// instead of building its own (pulled by digest where its engine is not the builder's).
+    pub built: std::sync::Arc<Vec<Built>>,
+}
+
+/// An image built for a deploy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    pub service: String,
+    /// `repo:tag`, as the containers name it.
+    pub image: String,
+    /// The image ID on the engine that built it.
+    pub id: String,
+    /// `sha256:…`, the registry's manifest digest once pushed: what every other engine and
+    /// cluster pulls, and what the release record pins.
+    pub digest: Option<String>,
+    /// The engine that built it (its endpoint).
+    pub engine: String,
+}
+
+impl Built {
+    /// `repo:tag@sha256:…` once pushed, else `repo:tag`.
+    pub fn pinned(&self) -> String {
+        match &self.digest {
+            Some(d) => format!("{}@{d}", self.image),
+            None => self.image.clone(),
+        }
+    }
+
+    /// `repo@sha256:…`: what an engine pulls (a tag beside a digest is ignored by it anyway).
+    pub fn by_digest(&self) -> Option<String> {
+        let repo = repo_of(&self.image);
+        self.digest.as_ref().map(|d| format!("{repo}@{d}"))
+    }
+}
+
+/// `registry:5000/app` of `registry:5000/app:tag` (a port is not a tag).
+pub fn repo_of(image: &str) -> &str {
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    }
+}
+
+/// `(repo, repo:version)` of a service's image, environment variables expanded.
+pub fn image_ref(svc: &crate::config::model::Service, version: &str) -> (String, String) {
+    let repo = crate::config::expand_env(svc.image.as_deref().unwrap_or_default());
+    let image = format!("{repo}:{version}");
+    (repo, image)
 }
 
 /// Why the desired state is resolved: a deploy may build, pull and create what it needs; a
@@ -224,13 +273,13 @@ pub trait Target: Send + Sync {
     /// Removes the records `gone` and whatever only they needed (`kept`: the ids still kept).
     async fn forget(&self, kept: &[String], gone: &[&Release]);
 
-    /// Builds (and pushes) the images of services with a `build:` section:
-    /// `(service, image, id)` each.
-    async fn build(
-        &self,
-        version: &str,
-        opts: &DeployOptions,
-    ) -> Result<Vec<(String, String, String)>>;
+    /// Builds (and pushes) the images of services with a `build:` section, but those in
+    /// `opts.built`.
+    async fn build(&self, version: &str, opts: &DeployOptions) -> Result<Vec<Built>>;
+    /// The container engines the region's services run on (endpoints); none for a cluster.
+    fn engines(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The desired state of `version` from the configuration.
     async fn resolve(
         &mut self,

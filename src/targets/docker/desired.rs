@@ -18,6 +18,8 @@ pub struct Desired {
     pub name: String,
     pub image: String,
     pub image_id: String,
+    /// `sha256:…` when the image was pushed for this deploy (pinned in the record).
+    pub digest: Option<String>,
     pub replicas: u32,
     pub container_port: Option<u16>,
     /// `KEY=value` with secrets resolved (never printed).
@@ -115,6 +117,7 @@ pub fn desired(
         name: name.into(),
         image: image.into(),
         image_id: image_id.into(),
+        digest: None,
         replicas: svc.replicas,
         container_port,
         env: resolved,
@@ -132,6 +135,7 @@ impl Desired {
             name: self.name.clone(),
             image: self.image.clone(),
             image_id: self.image_id.clone(),
+            digest: self.digest.clone(),
             replicas: self.replicas,
             env: self.env_shown.clone(),
             secret_refs: self.secret_refs.clone(),
@@ -163,6 +167,7 @@ impl Desired {
             name: rec.name.clone(),
             image: rec.image.clone(),
             image_id: rec.image_id.clone(),
+            digest: rec.digest.clone(),
             replicas: rec.replicas,
             container_port: rec.container_port,
             env,

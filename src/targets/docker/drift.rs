@@ -423,6 +423,7 @@ mod tests {
             name: "web".into(),
             image: "img:v1".into(),
             image_id: "sha256:aaa".into(),
+            digest: None,
             replicas: containers.len() as u32,
             env: Default::default(),
             secret_refs: Default::default(),
@@ -541,6 +542,7 @@ mod tests {
             name: "web".into(),
             image: "img:v1".into(),
             image_id: "sha256:aaa".into(),
+            digest: None,
             replicas: 1,
             container_port: None,
             env: vec![

@@ -338,8 +338,10 @@ impl Engine {
     /// Pulls an image (from the registry its name points at); returns its ID.
     pub async fn pull(&self, reference: &str) -> anyhow::Result<String> {
         use bollard::query_parameters::CreateImageOptions;
-        let (repo, tag) = match reference.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r, t),
+        // The engine takes a digest where the tag goes: `fromImage=repo&tag=sha256:…`.
+        let (repo, tag) = match (reference.split_once('@'), reference.rsplit_once(':')) {
+            (Some((r, digest)), _) => (r, digest),
+            (None, Some((r, t))) if !t.contains('/') => (r, t),
             _ => (reference, "latest"),
         };
         let credentials = super::auth::credentials(reference)?;
@@ -379,6 +381,33 @@ impl Engine {
         self.image_id(reference)
             .await?
             .ok_or_else(|| anyhow!("pulled {reference} but the engine does not list it"))
+    }
+
+    /// Pulls `reference` (`repo@sha256:…` for an image a run built once) and tags it `as_`
+    /// (`repo:tag`, the name containers use); returns its ID.
+    pub async fn pull_as(&self, reference: &str, as_: &str) -> anyhow::Result<String> {
+        use bollard::query_parameters::TagImageOptions;
+        let id = match self.image_id(reference).await? {
+            Some(id) => id,
+            None => self.pull(reference).await?,
+        };
+        if reference != as_ {
+            let (repo, tag) = match as_.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => (r, t),
+                _ => (as_, "latest"),
+            };
+            self.docker
+                .tag_image(
+                    &id,
+                    Some(TagImageOptions {
+                        repo: Some(repo.to_string()),
+                        tag: Some(tag.to_string()),
+                    }),
+                )
+                .await
+                .with_context(|| format!("cannot tag {reference} as {as_}"))?;
+        }
+        Ok(id)
     }
 
     /// The ID (content digest) an image reference resolves to on this engine, if present.

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{Changes, DeployOptions, Purpose, Region, Status, StepRun, Target};
+use super::{image_ref, Built, Changes, DeployOptions, Purpose, Region, Status, StepRun, Target};
 use crate::backup::stream::Tail;
 use crate::backup::ExecIn;
 use crate::config::model::{DockerTarget, ReleaseStep, Service, Traffic};
@@ -263,17 +263,30 @@ impl DockerRegion {
         opts: &DeployOptions,
         purpose: Purpose,
     ) -> Result<Vec<Desired>> {
-        let built = match purpose {
+        let mut built = match purpose {
             Purpose::Deploy => self.build(version, opts).await?,
             Purpose::Plan => Vec::new(),
         };
+        built.extend(opts.built.iter().cloned());
         let r = &self.region;
         let mut out = Vec::new();
         for (name, svc) in &r.cfg.services {
             let (_, image) = image_ref(svc, version);
-            let image_id = match built.iter().find(|(n, ..)| n == name) {
-                Some((_, _, id)) => id.clone(),
-                None => match (self.engine.image_id(&image).await?, purpose) {
+            let made = built.iter().find(|b| b.image == image);
+            let image_id = match made {
+                Some(b) if b.engine == self.engine.endpoint => b.id.clone(),
+                // Built once for the run on another engine: the registry's copy, by digest.
+                Some(b) if purpose == Purpose::Deploy => {
+                    let pinned = b.by_digest().unwrap_or_else(|| b.image.clone());
+                    r.ui.status("Pulling", pinned.clone());
+                    self.engine.pull_as(&pinned, &image).await.map_err(|e| {
+                        Error::usage_hint(
+                            format!("{image} was built for this run but {} could not pull it: {e:#}", self.engine.endpoint),
+                            "is the registry reachable from this engine, and logged in (docker login)? nothing was changed",
+                        )
+                    })?
+                }
+                _ => match (self.engine.image_id(&image).await?, purpose) {
                     (Some(id), _) => id,
                     // Noted by `prepare`: a plan builds and pulls nothing.
                     (None, Purpose::Plan) => format!("missing:{image}"),
@@ -312,6 +325,10 @@ impl DockerRegion {
                     "set it where the deploy runs; nothing was changed",
                 )
             })?;
+            let d = Desired {
+                digest: made.and_then(|b| b.digest.clone()),
+                ..d
+            };
             out.push(d);
         }
         Ok(out)
@@ -622,39 +639,50 @@ impl Target for DockerRegion {
         }
     }
 
-    async fn build(
-        &self,
-        version: &str,
-        opts: &DeployOptions,
-    ) -> Result<Vec<(String, String, String)>> {
+    async fn build(&self, version: &str, opts: &DeployOptions) -> Result<Vec<Built>> {
         let r = &self.region;
         let mut out = Vec::new();
         for (name, svc) in &r.cfg.services {
             let (repo, image) = image_ref(svc, version);
-            if let (Some(build), false) = (&svc.build, opts.no_build) {
-                r.ui.status("Building", format!("{name} → {image}"));
-                let ui = r.ui.clone();
-                let id = self
-                    .engine
-                    .build(&r.root, build, &image, &mut |line| ui.verbose(line))
-                    .await
-                    .map_err(|e| {
-                        Error::usage_hint(
-                            format!("{e:#}"),
-                            "the build failed; nothing on the target was changed",
-                        )
-                    })?;
-                if opts.push {
-                    r.ui.status("Pushing", image.clone());
-                    self.engine.push(&repo, version).await.map_err(|e| {
-                        Error::failed(ExitCode::Unreachable, anyhow!("{e:#}"))
-                            .with_hint("is the registry running and reachable from the engine? nothing on the target was changed")
-                    })?;
-                }
-                out.push((name.clone(), image, id));
+            let Some(build) = svc.build.as_ref().filter(|_| !opts.no_build) else {
+                continue;
+            };
+            if opts.built.iter().any(|b| b.image == image) {
+                continue;
             }
+            r.ui.status("Building", format!("{name} → {image}"));
+            let ui = r.ui.clone();
+            let id = self
+                .engine
+                .build(&r.root, build, &image, &mut |line| ui.verbose(line))
+                .await
+                .map_err(|e| {
+                    Error::usage_hint(
+                        format!("{e:#}"),
+                        "the build failed; nothing on the target was changed",
+                    )
+                })?;
+            let mut digest = None;
+            if opts.push {
+                r.ui.status("Pushing", image.clone());
+                digest = self.engine.push(&repo, version).await.map_err(|e| {
+                    Error::failed(ExitCode::Unreachable, anyhow!("{e:#}"))
+                        .with_hint("is the registry running and reachable from the engine? nothing on the target was changed")
+                })?;
+            }
+            out.push(Built {
+                service: name.clone(),
+                image,
+                id,
+                digest,
+                engine: self.engine.endpoint.clone(),
+            });
         }
         Ok(out)
+    }
+
+    fn engines(&self) -> Vec<String> {
+        vec![self.engine.endpoint.clone()]
     }
 
     async fn resolve(
@@ -1156,12 +1184,6 @@ impl ExecIn for DockerRegion {
 }
 
 /// A service's image repository (`image:`, variables expanded) and its reference at `version`.
-fn image_ref(svc: &Service, version: &str) -> (String, String) {
-    let repo = expand_env(svc.image.as_deref().unwrap_or_default());
-    let image = format!("{repo}:{version}");
-    (repo, image)
-}
-
 fn running_services(live: &[LiveContainer]) -> Vec<String> {
     let mut v: Vec<String> = live
         .iter()
@@ -1233,6 +1255,7 @@ fn snapshot(live: &[LiveContainer]) -> Vec<ServiceRecord> {
                     name: c.service.clone(),
                     image: c.image.clone(),
                     image_id: c.image_id.clone(),
+                    digest: None,
                     replicas: 0,
                     env: Default::default(),
                     secret_refs: Default::default(),

@@ -46,7 +46,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{json, Value};
 
-use super::{Changes, DeployOptions, Purpose, Region, Status, StepRun, Target};
+use super::{Built, Changes, DeployOptions, Purpose, Region, Status, StepRun, Target};
 use crate::backup::stream::Tail;
 use crate::backup::ExecIn;
 use crate::config::model::{EnvValue, KubernetesTarget, ReleaseStep};
@@ -891,11 +891,7 @@ impl Target for Cluster {
         }
     }
 
-    async fn build(
-        &self,
-        _version: &str,
-        _opts: &DeployOptions,
-    ) -> Result<Vec<(String, String, String)>> {
+    async fn build(&self, _version: &str, _opts: &DeployOptions) -> Result<Vec<Built>> {
         Err(Error::usage_hint(
             format!("region '{}' targets Kubernetes: its images are built and pushed elsewhere", self.region.name),
             "build on a Docker region (`packfy-deploy build --region local --push`), or by CI; deploy then names the tag with --version",
@@ -914,8 +910,10 @@ impl Target for Cluster {
                 self.region.name
             ));
         }
+        let mut objects = self.desired(version)?;
+        pin_images(&mut objects, &opts.built);
         self.wanted = Wanted {
-            objects: self.desired(version)?,
+            objects,
             ..Default::default()
         };
         self.purpose = purpose;
@@ -1185,6 +1183,35 @@ impl ExecIn for Cluster {
 }
 
 /// The summary record of each service, for history (`image_id` stays empty: the cluster pulls).
+/// Pods of `objects` that run an image the run built and pushed run it by digest
+/// (`repo:tag@sha256:…`): the cluster runs exactly what the run's other regions run, whatever
+/// the tag is moved to later.
+fn pin_images(objects: &mut [Object], built: &[Built]) {
+    for o in objects.iter_mut() {
+        for list in ["containers", "initContainers"] {
+            let pointer = match o.kind.as_str() {
+                "CronJob" => format!("/spec/jobTemplate/spec/template/spec/{list}"),
+                "Pod" => format!("/spec/{list}"),
+                _ => format!("/spec/template/spec/{list}"),
+            };
+            let Some(Value::Array(containers)) = o.manifest.pointer_mut(&pointer) else {
+                continue;
+            };
+            for c in containers {
+                let Some(image) = c.get("image").and_then(Value::as_str) else {
+                    continue;
+                };
+                if let Some(b) = built
+                    .iter()
+                    .find(|b| b.image == image && b.digest.is_some())
+                {
+                    c["image"] = Value::String(b.pinned());
+                }
+            }
+        }
+    }
+}
+
 fn service_records(
     cfg: &crate::config::model::RegionConfig,
     objs: &[Object],
@@ -1224,6 +1251,7 @@ fn service_records(
             }
             crate::release::ServiceRecord {
                 name: name.clone(),
+                digest: image.split_once('@').map(|(_, d)| d.to_string()),
                 image,
                 image_id: String::new(),
                 replicas: svc.replicas,
