@@ -96,9 +96,10 @@ GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
 | test host h1 over ssh://, HAProxy in the lb namespace over ssh | $smed s | $smin – $smax s |
 | ratio ssh / local | ×$ratio | |
 
-Over ssh every Docker API connection is an ssh login running \`docker system dial-stdio\`
-(kept alive and reused), and every Runtime API command is one ssh login running \`socat\`;
-HAProxy's own checks, not the CLI's, judge the new containers there. The load average of
+Over ssh the CLI logs in once per host (ssh's ControlMaster); every Docker API connection
+is a session on it running \`docker system dial-stdio\` (kept alive and reused), and the
+Runtime API is one session running \`socat\` in HAProxy's interactive mode, kept open
+between commands. HAProxy's own checks, not the CLI's, judge the new containers there. The load average of
 this machine while it ran: $(cut -d' ' -f1-3 /proc/loadavg).
 MD
 )

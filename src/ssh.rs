@@ -186,27 +186,40 @@ impl SshHost {
         })
     }
 
-    /// Logs in ([`SshHost::check`]), then opens the master connection that every later ssh
-    /// to this host shares (ssh's ControlMaster): a Runtime API command or a new engine
-    /// connection is then a new session on it, not a new login (tens of milliseconds instead
-    /// of hundreds). Without a master (it did not come up) each ssh logs in by itself.
+    /// Logs in once, as the master connection that every later ssh to this host shares
+    /// (ssh's ControlMaster): a Runtime API session or a new engine connection is then a new
+    /// session on it, not a new login (tens of milliseconds instead of a key exchange, which
+    /// takes seconds on a loaded machine). When no master comes up, [`SshHost::check`] logs in
+    /// the plain way: its failure quotes ssh (exit 6); if it succeeds, each ssh logs in by
+    /// itself.
     pub async fn login(mut self) -> Result<SshHost, Error> {
-        self.check().await?;
-        self.mux = Master::start(&self).await.map(Arc::new);
+        self.check_key()?;
+        match Master::start(&self).await {
+            Ok(master) => self.mux = Some(Arc::new(master)),
+            Err(Some(stderr)) => {
+                let said = ssh_said(&stderr);
+                return Err(self.unreachable(format!("ssh said: {said}"), hint_for(&said, &self)));
+            }
+            Err(None) => self.check().await?,
+        }
         Ok(self)
+    }
+
+    /// The `identity_file`, when one is named, exists.
+    fn check_key(&self) -> Result<(), Error> {
+        match &self.identity_file {
+            Some(key) if !key.is_file() => Err(self.unreachable(
+                format!("identity_file {} does not exist", key.display()),
+                "target.docker.identity_file names the private key to log in with",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Logs in and runs `true`: exit 6 naming the host and quoting what ssh said when the
     /// host cannot be reached, its key is unknown or no key of ours is accepted.
     pub async fn check(&self) -> Result<(), Error> {
-        if let Some(key) = &self.identity_file {
-            if !key.is_file() {
-                return Err(self.unreachable(
-                    format!("identity_file {} does not exist", key.display()),
-                    "target.docker.identity_file names the private key to log in with",
-                ));
-            }
-        }
+        self.check_key()?;
         let mut cmd = self.command(&["true"]);
         cmd.stdin(Stdio::null());
         let out = match tokio::time::timeout(LOGIN_TIMEOUT, cmd.output()).await {
@@ -318,13 +331,17 @@ struct Master {
 }
 
 impl Master {
-    async fn start(host: &SshHost) -> Option<Master> {
+    /// The master, logged in; else what ssh said when it gave up (None: no master for another
+    /// reason — it could not start, or took longer than a login may).
+    async fn start(host: &SshHost) -> Result<Master, Option<String>> {
         use std::os::unix::fs::PermissionsExt;
+        use tokio::io::AsyncReadExt;
         let dir = tempfile::Builder::new()
             .prefix("packfy-ssh-")
             .tempdir()
-            .ok()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).ok()?;
+            .map_err(|_| None)?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|_| None)?;
         let socket = dir.path().join("master");
         let mut args = host.args();
         let at = args.len() - 2; // before `-- HOST`
@@ -338,17 +355,26 @@ impl Master {
                 "ControlPersist=no".into(),
             ],
         );
-        let child = Command::new("ssh")
+        let mut child = Command::new("ssh")
             .args(args)
             .arg("cat >/dev/null")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .ok()?;
-        // Ready once its socket answers `-O check` (a login takes well under a second).
-        for _ in 0..100 {
+            .map_err(|_| None)?;
+        // Ready once its socket answers `-O check`; a master that exited did not log in, and
+        // its stderr says why (BatchMode: a few lines at most, then nothing while it runs).
+        let until = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+        while tokio::time::Instant::now() < until {
+            if !matches!(child.try_wait(), Ok(None)) {
+                let mut said = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    let _ = err.read_to_string(&mut said).await;
+                }
+                return Err((!said.trim().is_empty()).then_some(said));
+            }
             if socket.exists() {
                 let ok = Command::new("ssh")
                     .args([
@@ -365,7 +391,7 @@ impl Master {
                     .await
                     .is_ok_and(|s| s.success());
                 if ok {
-                    return Some(Master {
+                    return Ok(Master {
                         socket,
                         _child: child,
                         _dir: dir,
@@ -376,7 +402,7 @@ impl Master {
         }
         tracing::debug!(host = %host.endpoint, "no ssh master connection; every ssh logs in");
         drop(dir);
-        None
+        Err(None)
     }
 }
 

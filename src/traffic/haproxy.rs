@@ -24,6 +24,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -185,8 +186,109 @@ impl Default for CheckTiming {
 enum Endpoint {
     Unix(PathBuf),
     Tcp(String),
-    /// A unix socket on another machine: `socat` there, through an ssh login.
-    Ssh(std::sync::Arc<SshHost>, String),
+    /// A unix socket on another machine: `socat` there, through an ssh login, kept open
+    /// between commands (see [`Session`]).
+    Ssh(
+        Arc<SshHost>,
+        String,
+        Arc<tokio::sync::Mutex<Option<Session>>>,
+    ),
+}
+
+/// How long an open session may sit unused and still be trusted: HAProxy closes an idle CLI
+/// connection after `stats timeout` (10 s unless configured), so one idle longer is reopened
+/// rather than found closed.
+const SESSION_IDLE: Duration = Duration::from_secs(5);
+
+/// One Runtime API connection over ssh in HAProxy's interactive mode (`prompt`): every answer
+/// ends with the prompt `> `, so commands follow one another on one open channel — a round
+/// trip each, instead of a new ssh session each (0.25–0.4 s on a loaded machine), which the
+/// polls of a rollout pay many times over.
+pub struct Session {
+    pipe: crate::ssh::Pipe,
+    used: Instant,
+    /// A command was sent and its answer not read to the end (the caller gave up: timeout):
+    /// what comes next on the channel is not ours, so the session is not used again.
+    busy: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("used", &self.used).finish()
+    }
+}
+
+impl Session {
+    async fn open(host: &SshHost, path: &str) -> std::io::Result<Session> {
+        let socket = format!("UNIX-CONNECT:{path}");
+        let pipe = host.pipe(&["socat", "STDIO", &socket])?;
+        let mut s = Session {
+            pipe,
+            used: Instant::now(),
+            busy: false,
+        };
+        s.ask("prompt", 0).await?;
+        Ok(s)
+    }
+
+    /// Sends `cmd` (commands joined with `;`) and reads until each has answered: `prompts`
+    /// prompts (one per command; `prompt` itself answers with one more). Returns the answers
+    /// as the non-interactive mode gives them (the prompts taken out).
+    async fn ask(&mut self, cmd: &str, commands: usize) -> std::io::Result<String> {
+        self.busy = true;
+        // Closed before it read our line (ssh or socat gone, or HAProxy's idle timeout):
+        // nothing was done, and saying so lets the caller send it again on a new session.
+        let closed = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => {
+                std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e)
+            }
+            _ => e,
+        };
+        self.pipe
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .map_err(closed)?;
+        self.pipe.flush().await.map_err(closed)?;
+        let want = commands.max(1);
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = self.pipe.read(&mut chunk).await?;
+            if n == 0 && reply.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the Runtime API session was closed",
+                ));
+            }
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the Runtime API session closed mid-answer, after {} byte(s)",
+                        reply.len()
+                    ),
+                ));
+            }
+            reply.extend_from_slice(&chunk[..n]);
+            if reply.ends_with(b"\n> ") && count_prompts(&reply) >= want {
+                break;
+            }
+        }
+        self.busy = false;
+        self.used = Instant::now();
+        let text = String::from_utf8_lossy(&reply).replace("\n> ", "\n");
+        Ok(text)
+    }
+}
+
+/// The prompts in an interactive answer: each command's answer ends with "\n> ".
+fn count_prompts(reply: &[u8]) -> usize {
+    reply.windows(3).filter(|w| w == b"\n> ").count()
+}
+
+/// The commands of one line: HAProxy splits it at each `;` (our names never hold one).
+fn commands_in(line: &str) -> usize {
+    line.split(';').count()
 }
 
 /// A Runtime API address. Cheap to clone; every command opens its own connection.
@@ -224,7 +326,7 @@ impl Haproxy {
     pub fn over_ssh(host: SshHost, path: &str) -> Self {
         Haproxy {
             addr: format!("{}{path}", host.endpoint.trim_end_matches('/')),
-            endpoint: Endpoint::Ssh(std::sync::Arc::new(host), path.to_string()),
+            endpoint: Endpoint::Ssh(Arc::new(host), path.to_string(), Arc::default()),
             timeout: COMMAND_TIMEOUT,
             checks: CheckTiming::default(),
         }
@@ -537,23 +639,62 @@ impl Haproxy {
                     .map_err(unreachable)?;
                 talk(stream, cmd).await.map_err(unreachable)?
             }
-            Endpoint::Ssh(host, path) => {
-                let socket = format!("UNIX-CONNECT:{path}");
-                let stream = host
-                    .pipe(&["socat", "STDIO", &socket])
-                    .map_err(unreachable)?;
-                let reply = talk(stream, cmd).await.map_err(unreachable)?;
-                if reply.is_empty() {
-                    // A failed login, or no socat or socket there: HAProxy always answers.
-                    return Err(unreachable(std::io::Error::other(format!(
-                        "no answer through ssh (`ssh {} socat STDIO {socket}`)",
-                        host.name()
-                    ))));
-                }
-                reply
+            Endpoint::Ssh(host, path, session) => {
+                return self.exchange_ssh(host, path, session, cmd).await;
             }
         };
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+impl Haproxy {
+    /// One command on the region's open session over ssh, opening it when there is none (or
+    /// the last one was left mid-answer or sat idle too long). A session found closed before it
+    /// answered a single byte is opened again and the command sent once more: HAProxy closes
+    /// idle connections, never one in the middle of a command.
+    async fn exchange_ssh(
+        &self,
+        host: &SshHost,
+        path: &str,
+        session: &tokio::sync::Mutex<Option<Session>>,
+        cmd: &str,
+    ) -> Result<String, HaproxyError> {
+        let unreachable = |e: std::io::Error| HaproxyError::Unreachable {
+            addr: self.addr.clone(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e} (`ssh {} socat STDIO UNIX-CONNECT:{path}`)",
+                    host.name()
+                ),
+            ),
+        };
+        let mut slot = session.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.busy || s.used.elapsed() > SESSION_IDLE)
+        {
+            *slot = None;
+        }
+        let mut retried = false;
+        loop {
+            let fresh = slot.is_none();
+            if fresh {
+                *slot = Some(Session::open(host, path).await.map_err(unreachable)?);
+            }
+            let s = slot.as_mut().expect("opened above");
+            match s.ask(cmd, commands_in(cmd)).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) => {
+                    *slot = None;
+                    let unanswered = e.kind() == std::io::ErrorKind::ConnectionAborted;
+                    if fresh || retried || !unanswered {
+                        return Err(unreachable(e));
+                    }
+                    retried = true;
+                }
+            }
+        }
     }
 }
 
@@ -855,7 +996,7 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
         let endpoint = |a: &str| match Haproxy::new(a).endpoint {
             Endpoint::Unix(p) => format!("unix {}", p.display()),
             Endpoint::Tcp(h) => format!("tcp {h}"),
-            Endpoint::Ssh(h, p) => format!("ssh {} {p}", h.name()),
+            Endpoint::Ssh(h, p, _) => format!("ssh {} {p}", h.name()),
         };
         let unix = |a: &str| endpoint(a) == "unix /run/h.sock";
         assert!(unix("/run/h.sock"));
