@@ -940,6 +940,14 @@ fn a_backup_on_a_host_over_ssh_is_restored_from_a_fresh_checkout_and_pruned_ther
     assert_eq!(recorded["store"], url.as_str());
     assert_eq!(recorded["path"], format!("{url}/{id}.dump.zst").as_str());
     assert_eq!(recorded["bytes"], dump.len() as u64);
+    let out = r.run(&["history", "--region", &r.name]);
+    assert!(
+        stderr(&out).contains(&format!("backup {id} in {url}"))
+            || String::from_utf8_lossy(&out.stdout).contains(&format!("backup {id} in {url}")),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
 
     // Another machine: the same region file, no state.
     let fresh = r
