@@ -586,3 +586,79 @@ fn on_kubernetes_the_step_is_a_job_after_the_regions_pg_dump() {
     assert_eq!(image(), "sample:v1");
     let _ = kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
 }
+
+/// A Kubernetes release step that never ends (kwok runs the `migrate-hangs` Job's pod and
+/// never completes it) is stopped at its timeout: the Job's `activeDeadlineSeconds`.
+#[test]
+fn on_kubernetes_a_hanging_job_is_stopped_at_its_timeout() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(k) = KubeEnv::get() else { return };
+    let table = Table::new(&env.pg_url);
+    let mut cli = Cli::new("rh", &env);
+    cli.kubeconfig = Some(k.kubeconfig.clone());
+    let namespace = unique_name("rh").chars().take(50).collect::<String>();
+    let service = |timeout: &str| {
+        Service::new("web", "sample")
+            .replicas(1)
+            .port(8080)
+            .secret_env("DATABASE_URL", "env:PACKFY_TEST_DB_URL")
+            .release(&["migrate"], timeout, false)
+            .health(fixture::Health::http("/health"))
+            .rollout(Rollout::new().progress_deadline("10s").bake("1s"))
+    };
+    let file = |timeout: &str| {
+        RegionFile::kubernetes(&k.context, &namespace)
+            .currency("USD")
+            .service(service(timeout))
+            .backup(pg_job(&table.name))
+    };
+    let kubectl = |args: &[&str]| {
+        let mut all = vec!["-n", namespace.as_str()];
+        all.extend_from_slice(args);
+        k.kubectl(all)
+    };
+    cli.write(&file("1m"));
+    let out = cli.deploy("v1");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    cli.write(&file("3s"));
+    let started = std::time::Instant::now();
+    let out = cli.deploy("v2-migrate-hangs");
+    let all = text(&out);
+    assert_eq!(code(&out), 3, "{all}");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    assert!(
+        all.contains("release step web: `migrate` was stopped at its timeout (3s)")
+            && all.contains(&format!(
+                "the backup taken just before it is {}/production/r2/db",
+                cli.name
+            )),
+        "{all}"
+    );
+    let h = cli.history();
+    assert_eq!(h[1]["outcome"], "release_failed");
+    assert_eq!(h[1]["release_steps"][0]["outcome"], "timed_out");
+    // nothing else changed, and the Job is gone with everything it made
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "deploy",
+            "packfy-web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ]),
+        "sample:v1"
+    );
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "jobs,secrets",
+            "-l",
+            "packfy.io/role=release-step",
+            "-o",
+            "name"
+        ]),
+        ""
+    );
+    let _ = kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
