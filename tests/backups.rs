@@ -873,10 +873,8 @@ fn big_dump(store: Option<&S3Env>) {
     }
     // Held in memory, the dump alone would be ~200 MB; streamed, the CLI stays small.
     assert!(peak_kb < 64 * 1024, "{line}");
-    assert_eq!(
-        code(&r.run(&["backup", "verify", listed[0]["id"].as_str().unwrap()])),
-        0
-    );
+    let out = r.run(&["backup", "verify", listed[0]["id"].as_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
 #[test]

@@ -9,6 +9,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
+
 use super::s3::Bucket;
 use super::ssh::Remote;
 use super::stream::{self, decompressed, Hashing, ToFile, Writer};
@@ -18,6 +20,10 @@ use crate::error::{Error, ExitCode};
 
 /// The store directory when a job names none, beside the regions directory.
 pub const DEFAULT_STORE: &str = "backups";
+
+/// Manifests of a bucket fetched at once by a listing: each is its own small GET, and one by
+/// one a region's history of backups costs a round trip each.
+const MANIFESTS_IN_FLIGHT: usize = 8;
 
 /// Where backups are kept.
 #[derive(Debug, Clone)]
@@ -114,11 +120,16 @@ impl Store {
                     Some(e) => format!("{region}/{e}"),
                     None => region.to_string(),
                 };
+                // One GET per manifest, MANIFESTS_IN_FLIGHT at a time (in the listing's order).
+                let rels = b.manifests(&under).await?;
+                let got: Vec<_> = futures_util::stream::iter(rels.iter())
+                    .map(|rel| self.manifest(rel))
+                    .buffered(MANIFESTS_IN_FLIGHT)
+                    .collect()
+                    .await;
                 let mut v = Vec::new();
-                for rel in b.manifests(&under).await? {
-                    if let Some(rec) = self.manifest(&rel).await? {
-                        v.push(rec);
-                    }
+                for rec in got {
+                    v.extend(rec?);
                 }
                 v
             }
