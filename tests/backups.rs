@@ -873,10 +873,8 @@ fn big_dump(store: Option<&S3Env>) {
     }
     // Held in memory, the dump alone would be ~200 MB; streamed, the CLI stays small.
     assert!(peak_kb < 64 * 1024, "{line}");
-    assert_eq!(
-        code(&r.run(&["backup", "verify", listed[0]["id"].as_str().unwrap()])),
-        0
-    );
+    let out = r.run(&["backup", "verify", listed[0]["id"].as_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
 #[test]
@@ -888,4 +886,176 @@ fn a_200_mb_dump_streams_with_bounded_memory() {
 fn a_200_mb_dump_streams_to_an_s3_bucket_with_bounded_memory() {
     let Some(s3) = S3Env::get() else { return };
     big_dump(Some(&s3));
+}
+
+/// A directory on one of the test hosts (a network namespace of this machine, so the test
+/// can look at the files the store wrote there), removed at the end.
+struct HostDir {
+    path: PathBuf,
+}
+
+impl HostDir {
+    fn new(env: &TestEnv) -> HostDir {
+        HostDir {
+            path: env.env_dir.join("ssh-stores").join(unique_name("bk")),
+        }
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[test]
+fn a_backup_on_a_host_over_ssh_is_restored_from_a_fresh_checkout_and_pruned_there() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(hosts) = support::HostsEnv::get(&env) else {
+        return;
+    };
+    let ssh_config = hosts.ssh_config.display().to_string();
+    let table = Table::new(&env.pg_url, 2000);
+    let dir = HostDir::new(&env);
+    let url = format!("{}{}", hosts.endpoint(0), dir.path.display());
+    let job = pg_job("db", &table.name).store_url(&url).keep(2);
+    let r = Region::new(&env, std::slice::from_ref(&job)).var("PACKFY_SSH_CONFIG", &ssh_config);
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+
+    let id = r.first_backup(&v1);
+    // On the host (written by ssh's session there), and nothing in the default store here.
+    let file = dir.path.join(format!("{id}.dump.zst"));
+    let dump = zstd::decode_all(std::fs::File::open(&file).unwrap()).unwrap();
+    assert!(
+        String::from_utf8_lossy(&dump).contains(&format!("CREATE TABLE public.{}", table.name)),
+        "{file:?}"
+    );
+    assert!(dir.path.join(format!("{id}.json")).is_file());
+    assert!(!r.default_store().exists());
+    // The release record names the backup by store URL and ID.
+    let recorded = &r.history()[0]["backups"][0];
+    assert_eq!(recorded["store"], url.as_str());
+    assert_eq!(recorded["path"], format!("{url}/{id}.dump.zst").as_str());
+    assert_eq!(recorded["bytes"], dump.len() as u64);
+    let out = r.run(&["history", "--region", &r.name]);
+    assert!(
+        stderr(&out).contains(&format!("backup {id} in {url}"))
+            || String::from_utf8_lossy(&out.stdout).contains(&format!("backup {id} in {url}")),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+
+    // Another machine: the same region file, no state.
+    let fresh = r
+        .fresh_checkout(std::slice::from_ref(&job))
+        .var("PACKFY_SSH_CONFIG", &ssh_config);
+    let listed = fresh.list(&[]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["store"], url.as_str());
+    assert_eq!(listed[0]["sha256"], recorded["sha256"]);
+    fresh.verified(&id);
+    let scratch = Database::new(&env.pg_url);
+    let out = fresh.restore(&id, &scratch, true);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        table.fingerprint(&scratch.url),
+        table.fingerprint(&env.pg_url)
+    );
+    assert!(table.fingerprint(&scratch.url).starts_with("2000 "));
+    assert!(!fresh.default_store().exists());
+
+    // A checkout whose region files no longer name the host: `--store` as the record names it.
+    let bare = r.fresh_checkout(&[]).var("PACKFY_SSH_CONFIG", &ssh_config);
+    let out = bare.run(&["backup", "verify", &id]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = bare.run(&["backup", "verify", &id, "--store", &url]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Retention (keep: 2) removes the older files from the host.
+    for n in 2..=3 {
+        r.write_with(
+            std::slice::from_ref(&job),
+            &[("GENERATION", &n.to_string())],
+        );
+        let out = r.deploy(&v1, &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let ids: Vec<String> = fresh
+        .list(&[])
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{}/production/r2/db", r.name),
+            format!("{}/production/r3/db", r.name)
+        ]
+    );
+    assert!(!file.exists(), "{file:?} was not pruned");
+    assert!(!dir.path.join(format!("{id}.json")).exists());
+    assert!(
+        !dir.path.join(format!("{}/production/r1", r.name)).exists(),
+        "the pruned release's directory is left"
+    );
+
+    // A damaged file fails verification (exit 1), read back over ssh.
+    let newest = format!("{}/production/r3/db", r.name);
+    fresh.damaged_fails_verify(&newest, &dir.path.join(format!("{newest}.dump.zst")));
+}
+
+#[test]
+fn a_store_host_out_of_reach_stops_the_deploy_and_is_named() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(hosts) = support::HostsEnv::get(&env) else {
+        return;
+    };
+    let ssh_config = hosts.ssh_config.display().to_string();
+    let table = Table::new(&env.pg_url, 10);
+    let r = Region::new(&env, &[]).var("PACKFY_SSH_CONFIG", &ssh_config);
+    let v1 = format!("v1-{}", r.name);
+    let _i1 = env.build_sample(&r.host, &v1, &[]);
+    assert_eq!(code(&r.deploy(&v1, &[])), 0);
+    let before = r.containers();
+
+    // Nothing listens on port 9: the host is out of reach.
+    let url = "ssh://root@127.0.0.1:9/srv/packfy-backups";
+    r.write_with(
+        &[pg_job("db", &table.name).store_url(url)],
+        &[("GENERATION", "2")],
+    );
+    let out = r.deploy(&v1, &[]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{url}: cannot reach ssh://root@127.0.0.1:9"))
+            && err.contains("Connection refused"),
+        "{err}"
+    );
+    assert_eq!(r.containers(), before);
+    assert_eq!(r.history().as_array().unwrap().len(), 1);
+    let out = r.run(&["backup", "list", "--region", &r.name]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains(url), "{}", stderr(&out));
+
+    // A host whose key is not in known_hosts is refused the same way (strict checking).
+    let unknown = format!("ssh://root@{}/srv/packfy-backups", hosts.addrs[0]);
+    r.write(&[pg_job("db", &table.name).store_url(&unknown)]);
+    let out = r.run(&["backup", "list", "--region", &r.name]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&unknown), "{}", stderr(&out));
+
+    // A store URL without a directory is a configuration error naming file:line:col.
+    r.write(&[pg_job("db", &table.name).store_url(&hosts.endpoint(0))]);
+    let out = r.run(&["validate", &r.name]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("names no directory on the host")
+            && stderr(&out).contains(&format!("{}.yaml:", r.name)),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -4,11 +4,13 @@
 //! restorable); after a one-way step a failed release is not rolled back (exit 4) and rollbacks
 //! past it need `--force`.
 //!
-//! The migration is the sample app's `migrate` mode (tests/sample-app): it prints its last line
-//! `schema N` and exits 0, or fails (`MIGRATE_FAIL=1`) after printing its `DATABASE_URL` (a
-//! secret), or hangs (`MIGRATE_SLEEP_SECS`). It does not reach PostgreSQL itself (the sample
-//! app has no database client and the test database takes SCRAM logins on loopback only); the
-//! database side is real through the region's `pg_dump` backup job and `backup restore`.
+//! The migration is the sample app's `migrate` mode (tests/sample-app): on a Docker region it
+//! connects to the test PostgreSQL at its `DATABASE_URL` (a secret: the database as the
+//! container reaches it, the engine's bridge gateway, by SCRAM) and runs `MIGRATE_SQL`
+//! statement by statement, then prints its last line `schema N`; a failing statement makes it
+//! exit 1 after printing that URL and PostgreSQL's error; `MIGRATE_SLEEP_SECS` makes it hang.
+//! The backups are the region's `pg_dump` job, restored with `backup restore`. On Kubernetes
+//! (kwok: no container runs) the Job's outcome comes from the image tag (tests/k8s/stages).
 
 mod support;
 
@@ -21,7 +23,7 @@ use support::fixture::{
 };
 use support::{code, psql, text, unique_ident, unique_name, KubeEnv, TestEnv};
 
-/// The secret a failing migration prints (as a connection error would).
+/// The secret in the Kubernetes Job's `DATABASE_URL` (kwok runs no container: it is never used).
 const DB_SECRET: &str = "mig-s3cr3t-do-not-print-9081";
 
 /// `sha256(line)`'s first 12 hex digits, as records keep it.
@@ -62,18 +64,28 @@ impl Table {
     }
 
     fn exists(&self) -> bool {
-        psql(
-            &self.url,
-            &format!("SELECT to_regclass('{}') IS NOT NULL", self.name),
-        ) == "t"
+        table_exists(&self.url, &self.name)
     }
+
+    /// The table a migration of this test creates (dropped at the end too).
+    fn created(&self) -> String {
+        format!("{}_v42", self.name)
+    }
+}
+
+fn table_exists(url: &str, name: &str) -> bool {
+    psql(url, &format!("SELECT to_regclass('{name}') IS NOT NULL")) == "t"
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
         let _ = Command::new("psql")
             .args(["--dbname", &self.url, "-qc"])
-            .arg(format!("DROP TABLE IF EXISTS {}", self.name))
+            .arg(format!(
+                "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
+                self.name,
+                self.created()
+            ))
             .output();
     }
 }
@@ -99,6 +111,8 @@ struct Cli {
     name: String,
     dir: RegionsDir,
     pg_url: String,
+    /// The release step's `DATABASE_URL` (a secret reference to `PACKFY_TEST_DB_URL`).
+    db_url: String,
     kubeconfig: Option<PathBuf>,
     secrets: Vec<String>,
 }
@@ -109,6 +123,7 @@ impl Cli {
             name: region_name(prefix, 20),
             dir: RegionsDir::new(),
             pg_url: env.pg_url.clone(),
+            db_url: format!("postgresql://app:{DB_SECRET}@db:5432/parcels"),
             kubeconfig: None,
             secrets: [DB_SECRET.to_string()]
                 .into_iter()
@@ -123,10 +138,8 @@ impl Cli {
 
     fn run(&self, args: &[&str]) -> Output {
         let mut c = support::cli(self.dir.path(), args);
-        c.env("PACKFY_PG_URL", &self.pg_url).env(
-            "PACKFY_TEST_DB_URL",
-            format!("postgresql://app:{DB_SECRET}@db:5432/parcels"),
-        );
+        c.env("PACKFY_PG_URL", &self.pg_url)
+            .env("PACKFY_TEST_DB_URL", &self.db_url);
         if let Some((_, password, _)) = support::pg_url_parts(&self.pg_url) {
             c.env("PGPASSWORD", password);
         }
@@ -200,13 +213,26 @@ struct DockerRegion {
 
 impl DockerRegion {
     fn new(env: &TestEnv) -> DockerRegion {
+        let mut cli = Cli::new("rp", env);
+        cli.db_url = env.pg_url_for_containers(&env.docker_host);
         let r = DockerRegion {
-            cli: Cli::new("rp", env),
+            cli,
             host: env.docker_host.clone(),
             table: Table::new(&env.pg_url),
         };
-        r.write(web(false, "1m"));
+        r.write(r.migration(false, "1m"));
         r
+    }
+
+    /// `web` with a real migration: it creates the table [`Table::created`].
+    fn migration(&self, reversible: bool, timeout: &str) -> Service {
+        web(reversible, timeout).env(
+            "MIGRATE_SQL",
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, parcel text)",
+                self.table.created()
+            ),
+        )
     }
 
     fn write(&self, web: Service) {
@@ -242,6 +268,7 @@ fn a_migration_runs_once_in_the_new_image_before_traffic_and_is_recorded() {
     let r = DockerRegion::new(&env);
     let v1 = format!("v1-{}", r.cli.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
+    assert!(!table_exists(&r.table.url, &r.table.created()));
 
     // plan says the step will run, and that it is one-way
     let out = r
@@ -265,6 +292,12 @@ fn a_migration_runs_once_in_the_new_image_before_traffic_and_is_recorded() {
     let rolled = all.find("Deployed").unwrap();
     assert!(backed < released && released < rolled, "{all}");
     assert_eq!(r.running_versions(), [v1.as_str()]);
+    // the migration ran against the real database: its table exists
+    assert!(
+        table_exists(&r.table.url, &r.table.created()),
+        "no table {} after the migration: {all}",
+        r.table.created()
+    );
     // the one-off container is gone
     assert_eq!(
         r.containers("packfy.kind=release-step"),
@@ -307,7 +340,12 @@ fn a_failing_migration_changes_nothing_names_its_backup_and_masks_its_output() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let before = r.table.fingerprint();
 
-    r.write(web(false, "1m").env("MIGRATE_FAIL", "1"));
+    // a migration that damages the data, then fails (no transaction, as many tools run)
+    let t = &r.table.name;
+    r.write(web(false, "1m").env(
+        "MIGRATE_SQL",
+        &format!("DELETE FROM {t} WHERE id > 250; CREATE TABLE {t} (id bigint)"),
+    ));
     let out = r.cli.deploy(&v2);
     let all = text(&out);
     assert_eq!(code(&out), 3, "{all}");
@@ -317,12 +355,18 @@ fn a_failing_migration_changes_nothing_names_its_backup_and_masks_its_output() {
             && all.contains(&format!("the backup taken just before it is {backup}")),
         "{all}"
     );
-    // its last lines, the secret in them masked (run_cli fails the test on the value itself)
+    // its last lines: PostgreSQL's error, the secret URL in them masked (run_cli fails the
+    // test on the password itself)
     assert!(
-        all.contains(
-            "| error: cannot apply migration 42 on ***: relation \"parcels\" already exists"
-        ),
+        all.contains(&format!(
+            "| error: cannot apply migration 42 on ***: ERROR: relation \"{t}\" already exists"
+        )),
         "{all}"
+    );
+    assert_ne!(
+        r.table.fingerprint(),
+        before,
+        "the migration changed nothing"
     );
     // the old release still serves, nothing of the new one is left
     assert_eq!(r.running_versions(), [v1.as_str()]);
@@ -336,7 +380,7 @@ fn a_failing_migration_changes_nothing_names_its_backup_and_masks_its_output() {
         "{}",
         h[1]
     );
-    assert!(!h[1].to_string().contains(DB_SECRET));
+    assert!(!h[1].to_string().contains(&r.cli.db_url));
 
     // the backup it names brings the data back to before the step
     psql(&r.table.url, &format!("DROP TABLE {}", r.table.name));
@@ -352,7 +396,7 @@ fn a_hanging_migration_is_stopped_at_its_timeout() {
     let r = DockerRegion::new(&env);
     let v1 = format!("v1-{}", r.cli.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
-    r.write(web(false, "2s").env("MIGRATE_SLEEP_SECS", "120"));
+    r.write(r.migration(false, "2s").env("MIGRATE_SLEEP_SECS", "120"));
     let started = std::time::Instant::now();
     let out = r.cli.deploy(&v1);
     assert_eq!(code(&out), 3, "{}", text(&out));
@@ -371,6 +415,7 @@ fn a_hanging_migration_is_stopped_at_its_timeout() {
         Vec::<String>::new()
     );
     assert_eq!(r.running_versions(), Vec::<String>::new());
+    assert!(!table_exists(&r.table.url, &r.table.created()));
 }
 
 #[test]
@@ -381,11 +426,11 @@ fn after_a_one_way_migration_a_failed_release_is_not_rolled_back_past_it() {
     let bad = format!("bad-{}", r.cli.name);
     let _i1 = env.build_sample(&r.host, &v1, &[]);
     let _ib = env.build_sample(&r.host, &bad, &[("NEVER_HEALTHY", "1")]);
-    r.write(web(true, "1m")); // r1's step is reversible
+    r.write(r.migration(true, "1m")); // r1's step is reversible
     let out = r.cli.deploy(&v1);
     assert_eq!(code(&out), 0, "{}", text(&out));
 
-    r.write(web(false, "1m"));
+    r.write(r.migration(false, "1m"));
     let out = r.cli.deploy(&bad);
     let all = text(&out);
     assert_eq!(code(&out), 4, "{all}");
@@ -399,6 +444,7 @@ fn after_a_one_way_migration_a_failed_release_is_not_rolled_back_past_it() {
         assert!(all.contains(want), "{want:?} in {all}");
     }
     assert!(!all.contains("Rolled back"), "{all}");
+    assert!(table_exists(&r.table.url, &r.table.created()));
     let h = r.cli.history();
     assert_eq!(h[1]["outcome"], "failed");
     assert_eq!(h[1]["release_steps"][0]["outcome"], "succeeded");
@@ -538,5 +584,81 @@ fn on_kubernetes_the_step_is_a_job_after_the_regions_pg_dump() {
     let out = cli.run(&["rollback", "--region", &cli.name, "--force"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(image(), "sample:v1");
+    let _ = kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
+
+/// A Kubernetes release step that never ends (kwok runs the `migrate-hangs` Job's pod and
+/// never completes it) is stopped at its timeout: the Job's `activeDeadlineSeconds`.
+#[test]
+fn on_kubernetes_a_hanging_job_is_stopped_at_its_timeout() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(k) = KubeEnv::get() else { return };
+    let table = Table::new(&env.pg_url);
+    let mut cli = Cli::new("rh", &env);
+    cli.kubeconfig = Some(k.kubeconfig.clone());
+    let namespace = unique_name("rh").chars().take(50).collect::<String>();
+    let service = |timeout: &str| {
+        Service::new("web", "sample")
+            .replicas(1)
+            .port(8080)
+            .secret_env("DATABASE_URL", "env:PACKFY_TEST_DB_URL")
+            .release(&["migrate"], timeout, false)
+            .health(fixture::Health::http("/health"))
+            .rollout(Rollout::new().progress_deadline("10s").bake("1s"))
+    };
+    let file = |timeout: &str| {
+        RegionFile::kubernetes(&k.context, &namespace)
+            .currency("USD")
+            .service(service(timeout))
+            .backup(pg_job(&table.name))
+    };
+    let kubectl = |args: &[&str]| {
+        let mut all = vec!["-n", namespace.as_str()];
+        all.extend_from_slice(args);
+        k.kubectl(all)
+    };
+    cli.write(&file("1m"));
+    let out = cli.deploy("v1");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    cli.write(&file("3s"));
+    let started = std::time::Instant::now();
+    let out = cli.deploy("v2-migrate-hangs");
+    let all = text(&out);
+    assert_eq!(code(&out), 3, "{all}");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    assert!(
+        all.contains("release step web: `migrate` was stopped at its timeout (3s)")
+            && all.contains(&format!(
+                "the backup taken just before it is {}/production/r2/db",
+                cli.name
+            )),
+        "{all}"
+    );
+    let h = cli.history();
+    assert_eq!(h[1]["outcome"], "release_failed");
+    assert_eq!(h[1]["release_steps"][0]["outcome"], "timed_out");
+    // nothing else changed, and the Job is gone with everything it made
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "deploy",
+            "packfy-web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ]),
+        "sample:v1"
+    );
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "jobs,secrets",
+            "-l",
+            "packfy.io/role=release-step",
+            "-o",
+            "name"
+        ]),
+        ""
+    );
     let _ = kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
 }

@@ -6,7 +6,8 @@
 //!    through the Docker exec API ([`ExecIn`]); its standard output is the dump;
 //! 2. the dump streams to `<store>/<region>/<env>/<release>/<job>.<ext>` through a hashing,
 //!    counting writer into the compressor (`stream.rs`): never held in memory; the store is
-//!    a directory or an S3-compatible bucket (`s3.rs`, a multipart upload);
+//!    a directory, an S3-compatible bucket (`s3.rs`, a multipart upload) or a directory on a
+//!    host over SSH (`ssh.rs`, through ssh's stdin), reached before any job runs;
 //! 3. a manifest beside it records the sha256 and size of the dump and of the file;
 //! 4. a required job that fails stops the deploy (its files and the others of this attempt are
 //!    removed; nothing on the target was touched); a job that is not required only warns;
@@ -19,6 +20,7 @@
 //! shows the command as written, and stderr shown on failure has secret values masked.
 
 pub mod s3;
+pub mod ssh;
 pub mod store;
 pub mod stream;
 
@@ -111,6 +113,20 @@ pub fn open_store(
     s3_options: Option<&crate::config::backups::S3Options>,
 ) -> Result<Store, String> {
     let written = store.map(crate::config::expand_env);
+    if let Some(parsed) = written
+        .as_deref()
+        .and_then(crate::config::backups::parse_ssh_url)
+    {
+        return parsed
+            .and_then(|(endpoint, root)| ssh::Remote::open(endpoint, root))
+            .map(|r| Store::Ssh(std::sync::Arc::new(r)))
+            .map_err(|why| {
+                format!(
+                    "cannot open the store {}: {why}",
+                    written.clone().unwrap_or_default()
+                )
+            });
+    }
     match written
         .as_deref()
         .and_then(crate::config::backups::parse_s3_url)
@@ -161,6 +177,13 @@ pub async fn before_deploy(
             .map(|j| Ok((j.clone(), store_of(ctx, j)?)))
             .collect::<Result<_>>()?,
     };
+    // A store out of reach stops the deploy before any job runs (exit 6, naming it).
+    for (_, store) in &run.jobs {
+        store
+            .connect()
+            .await
+            .map_err(store::StoreError::into_error)?;
+    }
     run.run(&ctx.ui, target).await
 }
 

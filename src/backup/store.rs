@@ -1,6 +1,7 @@
 //! The backup store: a directory laid out as `<store>/<region>/<env>/<release>/<job>.<ext>`,
 //! each dump beside a `<job>.json` manifest (its [`BackupRecord`]), or the same layout as
-//! object keys under an S3-compatible bucket's prefix (`s3.rs`). Listing, verifying,
+//! object keys under an S3-compatible bucket's prefix (`s3.rs`), or under a directory on a
+//! host reached over SSH (`ssh.rs`). Listing, verifying,
 //! restoring and retention read the manifests, so a store copied elsewhere still works, and
 //! a backup is found again from its store and ID alone.
 
@@ -8,7 +9,10 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
+
 use super::s3::Bucket;
+use super::ssh::Remote;
 use super::stream::{self, decompressed, Hashing, ToFile, Writer};
 use super::BackupRecord;
 use crate::config::backups::Compression;
@@ -17,6 +21,10 @@ use crate::error::{Error, ExitCode};
 /// The store directory when a job names none, beside the regions directory.
 pub const DEFAULT_STORE: &str = "backups";
 
+/// Manifests of a bucket fetched at once by a listing: each is its own small GET, and one by
+/// one a region's history of backups costs a round trip each.
+const MANIFESTS_IN_FLIGHT: usize = 8;
+
 /// Where backups are kept.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -24,6 +32,8 @@ pub enum Store {
     Dir(PathBuf),
     /// `s3://bucket/prefix`.
     S3(Bucket),
+    /// `ssh://[user@]host[:port]/path`.
+    Ssh(std::sync::Arc<Remote>),
 }
 
 /// Why the store could not be read or written.
@@ -35,7 +45,7 @@ pub enum StoreError {
     /// The S3 server refused the credentials (a wrong or missing key, no permission).
     #[error("{store} refused the credentials: {why}")]
     Denied { store: String, why: String },
-    /// The S3 server could not be reached, or failed the request.
+    /// The S3 server or the SSH host could not be reached, or failed the request.
     #[error("{store}: {why}")]
     Unreachable { store: String, why: String },
 }
@@ -54,11 +64,15 @@ impl StoreError {
                 self.to_string(),
                 "check the job's s3.access_key_id and s3.secret_access_key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY where they are unset) and the bucket's permissions; secret values are never shown",
             ),
-            StoreError::Unreachable { .. } => Error::failed(
-                ExitCode::Unreachable,
-                anyhow::anyhow!(self.to_string()),
-            )
-            .with_hint("check s3.endpoint (or AWS_ENDPOINT_URL) and that the server is up; nothing was changed"),
+            StoreError::Unreachable { ref store, .. } => {
+                let hint = if store.starts_with("ssh://") {
+                    "check that the host is up and that this machine logs in to it with ssh as it is (BatchMode, known_hosts checked strictly, -F $PACKFY_SSH_CONFIG when set); nothing was changed"
+                } else {
+                    "check s3.endpoint (or AWS_ENDPOINT_URL) and that the server is up; nothing was changed"
+                };
+                Error::failed(ExitCode::Unreachable, anyhow::anyhow!(self.to_string()))
+                    .with_hint(hint)
+            }
         }
     }
 }
@@ -80,6 +94,16 @@ impl Store {
         match self {
             Store::Dir(root) => root.display().to_string(),
             Store::S3(b) => b.url.clone(),
+            Store::Ssh(r) => r.url.clone(),
+        }
+    }
+
+    /// Reaches the store before anything is written to it: a host over SSH is logged in to
+    /// (out of reach: exit 6 naming it); the other stores are reached by their first request.
+    pub async fn connect(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Ssh(r) => r.connect().await.map(drop),
+            Store::Dir(_) | Store::S3(_) => Ok(()),
         }
     }
 
@@ -96,13 +120,33 @@ impl Store {
                     Some(e) => format!("{region}/{e}"),
                     None => region.to_string(),
                 };
+                // One GET per manifest, MANIFESTS_IN_FLIGHT at a time (in the listing's order).
+                let rels = b.manifests(&under).await?;
+                let got: Vec<_> = futures_util::stream::iter(rels.iter())
+                    .map(|rel| self.manifest(rel))
+                    .buffered(MANIFESTS_IN_FLIGHT)
+                    .collect()
+                    .await;
                 let mut v = Vec::new();
-                for rel in b.manifests(&under).await? {
-                    if let Some(rec) = self.manifest(&rel).await? {
-                        v.push(rec);
-                    }
+                for rec in got {
+                    v.extend(rec?);
                 }
                 v
+            }
+            Store::Ssh(r) => {
+                let under = match env {
+                    Some(e) => format!("{region}/{e}"),
+                    None => region.to_string(),
+                };
+                r.manifests(&under)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(_, body)| {
+                        let mut rec = serde_json::from_slice::<BackupRecord>(&body).ok()?;
+                        rec.path = r.url_of(&dump_rel(&rec));
+                        Some(rec)
+                    })
+                    .collect()
             }
         };
         for r in &mut out {
@@ -142,6 +186,16 @@ impl Store {
                     return Ok(None);
                 };
                 rec.path = b.url_of(&dump_rel(&rec));
+                Ok(Some(rec))
+            }
+            Store::Ssh(r) => {
+                let Some(body) = r.get(rel).await? else {
+                    return Ok(None);
+                };
+                let Ok(mut rec) = serde_json::from_slice::<BackupRecord>(&body) else {
+                    return Ok(None);
+                };
+                rec.path = r.url_of(&dump_rel(&rec));
                 Ok(Some(rec))
             }
         }
@@ -186,6 +240,22 @@ impl Store {
                     },
                 ))
             }
+            Store::Ssh(r) => {
+                let dir = id.rsplit_once('/').map_or("", |(d, _)| d);
+                let partial = format!("{dir}/.{job}.partial");
+                let upload = r.upload(&partial)?;
+                let (to, writer) = stream::to_sink(Box::new(upload), compression);
+                let path = r.url_of(&rel);
+                Ok((
+                    to,
+                    writer,
+                    Pending {
+                        partial: PathBuf::from(partial),
+                        rel,
+                        path,
+                    },
+                ))
+            }
         }
     }
 
@@ -213,6 +283,15 @@ impl Store {
                 }
                 Ok(())
             }
+            Store::Ssh(r) => {
+                let body = serde_json::to_vec_pretty(rec).expect("a record serializes");
+                let partial = pending.partial.display().to_string();
+                if let Err(e) = r.commit(&manifest_rel, body, &partial, &pending.rel).await {
+                    let _ = r.remove(&[&partial]).await;
+                    return Err(e);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -228,6 +307,9 @@ impl Store {
             Store::S3(b) => {
                 let _ = b.delete(&pending.rel).await;
             }
+            Store::Ssh(r) => {
+                let _ = r.remove(&[&pending.partial.display().to_string()]).await;
+            }
         }
     }
 
@@ -240,6 +322,10 @@ impl Store {
             Store::S3(b) => {
                 b.delete(&dump_rel(rec)).await?;
                 b.delete(&format!("{}.json", rec.id)).await
+            }
+            Store::Ssh(r) => {
+                r.remove(&[&dump_rel(rec), &format!("{}.json", rec.id)])
+                    .await
             }
         }
     }
@@ -277,6 +363,7 @@ impl Store {
                 .map(|f| Box::new(f) as Box<dyn Read + Send>)
                 .map_err(|e| StoreError::io(format!("cannot read {}", rec.path), e)),
             Store::S3(b) => b.reader(&dump_rel(rec)).await,
+            Store::Ssh(r) => r.reader(&dump_rel(rec)).await,
         }
     }
 

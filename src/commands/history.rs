@@ -1,4 +1,5 @@
-//! `history --region R [--limit N]`: releases with outcome, actor, time, version.
+//! `history --region R [--limit N]`: releases with outcome, actor, time, version, their
+//! release steps and where each data backup taken before them is stored.
 
 use crate::context::Ctx;
 use crate::error::{ExitCode, Result};
@@ -43,6 +44,19 @@ pub fn run(ctx: &Ctx, region: &str, limit: usize) -> Result<ExitCode> {
                     _ => String::new(),
                 }
             ));
+            // Where each data backup taken before it is kept: what a restore needs.
+            for b in &r.backups {
+                ctx.ui.out(match &b.error {
+                    Some(e) => format!("{:<6} backup {}: none stored ({e})", "", b.id),
+                    None => format!(
+                        "{:<6} backup {} in {} ({})",
+                        "",
+                        b.id,
+                        b.store,
+                        crate::backup::human_bytes(b.stored_bytes)
+                    ),
+                });
+            }
             for s in &r.release_steps {
                 ctx.ui.out(format!(
                     "{:<6} release step {}: {} in {:.1}s{}{}{}",

@@ -26,8 +26,11 @@ pub struct BackupJob {
     /// Environment for the command: plain values or `{secret: "env:NAME"}` / `{secret: "file:PATH"}`.
     pub env: IndexMap<String, EnvValue>,
     /// Where the backups go [default: `backups/` beside the regions directory]: a directory,
-    /// or an S3-compatible bucket `s3://BUCKET/PREFIX` (see `s3:`). Dumps are laid out as
-    /// `<store>/<region>/<env>/<release>/<job>.<ext>`, each beside its `<job>.json` manifest.
+    /// an S3-compatible bucket `s3://BUCKET/PREFIX` (see `s3:`), or an absolute directory on
+    /// a host reached over SSH, `ssh://[USER@]HOST[:PORT]/PATH` (usually one of the region's
+    /// hosts; the system's ssh client, its keys and known_hosts, `PACKFY_SSH_CONFIG`). Dumps
+    /// are laid out as `<store>/<region>/<env>/<release>/<job>.<ext>`, each beside its
+    /// `<job>.json` manifest.
     pub store: Option<String>,
     /// How to reach an `s3://` store; unset keys fall back to the usual `AWS_*` variables.
     pub s3: Option<S3Options>,
@@ -128,6 +131,52 @@ pub fn parse_s3_url(store: &str) -> Option<Result<(&str, &str), String>> {
     } else {
         Ok((bucket, prefix))
     })
+}
+
+/// `ssh://[USER@]HOST[:PORT]/PATH` → (`ssh://[USER@]HOST[:PORT]`, `/PATH` without a
+/// trailing slash); `None` for a store that is not an SSH URL. The path is absolute and of
+/// plain characters (letters, digits, `/ . _ - +`): it goes into the commands run on the host.
+pub fn parse_ssh_url(store: &str) -> Option<Result<(&str, &str), String>> {
+    let rest = store.strip_prefix("ssh://")?;
+    let Some(slash) = rest.find('/') else {
+        return Some(Err(format!("'{store}' names no directory on the host")));
+    };
+    let (host, path) = rest.split_at(slash);
+    let endpoint = &store[..store.len() - rest.len() + slash];
+    let path = path.trim_end_matches('/');
+    let hostname = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let hostname = hostname.rsplit_once(':').map_or(hostname, |(h, port)| {
+        if port.parse::<u16>().is_ok() {
+            h
+        } else {
+            hostname
+        }
+    });
+    Some(
+        if hostname.is_empty()
+            || hostname.starts_with('-')
+            || !hostname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            Err(format!("'{host}' is not a host name"))
+        } else if path.is_empty() {
+            Err(format!("'{store}' names no directory on the host"))
+        } else if path
+            .split('/')
+            .skip(1)
+            .any(|p| p.is_empty() || p == "." || p == "..")
+            || !path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+'))
+        {
+            Err(format!(
+                "the path '{path}' has an empty, '.' or '..' part, or a character other than letters, digits and / . _ - +"
+            ))
+        } else {
+            Ok((endpoint, path))
+        },
+    )
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -280,7 +329,14 @@ pub fn check(cfg: &RegionConfig, report: &mut dyn FnMut(&str, String, &str)) {
             report(
                 &format!("{p}.store"),
                 format!("{p}.store: is empty"),
-                "a directory, s3://BUCKET/PREFIX, or leave it unset for backups/ beside the regions directory",
+                "a directory, s3://BUCKET/PREFIX, ssh://[USER@]HOST/PATH, or leave it unset for backups/ beside the regions directory",
+            );
+        }
+        if let Some(Err(why)) = job.store.as_deref().and_then(parse_ssh_url) {
+            report(
+                &format!("{p}.store"),
+                format!("{p}.store: {why}"),
+                "write ssh://[USER@]HOST[:PORT]/ABSOLUTE/PATH: a host as ssh knows it (one of the region's hosts), then a directory there",
             );
         }
         check_s3(&p, job, report);
@@ -419,6 +475,21 @@ services:
     }
 
     #[test]
+    fn ssh_stores_name_a_host_and_an_absolute_directory() {
+        assert_eq!(
+            problems("  - {name: db, command: [a], store: \"ssh://deploy@h1.packfy.test/var/backups\"}\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems("  - {name: db, command: [a], store: \"ssh://h1.packfy.test\"}\n  - {name: e, command: [a], store: \"ssh://h1/srv/../etc\"}\n"),
+            [
+                "backups.0.store: 'ssh://h1.packfy.test' names no directory on the host at r.yaml:6:37 — write ssh://[USER@]HOST[:PORT]/ABSOLUTE/PATH: a host as ssh knows it (one of the region's hosts), then a directory there",
+                "backups.1.store: the path '/srv/../etc' has an empty, '.' or '..' part, or a character other than letters, digits and / . _ - + at r.yaml:7:36 — write ssh://[USER@]HOST[:PORT]/ABSOLUTE/PATH: a host as ssh knows it (one of the region's hosts), then a directory there",
+            ]
+        );
+    }
+
+    #[test]
     fn s3_stores_name_a_bucket_and_keep_their_secret_key_out_of_the_file() {
         assert_eq!(
             problems("  - {name: db, command: [a], store: \"s3://packfy-backups/prod/eu\", s3: {endpoint: \"${S3_URL}\", region: eu-west-1, access_key_id: AKIA1, secret_access_key: {secret: \"env:S3_SECRET\"}}}\n"),
@@ -438,6 +509,29 @@ services:
             Some(Ok(("bkt", "a/b")))
         );
         assert_eq!(super::parse_s3_url("s3://bkt"), Some(Ok(("bkt", ""))));
+        assert_eq!(
+            super::parse_ssh_url("ssh://deploy@h1.packfy.test:2222/var/backups/"),
+            Some(Ok(("ssh://deploy@h1.packfy.test:2222", "/var/backups")))
+        );
+        assert_eq!(
+            super::parse_ssh_url("ssh://h1/srv/b"),
+            Some(Ok(("ssh://h1", "/srv/b")))
+        );
+        assert_eq!(super::parse_ssh_url("/srv/b"), None);
+        for bad in [
+            "ssh://h1",
+            "ssh://h1/",
+            "ssh:///srv",
+            "ssh://-oProxyCommand=x/srv",
+            "ssh://h1/srv/../etc",
+            "ssh://h1/srv/a b",
+            "ssh://h1/srv/$(id)",
+        ] {
+            assert!(
+                super::parse_ssh_url(bad).unwrap().is_err(),
+                "{bad} was accepted"
+            );
+        }
         assert!(super::parse_s3_url("s3://bkt/a//b").unwrap().is_err());
         assert_eq!(super::parse_s3_url("/var/backups"), None);
     }

@@ -4,6 +4,12 @@
 # (or PACKFY_PG_PORT). Database `packfy`, owned by role `packfy` (password $PG_PASSWORD, SCRAM
 # on 127.0.0.1): PACKFY_PG_URL works with psql and pg_dump as they are.
 #
+# Containers reach it too (a release step's migration connects to it): it also listens on
+# the gateway address of each Docker engine's `bridge` network (10.199.N.1 for the private
+# daemons), and pg_hba lets role packfy into database packfy from those subnets only, by
+# SCRAM. A container's URL is PACKFY_PG_URL with 127.0.0.1 replaced by its gateway. The
+# engines come up first (up.sh's order); when their bridges change, the server restarts.
+#
 # The password is unlike the user and database names on purpose: tests look for it in output
 # that must never show it, and a password of `packfy` would be found in every line that
 # names the app.
@@ -16,6 +22,26 @@ pg_bindir() {
 }
 
 pg_run() { runuser -u postgres -- "$@"; }
+
+# "GATEWAY SUBNET" of each Docker engine's IPv4 bridge network, one a line.
+pg_bridges() {
+  local h
+  for h in $(state_get docker PACKFY_DOCKER_HOSTS); do
+    docker -H "$h" network inspect bridge \
+      -f '{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{"\n"}}{{end}}' 2>/dev/null
+  done | awk 'NF == 2 && $1 !~ /:/' | sort -u
+}
+
+# pg_hba_bridges DATA SUBNET…: the bridges' rules (role and database packfy, SCRAM) in place
+# of the ones written before.
+pg_hba_bridges() {
+  local hba="$1/pg_hba.conf" s
+  shift
+  pg_run sed -i '/# packfy: docker bridge$/d' "$hba" || return 1
+  for s in "$@"; do
+    echo "host packfy packfy $s scram-sha-256 # packfy: docker bridge" | pg_run tee -a "$hba" >/dev/null || return 1
+  done
+}
 
 postgres_up() {
   local bin dir="$ENV_DIR/pg" data logf="$LOG_DIR/postgres.log" port sockdir url
@@ -31,7 +57,12 @@ postgres_up() {
   sockdir="$(short_run_dir)/pg"
   port="$(state_get postgres PORT)"
   url="postgresql://packfy:$PG_PASSWORD@127.0.0.1:$port/packfy"
-  if [[ -n "$port" ]] && pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 &&
+  local bridges listen subnets=()
+  bridges="$(pg_bridges)"
+  listen="127.0.0.1$(awk '{printf ",%s", $1}' <<<"$bridges")"
+  [[ -n "$bridges" ]] && mapfile -t subnets < <(awk '{print $2}' <<<"$bridges")
+  if [[ -n "$port" ]] && [[ "$(state_get postgres LISTEN)" == "$listen" ]] &&
+    pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 &&
     PGCONNECT_TIMEOUT=3 psql "$url" -Atqc 'select 1' >/dev/null 2>&1; then
     log "postgres: already up on 127.0.0.1:$port"
     return 0
@@ -51,13 +82,18 @@ postgres_up() {
       return 1
     fi
   fi
-  # A server left from a killed run would hold the data directory: stop it first.
+  if ! pg_hba_bridges "$data" "${subnets[@]}"; then
+    fail postgres "could not write the bridges' rules into $data/pg_hba.conf"
+    return 1
+  fi
+  # A server left from a killed run (or one listening on other bridges) would hold the data
+  # directory: stop it first.
   pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 && pg_run "$bin/pg_ctl" -D "$data" stop -m fast >/dev/null 2>&1
   port="$(free_port "${PACKFY_PG_PORT:-55432}")"
   touch "$logf" && chown postgres: "$logf"
   # -w waits until it accepts connections; setsid keeps make's Ctrl-C away from it.
   if ! pg_run setsid "$bin/pg_ctl" -D "$data" -l "$logf" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$sockdir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-c listen_addresses=$listen -c port=$port -c unix_socket_directories=$sockdir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
     >>"$logf" 2>&1; then
     fail postgres "pg_ctl start failed" "$logf"
     return 1
@@ -81,8 +117,8 @@ END \$\$;"
     fail postgres "cannot connect as $url" "$logf"
     return 1
   fi
-  log "postgres: up on 127.0.0.1:$port (database packfy)"
-  state_set postgres "PORT=$port" "PACKFY_PG_URL=$url"
+  log "postgres: up on 127.0.0.1:$port (database packfy; also on ${listen#127.0.0.1,} for the containers)"
+  state_set postgres "PORT=$port" "LISTEN=$listen" "PACKFY_PG_URL=$url"
 }
 
 postgres_down() {

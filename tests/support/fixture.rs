@@ -679,6 +679,11 @@ impl Backup {
         self.with("store", q(&dir.display().to_string()))
     }
 
+    /// A store written as a URL (`ssh://root@h1.packfy.test/srv/backups`).
+    pub fn store_url(self, url: &str) -> Backup {
+        self.with("store", q(url))
+    }
+
     /// An S3-compatible bucket as the store: `store: URL` (`s3://bucket/prefix`) and `s3:`
     /// with the endpoint, and the credentials when given (the access key ID as written, the
     /// secret key as a secret reference); unset ones come from the `AWS_*` variables.

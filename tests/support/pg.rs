@@ -54,3 +54,33 @@ impl TestEnv {
         None
     }
 }
+
+impl TestEnv {
+    /// `PACKFY_PG_URL` as a container on the engine `docker_host` reaches it: the host part is
+    /// the gateway of the engine's `bridge` network, where tests/env/postgres.sh also listens
+    /// (and lets role packfy in by SCRAM from that subnet only).
+    pub fn pg_url_for_containers(&self, docker_host: &str) -> String {
+        let gateway = super::stdout(&super::docker(
+            docker_host,
+            [
+                "network",
+                "inspect",
+                "bridge",
+                "-f",
+                "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+            ],
+        ));
+        let gateway = gateway
+            .split_whitespace()
+            .find(|a| !a.contains(':'))
+            .unwrap_or_else(|| panic!("{docker_host}'s bridge network has no IPv4 gateway"))
+            .to_string();
+        assert!(
+            self.pg_url.contains("@127.0.0.1:"),
+            "PACKFY_PG_URL {:?} is not on 127.0.0.1",
+            self.pg_url
+        );
+        self.pg_url
+            .replacen("@127.0.0.1:", &format!("@{gateway}:"), 1)
+    }
+}

@@ -11,9 +11,13 @@
 //!
 //! `packfy-sample migrate` acts as a release step (a migration tool) instead of serving: it
 //! prints what it does and, last, `schema N` (`MIGRATE_SCHEMA`, default 1), then exits 0.
-//! `MIGRATE_SLEEP_SECS` makes it take that long first (a hanging migration); `MIGRATE_FAIL=1`
-//! makes it fail (exit 1) after printing the database it was given (`DATABASE_URL`), as
-//! migration tools' connection errors do — the secret a deploy must mask.
+//! With `MIGRATE_SQL` it is a real migration: it connects to PostgreSQL at `DATABASE_URL` and
+//! runs those statements one by one, outside a transaction (as many migration tools do, so a
+//! failure midway leaves the statements before it applied); a failing statement makes it exit
+//! 1 after printing the database it was given and PostgreSQL's error, as migration tools'
+//! errors do — the URL is the secret a deploy must mask. `MIGRATE_SLEEP_SECS` makes it take
+//! that long first (a hanging migration); `MIGRATE_FAIL=1` makes it fail the same way without
+//! a database.
 //!
 //! `packfy-sample healthcheck [HOST:PORT]` asks `/health` of the server on 127.0.0.1:PORT (or
 //! HOST:PORT) and exits 0 on 200, 1 otherwise: the image's `HEALTHCHECK` (a `FROM scratch`
@@ -79,7 +83,7 @@ fn main() {
     }
 }
 
-/// `packfy-sample migrate`: a stand-in migration tool; its exit code.
+/// `packfy-sample migrate`: a migration tool; its exit code.
 fn migrate(cfg: &Config) -> i32 {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let schema = env("MIGRATE_SCHEMA").unwrap_or_else(|| "1".into());
@@ -91,15 +95,53 @@ fn migrate(cfg: &Config) -> i32 {
         println!("packfy-sample: this migration takes {secs}s");
         std::thread::sleep(Duration::from_secs_f64(secs));
     }
-    if env("MIGRATE_FAIL").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")) {
+    let database = env("DATABASE_URL");
+    let fail = |why: &dyn std::fmt::Display| {
         eprintln!(
-            "error: cannot apply migration {schema} on {}: relation \"parcels\" already exists",
-            env("DATABASE_URL").unwrap_or_else(|| "(no DATABASE_URL)".into())
+            "error: cannot apply migration {schema} on {}: {why}",
+            database.as_deref().unwrap_or("(no DATABASE_URL)")
         );
-        return 1;
+        1
+    };
+    if env("MIGRATE_FAIL").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")) {
+        return fail(&"relation \"parcels\" already exists");
+    }
+    if let Some(sql) = env("MIGRATE_SQL") {
+        let Some(url) = database.as_deref() else {
+            return fail(&"MIGRATE_SQL is set but DATABASE_URL is not");
+        };
+        if let Err(e) = run_sql(url, &sql) {
+            return fail(&e);
+        }
     }
     println!("schema {schema}");
     0
+}
+
+/// Runs `sql`'s statements (separated by `;`) one by one on the database at `url`, each
+/// committed on its own; stops at the first error (PostgreSQL's message, with its detail).
+fn run_sql(url: &str, sql: &str) -> Result<(), String> {
+    let mut config: postgres::Config = url.parse().map_err(|e| format!("bad DATABASE_URL: {e}"))?;
+    config.connect_timeout(Duration::from_secs(10));
+    let mut client = config
+        .connect(postgres::NoTls)
+        .map_err(|e| format!("cannot connect: {}", pg_error(&e)))?;
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        println!("packfy-sample: {statement}");
+        client.batch_execute(statement).map_err(|e| pg_error(&e))?;
+    }
+    Ok(())
+}
+
+/// A PostgreSQL error as migration tools print it: the server's message, or the cause.
+fn pg_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 fn serve(cfg: Config) {
