@@ -366,12 +366,17 @@ impl Canary {
                     self.set_share(d, w).await?
                 }
                 Step::Pause(Pause(None)) => {
-                    let why = format!(
-                        "paused at step {}/{} ({}% to the new release) until promote",
-                        self.next,
-                        self.steps.len(),
-                        self.weight
-                    );
+                    let why = if self.blue_green.is_some() {
+                        "blue-green at its preview (production all on the old set) until promote"
+                            .to_string()
+                    } else {
+                        format!(
+                            "paused at step {}/{} ({}% to the new release) until promote",
+                            self.next,
+                            self.steps.len(),
+                            self.weight
+                        )
+                    };
                     self.paused = Some(why.clone());
                     save.save(self).await?;
                     return Ok(Ended::Paused(why));
@@ -675,8 +680,8 @@ impl Canary {
         d.ui.status(
             "Switched",
             format!(
-                "all traffic back on the old set in one Runtime API line ({} ms)",
-                took.as_millis()
+                "all traffic back on the old set in one Runtime API line ({:.1} ms)",
+                took.as_secs_f64() * 1000.0
             ),
         );
         for s in &self.services {

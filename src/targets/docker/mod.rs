@@ -1317,13 +1317,13 @@ async fn runtime_api(address: &str, target: &DockerTarget) -> Result<Haproxy> {
     Ok(Haproxy::over_ssh(host.login().await?, path))
 }
 
-/// Services whose canary analysis has an `http` check (in `rollout.analysis` or a step's):
-/// it is made from the machine running the CLI.
+/// Services whose canary or blue-green analysis has an `http` check (in `rollout.analysis`
+/// or a step's): it is made from the machine running the CLI.
 fn canaries_checked_from_here(cfg: &crate::config::RegionConfig) -> Vec<String> {
     use crate::config::progressive::{Step, Strategy};
     cfg.services
         .iter()
-        .filter(|(_, s)| s.rollout.strategy == Strategy::Canary)
+        .filter(|(_, s)| matches!(s.rollout.strategy, Strategy::Canary | Strategy::BlueGreen))
         .filter(|(_, s)| {
             s.rollout.analysis.http.is_some()
                 || s.rollout
