@@ -205,6 +205,12 @@ fn preview_then_promote_from_another_process_then_an_instant_rollback_inside_the
     // A second deploy meets the lock the preview holds.
     let out = r.deploy(&v2);
     assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("blue-green at its preview (production all on the old set) until promote"),
+        "{}",
+        stderr(&out)
+    );
 
     // Promote from another process: it switches, then waits out the window.
     let promote = support::spawn_cli(
@@ -372,4 +378,31 @@ fn a_missing_preview_backend_is_refused_before_anything_changes() {
         stderr(&out)
     );
     assert_eq!(r.running_versions(), vec![v1; 3]);
+}
+
+#[test]
+fn abort_at_the_preview_removes_the_new_set_from_both_backends() {
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let (r, tags, _images) = serving_v1(&env, &lane, Rollout::new().blue_green(), &[("v2", &[])]);
+    let (v1, v2) = (tags[0].clone(), tags[1].clone());
+    let load = Answers::start(&r.frontend, "/version");
+    let out = r.deploy(&v2);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(r.weights(&lane, &lane.preview_backend()).len(), 3);
+    let out = r.run(&["abort", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+    let w = r.weights(&lane, &lane.backend);
+    assert!(w.len() == 3 && w.iter().all(|(_, w)| *w == 1), "{w:?}");
+    assert!(r.weights(&lane, &lane.preview_backend()).is_empty());
+    let h = r.json(&["history"]);
+    assert_eq!(h[0]["outcome"], "rolled_back", "{h:#}");
+    // The lock is free again: the next deploy goes to the preview once more.
+    let out = r.deploy(&v2);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = r.run(&["abort", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (all, errors) = load.finish();
+    assert_eq!(share(&all, &v1), 100.0, "{all:?} {errors:?}");
 }
