@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::answers::{failed, share, Answers as Load};
 use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
 use support::{code, stderr, Lane, TestEnv};
 
@@ -122,132 +120,6 @@ impl Drop for Region {
     }
 }
 
-/// Bounded load through HAProxy: keep-alive clients and one that opens a connection per
-/// request, counting answers by body (the version, or `5xx`/`error: …`).
-struct Load {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<HashMap<String, u64>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    /// `path`: `/version` (answers the version) or `/` (the sample app's `ERROR_RATE`).
-    fn start(frontend: &str, path: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(HashMap::new()));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let handles = (0..3)
-            .map(|i| {
-                let (stop, seen, errors) = (stop.clone(), seen.clone(), errors.clone());
-                let frontend = frontend.to_string();
-                let keep_alive = i > 0;
-                std::thread::spawn(move || {
-                    let mut conn: Option<support::HttpConnection> = None;
-                    let mut n = 0u32;
-                    while !stop.load(Ordering::Relaxed)
-                        && started.elapsed() < Duration::from_secs(150)
-                        && n < 100_000
-                    {
-                        n += 1;
-                        let r = match (keep_alive, conn.as_mut()) {
-                            (true, Some(c)) => c.get(path),
-                            _ => support::HttpConnection::open(&frontend).and_then(|mut c| {
-                                let r = c.get(path);
-                                if keep_alive {
-                                    conn = Some(c);
-                                }
-                                r
-                            }),
-                        };
-                        let key = match r {
-                            Ok(r) if r.status == 200 && path == "/version" => {
-                                r.body.trim().to_string()
-                            }
-                            Ok(r) if r.status == 200 => "200".to_string(),
-                            Ok(r) if r.status >= 500 => {
-                                if path == "/version" {
-                                    errors.lock().unwrap().push(format!("status {}", r.status));
-                                }
-                                "5xx".to_string()
-                            }
-                            Ok(r) => format!("status {}", r.status),
-                            Err(e) => {
-                                conn = None;
-                                errors.lock().unwrap().push(e.to_string());
-                                "error".to_string()
-                            }
-                        };
-                        *seen.lock().unwrap().entry(key).or_default() += 1;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            seen,
-            errors,
-            handles,
-        }
-    }
-
-    fn snapshot(&self) -> HashMap<String, u64> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// The answers counted between two snapshots.
-    fn between(a: &HashMap<String, u64>, b: &HashMap<String, u64>) -> HashMap<String, u64> {
-        b.iter()
-            .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0)))
-            .collect()
-    }
-
-    /// Waits until `n` more answers came, then returns them.
-    fn window(&self, n: u64) -> HashMap<String, u64> {
-        let a = self.snapshot();
-        let t0 = Instant::now();
-        loop {
-            let b = self.snapshot();
-            let got: u64 = Self::between(&a, &b).values().sum();
-            if got >= n || t0.elapsed() > Duration::from_secs(60) {
-                return Self::between(&a, &b);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops it; returns every answer counted and the first errors.
-    fn finish(mut self) -> (HashMap<String, u64>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in std::mem::take(&mut self.handles) {
-            h.join().unwrap();
-        }
-        let seen = self.seen.lock().unwrap().clone();
-        let errors = self
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .take(5)
-            .cloned()
-            .collect();
-        (seen, errors)
-    }
-}
-
-/// A test that fails while its load runs must not leave the clients going: they would load
-/// the lane the next test leases (seen: a canary test judged another's traffic).
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in std::mem::take(&mut self.handles) {
-            let _ = h.join();
-        }
-    }
-}
-
 /// A region of `rollout` whose first release, `v1`, serves (it rolls: nothing to compare
 /// with yet), and the images of `versions` (name and the sample app's build switches), each
 /// tagged `NAME-REGION`. Returns the region, the tags (v1 first) and the images' guards.
@@ -271,19 +143,6 @@ fn serving_v1(
     let out = r.deploy(&tags[0]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     (r, tags, images)
-}
-
-/// Answers that were neither a 200 from one of `versions` (a failed request).
-fn failed(all: &HashMap<String, u64>, versions: &[&String]) -> u64 {
-    all.iter()
-        .filter(|(k, _)| !versions.contains(k))
-        .map(|(_, n)| n)
-        .sum()
-}
-
-fn share(counts: &HashMap<String, u64>, version: &str) -> f64 {
-    let total: u64 = counts.values().sum();
-    100.0 * counts.get(version).copied().unwrap_or(0) as f64 / total.max(1) as f64
 }
 
 #[test]

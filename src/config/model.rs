@@ -460,7 +460,7 @@ pub struct Rollout {
     pub max_5xx_ratio: f64,
     /// Kubernetes `progressDeadlineSeconds`.
     pub progress_deadline: Duration,
-    /// `rolling` (the default) or `canary`.
+    /// `rolling` (the default), `canary` or `blue_green`.
     pub strategy: super::progressive::Strategy,
     /// A canary's steps, in order: `{weight: N}`, `{pause: 2m}`, `{pause: {}}` (until
     /// `promote`), `{analysis: {...}}`.
@@ -468,6 +468,15 @@ pub struct Rollout {
     /// What a canary's new release must show, at its `analysis` steps and in the background
     /// of its timed pauses.
     pub analysis: super::progressive::Analysis,
+    /// `blue_green`: where the new set answers before `promote` (Docker: an HAProxy backend
+    /// of its own, behind its own frontend, both in haproxy.cfg).
+    pub preview: super::progressive::Preview,
+    /// `blue_green`: how long the old set stays (running, weight 0) after the switch, so a
+    /// `rollback` in that time is one Runtime API line.
+    pub scale_down_delay: Duration,
+    /// `blue_green`: switch as soon as the new set is healthy and its `analysis` (if any)
+    /// passed, without waiting for `promote` (default false).
+    pub auto_promote: bool,
 }
 
 impl Default for Rollout {
@@ -482,6 +491,9 @@ impl Default for Rollout {
             strategy: super::progressive::Strategy::Rolling,
             steps: Vec::new(),
             analysis: super::progressive::Analysis::default(),
+            preview: super::progressive::Preview::default(),
+            scale_down_delay: Duration::from_secs(30),
+            auto_promote: false,
         }
     }
 }

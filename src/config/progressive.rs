@@ -34,6 +34,10 @@ pub enum Strategy {
     /// New containers beside the old ones take a weighted share of the traffic, step by
     /// step (`steps`), judged by `analysis`; HAProxy regions only.
     Canary,
+    /// The full new set starts beside the old one on a `preview` backend, is judged there by
+    /// `analysis` (if set), then takes all the traffic at once (`promote`, or
+    /// `auto_promote`); the old set stays for `scale_down_delay`. HAProxy regions only.
+    BlueGreen,
 }
 
 impl Strategy {
@@ -41,6 +45,7 @@ impl Strategy {
         match self {
             Strategy::Rolling => "rolling",
             Strategy::Canary => "canary",
+            Strategy::BlueGreen => "blue_green",
         }
     }
 }
@@ -142,6 +147,46 @@ pub struct Analysis {
     pub min_requests: Option<u64>,
 }
 
+/// Where a blue-green's new set answers before it is promoted.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preview {
+    /// Docker: the HAProxy backend of the preview (default: the service's backend with
+    /// `_preview` after it). It must be in haproxy.cfg, behind a frontend of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Where that frontend answers (`http://host:port`), for `plan` and `status`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<String>,
+}
+
+impl Preview {
+    /// The preview backend of a service whose production backend is `backend`.
+    pub fn backend_for(&self, backend: &str) -> String {
+        self.backend
+            .clone()
+            .unwrap_or_else(|| format!("{backend}_preview"))
+    }
+}
+
+/// A blue-green's steps as a canary runs them: the pre-promotion analysis (when the rollout
+/// sets one), the wait for `promote` (unless `auto_promote`), then all the traffic at once.
+pub fn blue_green_steps(r: &Rollout) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if r.analysis != Analysis::default() {
+        // Its conditions are the rollout's; the duration is shown with the step.
+        steps.push(Step::Analysis(Analysis {
+            duration: r.analysis.duration,
+            ..Analysis::default()
+        }));
+    }
+    if !r.auto_promote {
+        steps.push(Step::Pause(Pause(None)));
+    }
+    steps.push(Step::Weight(100));
+    steps
+}
+
 /// The conditions an analysis checks, every default filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conditions {
@@ -199,6 +244,9 @@ pub fn check(
 ) {
     let r = &s.rollout;
     let rp = format!("{p}.rollout");
+    if r.strategy == Strategy::BlueGreen {
+        return blue_green(&rp, r, haproxy_backend, report);
+    }
     if r.strategy == Strategy::Rolling {
         if !r.steps.is_empty() {
             report(
@@ -267,6 +315,49 @@ pub fn check(
     analysis(&format!("{rp}.analysis"), &r.analysis, report);
 }
 
+/// The rules of `strategy: blue_green` (`rp`: `services.web.rollout`).
+fn blue_green(
+    rp: &str,
+    r: &Rollout,
+    haproxy_backend: Option<bool>,
+    report: &mut dyn FnMut(&str, String, &str),
+) {
+    match haproxy_backend {
+        Some(true) => {}
+        Some(false) => report(
+            &format!("{rp}.strategy"),
+            format!("{rp}.strategy: blue_green needs the service behind HAProxy"),
+            "add the service under `traffic.haproxy.backends`, and a preview backend with its own frontend to haproxy.cfg",
+        ),
+        None => report(
+            &format!("{rp}.strategy"),
+            format!(
+                "{rp}.strategy: blue_green is built for Docker regions with `traffic: haproxy` only (not yet on Kubernetes)"
+            ),
+            "use `strategy: rolling` on this region (an environment overlay can set it)",
+        ),
+    }
+    if !r.steps.is_empty() {
+        report(
+            &format!("{rp}.steps"),
+            format!("{rp}.steps: steps are for `strategy: canary`; a blue-green switches at once"),
+            "remove the steps; `analysis` judges the preview before the switch, `auto_promote` says whether to wait for `promote`",
+        );
+    }
+    if r.preview
+        .backend
+        .as_deref()
+        .is_some_and(|b| b.trim().is_empty())
+    {
+        report(
+            &format!("{rp}.preview.backend"),
+            format!("{rp}.preview.backend is empty"),
+            "name the HAProxy backend of the preview, or leave it out for `<backend>_preview`",
+        );
+    }
+    analysis(&format!("{rp}.analysis"), &r.analysis, report);
+}
+
 fn analysis(ap: &str, a: &Analysis, report: &mut dyn FnMut(&str, String, &str)) {
     if let Some(x) = a.max_5xx_ratio.filter(|x| !(0.0..=1.0).contains(x)) {
         report(
@@ -318,6 +409,31 @@ mod tests {
         assert_eq!(c.duration, Duration::from_secs(30));
         assert_eq!(c.max_response_time, Some(Duration::from_secs(1)));
         assert_eq!(Conditions::of(&r, None).max_5xx_ratio, 0.02);
+    }
+
+    #[test]
+    fn a_blue_green_runs_as_analysis_then_wait_then_all_at_once() {
+        let mut r = Rollout {
+            strategy: Strategy::BlueGreen,
+            ..Rollout::default()
+        };
+        assert_eq!(
+            describe(&blue_green_steps(&r)),
+            "pause (until promote) → weight 100%"
+        );
+        r.analysis.max_5xx_ratio = Some(0.01);
+        assert_eq!(
+            describe(&blue_green_steps(&r)),
+            "analysis 10s → pause (until promote) → weight 100%"
+        );
+        r.auto_promote = true;
+        assert_eq!(
+            describe(&blue_green_steps(&r)),
+            "analysis 10s → weight 100%"
+        );
+        assert_eq!(r.preview.backend_for("be_web"), "be_web_preview");
+        r.preview.backend = Some("other".into());
+        assert_eq!(r.preview.backend_for("be_web"), "other");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub async fn deploy(ctx: &Ctx, region: &str, opts: &DeployOptions) -> Result<Exi
     let lock = LockGuard::take(t.as_ref(), &reason, opts.lock_wait).await?; // 4. the lock
     let result = locked_deploy(ctx, t.as_mut(), &version, opts, started).await;
     lock.release_or_hold(t.as_ref()).await; // 15. unlock (a paused canary keeps it)
+    steps::end_window(t.as_ref(), &result).await; // 16. a blue-green's old set, after its window
     result
 }
 

@@ -11,7 +11,9 @@
 //! 4. `abort`: all traffic back to the old release, the new one removed, recorded
 //!    `rolled_back`; `promote`/`resume`: the remaining steps run (`--full`: none of them),
 //!    then the deploy ends as it would have (verify, record, prune, notify) — or pauses again;
-//! 5. unlock, or hold the lock again for the next pause.
+//! 5. unlock, or hold the lock again for the next pause;
+//! 6. a promoted blue-green: its old set stays for `scale_down_delay` (no lock held, so a
+//!    `rollback` from anywhere switches back at once), then goes (see `steps::end_window`).
 
 use std::time::Instant;
 
@@ -84,6 +86,7 @@ pub async fn steer(ctx: &Ctx, region: &str, how: Steer) -> Result<ExitCode> {
     let lock = LockGuard::take(t.as_ref(), &format!("{} {}", how.verb(), last.id), None).await?;
     let result = locked_steer(t.as_ref(), &history, last, how, started).await;
     lock.release_or_hold(t.as_ref()).await; // 5.
+    steps::end_window(t.as_ref(), &result).await; // 6. a blue-green's old set, after its window
     result
 }
 

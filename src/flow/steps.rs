@@ -138,6 +138,65 @@ impl LockGuard {
     }
 }
 
+/// Step: a blue-green this process promoted keeps its old set (running, weight 0) until its
+/// window ends, holding no lock meanwhile, so a `rollback` from any runner switches back in
+/// one Runtime API line. Then, under the lock again, the old set goes — unless a rollback or
+/// a deploy came first (that deploy removed it; after a rollback it serves). No controller
+/// runs between commands: a process killed while it waits leaves the old set to the next
+/// deploy or rollback, which end the window first.
+pub async fn end_window(t: &dyn Target, result: &Result<ExitCode>) {
+    if !matches!(result, Ok(ExitCode::Success)) {
+        return;
+    }
+    let Some((id, until)) = t.window() else {
+        return;
+    };
+    let r = t.region();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let wait = until.saturating_sub(now);
+    r.ui.status(
+        "Keeping",
+        format!(
+            "the old set beside {id} for {wait}s; `packfy-deploy rollback --region {}` switches back at once",
+            r.name
+        ),
+    );
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let lock = match LockGuard::take(t, &format!("scale down after {id}"), Some(WINDOW_LOCK_WAIT))
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            r.ui.warn(format!(
+                "could not take the lock to scale down the old set ({e}); the next deploy or rollback removes it"
+            ));
+            return;
+        }
+    };
+    let done = async { t.end_window(&t.history().await?, &id).await }.await;
+    match done {
+        Ok(true) => {
+            r.ui.status("Scaled down", format!("the old set beside {id}"))
+        }
+        Ok(false) => r.ui.status(
+            "Kept",
+            format!(
+                "the old set: {id} no longer serves as promoted (a rollback or deploy came first)"
+            ),
+        ),
+        Err(e) => r.ui.warn(format!(
+            "could not scale down the old set: {e:#}; the next deploy or rollback removes it"
+        )),
+    }
+    lock.release(t).await;
+}
+
+/// How long the end of a blue-green's window waits for the lock (a deploy or rollback that
+/// holds it ends the window itself).
+const WINDOW_LOCK_WAIT: Duration = Duration::from_secs(600);
+
 /// How long a paused canary holds its region's lock: until `promote` or `abort`, in
 /// practice; the expiry only frees a region whose canary everyone forgot.
 pub const PAUSED_LOCK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);

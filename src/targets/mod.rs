@@ -345,6 +345,16 @@ pub trait Target: Send + Sync {
             how.verb()
         )
     }
+    /// After a promotion this process made: the release and when the old set's window ends
+    /// (seconds since the epoch), for the flow to end it then.
+    fn window(&self) -> Option<(String, u64)> {
+        None
+    }
+    /// Ends the window of the promoted release `id` if it still serves with its old set kept:
+    /// the old set goes. False: nothing to do (a rollback or a deploy came first).
+    async fn end_window(&self, _history: &[Release], _id: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
     /// Asks a rollout running in another process to pause or abort at its next tick.
     async fn ask(&self, how: Steer) -> anyhow::Result<()> {
         anyhow::bail!(

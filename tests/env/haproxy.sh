@@ -17,6 +17,8 @@
 # - a pool of test lanes packfy_t1 … packfy_tK (K = PACKFY_HAPROXY_TEST_LANES, default 6),
 #   frontends from 127.0.0.1:18100 up (base PACKFY_HAPROXY_TEST_PORT). Tests running at the
 #   same time must not share a backend: they lease a lane (tests/support, TestEnv::lease_lane).
+#   Each lane has a blue-green preview beside it: backend packfy_tN_preview behind its own
+#   frontend (HAProxy makes no backend at run time, so a preview must be in the file).
 #
 # A drained or stopped server never fails a request: `retry-on` retries a request whose
 # connection was refused, closed before any answer or answered with junk, and
@@ -97,7 +99,7 @@ pick_ports() {
 
 haproxy_up() {
   local count lanes pidf="$RUN_DIR/haproxy.pid" logf="$LOG_DIR/haproxy.log" cfg="$ENV_DIR/haproxy/haproxy.cfg"
-  local sock i ports=() lane_ports=() specs=() backends=() frontends=() lane_bes=() lane_fes=()
+  local sock i ports=() lane_ports=() preview_ports=() specs=() backends=() frontends=() lane_bes=() lane_fes=() preview_fes=()
   count="$(dockerd_count)"
   lanes="${PACKFY_HAPROXY_TEST_LANES:-6}"
   [[ "$lanes" =~ ^[0-9]+$ ]] || lanes=6
@@ -106,12 +108,14 @@ haproxy_up() {
   if pid_alive "$pidf" haproxy; then
     read -r -a ports <<<"$(state_get haproxy REGION_PORTS)"
     read -r -a lane_ports <<<"$(state_get haproxy LANE_PORTS)"
+    read -r -a preview_ports <<<"$(state_get haproxy PREVIEW_PORTS)"
   fi
-  if ((${#ports[@]} != count || ${#lane_ports[@]} != lanes)); then
+  if ((${#ports[@]} != count || ${#lane_ports[@]} != lanes || ${#preview_ports[@]} != lanes)); then
     # New counts: a new configuration, so stop the old HAProxy before looking for free ports.
     stop_pidfile "$pidf" haproxy 10
     read -r -a ports <<<"$(pick_ports "${PACKFY_HAPROXY_PORT:-18000}" "$count")"
     read -r -a lane_ports <<<"$(pick_ports "${PACKFY_HAPROXY_TEST_PORT:-18100}" "$lanes" "${ports[@]}")"
+    read -r -a preview_ports <<<"$(pick_ports "$((${PACKFY_HAPROXY_TEST_PORT:-18100} + 50))" "$lanes" "${ports[@]}" "${lane_ports[@]}")"
   fi
   for ((i = 1; i <= count; i++)); do
     backends+=("$(haproxy_backend_name "$i")")
@@ -122,6 +126,8 @@ haproxy_up() {
     lane_bes+=("packfy_t$i")
     lane_fes+=("127.0.0.1:${lane_ports[i - 1]}")
     specs+=("packfy_t$i=${lane_ports[i - 1]}")
+    preview_fes+=("127.0.0.1:${preview_ports[i - 1]}")
+    specs+=("packfy_t${i}_preview=${preview_ports[i - 1]}")
   done
   mkdir -p "$(dirname "$cfg")"
   haproxy_config "$sock" "${specs[@]}" >"$cfg.new"
@@ -146,6 +152,8 @@ haproxy_up() {
     log "haproxy: up (${frontends[*]} + $lanes test lanes; runtime API $sock)"
   fi
   state_set haproxy "REGION_PORTS=${ports[*]}" "LANE_PORTS=${lane_ports[*]}" \
+    "PREVIEW_PORTS=${preview_ports[*]}" \
+    "PACKFY_HAPROXY_TEST_PREVIEW_FRONTENDS=${preview_fes[*]}" \
     "PACKFY_HAPROXY_SOCKET=$sock" \
     "PACKFY_HAPROXY_FRONTEND=${frontends[0]}" \
     "PACKFY_HAPROXY_BACKEND=${backends[0]}" \

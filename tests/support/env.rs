@@ -40,6 +40,9 @@ pub struct TestEnv {
     /// leased with [`TestEnv::lease_lane`].
     pub lane_backends: Vec<String>,
     pub lane_frontends: Vec<String>,
+    /// `PACKFY_HAPROXY_TEST_PREVIEW_FRONTENDS`: the frontends of the lanes' blue-green
+    /// preview backends (`packfy_tN_preview`), in the order of `lane_backends`.
+    pub lane_preview_frontends: Vec<String>,
     /// `PACKFY_PG_URL`: `postgresql://packfy:PASSWORD@127.0.0.1:PORT/packfy` (see
     /// [`TestEnv::pg_password`]).
     pub pg_url: String,
@@ -287,6 +290,10 @@ impl TestEnv {
             haproxy_backends: list("PACKFY_HAPROXY_BACKENDS"),
             lane_backends: list("PACKFY_HAPROXY_TEST_BACKENDS"),
             lane_frontends: list("PACKFY_HAPROXY_TEST_FRONTENDS"),
+            lane_preview_frontends: vars
+                .get("PACKFY_HAPROXY_TEST_PREVIEW_FRONTENDS")
+                .map(|v| v.split_whitespace().map(String::from).collect())
+                .unwrap_or_default(),
             pg_url: var("PACKFY_PG_URL"),
             sample_bin: PathBuf::from(var("PACKFY_SAMPLE_BIN")),
             env_dir: vars

@@ -633,6 +633,21 @@ impl Rollout {
     pub fn analysis(self, analysis: &str) -> Rollout {
         self.with("analysis", analysis.into())
     }
+
+    /// Whether `key` is set.
+    pub fn has(&self, key: &str) -> bool {
+        self.settings.iter().any(|(k, _)| k == key)
+    }
+
+    /// `strategy: blue_green`.
+    pub fn blue_green(self) -> Rollout {
+        self.with("strategy", "blue_green".into())
+    }
+
+    /// Any other key of `rollout:`, its value as written (`scale_down_delay`, `preview` …).
+    pub fn set(self, key: &str, value: &str) -> Rollout {
+        self.with(key, value.into())
+    }
 }
 
 /// A data backup job taken before each deploy.

@@ -16,12 +16,15 @@ impl TestEnv {
     /// until the lease is dropped. Waits (up to 3 minutes) while every lane is taken. The
     /// lane starts empty, and its servers are deleted again when the lease is dropped.
     pub fn lease_lane(&self) -> Lane {
-        lease_lane(
+        let mut lane = lease_lane(
             &self.lane_backends,
             &self.lane_frontends,
             &self.haproxy_socket,
             &self.env_dir,
-        )
+        );
+        let i = self.lane_backends.iter().position(|b| *b == lane.backend);
+        lane.preview_frontend = i.and_then(|i| self.lane_preview_frontends.get(i).cloned());
+        lane
     }
 }
 
@@ -47,6 +50,7 @@ pub fn lease_lane(
                     backend: backend.clone(),
                     frontend: frontend.clone(),
                     socket: socket.to_path_buf(),
+                    preview_frontend: None,
                     _lock: lock,
                 };
                 lane.clear();
@@ -104,6 +108,9 @@ pub struct Lane {
     /// `127.0.0.1:PORT`.
     pub frontend: String,
     pub socket: PathBuf,
+    /// The frontend of the lane's blue-green preview backend (`BACKEND_preview`), when the
+    /// env has one (`PACKFY_HAPROXY_TEST_PREVIEW_FRONTENDS`).
+    pub preview_frontend: Option<String>,
     _lock: LaneLock,
 }
 
@@ -147,9 +154,19 @@ impl Lane {
         );
     }
 
+    /// The lane's blue-green preview backend.
+    pub fn preview_backend(&self) -> String {
+        format!("{}_preview", self.backend)
+    }
+
     /// Names of the servers in the backend.
     pub fn servers(&self) -> Vec<String> {
-        let text = self.cmd(&format!("show servers state {}", self.backend));
+        self.servers_of(&self.backend)
+    }
+
+    /// Names of the servers in `backend` (none when HAProxy has no such backend).
+    pub fn servers_of(&self, backend: &str) -> Vec<String> {
+        let text = self.cmd(&format!("show servers state {backend}"));
         // Line 1: format version; line 2: `# be_id be_name srv_id srv_name …`.
         text.lines()
             .skip(2)
@@ -159,8 +176,14 @@ impl Lane {
 
     /// Deletes every server of the backend (maintenance, sessions cut, `del server`).
     pub fn clear(&self) {
-        for name in self.servers() {
-            let s = format!("{}/{name}", self.backend);
+        for be in [self.backend.clone(), self.preview_backend()] {
+            self.clear_backend(&be);
+        }
+    }
+
+    fn clear_backend(&self, backend: &str) {
+        for name in self.servers_of(backend) {
+            let s = format!("{backend}/{name}");
             self.cmd(&format!("set server {s} state maint"));
             self.cmd(&format!("shutdown sessions server {s}"));
             let deadline = Instant::now() + Duration::from_secs(5);

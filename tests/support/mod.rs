@@ -30,6 +30,7 @@
 //! | [`haproxy`] | the Runtime API and test [`Lane`]s |
 //! | [`hosts`] | the remote hosts (namespaces reached over ssh) and the lb's lanes: [`HostsEnv`] |
 //! | [`load`] | a load loop through HAProxy that counts failed requests: [`Load`] |
+//! | [`answers`] | a load loop that counts answers by version: [`answers::Answers`] |
 //! | [`pg`] | [`psql`] and the test database's password |
 //! | [`names`] | [`unique_name`], [`unique_ident`] |
 //! | [`fixture`] | region files: [`fixture::RegionFile`] and its parts |
@@ -39,6 +40,7 @@
 //! command-line tools; [`webhook`] also uses the crate's hmac, sha2 and serde_json.
 #![allow(dead_code, unused_imports)]
 
+pub mod answers;
 pub mod cli;
 pub mod docker;
 pub mod env;

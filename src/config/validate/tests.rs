@@ -610,7 +610,7 @@ fn canary_rules() {
             "an unknown strategy",
             canary("{strategy: bluegreen}"),
             &[
-                "services.web.rollout.strategy: unknown value 'bluegreen' at r.yaml:8:25 — expected one of: rolling, canary",
+                "services.web.rollout.strategy: unknown value 'bluegreen' at r.yaml:8:25 — did you mean 'blue_green'?",
             ],
         ),
         (
@@ -619,6 +619,40 @@ fn canary_rules() {
             &[
                 "services.web.rollout.strategy: canary is built for Docker regions with `traffic: haproxy` only at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)",
             ],
+        ),
+    ]);
+}
+
+#[test]
+fn blue_green_rules() {
+    check_cases(&[
+        (
+            "a valid blue-green",
+            canary("{strategy: blue_green, preview: {backend: be_web_preview, frontend: 'http://127.0.0.1:9001'}, scale_down_delay: 1m, auto_promote: true, analysis: {duration: 30s, max_5xx_ratio: 0.01}}"),
+            &[],
+        ),
+        (
+            "steps with blue-green",
+            canary("{strategy: blue_green, steps: [{weight: 10}]}"),
+            &["services.web.rollout.steps: steps are for `strategy: canary`; a blue-green switches at once at r.yaml:8:44 — remove the steps; `analysis` judges the preview before the switch, `auto_promote` says whether to wait for `promote`"],
+        ),
+        (
+            "an empty preview backend and a bad ratio",
+            canary("{strategy: blue_green, preview: {backend: ''}, analysis: {max_5xx_ratio: 2}}"),
+            &[
+                "services.web.rollout.preview.backend is empty at r.yaml:8:56 — name the HAProxy backend of the preview, or leave it out for `<backend>_preview`",
+                "services.web.rollout.analysis.max_5xx_ratio: 2 is not a ratio at r.yaml:8:87 — use a number from 0 to 1, e.g. 0.05 for 5%",
+            ],
+        ),
+        (
+            "an unknown preview key",
+            canary("{strategy: blue_green, preview: {port: 9001}}"),
+            &["unknown field 'port' in services.web.rollout.preview at r.yaml:8:47 — expected one of: backend, frontend"],
+        ),
+        (
+            "blue-green without HAProxy",
+            with("    rollout: {strategy: blue_green}\n"),
+            &["services.web.rollout.strategy: blue_green is built for Docker regions with `traffic: haproxy` only (not yet on Kubernetes) at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)"],
         ),
     ]);
 }

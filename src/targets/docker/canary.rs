@@ -68,6 +68,9 @@ pub struct Service {
     /// What the canary's decisions and its drains read: the service's `rollout:`.
     pub rollout: Rollout,
     pub stop_grace: Duration,
+    /// A blue-green's preview backend, where the new servers answer before the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 /// What an analysis measured, and whether it passed.
@@ -132,6 +135,60 @@ pub struct Canary {
     /// servers already gone, so a run killed here is not aborted (see `abort_canary`).
     #[serde(default)]
     pub completing: bool,
+    /// A blue-green (its steps are the pre-promotion analysis, the wait for `promote` and
+    /// the switch): where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreen>,
+}
+
+/// Where a blue-green stands, beside the canary state it is run with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlueGreen {
+    pub phase: Phase,
+    /// How long the old set stays after the switch, in seconds.
+    pub scale_down_delay_s: u64,
+    /// When the old set goes (seconds since the epoch), once promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<u64>,
+    /// Where the preview answers, when the region says (`rollout.preview.frontend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_frontend: Option<String>,
+    /// The release it belongs to.
+    #[serde(default)]
+    pub release: String,
+}
+
+/// The phases of a blue-green.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The new set answers on the preview only; production is all on the old set.
+    Preview,
+    /// All traffic on the new set; the old set runs at weight 0 until `keep_until` (a
+    /// `rollback` is one Runtime API line).
+    Promoted,
+    /// The old set is out of the backend and stopped (kept for a rollback by restart).
+    ScaledDown,
+    /// Taken back inside the window: the old set serves again, the new one is stopped.
+    SwitchedBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Preview => "preview",
+            Phase::Promoted => "promoted",
+            Phase::ScaledDown => "scaled_down",
+            Phase::SwitchedBack => "switched_back",
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How a run of steps ended.
@@ -309,12 +366,17 @@ impl Canary {
                     self.set_share(d, w).await?
                 }
                 Step::Pause(Pause(None)) => {
-                    let why = format!(
-                        "paused at step {}/{} ({}% to the new release) until promote",
-                        self.next,
-                        self.steps.len(),
-                        self.weight
-                    );
+                    let why = if self.blue_green.is_some() {
+                        "blue-green at its preview (production all on the old set) until promote"
+                            .to_string()
+                    } else {
+                        format!(
+                            "paused at step {}/{} ({}% to the new release) until promote",
+                            self.next,
+                            self.steps.len(),
+                            self.weight
+                        )
+                    };
                     self.paused = Some(why.clone());
                     save.save(self).await?;
                     return Ok(Ended::Paused(why));
@@ -432,10 +494,19 @@ impl Canary {
         }
     }
 
+    /// The backend whose counters judge the new servers of `s`: a blue-green's preview
+    /// before the switch (production sends them nothing yet), else the service's backend.
+    fn judged<'s>(&self, s: &'s Service) -> &'s str {
+        match &s.preview {
+            Some(p) if self.weight == 0 => p,
+            _ => &s.backend,
+        }
+    }
+
     async fn counters(&self, d: &Drive<'_>) -> anyhow::Result<(Counters, Counters)> {
         let (mut new, mut old) = (Counters::default(), Counters::default());
         for s in &self.services {
-            let stats = d.lb.servers(&s.backend).await?;
+            let stats = d.lb.servers(self.judged(s)).await?;
             let of = |set: &[Server]| {
                 Counters::of(
                     stats
@@ -459,7 +530,7 @@ impl Canary {
     async fn response_time(&self, d: &Drive<'_>) -> anyhow::Result<Option<u64>> {
         let mut worst = None;
         for s in &self.services {
-            for st in d.lb.servers(&s.backend).await? {
+            for st in d.lb.servers(self.judged(s)).await? {
                 if s.new.iter().any(|x| x.server == st.name) && st.responses > 0 {
                     worst = worst.max(Some(st.rtime_ms));
                 }
@@ -500,6 +571,22 @@ impl Canary {
     /// The end of a canary that completed: the old servers drained out of the backend and
     /// stopped (kept for rollback), the new ones at the normal weight.
     pub async fn complete(&mut self, d: &Drive<'_>) -> anyhow::Result<()> {
+        self.retire_old(d).await?;
+        for s in &self.services {
+            let cmds: Vec<String> = s
+                .new
+                .iter()
+                .map(|x| weight_cmd(&s.backend, &x.server, WEIGHT as u32))
+                .collect();
+            d.lb.run_all(&cmds).await?;
+        }
+        self.weights = (WEIGHT as u32, 0);
+        Ok(())
+    }
+
+    /// The old servers drained out of the backend and stopped (kept for a rollback by
+    /// restart).
+    async fn retire_old(&self, d: &Drive<'_>) -> anyhow::Result<()> {
         for s in &self.services {
             for x in &s.old {
                 d.ui.status("Draining", x.server.clone());
@@ -523,15 +610,97 @@ impl Canary {
                 d.engine.stop(&x.id, s.stop_grace).await?;
                 d.ui.status("Stopped", format!("{} (kept for rollback)", x.container));
             }
-            let cmds: Vec<String> = s
-                .new
-                .iter()
-                .map(|x| weight_cmd(&s.backend, &x.server, WEIGHT as u32))
-                .collect();
-            d.lb.run_all(&cmds).await?;
         }
-        self.weights = (WEIGHT as u32, 0);
         Ok(())
+    }
+
+    /// A blue-green that switched: the new servers leave the preview backend, the old ones
+    /// stay at weight 0 (running, checked) until `keep_until`.
+    pub async fn promoted(&mut self, d: &Drive<'_>) -> anyhow::Result<()> {
+        self.leave_preview(d).await?;
+        if let Some(bg) = &mut self.blue_green {
+            bg.phase = Phase::Promoted;
+            bg.keep_until = Some(now_s() + bg.scale_down_delay_s);
+            d.ui.status(
+                "Promoted",
+                format!(
+                    "all traffic on the new set; the old set stays at weight 0 for {}s (`rollback` switches back at once)",
+                    bg.scale_down_delay_s
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    async fn leave_preview(&self, d: &Drive<'_>) -> anyhow::Result<()> {
+        for s in &self.services {
+            let Some(p) = &s.preview else { continue };
+            for x in &s.new {
+                d.lb.set_state(p, &x.server, crate::traffic::haproxy::ServerState::Drain)
+                    .await
+                    .or_else(ignore_missing)?;
+                d.lb.wait_drained(p, &x.server, s.rollout.drain_timeout.0)
+                    .await?;
+                d.lb.del_server(p, &x.server).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a blue-green's window: the old set drained out and stopped.
+    pub async fn scale_down(&mut self, d: &Drive<'_>) -> anyhow::Result<()> {
+        self.retire_old(d).await?;
+        if let Some(bg) = &mut self.blue_green {
+            bg.phase = Phase::ScaledDown;
+        }
+        Ok(())
+    }
+
+    /// A rollback inside a blue-green's window: the old servers take all the traffic and the
+    /// new ones none, in one Runtime API line; then the new ones are drained out and
+    /// stopped (kept). Returns how long the switch itself took.
+    pub async fn switch_back(&mut self, d: &Drive<'_>) -> anyhow::Result<Duration> {
+        let mut cmds = Vec::new();
+        for s in &self.services {
+            cmds.extend(
+                s.old
+                    .iter()
+                    .map(|x| weight_cmd(&s.backend, &x.server, WEIGHT as u32)),
+            );
+            cmds.extend(s.new.iter().map(|x| weight_cmd(&s.backend, &x.server, 0)));
+        }
+        let t0 = Instant::now();
+        d.lb.run_all(&cmds).await?;
+        let took = t0.elapsed();
+        self.weight = 0;
+        self.weights = (0, WEIGHT as u32);
+        if let Some(bg) = &mut self.blue_green {
+            bg.phase = Phase::SwitchedBack;
+        }
+        d.ui.status(
+            "Switched",
+            format!(
+                "all traffic back on the old set in one Runtime API line ({:.1} ms)",
+                took.as_secs_f64() * 1000.0
+            ),
+        );
+        for s in &self.services {
+            for x in &s.new {
+                d.lb.set_state(
+                    &s.backend,
+                    &x.server,
+                    crate::traffic::haproxy::ServerState::Drain,
+                )
+                .await
+                .or_else(ignore_missing)?;
+                d.lb.wait_drained(&s.backend, &x.server, s.rollout.drain_timeout.0)
+                    .await?;
+                d.lb.del_server(&s.backend, &x.server).await?;
+                d.engine.stop(&x.id, s.stop_grace).await?;
+                d.ui.status("Stopped", format!("{} (kept)", x.container));
+            }
+        }
+        Ok(took)
     }
 
     /// Aborts: the old servers take all the traffic again and the new ones take no more, in
@@ -551,6 +720,13 @@ impl Canary {
                     .iter()
                     .map(|x| format!("set server {}/{} state drain", s.backend, x.server)),
             );
+            if let Some(p) = &s.preview {
+                cmds.extend(
+                    s.new
+                        .iter()
+                        .map(|x| format!("set server {p}/{} state drain", x.server)),
+                );
+            }
         }
         // A server someone deleted meanwhile has nothing to take back: each line on its own.
         if d.lb.run_all(&cmds).await.is_err() {
@@ -575,6 +751,9 @@ impl Canary {
                     d.lb.wait_drained(&s.backend, &x.server, s.rollout.drain_timeout.0)
                         .await?;
                     d.lb.del_server(&s.backend, &x.server).await?;
+                    if let Some(p) = &s.preview {
+                        d.lb.del_server(p, &x.server).await?;
+                    }
                     d.engine.stop(&x.id, s.stop_grace).await?;
                     d.engine.remove(&x.id).await?;
                     Ok(())
@@ -586,6 +765,17 @@ impl Canary {
             }
         }
         problems
+    }
+}
+
+/// A server someone deleted meanwhile has nothing left to do.
+fn ignore_missing(
+    e: crate::traffic::haproxy::HaproxyError,
+) -> Result<(), crate::traffic::haproxy::HaproxyError> {
+    if e.to_string().contains("No such server") {
+        Ok(())
+    } else {
+        Err(e)
     }
 }
 
@@ -615,6 +805,29 @@ pub trait AsyncAsk: Send {
 /// Parses a recorded canary.
 pub fn of_record(rec: &crate::release::Release) -> Option<Canary> {
     rec.state_of(STATE)
+}
+
+/// The canary or blue-green of `rec` while it is under way: paused, running, or a
+/// blue-green whose old set still waits out its window.
+pub fn under_way(rec: &Release) -> Option<Canary> {
+    let c = of_record(rec)?;
+    let promoted = c
+        .blue_green
+        .as_ref()
+        .is_some_and(|b| b.phase == Phase::Promoted);
+    match rec.outcome {
+        crate::release::Outcome::Paused | crate::release::Outcome::InProgress => Some(c),
+        crate::release::Outcome::Succeeded if promoted => Some(c),
+        _ => None,
+    }
+}
+
+/// The serving release of `history` when it is a promoted blue-green whose old set still
+/// runs at weight 0.
+pub fn promoted_of(history: &[Release]) -> Option<(Release, Canary)> {
+    let serving = crate::release::serving(history)?;
+    let c = of_record(serving)?;
+    (c.blue_green.as_ref()?.phase == Phase::Promoted).then(|| (serving.clone(), c))
 }
 
 /// The error for a region whose last release is no paused canary.
@@ -728,8 +941,10 @@ impl AsyncAsk for Asks<'_> {
 /// Whether a service's changes go out as a canary: its strategy says so, HAProxy is in front
 /// and old containers serve (a first release has nothing to compare with: it rolls).
 pub fn is_canary(d: &Desired, p: &ServicePlan, live: &[LiveContainer], behind_lb: bool) -> bool {
-    d.service.rollout.strategy == Strategy::Canary
-        && behind_lb
+    matches!(
+        d.service.rollout.strategy,
+        Strategy::Canary | Strategy::BlueGreen
+    ) && behind_lb
         && p.action == Action::Replace
         && live.iter().any(|c| c.running && c.service == d.name)
 }
@@ -740,16 +955,7 @@ pub fn not_drift<T>(
     history: &[Release],
     found: Vec<(crate::drift::Drift, T)>,
 ) -> Vec<(crate::drift::Drift, T)> {
-    let Some(c) = history
-        .last()
-        .filter(|r| {
-            matches!(
-                r.outcome,
-                crate::release::Outcome::Paused | crate::release::Outcome::InProgress
-            )
-        })
-        .and_then(of_record)
-    else {
+    let Some(c) = history.last().and_then(under_way) else {
         return found;
     };
     let names: Vec<&str> = c
@@ -771,14 +977,29 @@ pub fn plan_notes(
     plans: &[ServicePlan],
     live: &[LiveContainer],
     behind_lb: bool,
+    backends: &std::collections::HashMap<String, String>,
 ) -> Vec<String> {
     desired
         .iter()
         .zip(plans)
         .filter(|(d, p)| {
-            d.service.rollout.strategy == Strategy::Canary && p.action != Action::Unchanged
+            matches!(
+                d.service.rollout.strategy,
+                Strategy::Canary | Strategy::BlueGreen
+            ) && p.action != Action::Unchanged
         })
         .map(|(d, p)| {
+            let r = &d.service.rollout;
+            if r.strategy == Strategy::BlueGreen {
+                return if is_canary(d, p, live, behind_lb) {
+                    blue_green_note(&d.name, r, backends.get(&d.name))
+                } else {
+                    format!(
+                        "{}: strategy blue_green, but nothing serves yet to switch from: this release rolls out",
+                        d.name
+                    )
+                };
+            }
             if is_canary(d, p, live, behind_lb) {
                 format!(
                     "{}: strategy canary, HAProxy weights: {}",
@@ -795,7 +1016,72 @@ pub fn plan_notes(
         .collect()
 }
 
+/// What a blue-green of service `name` will do, for `plan`.
+pub fn blue_green_note(name: &str, r: &Rollout, backend: Option<&String>) -> String {
+    let preview = backend.map_or_else(|| "?".to_string(), |b| r.preview.backend_for(b));
+    let at = r
+        .preview
+        .frontend
+        .as_ref()
+        .map(|f| format!(" at {f}"))
+        .unwrap_or_default();
+    let analysis = if r.analysis != crate::config::progressive::Analysis::default() {
+        let c = Conditions::of(r, None);
+        format!(
+            ", judged there for {} (HAProxy's counters of the preview)",
+            c.duration
+        )
+    } else {
+        String::new()
+    };
+    let switch = if r.auto_promote {
+        "then switches all traffic at once"
+    } else {
+        "then waits for `promote` to switch all traffic at once"
+    };
+    format!(
+        "{name}: strategy blue_green: the full new set starts beside the old one on preview backend {preview}{at} (no production traffic){analysis}, {switch}; the old set stays at weight 0 for {} (instant `rollback`), then goes",
+        r.scale_down_delay
+    )
+}
+
 impl DockerRegion {
+    /// Before anything changes: the preview backend of every service that goes out as a
+    /// blue-green is in HAProxy (it makes no backend at run time: haproxy.cfg must have it).
+    pub(super) async fn check_previews(
+        &self,
+        plans: &[ServicePlan],
+        live: &[LiveContainer],
+    ) -> crate::error::Result<()> {
+        let Some(lb) = &self.lb else { return Ok(()) };
+        let backends = self.backends();
+        for (desired, p) in self.desired().iter().zip(plans) {
+            let r = &desired.service.rollout;
+            if r.strategy != Strategy::BlueGreen || !is_canary(desired, p, live, true) {
+                continue;
+            }
+            let Some(b) = backends.get(&desired.name) else {
+                continue;
+            };
+            let preview = r.preview.backend_for(b);
+            let missing = match lb.command(&format!("show servers state {preview}")).await {
+                Ok(reply) => reply.contains("Can't find backend"),
+                Err(e) if e.to_string().contains("Can't find backend") => true,
+                Err(e) => return Err(anyhow::Error::from(e).into()),
+            };
+            if missing {
+                return Err(crate::error::Error::usage_hint(
+                    format!(
+                        "{}: the blue-green preview backend `{preview}` of {} is not in HAProxy (asked over its Runtime API)",
+                        self.region.name, desired.name
+                    ),
+                    "add `backend NAME` with a `frontend` of its own to haproxy.cfg, or set `rollout.preview.backend`; nothing was changed",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn drive(&self) -> Option<Drive<'_>> {
         Some(Drive {
             engine: &self.engine,
@@ -815,8 +1101,14 @@ impl DockerRegion {
             .drive()
             .ok_or_else(|| anyhow!("a canary needs HAProxy"))?;
         let lead = &services[0].service.rollout;
+        let bg = lead.strategy == Strategy::BlueGreen;
+        let backends = self.backends();
         let mut c = Canary {
-            steps: lead.steps.clone(),
+            steps: if bg {
+                crate::config::progressive::blue_green_steps(lead)
+            } else {
+                lead.steps.clone()
+            },
             next: 0,
             weight: 0,
             weights: (0, WEIGHT as u32),
@@ -825,6 +1117,13 @@ impl DockerRegion {
             paused: None,
             resume_from: None,
             completing: false,
+            blue_green: bg.then(|| BlueGreen {
+                phase: Phase::Preview,
+                scale_down_delay_s: lead.scale_down_delay.0.as_secs(),
+                keep_until: None,
+                preview_frontend: lead.preview.frontend.clone(),
+                release: rec.id.clone(),
+            }),
         };
         // An ask left over from an earlier canary is not for this one.
         self.engine.take_ask(&self.scope).await?;
@@ -835,7 +1134,6 @@ impl DockerRegion {
             rec: rec.clone(),
             shared: &self.canary,
         };
-        let backends = self.backends();
         let live = &self.prepared.live;
         let ro = self.rollout(&rec.id, &rec.version);
         for desired in services {
@@ -860,6 +1158,7 @@ impl DockerRegion {
                 old,
                 rollout: desired.service.rollout.clone(),
                 stop_grace: desired.service.stop_grace_period.0,
+                preview: bg.then(|| desired.service.rollout.preview.backend_for(&backend)),
             });
             let k = c.services.len() - 1;
             let first = super::next_index(live, &desired.name);
@@ -904,6 +1203,18 @@ impl DockerRegion {
                 {
                     bail!("HAProxy never saw {server} ({addr}) as UP in {backend}");
                 }
+                // A blue-green's new set answers on its preview at full weight.
+                if let Some(p) = c.services[k].preview.clone() {
+                    d.lb.add_server(&p, server, addr, path).await?;
+                    if path.is_some()
+                        && !d
+                            .lb
+                            .wait_up(&p, server, desired.service.health.deadline.0)
+                            .await?
+                    {
+                        bail!("HAProxy never saw {server} ({addr}) as UP in {p}");
+                    }
+                }
             }
             self.region.ui.status(
                 "Healthy",
@@ -939,6 +1250,13 @@ impl DockerRegion {
         match ended? {
             Ended::Paused(why) => {
                 self.region.ui.status("Paused", why);
+            }
+            Ended::Done if c.blue_green.is_some() => {
+                // Not `completing`: until the window ends, a failure (the bake) or a
+                // rollback takes it back by weights alone.
+                c.promoted(&d).await?;
+                save.save(&c).await?;
+                *self.canary.lock().expect("canary") = Some(c);
             }
             Ended::Done => {
                 c.completing = true;
@@ -1012,13 +1330,12 @@ impl DockerRegion {
         let Some(last) = history.last() else {
             return Ok(());
         };
-        let live = matches!(
-            last.outcome,
-            crate::release::Outcome::Paused | crate::release::Outcome::InProgress
-        );
-        let Some(c) = of_record(last).filter(|_| live) else {
+        let Some(c) = under_way(last) else {
             return Ok(());
         };
+        if let Some(bg) = &c.blue_green {
+            return self.blue_green_status(last, &c, bg, lines, json);
+        }
         lines.push(format!(
             "  canary {} ({}, {}): {}",
             last.id,
@@ -1046,6 +1363,128 @@ impl DockerRegion {
         v["outcome"] = last.outcome.as_str().into();
         json.insert("canary".into(), v);
         Ok(())
+    }
+
+    /// `status` of a blue-green under way: its phase, where the preview and the sets answer.
+    fn blue_green_status(
+        &self,
+        last: &Release,
+        c: &Canary,
+        bg: &BlueGreen,
+        lines: &mut Vec<String>,
+        json: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> crate::error::Result<()> {
+        let phase = match (bg.phase, bg.keep_until) {
+            (Phase::Preview, _) if c.paused.is_some() => {
+                "preview: the new set answers on the preview only, waiting for promote".to_string()
+            }
+            (Phase::Preview, _) => "preview: the new set answers on the preview only".to_string(),
+            (Phase::Promoted, Some(t)) if t > now_s() => format!(
+                "promoted, scaling down: the old set stays at weight 0 for {}s more (`rollback` switches back at once)",
+                t - now_s()
+            ),
+            (Phase::Promoted, _) => "promoted, scaling down: its window is over; the old set goes with the next deploy or rollback".to_string(),
+            (p, _) => p.as_str().to_string(),
+        };
+        lines.push(format!(
+            "  blue-green {} ({}, {}): {phase}",
+            last.id,
+            last.version,
+            last.outcome.as_str()
+        ));
+        for s in &c.services {
+            let addrs = |set: &[Server]| {
+                set.iter()
+                    .map(|x| match x.addr {
+                        Some(a) => format!("{} {a}", x.server),
+                        None => x.server.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if let (Phase::Preview, Some(p)) = (bg.phase, &s.preview) {
+                let at = bg
+                    .preview_frontend
+                    .as_ref()
+                    .map(|f| format!(" at {f}"))
+                    .unwrap_or_default();
+                lines.push(format!("    {} preview: backend {p}{at}", s.service));
+            }
+            lines.push(format!(
+                "    {} production backend {}: new {} [{}], old {} [{}]",
+                s.service,
+                s.backend,
+                c.weights.0,
+                addrs(&s.new),
+                c.weights.1,
+                addrs(&s.old)
+            ));
+        }
+        if let Some(m) = &c.analysis {
+            lines.push(format!("    last analysis: {}", m.describe()));
+        }
+        if c.paused.is_some() {
+            lines.push(format!(
+                "    `packfy-deploy promote --region {}` switches all traffic to it, `abort` removes it",
+                self.region.name
+            ));
+        }
+        let mut v = serde_json::to_value(c).map_err(anyhow::Error::from)?;
+        v["release"] = last.id.clone().into();
+        v["version"] = last.version.clone().into();
+        v["outcome"] = last.outcome.as_str().into();
+        v["phase"] = bg.phase.as_str().into();
+        json.insert("blue_green".into(), v);
+        Ok(())
+    }
+
+    /// Ends the window of the promoted blue-green `id` (any, when `None`) serving in
+    /// `history`: its old set drained out and stopped, its record saying so. False: none.
+    pub(super) async fn end_bg_window(
+        &self,
+        history: &[Release],
+        id: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let Some((mut rec, mut c)) = promoted_of(history) else {
+            return Ok(false);
+        };
+        if id.is_some_and(|i| i != rec.id) {
+            return Ok(false);
+        }
+        let d = self
+            .drive()
+            .ok_or_else(|| anyhow!("a blue-green needs HAProxy"))?;
+        self.region.ui.status(
+            "Scaling down",
+            format!(
+                "the old set {} kept beside {}",
+                rec.previous.as_deref().unwrap_or("?"),
+                rec.id
+            ),
+        );
+        c.scale_down(&d).await?;
+        rec.set_state(STATE, &c);
+        self.engine.save_release(&self.scope, &rec).await?;
+        Ok(true)
+    }
+
+    /// A rollback inside a blue-green's window: one Runtime API line back to the old set
+    /// (`from`: the promoted release, its record updated).
+    pub(super) async fn switch_back(&self, mut from: Release, mut c: Canary) -> anyhow::Result<()> {
+        let d = self
+            .drive()
+            .ok_or_else(|| anyhow!("a blue-green needs HAProxy"))?;
+        let r = c.switch_back(&d).await;
+        from.set_state(STATE, &c);
+        self.engine.save_release(&self.scope, &from).await?;
+        r.map(|_| ())
+    }
+
+    /// After a promotion this process made: the release and when its window ends.
+    pub(super) fn bg_window(&self) -> Option<(String, u64)> {
+        let c = self.canary.lock().expect("canary").clone()?;
+        let bg = c.blue_green?;
+        (bg.phase == Phase::Promoted).then_some((bg.release, bg.keep_until?))
     }
 
     /// Steers the canary recorded in `rec` (in this process: its state comes from the record).

@@ -96,6 +96,10 @@ pub struct DockerRegion {
     ledger: Arc<Mutex<Ledger>>,
     /// The canary this process drives or steers, as it stands.
     canary: Mutex<Option<canary::Canary>>,
+    /// Why the desired state was resolved (a deploy ends a blue-green's window first).
+    purpose: Option<Purpose>,
+    /// A rollback inside a blue-green's window: the promoted release and its state.
+    instant: Mutex<Option<(Release, canary::Canary)>>,
 }
 
 impl DockerRegion {
@@ -166,6 +170,8 @@ impl DockerRegion {
             prepared: Prepared::default(),
             ledger: Arc::default(),
             canary: Mutex::default(),
+            purpose: None,
+            instant: Mutex::default(),
         })
     }
 
@@ -693,11 +699,21 @@ impl Target for DockerRegion {
     ) -> Result<()> {
         let desired = self.desired_at(version, opts, purpose).await?;
         self.wanted = Wanted::Deploy { desired };
+        self.purpose = Some(purpose);
         self.prepared = Prepared::default();
         Ok(())
     }
 
-    async fn resolve_release(&mut self, to: &Release, _from: &Release) -> Result<()> {
+    async fn resolve_release(&mut self, to: &Release, from: &Release) -> Result<()> {
+        // Back to the set a promoted blue-green keeps: one Runtime API line.
+        *self.instant.lock().expect("instant") = canary::of_record(from)
+            .filter(|c| {
+                c.blue_green
+                    .as_ref()
+                    .is_some_and(|b| b.phase == canary::Phase::Promoted)
+                    && from.previous.as_deref() == Some(to.id.as_str())
+            })
+            .map(|c| (from.clone(), c));
         let desired = self.desired_of(to)?;
         self.wanted = Wanted::Release {
             to: Box::new(to.clone()),
@@ -707,6 +723,13 @@ impl Target for DockerRegion {
     }
 
     async fn prepare(&mut self, history: &[Release], opts: &DeployOptions) -> Result<Changes> {
+        // Under the lock, a deploy (or a rollback past it) ends a promoted blue-green's window
+        // first: its old set goes before the next release plans against what runs.
+        let locked =
+            self.purpose == Some(Purpose::Deploy) || matches!(self.wanted, Wanted::Release { .. });
+        if locked && self.instant.lock().expect("instant").is_none() {
+            self.end_bg_window(history, None).await?;
+        }
         let serving = crate::release::serving(history);
         let mut live = self.live().await?;
         // Hand edits, against what the releases set (the rollout sets image and env anyway).
@@ -759,7 +782,9 @@ impl Target for DockerRegion {
                     &plans,
                     &live,
                     self.lb.is_some(),
+                    &self.backends(),
                 ));
+                self.check_previews(&plans, &live).await?;
                 let removed: Vec<String> = running_services(&live)
                     .into_iter()
                     .filter(|n| !self.desired().iter().any(|d| &d.name == n))
@@ -829,6 +854,10 @@ impl Target for DockerRegion {
     async fn apply(&self, rec: &Release) -> anyhow::Result<()> {
         *self.ledger.lock().expect("ledger") = Ledger::default();
         if let Wanted::Release { to, desired } = &self.wanted {
+            let instant = self.instant.lock().expect("instant").clone();
+            if let Some((from, c)) = instant {
+                return self.switch_back(from, c).await;
+            }
             return self.roll_to(Some(to), desired, &rec.id).await;
         }
         if let Some(fixes) = &self.prepared.fixes {
@@ -1110,6 +1139,14 @@ impl Target for DockerRegion {
         self.canary_paused()
     }
 
+    fn window(&self) -> Option<(String, u64)> {
+        self.bg_window()
+    }
+
+    async fn end_window(&self, history: &[Release], id: &str) -> anyhow::Result<bool> {
+        self.end_bg_window(history, Some(id)).await
+    }
+
     async fn steer(&self, rec: &Release, how: super::Steer) -> anyhow::Result<()> {
         match how {
             super::Steer::Promote { .. } | super::Steer::Resume => {
@@ -1303,13 +1340,13 @@ async fn runtime_api(address: &str, target: &DockerTarget) -> Result<Haproxy> {
     Ok(Haproxy::over_ssh(host.login().await?, path))
 }
 
-/// Services whose canary analysis has an `http` check (in `rollout.analysis` or a step's):
-/// it is made from the machine running the CLI.
+/// Services whose canary or blue-green analysis has an `http` check (in `rollout.analysis`
+/// or a step's): it is made from the machine running the CLI.
 fn canaries_checked_from_here(cfg: &crate::config::RegionConfig) -> Vec<String> {
     use crate::config::progressive::{Step, Strategy};
     cfg.services
         .iter()
-        .filter(|(_, s)| s.rollout.strategy == Strategy::Canary)
+        .filter(|(_, s)| matches!(s.rollout.strategy, Strategy::Canary | Strategy::BlueGreen))
         .filter(|(_, s)| {
             s.rollout.analysis.http.is_some()
                 || s.rollout
