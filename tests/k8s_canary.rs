@@ -226,6 +226,16 @@ fn abort_deletes_the_canary_and_restores_the_stable_deployment() {
     assert_eq!(h.first().unwrap()["outcome"], "rolled_back");
     // Nothing left paused: promote has nothing to do (exit 2).
     assert_eq!(code(&r.steer("promote")), 2);
+
+    // Again, and `promote --full` skips the remaining steps: 100 % at once.
+    let out = r.deploy("v2");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.canary(), Some((3, 3, "sample:v2".into())));
+    let out = r.run(&["promote", "--region", &r.name, "--full"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.stable(), Some((10, 10, "sample:v2".into())));
+    assert_eq!(r.canary(), None);
+    assert_eq!(r.history().first().unwrap()["outcome"], "succeeded");
 }
 
 #[test]

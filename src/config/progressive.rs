@@ -298,6 +298,13 @@ pub fn check(p: &str, s: &Service, place: Place, report: &mut dyn FnMut(&str, St
     }
     if place == Place::Kubernetes {
         kubernetes_analysis(&rp, r, report);
+        if s.autoscale.is_some() {
+            report(
+                &format!("{rp}.strategy"),
+                format!("{rp}.strategy: a canary by replica share needs fixed `replicas`, and an autoscaler moves them"),
+                "remove `autoscale` from this service, or use `strategy: rolling` on this region",
+            );
+        }
     }
     if r.steps.is_empty() {
         report(

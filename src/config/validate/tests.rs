@@ -626,6 +626,12 @@ fn canary_rules() {
             &["services.web.rollout.analysis.http: an HTTP check of each new pod would be made from this machine, which reaches no pod of a cluster at r.yaml:8:73 — on Kubernetes judge the canary with `prometheus: {url, query, max}` over the service's metrics (the pods' readiness is checked at every step)"],
         ),
         (
+            "a canary on Kubernetes with an autoscaler",
+            BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx}}")
+                + "    autoscale: {min: 2, max: 6, cpu: 70}\n    rollout: {strategy: canary, steps: [{weight: 10}]}\n",
+            &["services.web.rollout.strategy: a canary by replica share needs fixed `replicas`, and an autoscaler moves them at r.yaml:9:25 — remove `autoscale` from this service, or use `strategy: rolling` on this region"],
+        ),
+        (
             "a prometheus condition without a threshold, and a bad url",
             canary("{strategy: canary, steps: [{weight: 10}], analysis: {prometheus: {url: p9090, query: up}}}"),
             &[
