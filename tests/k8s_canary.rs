@@ -8,6 +8,7 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use support::fixture::{self, region_name, RegionFile, RegionsDir, Rollout, Service};
 use support::{code, text, unique_name, KubeEnv};
@@ -275,6 +276,35 @@ fn a_failed_prometheus_condition_aborts_and_the_record_names_query_and_value() {
         err.contains("sum(up{job=\\\"haproxy\\\"})") && err.contains("= 1 is above max 0.5"),
         "{last}"
     );
+    assert_eq!(r.canary(), None);
+    assert_eq!(r.stable(), Some((10, 10, "sample:v1".into())));
+}
+
+#[test]
+fn a_running_canary_is_paused_by_another_process_and_then_aborted() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "[{weight: 10}, {pause: 2m}, {weight: 100}]", None);
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let deploy = support::spawn_cli(
+        &mut r.cmd(&["deploy", "--region", &r.name, "--version", "v2"]),
+        &[],
+    );
+    // Wait for the 10 % step to be in place (the deploy then sits in its timed pause).
+    support::wait_until(Duration::from_secs(60), "the canary at 10%", || {
+        r.canary() == Some((1, 1, "sample:v2".into()))
+            && r.stable().is_some_and(|s| s.0 == 9 && s.1 == 9)
+    });
+    let out = r.steer("pause");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("Asked"), "{}", text(&out));
+    // The running deploy stops at its next tick, paused (exit 0), the canary left as it is.
+    let out = deploy.wait();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("paused by hand"), "{}", text(&out));
+    assert_eq!(r.history().first().unwrap()["outcome"], "paused");
+    assert_eq!(r.canary(), Some((1, 1, "sample:v2".into())));
+    let out = r.steer("abort");
+    assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(r.canary(), None);
     assert_eq!(r.stable(), Some((10, 10, "sample:v1".into())));
 }
