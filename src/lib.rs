@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod lock;
 pub mod notify;
 pub mod plan;
+pub mod prometheus;
 pub mod release;
 pub mod render;
 pub mod secrets;

@@ -525,3 +525,105 @@ fn the_http_check_and_the_response_time_of_the_new_release_abort_with_their_valu
         "{seen:?} {errors:?}"
     );
 }
+
+/// `analysis: {prometheus: …}` over the 5xx answers of the new release's servers in the
+/// lane's backend, as the env's Prometheus scrapes them from HAProxy's exporter (every 1 s).
+fn prometheus_analysis(prom: &str, backend: &str, max: f64) -> String {
+    format!(
+        "{{max_5xx_ratio: 1, prometheus: {{url: '{prom}', query: 'sum(haproxy_server_http_responses_total{{proxy=\"{backend}\",server=~\".*-$release-.*\",code=\"5xx\"}})', max: {max}}}}}"
+    )
+}
+
+#[test]
+fn a_failed_prometheus_condition_aborts_and_the_record_names_the_query_and_its_value() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(prom) = support::prometheus_url() else {
+        return;
+    };
+    let lane = env.lease_lane();
+    let backend = lane.backend.clone();
+    let (r, tags, _images) = serving_v1(
+        &env,
+        &lane,
+        Rollout::new()
+            .canary("[{weight: 20}, {analysis: {duration: 30s}}, {weight: 100}]")
+            // HAProxy's own ratio would pass anything (max_5xx_ratio 1): Prometheus judges.
+            .analysis(&prometheus_analysis(&prom, &backend, 5.0)),
+        &[("bad", &[("ERROR_RATE", "0.3")])],
+    );
+    let v1 = tags[0].clone();
+    let load = Load::start(&r.frontend, "/");
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let out = r.deploy(&tags[1]);
+    let took = t0.elapsed();
+    let (seen, _) = load.finish();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("analysis failed: prometheus query `sum(haproxy_server_http_responses_total{"),
+        "{err}"
+    );
+    assert!(err.contains("is above max 5"), "{err}");
+    let why = r.taken_back(&lane, &v1);
+    // The record names the query (the release filled in) and the value it measured.
+    let h = r.history();
+    let rel = h[0]["id"].as_str().unwrap().to_string();
+    assert!(why.contains(&format!("server=~\".*-{rel}-.*\"")), "{why}");
+    let value: f64 = why
+        .split("` = ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {why}"));
+    assert!(value > 5.0, "{why}");
+    eprintln!(
+        "Prometheus condition failed after {:.1}s with {value} 5xx answers of the new release; {} of {} requests saw a 5xx",
+        took.as_secs_f64(),
+        seen.get("5xx").copied().unwrap_or(0),
+        seen.values().sum::<u64>()
+    );
+}
+
+#[test]
+fn a_canary_whose_prometheus_condition_holds_is_promoted() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(prom) = support::prometheus_url() else {
+        return;
+    };
+    let lane = env.lease_lane();
+    let backend = lane.backend.clone();
+    let (r, tags, _images) = serving_v1(
+        &env,
+        &lane,
+        Rollout::new()
+            .canary("[{weight: 50}, {analysis: {duration: 6s}}, {pause: {}}, {weight: 100}]")
+            .analysis(&prometheus_analysis(&prom, &backend, 0.0)),
+        &[("good", &[])],
+    );
+    let good = tags[1].clone();
+    let load = Load::start(&r.frontend, "/");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = r.deploy(&good);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Paused after the analysis: the record holds what Prometheus measured — a value (0 5xx
+    // answers of the new servers), not "no data": the query did see the new servers.
+    let h = r.history();
+    let m = &h[0]["canary"]["analysis"]["prometheus"];
+    assert_eq!(m["value"].as_f64(), Some(0.0), "{h:#}");
+    assert!(
+        m["query"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("-{}-", h[0]["id"].as_str().unwrap())),
+        "{m}"
+    );
+    let out = r.steer("promote", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (seen, _) = load.finish();
+    assert_eq!(r.running_versions(), vec![good.clone(); 3]);
+    assert_eq!(r.history()[0]["outcome"], "succeeded");
+    // Load on `/` counts answers by status: every one a 200.
+    assert!(seen.keys().all(|k| k == "200"), "{seen:?}");
+    assert!(seen.get("200").copied().unwrap_or(0) > 0, "{seen:?}");
+}

@@ -8,6 +8,16 @@
 //!   steps: [{weight: 10}, {analysis: {duration: 30s}}, {weight: 50}, {pause: {}}, {weight: 100}]
 //! ```
 //!
+//! An analysis may also ask Prometheus (`prometheus: {url, query, max | min}`): the query's
+//! one value is compared with `max` (the value must not be above it) and/or `min` (not
+//! below it). `$release` and `$version` in the query stand for the new release's id and
+//! version, so a query can pick the new servers (HAProxy names them `…-<release>-<n>`).
+//!
+//! On Kubernetes regions (no traffic router: the weight is the share of replicas) the
+//! analysis is Prometheus only: HAProxy's counters are not there, and an `http` check of each
+//! new pod would be made from the CLI's machine, which in general reaches no pod — so it is
+//! refused there, with a hint to use a Prometheus query over the service's own metrics.
+//!
 //! Pure: types, their defaults, the effective conditions of a step and the rules
 //! `validate` runs.
 
@@ -32,7 +42,9 @@ pub enum Strategy {
     #[default]
     Rolling,
     /// New containers beside the old ones take a weighted share of the traffic, step by
-    /// step (`steps`), judged by `analysis`; HAProxy regions only.
+    /// step (`steps`), judged by `analysis`. On Docker regions behind HAProxy the weight is
+    /// real traffic (server weights); on Kubernetes it is the share of replicas of a
+    /// `<name>-canary` Deployment beside the stable one, both behind the Service.
     Canary,
     /// The full new set starts beside the old one on a `preview` backend, is judged there by
     /// `analysis` (if set), then takes all the traffic at once (`promote`, or
@@ -145,6 +157,55 @@ pub struct Analysis {
     /// Fewer answers than this (default 20) are too few to judge the ratio and response time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
+    /// A Prometheus query whose one value must stay within `max`/`min`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PromCheck>,
+}
+
+/// `prometheus: {url, query, max | min}`: the instant query `query` (its one value) asked of
+/// the Prometheus at `url` (`${VAR}` expanded) must not be above `max` nor below `min`. An
+/// empty result (no series yet) is not judged; several series, an error or no answer fail.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromCheck {
+    /// The Prometheus server, e.g. `http://prometheus:9090` or `${PROMETHEUS_URL}`.
+    pub url: String,
+    /// A PromQL instant query giving one value; `$release` and `$version` are the new
+    /// release's id and version.
+    pub query: String,
+    /// The highest value that passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The lowest value that passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
+impl PromCheck {
+    /// Whether `value` passes; `Err`: the condition broken, with the value.
+    pub fn judge(&self, query: &str, value: f64) -> Result<(), String> {
+        if value.is_nan() {
+            return Ok(());
+        }
+        if let Some(max) = self.max.filter(|m| value > *m) {
+            return Err(format!(
+                "prometheus query `{query}` = {value} is above max {max}"
+            ));
+        }
+        if let Some(min) = self.min.filter(|m| value < *m) {
+            return Err(format!(
+                "prometheus query `{query}` = {value} is below min {min}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The query with `$release` and `$version` filled in.
+    pub fn query_for(&self, release: &str, version: &str) -> String {
+        self.query
+            .replace("$release", release)
+            .replace("$version", version)
+    }
 }
 
 /// Where a blue-green's new set answers before it is promoted.
@@ -195,6 +256,8 @@ pub struct Conditions {
     pub max_response_time: Option<Duration>,
     pub http: Option<HttpCheck>,
     pub min_requests: u64,
+    #[serde(default)]
+    pub prometheus: Option<PromCheck>,
 }
 
 impl Conditions {
@@ -220,6 +283,10 @@ impl Conditions {
                 .and_then(|s| s.min_requests)
                 .or(base.min_requests)
                 .unwrap_or(DEFAULT_MIN_REQUESTS),
+            prometheus: step
+                .and_then(|s| s.prometheus.as_ref())
+                .or(base.prometheus.as_ref())
+                .cloned(),
         }
     }
 }
@@ -233,18 +300,27 @@ pub fn describe(steps: &[Step]) -> String {
         .join(" → ")
 }
 
-/// The rules of a service's strategy (`p`: `services.web`). `haproxy_backend`: the service
-/// has an HAProxy backend (`Some(false)`: the region has HAProxy but not for this service;
-/// `None`: the region is not a Docker region with HAProxy). `report(path, message, hint)`.
-pub fn check(
-    p: &str,
-    s: &Service,
-    haproxy_backend: Option<bool>,
-    report: &mut dyn FnMut(&str, String, &str),
-) {
+/// Where a service's canary would run, for [`check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A Docker region with HAProxy; whether the service has a backend there.
+    Haproxy { backend: bool },
+    /// A Kubernetes region: the weight is the share of replicas.
+    Kubernetes,
+    /// A Docker region without a traffic layer.
+    NoTraffic,
+}
+
+/// The rules of a service's strategy (`p`: `services.web`) where it runs (`place`).
+/// `report(path, message, hint)`.
+pub fn check(p: &str, s: &Service, place: Place, report: &mut dyn FnMut(&str, String, &str)) {
     let r = &s.rollout;
     let rp = format!("{p}.rollout");
     if r.strategy == Strategy::BlueGreen {
+        let haproxy_backend = match place {
+            Place::Haproxy { backend } => Some(backend),
+            Place::Kubernetes | Place::NoTraffic => None,
+        };
         return blue_green(&rp, r, haproxy_backend, report);
     }
     if r.strategy == Strategy::Rolling {
@@ -257,20 +333,30 @@ pub fn check(
         }
         return;
     }
-    match haproxy_backend {
-        Some(true) => {}
-        Some(false) => report(
+    match place {
+        Place::Haproxy { backend: true } | Place::Kubernetes => {}
+        Place::Haproxy { backend: false } => report(
             &format!("{rp}.strategy"),
             format!("{rp}.strategy: a canary needs the service behind HAProxy"),
             "add the service under `traffic.haproxy.backends`",
         ),
-        None => report(
+        Place::NoTraffic => report(
             &format!("{rp}.strategy"),
             format!(
-                "{rp}.strategy: canary is built for Docker regions with `traffic: haproxy` only"
+                "{rp}.strategy: a canary on a Docker region needs `traffic: haproxy` (its weights are HAProxy's)"
             ),
             "use `strategy: rolling` on this region (an environment overlay can set it)",
         ),
+    }
+    if place == Place::Kubernetes {
+        kubernetes_analysis(&rp, r, report);
+        if s.autoscale.is_some() {
+            report(
+                &format!("{rp}.strategy"),
+                format!("{rp}.strategy: a canary by replica share needs fixed `replicas`, and an autoscaler moves them"),
+                "remove `autoscale` from this service, or use `strategy: rolling` on this region",
+            );
+        }
     }
     if r.steps.is_empty() {
         report(
@@ -358,7 +444,71 @@ fn blue_green(
     analysis(&format!("{rp}.analysis"), &r.analysis, report);
 }
 
+/// On Kubernetes an analysis is Prometheus only (see the module doc).
+fn kubernetes_analysis(rp: &str, r: &Rollout, report: &mut dyn FnMut(&str, String, &str)) {
+    let mut all = vec![(format!("{rp}.analysis"), &r.analysis)];
+    for (i, step) in r.steps.iter().enumerate() {
+        if let Step::Analysis(a) = step {
+            all.push((format!("{rp}.steps.{i}.analysis"), a));
+        }
+    }
+    for (ap, a) in all {
+        if a.http.is_some() {
+            report(
+                &format!("{ap}.http"),
+                format!("{ap}.http: an HTTP check of each new pod would be made from this machine, which reaches no pod of a cluster"),
+                "on Kubernetes judge the canary with `prometheus: {url, query, max}` over the service's metrics (the pods' readiness is checked at every step)",
+            );
+        }
+        if a.max_response_time.is_some() {
+            report(
+                &format!("{ap}.max_response_time"),
+                format!(
+                    "{ap}.max_response_time: HAProxy's response times are not there on Kubernetes"
+                ),
+                "use `prometheus: {url, query, max}` with a latency query",
+            );
+        }
+    }
+}
+
 fn analysis(ap: &str, a: &Analysis, report: &mut dyn FnMut(&str, String, &str)) {
+    if let Some(pc) = &a.prometheus {
+        let pp = format!("{ap}.prometheus");
+        if pc.query.trim().is_empty() {
+            report(
+                &format!("{pp}.query"),
+                format!("{pp}.query is empty"),
+                "a PromQL query giving one value, e.g. `sum(rate(http_requests_total{code=~\"5..\"}[1m]))`",
+            );
+        }
+        if pc.max.is_none() && pc.min.is_none() {
+            report(
+                &pp,
+                format!("{pp}: no threshold: set `max` (the value must not be above it) or `min` (not below it)"),
+                "e.g. `prometheus: {url: http://prometheus:9090, query: '…', max: 0.05}`",
+            );
+        }
+        if let (Some(lo), Some(hi)) = (pc.min, pc.max) {
+            if lo > hi {
+                report(
+                    &format!("{pp}.min"),
+                    format!("{pp}.min: {lo} is above max {hi}: nothing passes"),
+                    "set min at or below max",
+                );
+            }
+        }
+        if !(pc.url.starts_with("http://")
+            || pc.url.starts_with("https://")
+            || pc.url.starts_with("${"))
+        {
+            report(
+                &format!("{pp}.url"),
+                format!("{pp}.url: '{}' is not an http(s) address", pc.url),
+                "e.g. `url: http://prometheus:9090` or `url: ${PROMETHEUS_URL}`",
+            );
+        }
+    }
     if let Some(x) = a.max_5xx_ratio.filter(|x| !(0.0..=1.0).contains(x)) {
         report(
             &format!("{ap}.max_5xx_ratio"),

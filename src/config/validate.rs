@@ -511,11 +511,15 @@ pub fn region_partial(
         if let Some(step) = &s.release {
             release_step(&mut c, &p, step);
         }
-        let backend = match (&cfg.target, &cfg.traffic) {
-            (Target::Docker(_), Traffic::Haproxy(h)) => Some(h.backends.contains_key(sname)),
-            _ => None,
+        use super::progressive::Place;
+        let place = match (&cfg.target, &cfg.traffic) {
+            (Target::Docker(_), Traffic::Haproxy(h)) => Place::Haproxy {
+                backend: h.backends.contains_key(sname),
+            },
+            (Target::Kubernetes(_), _) => Place::Kubernetes,
+            _ => Place::NoTraffic,
         };
-        super::progressive::check(&p, s, backend, &mut |path, message, hint| {
+        super::progressive::check(&p, s, place, &mut |path, message, hint| {
             c.at(path, message, hint)
         });
     }

@@ -11,10 +11,12 @@ source "$here/registry.sh"
 source "$here/haproxy.sh"
 source "$here/postgres.sh"
 source "$here/s3.sh"
+source "$here/prometheus.sh"
 source "$here/hosts.sh"
 
 "$ROOT/tests/k8s/down.sh" || true
 hosts_down
+prometheus_down
 haproxy_down
 registry_down
 postgres_down

@@ -19,6 +19,9 @@
 #   same time must not share a backend: they lease a lane (tests/support, TestEnv::lease_lane).
 #   Each lane has a blue-green preview beside it: backend packfy_tN_preview behind its own
 #   frontend (HAProxy makes no backend at run time, so a preview must be in the file).
+# - HAProxy's built-in Prometheus exporter (Debian builds it with USE_PROMEX) on
+#   127.0.0.1:EXPORTER_PORT/metrics (from 18090 up, base PACKFY_HAPROXY_EXPORTER_PORT), which
+#   the env's Prometheus scrapes (tests/env/prometheus.sh).
 #
 # A drained or stopped server never fails a request: `retry-on` retries a request whose
 # connection was refused, closed before any answer or answered with junk, and
@@ -58,10 +61,17 @@ EOF
   return 0
 }
 
-haproxy_config() { # haproxy_config SOCKET BACKEND=PORT...
-  local sock="$1" spec port be
-  shift
+haproxy_config() { # haproxy_config SOCKET EXPORTER_PORT BACKEND=PORT...
+  local sock="$1" exporter="$2" spec port be
+  shift 2
   haproxy_head "$sock" 3
+  cat <<EOF
+
+frontend fe_prometheus
+    bind 127.0.0.1:$exporter
+    http-request use-service prometheus-exporter if { path /metrics }
+    no log
+EOF
   for spec in "$@"; do
     be="${spec%=*}" port="${spec#*=}"
     cat <<EOF
@@ -100,6 +110,7 @@ pick_ports() {
 haproxy_up() {
   local count lanes pidf="$RUN_DIR/haproxy.pid" logf="$LOG_DIR/haproxy.log" cfg="$ENV_DIR/haproxy/haproxy.cfg"
   local sock i ports=() lane_ports=() preview_ports=() specs=() backends=() frontends=() lane_bes=() lane_fes=() preview_fes=()
+  local exporter=""
   count="$(dockerd_count)"
   lanes="${PACKFY_HAPROXY_TEST_LANES:-6}"
   [[ "$lanes" =~ ^[0-9]+$ ]] || lanes=6
@@ -109,6 +120,7 @@ haproxy_up() {
     read -r -a ports <<<"$(state_get haproxy REGION_PORTS)"
     read -r -a lane_ports <<<"$(state_get haproxy LANE_PORTS)"
     read -r -a preview_ports <<<"$(state_get haproxy PREVIEW_PORTS)"
+    exporter="$(state_get haproxy EXPORTER_PORT)"
   fi
   if ((${#ports[@]} != count || ${#lane_ports[@]} != lanes || ${#preview_ports[@]} != lanes)); then
     # New counts: a new configuration, so stop the old HAProxy before looking for free ports.
@@ -116,6 +128,10 @@ haproxy_up() {
     read -r -a ports <<<"$(pick_ports "${PACKFY_HAPROXY_PORT:-18000}" "$count")"
     read -r -a lane_ports <<<"$(pick_ports "${PACKFY_HAPROXY_TEST_PORT:-18100}" "$lanes" "${ports[@]}")"
     read -r -a preview_ports <<<"$(pick_ports "$((${PACKFY_HAPROXY_TEST_PORT:-18100} + 50))" "$lanes" "${ports[@]}" "${lane_ports[@]}")"
+    exporter=""
+  fi
+  if [[ -z "$exporter" ]]; then
+    exporter="$(pick_ports "${PACKFY_HAPROXY_EXPORTER_PORT:-18090}" 1 "${ports[@]}" "${lane_ports[@]}" "${preview_ports[@]}")"
   fi
   for ((i = 1; i <= count; i++)); do
     backends+=("$(haproxy_backend_name "$i")")
@@ -130,7 +146,7 @@ haproxy_up() {
     specs+=("packfy_t${i}_preview=${preview_ports[i - 1]}")
   done
   mkdir -p "$(dirname "$cfg")"
-  haproxy_config "$sock" "${specs[@]}" >"$cfg.new"
+  haproxy_config "$sock" "$exporter" "${specs[@]}" >"$cfg.new"
   if pid_alive "$pidf" haproxy && cmp -s "$cfg.new" "$cfg" && haproxy_answers "$sock"; then
     rm -f "$cfg.new"
     log "haproxy: already up (${frontends[*]} + $lanes test lanes)"
@@ -154,6 +170,7 @@ haproxy_up() {
   state_set haproxy "REGION_PORTS=${ports[*]}" "LANE_PORTS=${lane_ports[*]}" \
     "PREVIEW_PORTS=${preview_ports[*]}" \
     "PACKFY_HAPROXY_TEST_PREVIEW_FRONTENDS=${preview_fes[*]}" \
+    "EXPORTER_PORT=$exporter" \
     "PACKFY_HAPROXY_SOCKET=$sock" \
     "PACKFY_HAPROXY_FRONTEND=${frontends[0]}" \
     "PACKFY_HAPROXY_BACKEND=${backends[0]}" \

@@ -8,6 +8,7 @@ source "$here/registry.sh"
 source "$here/haproxy.sh"
 source "$here/postgres.sh"
 source "$here/s3.sh"
+source "$here/prometheus.sh"
 
 down=0
 report() { printf '%-10s %-4s %s\n' "$1" "$2" "$3"; [[ "$2" == up ]] || down=1; }
@@ -41,6 +42,12 @@ if [[ -n "$sock" ]] && pid_alive "$RUN_DIR/haproxy.pid" haproxy && haproxy_answe
   report haproxy up "$(state_get haproxy PACKFY_HAPROXY_FRONTENDS) (runtime API $sock)"
 else
   report haproxy down "$LOG_DIR/haproxy.log"
+fi
+port="$(state_get prometheus PORT)"
+if [[ -n "$port" ]] && pid_alive "$RUN_DIR/prometheus.pid" prometheus && prometheus_ready "$port"; then
+  report prometheus up "http://127.0.0.1:$port (scrapes HAProxy's exporter every 1s)"
+else
+  report prometheus down "$LOG_DIR/prometheus.log"
 fi
 url="$(state_get postgres PACKFY_PG_URL)"
 if [[ -n "$url" ]] && PGCONNECT_TIMEOUT=3 psql "$url" -Atqc 'select 1' >/dev/null 2>&1; then

@@ -356,3 +356,19 @@ pub fn parse_env_sh(text: &str) -> HashMap<String, String> {
     }
     vars
 }
+
+/// The test Prometheus (tests/env/prometheus.sh), scraping the test HAProxy's exporter every
+/// second: `http://127.0.0.1:PORT`. `None` (after a note) when it is not up; under CI
+/// ([`is_ci`]) a missing Prometheus panics naming what is missing.
+pub fn prometheus_url() -> Option<String> {
+    match env_vars()
+        .and_then(|vars| set_by(&vars, "PACKFY_PROMETHEUS_URL", "tests/env/prometheus.sh"))
+    {
+        Ok(url) => Some(url),
+        Err(why) if is_ci() => panic!("Prometheus not available under CI: {why}"),
+        Err(why) => {
+            eprintln!("skipping: Prometheus not up (run `make env-up`): {why}");
+            None
+        }
+    }
+}

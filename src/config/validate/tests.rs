@@ -614,10 +614,36 @@ fn canary_rules() {
             ],
         ),
         (
+            "a canary on Kubernetes judged by Prometheus",
+            BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx}}")
+                + "    rollout: {strategy: canary, steps: [{weight: 10}, {analysis: {}}, {weight: 100}], analysis: {prometheus: {url: 'http://p:9090', query: up, max: 1}}}\n",
+            &[],
+        ),
+        (
+            "a canary on Kubernetes with an http check",
+            BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx}}")
+                + "    rollout: {strategy: canary, steps: [{weight: 10}], analysis: {http: {path: /ready}}}\n",
+            &["services.web.rollout.analysis.http: an HTTP check of each new pod would be made from this machine, which reaches no pod of a cluster at r.yaml:8:73 — on Kubernetes judge the canary with `prometheus: {url, query, max}` over the service's metrics (the pods' readiness is checked at every step)"],
+        ),
+        (
+            "a canary on Kubernetes with an autoscaler",
+            BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx}}")
+                + "    autoscale: {min: 2, max: 6, cpu: 70}\n    rollout: {strategy: canary, steps: [{weight: 10}]}\n",
+            &["services.web.rollout.strategy: a canary by replica share needs fixed `replicas`, and an autoscaler moves them at r.yaml:9:25 — remove `autoscale` from this service, or use `strategy: rolling` on this region"],
+        ),
+        (
+            "a prometheus condition without a threshold, and a bad url",
+            canary("{strategy: canary, steps: [{weight: 10}], analysis: {prometheus: {url: p9090, query: up}}}"),
+            &[
+                "services.web.rollout.analysis.prometheus: no threshold: set `max` (the value must not be above it) or `min` (not below it) at r.yaml:8:79 — e.g. `prometheus: {url: http://prometheus:9090, query: '…', max: 0.05}`",
+                "services.web.rollout.analysis.prometheus.url: 'p9090' is not an http(s) address at r.yaml:8:85 — e.g. `url: http://prometheus:9090` or `url: ${PROMETHEUS_URL}`",
+            ],
+        ),
+        (
             "canary without HAProxy",
             with("    rollout: {strategy: canary, steps: [{weight: 10}]}\n"),
             &[
-                "services.web.rollout.strategy: canary is built for Docker regions with `traffic: haproxy` only at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)",
+                "services.web.rollout.strategy: a canary on a Docker region needs `traffic: haproxy` (its weights are HAProxy's) at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)",
             ],
         ),
     ]);

@@ -87,6 +87,9 @@ pub struct Measured {
     pub http_failure: Option<String>,
     /// The condition broken, with its measured value; `None`: passed (or too few answers).
     pub failed: Option<String>,
+    /// The Prometheus condition's query and value, when the analysis has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<crate::prometheus::Evaluated>,
 }
 
 impl Measured {
@@ -108,6 +111,9 @@ impl Measured {
         }
         if let Some(f) = &self.http_failure {
             s.push_str(&format!(", http check: {f}"));
+        }
+        if let Some(p) = &self.prometheus {
+            s.push_str(&format!(", {}", p.describe()));
         }
         s
     }
@@ -139,6 +145,11 @@ pub struct Canary {
     /// the switch): where it stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreen>,
+    /// The new release's id and version (a Prometheus query's `$release`, `$version`).
+    #[serde(default)]
+    pub release: String,
+    #[serde(default)]
+    pub version: String,
 }
 
 /// Where a blue-green stands, beside the canary state it is run with.
@@ -280,6 +291,7 @@ pub fn judge(
         old_ratio: (old.responses > 0).then(|| old.errors as f64 / old.responses as f64),
         http_failure: http_failure.clone(),
         failed: None,
+        prometheus: None,
     };
     let enough = new.responses >= c.min_requests.max(1);
     if let (true, Some(r)) = (enough, m.ratio()) {
@@ -464,7 +476,14 @@ impl Canary {
                 Some(h) => self.http_failure(d, h, c).await,
                 None => None,
             };
-            let m = judge(c, new.since(base_new), rtime, old.since(base_old), http);
+            let mut m = judge(c, new.since(base_new), rtime, old.since(base_old), http);
+            if let Some(pc) = &c.prometheus {
+                let e = crate::prometheus::evaluate(pc, &self.release, &self.version).await;
+                if m.failed.is_none() {
+                    m.failed = e.failed.clone();
+                }
+                m.prometheus = Some(e);
+            }
             let failed = m.failed.clone();
             self.analysis = Some(m);
             if let Some(why) = failed {
@@ -1124,6 +1143,8 @@ impl DockerRegion {
                 preview_frontend: lead.preview.frontend.clone(),
                 release: rec.id.clone(),
             }),
+            release: rec.id.clone(),
+            version: rec.version.clone(),
         };
         // An ask left over from an earlier canary is not for this one.
         self.engine.take_ask(&self.scope).await?;
@@ -1557,6 +1578,7 @@ mod tests {
             max_response_time: Some(D(Duration::from_millis(300))),
             http: Some(HttpCheck::default()),
             min_requests: 20,
+            prometheus: None,
         }
     }
 

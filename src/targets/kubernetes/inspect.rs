@@ -77,6 +77,10 @@ pub(super) async fn status(c: &Cluster) -> Result<Status> {
         }
     }
     let mut j = serde_json::Map::new();
+    let history = crate::targets::Target::history(c).await?;
+    c.canary_status(&mut lines, &mut j, &history)
+        .await
+        .map_err(crate::error::Error::from)?;
     j.insert("target".into(), "kubernetes".into());
     j.insert("endpoint".into(), c.server.clone().into());
     j.insert("context".into(), c.context.clone().into());

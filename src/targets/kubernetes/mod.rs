@@ -25,6 +25,7 @@
 //! `wait` are the lock, the release records, object handling (pure), drift read from
 //! `managedFields` (pure) and the rollout judgement.
 
+pub mod canary;
 pub mod fields;
 mod inspect;
 pub mod job;
@@ -95,6 +96,10 @@ pub struct Cluster {
     reset: bool,
     /// Renews our Lease while a deploy holds it.
     renewal: Mutex<Option<lease::Renewal>>,
+    /// The Deployments whose update goes out as a canary (their new manifests), from `prepare`.
+    held: Vec<Object>,
+    /// The canary this process drives or steers, as it stands.
+    canary: Mutex<Option<canary::Canary>>,
 }
 
 impl Cluster {
@@ -184,6 +189,8 @@ impl Cluster {
             purpose: Purpose::Plan,
             reset: false,
             renewal: Mutex::new(None),
+            held: Vec::new(),
+            canary: Mutex::new(None),
         })
     }
 
@@ -974,6 +981,34 @@ impl Target for Cluster {
             self.changes(&self.wanted.objects, dry_force, serving)
                 .await?
         };
+        // Deployments of canary services that already serve: their update goes out as a
+        // canary Deployment beside them (a first release has nothing to compare with).
+        let cfg = &self.region.cfg;
+        let mut notes = Vec::new();
+        self.held = Vec::new();
+        if !self.wanted.rollback {
+            for ch in &self.changes {
+                if ch.object.kind != "Deployment" || ch.action != Action::Update {
+                    continue;
+                }
+                let Some((name, svc)) = cfg
+                    .services
+                    .iter()
+                    .find(|(n, _)| crate::render::object_name(cfg, n) == ch.object.name)
+                else {
+                    continue;
+                };
+                if canary::is_canary(&svc.rollout, ch.live.is_some()) {
+                    notes.push(canary::plan_note(
+                        name,
+                        &ch.object.name,
+                        &svc.rollout.steps,
+                        svc.replicas,
+                    ));
+                    self.held.push(ch.object.clone());
+                }
+            }
+        }
         let list: Vec<Value> = self
             .changes
             .iter()
@@ -991,7 +1026,7 @@ impl Target for Cluster {
             lines: self.changes.iter().map(Change::describe).collect(),
             changed,
             any: self.reset || self.changes.iter().any(|ch| ch.action != Action::Unchanged),
-            notes: Vec::new(),
+            notes,
             json: j,
             drift,
             resetting: self.reset,
@@ -1026,8 +1061,13 @@ impl Target for Cluster {
         self.run_release_step(service, step, release).await
     }
 
-    async fn apply(&self, _rec: &Release) -> anyhow::Result<()> {
+    async fn apply(&self, rec: &Release) -> anyhow::Result<()> {
+        *self.canary.lock().expect("canary") = None;
+        let held = |o: &Object| self.held.iter().any(|h| h.key() == o.key());
         for ch in &self.changes {
+            if held(&ch.object) {
+                continue; // goes out as a canary, below
+            }
             match ch.action {
                 Action::Unchanged => {}
                 Action::Delete => self.delete(&ch.object).await.map_err(|e| anyhow!("{e}"))?,
@@ -1067,8 +1107,12 @@ impl Target for Cluster {
                 ),
             );
         }
-        let objs: Vec<&Object> = self.wanted.objects.iter().collect();
-        self.wait_all(&objs).await
+        let objs: Vec<&Object> = self.wanted.objects.iter().filter(|o| !held(o)).collect();
+        self.wait_all(&objs).await?;
+        if !self.held.is_empty() {
+            self.start_canary(rec, &self.held).await?;
+        }
+        Ok(())
     }
 
     async fn verify(&self) -> anyhow::Result<()> {
@@ -1082,14 +1126,27 @@ impl Target for Cluster {
         Ok(())
     }
 
-    fn applied(&self, _rec: &mut Release) {}
+    fn applied(&self, rec: &mut Release) {
+        if let Some(c) = self.canary.lock().expect("canary").clone() {
+            rec.set_state(canary::STATE, &c);
+        }
+    }
 
     async fn restore(
         &self,
         rec: &Release,
         _history: &[Release],
     ) -> std::result::Result<(), Vec<String>> {
-        self.put_back(&backup_of(rec)).await
+        // A canary: its canary Deployments go; the backup puts the stable ones back whole.
+        let mut problems = self.abort_canary(rec).await.unwrap_or_default();
+        if let Err(p) = self.put_back(&backup_of(rec)).await {
+            problems.extend(p);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     async fn describe_live(&self) -> (String, String) {
@@ -1162,6 +1219,27 @@ impl Target for Cluster {
 
     fn exec(&self) -> &dyn ExecIn {
         self
+    }
+
+    fn paused(&self) -> Option<String> {
+        self.canary.lock().expect("canary").as_ref()?.paused.clone()
+    }
+
+    async fn steer(&self, rec: &Release, how: super::Steer) -> anyhow::Result<()> {
+        match how {
+            super::Steer::Promote { .. } | super::Steer::Resume => {
+                self.steer_canary(rec, how).await
+            }
+            other => anyhow::bail!("a paused canary cannot be asked to {}", other.verb()),
+        }
+    }
+
+    async fn ask(&self, how: super::Steer) -> anyhow::Result<()> {
+        match how {
+            super::Steer::Pause => self.ask_canary(canary::Ask::Pause).await,
+            super::Steer::Abort => self.ask_canary(canary::Ask::Abort).await,
+            other => anyhow::bail!("a running canary cannot be asked to {}", other.verb()),
+        }
     }
 }
 

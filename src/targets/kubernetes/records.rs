@@ -31,6 +31,9 @@ pub struct Record {
     pub applied: Vec<Object>,
     /// The backup: every object the release touched, as it was live just before.
     pub before: Vec<Prior>,
+    /// A canary's state (`kubernetes::canary`), while it runs or waits and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<serde_json::Value>,
 }
 
 impl Record {
@@ -42,6 +45,7 @@ impl Record {
             release,
             applied: r.state_of("applied").unwrap_or_default(),
             before: r.state_of("before").unwrap_or_default(),
+            canary: r.state.get(super::canary::STATE).cloned(),
         }
     }
 
@@ -50,6 +54,9 @@ impl Record {
         let mut r = self.release;
         r.set_state("applied", &self.applied);
         r.set_state("before", &self.before);
+        if let Some(c) = &self.canary {
+            r.set_state(super::canary::STATE, c);
+        }
         r
     }
 }
@@ -229,6 +236,7 @@ mod tests {
                 name: "web-env".into(),
                 live: None,
             }],
+            canary: None,
         }
     }
 
