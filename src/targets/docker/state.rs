@@ -71,12 +71,24 @@ impl Engine {
         ttl: std::time::Duration,
         tied_to_process: bool,
     ) -> anyhow::Result<Acquire> {
+        let token = lock_token();
+        self.try_lock_as(scope, holder, reason, ttl, tied_to_process, &token)
+            .await
+    }
+
+    /// [`Engine::try_lock`] with the caller's token: a region of several hosts takes its lock
+    /// on each with one token, so the lock it holds is the same lock everywhere.
+    pub async fn try_lock_as(
+        &self,
+        scope: &Scope,
+        holder: &str,
+        reason: &str,
+        ttl: std::time::Duration,
+        tied_to_process: bool,
+        token: &str,
+    ) -> anyhow::Result<Acquire> {
         let now = Utc::now();
-        let token = format!(
-            "{}-{}",
-            std::process::id(),
-            now.timestamp_nanos_opt().unwrap_or(0)
-        );
+        let token = token.to_string();
         let mut labels = scope.labels("lock");
         labels.insert(naming::HOLDER.into(), holder.into());
         labels.insert(naming::REASON.into(), reason.into());
@@ -204,6 +216,40 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A token unique to one taking of a lock: this process and the time.
+pub fn lock_token() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    )
+}
+
+/// One history from the records each host holds: a release is the most finished of its
+/// copies (a host that was down when a release ended still has it in progress), or the
+/// latest finished; oldest first.
+pub fn merge_histories(per_host: Vec<Vec<Release>>) -> Vec<Release> {
+    let mut by_id: HashMap<String, Release> = HashMap::new();
+    for list in per_host {
+        for r in list {
+            let better = match by_id.get(&r.id) {
+                None => true,
+                Some(have) => match (have.finished_at, r.finished_at) {
+                    (None, Some(_)) => true,
+                    (Some(a), Some(b)) => b > a,
+                    _ => false,
+                },
+            };
+            if better {
+                by_id.insert(r.id.clone(), r);
+            }
+        }
+    }
+    let mut out: Vec<Release> = by_id.into_values().collect();
+    out.sort_by_key(|r| r.number);
+    out
 }
 
 fn parse_lock(labels: &HashMap<String, String>) -> Option<Lock> {
