@@ -508,7 +508,7 @@ fn three_hosts_roll_one_after_another_under_load_with_no_failed_request() {
     let starts: Vec<usize> = (1..=3)
         .map(|h| {
             err.find(&format!("-h{h}-"))
-                .map_or_else(|| panic!("host h{h} not in the output: {err}"), |i| i)
+                .unwrap_or_else(|| panic!("host h{h} not in the output: {err}"))
         })
         .collect();
     assert!(starts[0] < starts[1] && starts[1] < starts[2], "{err}");
@@ -635,6 +635,11 @@ fn the_link_to_one_host_cut_for_10s_mid_deploy_is_restored_or_named_and_the_next
         run.join().unwrap()
     });
     let err = stderr(&out);
+    eprintln!(
+        "the link cut mid-deploy: exit {}, last lines:\n{}",
+        code(&out),
+        err.lines().rev().take(6).collect::<Vec<_>>().join("\n")
+    );
     match code(&out) {
         // The link came back before ssh gave up: the deploy went on.
         0 => {}
@@ -642,6 +647,129 @@ fn the_link_to_one_host_cut_for_10s_mid_deploy_is_restored_or_named_and_the_next
         other => panic!("exit {other}: {err}"),
     }
     // The link is back: the next deploy recovers, no lock left behind.
+    let out = m.deploy(&v2);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for h in 0..3 {
+        assert_eq!(m.versions_on(h), vec![v2.clone()], "host {h}");
+    }
+    assert_eq!(lane.servers().len(), 3, "{:?}", lane.servers());
+}
+
+/// A test host's dockerd, stopped (SIGTERM: it stops its containers and exits) and started
+/// again as env-up started it, in its namespace, on drop.
+struct StoppedDockerd {
+    ns: String,
+    argv: Vec<String>,
+    socket: String,
+}
+
+impl StoppedDockerd {
+    fn stop(hosts: &HostsEnv, h: usize) -> StoppedDockerd {
+        let env_dir = support::env_vars().unwrap()["PACKFY_ENV_DIR"].clone();
+        let runs = std::fs::read_dir(Path::new(&env_dir).join("run")).unwrap();
+        let socket = hosts.sockets[h].trim_start_matches("unix://").to_string();
+        let stem = Path::new(&socket)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .replace("docker-", "dockerd-");
+        let pidfile = runs
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy() == format!("{stem}.pid"))
+            })
+            .unwrap_or_else(|| panic!("no pidfile {stem}.pid under {env_dir}/run"));
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let ns = Command::new("ip")
+            .args(["netns", "identify", &pid])
+            .output()
+            .unwrap();
+        let ns = String::from_utf8_lossy(&ns.stdout).trim().to_string();
+        assert!(!ns.is_empty(), "dockerd {pid} is in no named namespace");
+        let o = Command::new("kill").args(["-TERM", &pid]).output().unwrap();
+        assert!(o.status.success(), "kill {pid}: {}", stderr(&o));
+        let t = std::time::Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(60),
+                "dockerd {pid} did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        StoppedDockerd { ns, argv, socket }
+    }
+}
+
+impl Drop for StoppedDockerd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = Command::new("setsid")
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .args(&self.argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let t = std::time::Instant::now();
+        let url = format!("unix://{}", self.socket);
+        while !docker_try(&url, ["version"]).status.success()
+            && t.elapsed() < std::time::Duration::from_secs(60)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+}
+
+#[test]
+fn one_hosts_dockerd_stopped_mid_deploy_leaves_the_others_restored_and_names_the_host() {
+    let Some((env, hosts)) = setup() else { return };
+    let lane = hosts.lease_lane();
+    let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let v1 = m.push(&env, "v1", &[]);
+    let v2 = m.push(&env, "v2", &[]);
+    let out = m.deploy(&v1);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let (out, stopped) = std::thread::scope(|s| {
+        let run = s.spawn(|| m.deploy(&v2));
+        // h1 has rolled to v2; when h2 starts its v2 container, h2's dockerd stops.
+        let started = std::time::Instant::now();
+        while !m.versions_on(1).contains(&v2) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "h2 never started v2"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let stopped = StoppedDockerd::stop(&hosts, 1);
+        (run.join().unwrap(), stopped)
+    });
+    let err = stderr(&out);
+    eprintln!(
+        "dockerd stopped mid-deploy: exit {}, last lines:\n{}",
+        code(&out),
+        err.lines().rev().take(8).collect::<Vec<_>>().join("\n")
+    );
+    // h2's new container cannot be taken out (its engine is gone): exit 4 naming the host;
+    // the hosts that answer serve the previous release again.
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains("host h2"), "names no host: {err}");
+    assert_eq!(m.versions_on(0), vec![v1.clone()]);
+    assert_eq!(m.versions_on(2), vec![v1.clone()]);
+    drop(stopped);
+    // dockerd is back: the next deploy recovers (a stale lock on h2 is taken over).
     let out = m.deploy(&v2);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     for h in 0..3 {

@@ -615,6 +615,34 @@ impl DockerRegion {
         out.into()
     }
 
+    /// A server whose container is not running serves nothing (the container died with its
+    /// engine, or someone stopped it): out of HAProxy before the rollout counts what is in
+    /// rotation, or it would stay there DOWN for good.
+    async fn drop_dead_servers(&self, live: &[LiveContainer]) -> anyhow::Result<()> {
+        let Some(lb) = &self.lb else {
+            return Ok(());
+        };
+        let dead: Vec<(String, String)> = live
+            .iter()
+            .filter(|c| !c.running)
+            .filter_map(|c| self.member(c).server)
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let servers = self.lb_servers(&self.backends()).await?;
+        for (b, s) in dead {
+            if servers.iter().any(|x| x.backend == b && x.name == s) {
+                lb.del_server(&b, &s).await?;
+                self.region.ui.status(
+                    "Removed",
+                    format!("haproxy {b}/{s}: its container is not running"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// An error of host `h`, naming it (a region of several hosts).
     fn on_host(&self, h: usize, e: anyhow::Error) -> anyhow::Error {
         if self.hosts.len() == 1 {
@@ -1308,6 +1336,7 @@ impl Target for DockerRegion {
             self.reset_containers(fixes).await?;
         }
         let live = &self.prepared.live;
+        self.drop_dead_servers(live).await?;
         let mut canaries = Vec::new();
         for (d, p) in self.desired().iter().zip(&self.prepared.plans) {
             if p.action == Action::Unchanged {

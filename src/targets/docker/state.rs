@@ -100,15 +100,25 @@ impl Engine {
         if tied_to_process {
             labels.insert(naming::RUNNER.into(), crate::release::runner());
         }
-        let vol = self
-            .docker
-            .create_volume(VolumeCreateRequest {
+        let create = || {
+            self.docker.create_volume(VolumeCreateRequest {
                 name: Some(scope.lock_volume()),
-                labels: Some(labels),
+                labels: Some(labels.clone()),
                 ..Default::default()
             })
+        };
+        let mut vol = create()
             .await
             .with_context(|| format!("cannot create the lock on {}", self.endpoint))?;
+        if parse_lock(&vol.labels).is_none() {
+            // A lock volume without its labels names no holder, so nobody holds it: an engine
+            // stopped while it was being made, seen to come back without them. (A lock is made
+            // in one create with its labels, so a live one always has them.)
+            self.remove_volume(&scope.lock_volume()).await?;
+            vol = create()
+                .await
+                .with_context(|| format!("cannot create the lock on {}", self.endpoint))?;
+        }
         let lock = parse_lock(&vol.labels)
             .ok_or_else(|| anyhow!("the lock volume {} has no lock labels", scope.lock_volume()))?;
         Ok(if lock.token == token {
@@ -266,4 +276,36 @@ fn parse_lock(labels: &HashMap<String, String>) -> Option<Lock> {
         token: labels.get(naming::TOKEN)?.clone(),
         runner: labels.get(naming::RUNNER).cloned().unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::{Kind, Outcome};
+
+    #[test]
+    fn the_merged_history_takes_each_release_at_its_most_finished() {
+        let r1 = Release::start("mx", "production", &[], Kind::Deploy, "v1", None, None);
+        let mut r1_done = r1.clone();
+        r1_done.outcome = Outcome::Succeeded;
+        r1_done.finished_at = Some(Utc::now());
+        let r2 = Release::start(
+            "mx",
+            "production",
+            std::slice::from_ref(&r1_done),
+            Kind::Deploy,
+            "v2",
+            Some("r1".into()),
+            None,
+        );
+        // h1 saw r1 finish and r2 start; h2 was down when r1 finished and knows no r2.
+        let merged = merge_histories(vec![vec![r1_done.clone(), r2.clone()], vec![r1.clone()]]);
+        let ids: Vec<&str> = merged.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"]);
+        assert_eq!(merged[0].outcome, Outcome::Succeeded);
+        // The same whichever host answers first.
+        let merged = merge_histories(vec![vec![r1], vec![r1_done, r2]]);
+        assert_eq!(merged[0].outcome, Outcome::Succeeded);
+        assert_eq!(merged.len(), 2);
+    }
 }
