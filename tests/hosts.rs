@@ -733,7 +733,7 @@ impl Drop for StoppedDockerd {
 }
 
 #[test]
-fn one_hosts_dockerd_stopped_mid_deploy_leaves_the_others_restored_and_names_the_host() {
+fn one_hosts_dockerd_stopped_mid_deploy_names_the_host_and_the_others_serve_the_previous_release() {
     let Some((env, hosts)) = setup() else { return };
     let lane = hosts.lease_lane();
     let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
@@ -762,9 +762,11 @@ fn one_hosts_dockerd_stopped_mid_deploy_leaves_the_others_restored_and_names_the
         code(&out),
         err.lines().rev().take(8).collect::<Vec<_>>().join("\n")
     );
-    // h2's new container cannot be taken out (its engine is gone): exit 4 naming the host;
-    // the hosts that answer serve the previous release again.
-    assert_eq!(code(&out), 4, "{err}");
+    // The failure names h2. Its new container is taken out while dockerd still answers
+    // during its shutdown (exit 3: rolled back), or cannot be once it is gone (exit 4, what
+    // could not be restored named with its host); the other hosts serve the previous
+    // release again either way.
+    assert!(matches!(code(&out), 3 | 4), "exit {}: {err}", code(&out));
     assert!(err.contains("host h2"), "names no host: {err}");
     assert_eq!(m.versions_on(0), vec![v1.clone()]);
     assert_eq!(m.versions_on(2), vec![v1.clone()]);
