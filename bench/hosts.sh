@@ -3,7 +3,9 @@
 # (3 replicas, max_surge 1, no bake, health GET /health every 500 ms, 2 passes) RUNS times
 # (default 5) on this machine's engine through the loopback HAProxy, and on test host h1
 # (tests/env/hosts.sh) over ssh:// through the lb namespace's HAProxy, its Runtime API over
-# ssh too; the median and spread of each and their ratio go to bench/RESULTS.md ("hosts").
+# ssh too; and on hosts h1, h2, h3 as one region (one replica each, hosts_at_once 1, the image
+# pulled from the test registry); the median and spread of each and their ratios go to
+# bench/RESULTS.md ("hosts").
 # BIN picks the binary (default: the release build, which must exist).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +34,7 @@ clear_lane() {
 cleanup() {
   remove_region benchlocal
   remove_region benchssh "${sockets[0]}"
+  for s in "${sockets[@]}"; do remove_region benchssh3 "$s"; done
   clear_lane "$PACKFY_HAPROXY_SOCKET" "${backends[1]}"
   clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
 }
@@ -41,17 +44,19 @@ tag="bench-$$"
 for v in v1 v2; do
   tests/env/build-sample.sh "$tag-$v" >/dev/null 2>&1
   DOCKER_HOST="${sockets[0]}" tests/env/build-sample.sh "$tag-$v" >/dev/null 2>&1
+  docker -H "${sockets[0]}" tag "packfy-sample:$tag-$v" "$PACKFY_REGISTRY/packfy-sample-bench:$tag-$v"
+  docker -H "${sockets[0]}" push "$PACKFY_REGISTRY/packfy-sample-bench:$tag-$v" >/dev/null
 done
 
-region() { # region NAME HOST RUNTIME_API FRONTEND BACKEND
+region() { # region NAME HOST RUNTIME_API FRONTEND BACKEND [IMAGE HOSTS]
   cat <<YAML
 currency: USD
-target: {docker: {host: "$2"}}
+target: {docker: {${7:-host: "$2"}}}
 traffic:
   haproxy: {runtime_api: "$3", frontend: "http://$4", backends: {web: $5}}
 services:
   web:
-    image: packfy-sample
+    image: ${6:-packfy-sample}
     replicas: 3
     ports: [{container: 8080}]
     health: {http: {path: /health}, interval: 500ms, timeout: 400ms, healthy_threshold: 2, deadline: 30s}
@@ -62,6 +67,10 @@ YAML
 region benchlocal "$DOCKER_HOST" "$PACKFY_HAPROXY_SOCKET" "${frontends[1]}" "${backends[1]}" >"$work/regions/benchlocal.yaml"
 region benchssh "ssh://root@${PACKFY_HOSTS%% *}" "ssh://root@$PACKFY_HOSTS_LB$PACKFY_HOSTS_LB_SOCKET" \
   "${lb_frontends[-1]}" "${lb_backends[-1]}" >"$work/regions/benchssh.yaml"
+read -r -a names <<<"$PACKFY_HOSTS"
+region benchssh3 "" "ssh://root@$PACKFY_HOSTS_LB$PACKFY_HOSTS_LB_SOCKET" \
+  "${lb_frontends[-1]}" "${lb_backends[-1]}" "$PACKFY_REGISTRY/packfy-sample-bench" \
+  "hosts: [ssh://root@${names[0]}, ssh://root@${names[1]}, ssh://root@${names[2]}]" >"$work/regions/benchssh3.yaml"
 cleanup
 
 now() { date +%s.%N; }
@@ -81,7 +90,10 @@ xs = sorted(float(x) for x in sys.argv[1:])
 print(f"{statistics.median(xs):.2f} {xs[0]:.2f} {xs[-1]:.2f}")' "$@"; }
 read -r lmed lmin lmax <<<"$(stats $(times benchlocal))"
 read -r smed smin smax <<<"$(stats $(times benchssh))"
+clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
+read -r tmed tmin tmax <<<"$(stats $(times benchssh3))"
 ratio=$(printf '%.2f' "$(echo "$smed / $lmed" | bc -l)")
+ratio3=$(printf '%.2f' "$(echo "$tmed / $smed" | bc -l)")
 
 section=$(cat <<MD
 ## hosts
@@ -95,6 +107,8 @@ GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
 | this machine's engine (unix socket), loopback HAProxy | $lmed s | $lmin – $lmax s |
 | test host h1 over ssh://, HAProxy in the lb namespace over ssh | $smed s | $smin – $smax s |
 | ratio ssh / local | ×$ratio | |
+| hosts h1, h2, h3 as one region over ssh:// (one replica each, hosts_at_once 1) | $tmed s | $tmin – $tmax s |
+| ratio 3 hosts / 1 host, both over ssh | ×$ratio3 | |
 
 Over ssh the CLI logs in once per host (ssh's ControlMaster); every Docker API connection
 is a session on it running \`docker system dial-stdio\` (kept alive and reused), and the

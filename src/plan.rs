@@ -52,6 +52,16 @@ pub fn rolling_steps(replicas: u32, max_surge: u32, max_unavailable: u32, old: u
     steps
 }
 
+/// How a region's replicas of a service are placed on its hosts: spread evenly in the order
+/// the hosts are listed, the first hosts taking one more when it does not divide
+/// (5 over 3 hosts: 2, 2, 1).
+pub fn spread(replicas: u32, hosts: usize) -> Vec<u32> {
+    let n = hosts.max(1) as u32;
+    (0..n)
+        .map(|i| replicas / n + u32::from(i < replicas % n))
+        .collect()
+}
+
 /// What `plan` and `deploy` say about one service.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServicePlan {
@@ -171,6 +181,15 @@ impl ServicePlan {
 mod tests {
     use super::Step::*;
     use super::*;
+
+    #[test]
+    fn replicas_spread_evenly_first_hosts_first() {
+        assert_eq!(spread(6, 2), [3, 3]);
+        assert_eq!(spread(5, 3), [2, 2, 1]);
+        assert_eq!(spread(1, 3), [1, 0, 0]);
+        assert_eq!(spread(4, 1), [4]);
+        assert_eq!(spread(0, 2), [0, 0]);
+    }
 
     #[test]
     fn surge_one_replaces_one_at_a_time() {

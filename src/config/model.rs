@@ -452,6 +452,9 @@ pub struct Rollout {
     pub max_surge: u32,
     /// Containers that may be missing from the desired count during the rollout.
     pub max_unavailable: u32,
+    /// Docker, a region of several hosts: how many hosts change at once (each rolls its own
+    /// share of the replicas in batches of `max_surge`).
+    pub hosts_at_once: u32,
     /// How long a drained container may finish its requests before it is stopped.
     pub drain_timeout: Duration,
     /// How long the new release is watched after the switch before it is declared good.
@@ -484,6 +487,7 @@ impl Default for Rollout {
         Rollout {
             max_surge: 1,
             max_unavailable: 0,
+            hosts_at_once: 1,
             drain_timeout: Duration::from_secs(30),
             bake: Duration::from_secs(10),
             max_5xx_ratio: 0.05,

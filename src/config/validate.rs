@@ -184,6 +184,18 @@ pub fn region_partial(
         Target::Docker(d) => {
             let host_written = written("docker.host");
             docker_hosts(&mut c, d, host_written);
+            if d.hosts.len() > 1 {
+                for (name, s) in &cfg.services {
+                    if s.rollout.strategy == super::progressive::Strategy::Canary {
+                        let p = format!("services.{name}.rollout.strategy");
+                        c.at(
+                            &p,
+                            format!("{p}: canary on a region of {} hosts is not built yet", d.hosts.len()),
+                            "use strategy: rolling here (hosts roll one after another, rollout.hosts_at_once at a time), or a canary on a region of one host",
+                        );
+                    }
+                }
+            }
         }
         Target::Kubernetes(k) => {
             if k.namespace.is_empty() {
@@ -304,6 +316,13 @@ pub fn region_partial(
                 &[&format!("{p}.rollout")],
                 format!("{p}.rollout: max_surge and max_unavailable are both 0"),
                 "nothing could ever be replaced; set max_surge: 1 for a zero-downtime rollout",
+            );
+        }
+        if s.rollout.hosts_at_once == 0 {
+            c.at(
+                &format!("{p}.rollout.hosts_at_once"),
+                format!("{p}.rollout.hosts_at_once: must be at least 1, got 0"),
+                "the number of hosts that change at once; 1 (the default) rolls one host after another",
             );
         }
         if s.rollout.max_unavailable >= s.replicas
@@ -800,21 +819,16 @@ pub fn is_tag(s: &str) -> bool {
 }
 
 /// `target.docker.host` / `hosts`: Docker endpoints, one spelling of the host list, no host
-/// twice, and (for now) one host per region.
+/// twice.
 fn docker_hosts(c: &mut Ctx, d: &DockerTarget, host_written: bool) {
-    let (key, list): (String, Vec<(String, &str)>) = if d.hosts.is_empty() {
-        (
-            "target.docker.host".into(),
-            vec![("target.docker.host".into(), d.host.as_str())],
-        )
+    let list: Vec<(String, &str)> = if d.hosts.is_empty() {
+        vec![("target.docker.host".into(), d.host.as_str())]
     } else {
-        let list = d
-            .hosts
+        d.hosts
             .iter()
             .enumerate()
             .map(|(i, h)| (format!("target.docker.hosts.{i}"), h.as_str()))
-            .collect();
-        ("target.docker.hosts".into(), list)
+            .collect()
     };
     if host_written && !d.hosts.is_empty() {
         c.report(
@@ -846,16 +860,6 @@ fn docker_hosts(c: &mut Ctx, d: &DockerTarget, host_written: bool) {
             );
         }
         seen.push(host);
-    }
-    if list.len() > 1 {
-        c.at(
-            &key,
-            format!(
-                "{key}: {} hosts, but this version deploys a region to one Docker host",
-                list.len()
-            ),
-            "list one host per region for now (spreading a region over several hosts is not built yet)",
-        );
     }
 }
 

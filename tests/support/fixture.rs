@@ -103,6 +103,8 @@ impl RegionsDir {
 enum Target {
     Docker {
         host: String,
+        /// `hosts:` instead of `host:` when not empty.
+        hosts: Vec<String>,
         /// `identity_file`, `known_hosts` (ssh:// hosts).
         ssh: Vec<(String, String)>,
     },
@@ -174,6 +176,17 @@ impl RegionFile {
     pub fn docker_host(mut self, host: &str) -> RegionFile {
         self.target = Some(Target::Docker {
             host: host.to_string(),
+            hosts: Vec::new(),
+            ssh: Vec::new(),
+        });
+        self
+    }
+
+    /// A region on several Docker hosts (`target.docker.hosts`).
+    pub fn docker_hosts(mut self, hosts: &[String]) -> RegionFile {
+        self.target = Some(Target::Docker {
+            host: String::new(),
+            hosts: hosts.to_vec(),
             ssh: Vec::new(),
         });
         self
@@ -350,8 +363,12 @@ impl RegionFile {
         }
         match &self.target {
             None => {}
-            Some(Target::Docker { host, ssh }) => {
-                let mut d = vec![("host".to_string(), q(host))];
+            Some(Target::Docker { host, hosts, ssh }) => {
+                let mut d = if hosts.is_empty() {
+                    vec![("host".to_string(), q(host))]
+                } else {
+                    vec![("hosts".to_string(), list(hosts))]
+                };
                 d.extend(ssh.iter().map(|(k, v)| (k.clone(), q(v))));
                 writeln!(y, "target: {{docker: {}}}", map(&d)).unwrap();
             }
@@ -611,6 +628,11 @@ impl Rollout {
 
     pub fn max_surge(self, n: u32) -> Rollout {
         self.with("max_surge", n.to_string())
+    }
+
+    /// Docker, several hosts: how many change at once.
+    pub fn hosts_at_once(self, n: u32) -> Rollout {
+        self.with("hosts_at_once", n.to_string())
     }
 
     pub fn max_unavailable(self, n: u32) -> Rollout {

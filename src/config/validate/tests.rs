@@ -112,12 +112,9 @@ fn region_rules() {
             &["target.docker: both host and hosts are set at r.yaml:2:45 — `host: X` is the shorthand for `hosts: [X]`; keep one of them"],
         ),
         (
-            "a host listed twice, and two hosts",
+            "a host listed twice",
             BASE.replace("{host: 'unix:///var/run/docker.sock'}", "{hosts: ['ssh://a', 'ssh://a']}"),
-            &[
-                "target.docker.hosts.1: 'ssh://a' is listed twice at r.yaml:2:38 — each host is one engine; list it once",
-                "target.docker.hosts: 2 hosts, but this version deploys a region to one Docker host at r.yaml:2:26 — list one host per region for now (spreading a region over several hosts is not built yet)",
-            ],
+            &["target.docker.hosts.1: 'ssh://a' is listed twice at r.yaml:2:38 — each host is one engine; list it once"],
         ),
         (
             "kubernetes without namespace",
@@ -224,6 +221,20 @@ fn service_rules() {
             "no surge and no unavailability",
             with("    rollout: {max_surge: 0, max_unavailable: 0}\n"),
             &["services.web.rollout: max_surge and max_unavailable are both 0 at r.yaml:8:26 — nothing could ever be replaced; set max_surge: 1 for a zero-downtime rollout"],
+        ),
+        (
+            "a canary over several hosts",
+            with("    rollout: {strategy: canary, steps: [{weight: 10}, {weight: 100}]}\n")
+                .replace("{host: 'unix:///var/run/docker.sock'}", "{hosts: ['ssh://a', 'ssh://b']}"),
+            &[
+                "services.web.rollout.strategy: canary on a region of 2 hosts is not built yet at r.yaml:8:25 — use strategy: rolling here (hosts roll one after another, rollout.hosts_at_once at a time), or a canary on a region of one host",
+                "services.web.rollout.strategy: canary is built for Docker regions with `traffic: haproxy` only at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)",
+            ],
+        ),
+        (
+            "no host at once",
+            with("    rollout: {hosts_at_once: 0}\n"),
+            &["services.web.rollout.hosts_at_once: must be at least 1, got 0 at r.yaml:8:30 — the number of hosts that change at once; 1 (the default) rolls one host after another"],
         ),
         (
             "all replicas unavailable",

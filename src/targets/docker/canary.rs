@@ -1166,7 +1166,9 @@ impl DockerRegion {
                 .iter()
                 .filter(|x| x.running && x.service == desired.name)
                 .map(|x| Server {
-                    server: self.scope.server(&x.service, &x.release, x.index),
+                    server: self
+                        .scope
+                        .server(&x.host_tag, &x.service, &x.release, x.index),
                     container: x.name.clone(),
                     id: x.id.clone(),
                     addr: None,

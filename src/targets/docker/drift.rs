@@ -125,9 +125,12 @@ fn short(id: &str) -> String {
 pub fn drift(e: &Expected, o: &Observed) -> Vec<(Drift, Option<Fix>)> {
     let mut out = Vec::new();
     let server_of = |c: &LiveContainer| {
-        e.backends
-            .get(&c.service)
-            .map(|b| (b.clone(), e.scope.server(&c.service, &c.release, c.index)))
+        e.backends.get(&c.service).map(|b| {
+            (
+                b.clone(),
+                e.scope.server(&c.host_tag, &c.service, &c.release, c.index),
+            )
+        })
     };
     let mut serving: Vec<String> = Vec::new();
     if let Some(s) = e.serving {
@@ -401,6 +404,8 @@ mod tests {
 
     fn container(id: &str, release: &str, index: u32, running: bool) -> LiveContainer {
         LiveContainer {
+            host: 0,
+            host_tag: String::new(),
             service: "web".into(),
             release: release.into(),
             index,

@@ -84,9 +84,8 @@ impl Engine {
     /// Connects and pings; an engine that does not answer is exit code 6, naming the endpoint.
     /// An `ssh://` host is logged in to first, so what ssh says (unknown host key, no key
     /// accepted, no route) is what the error quotes.
-    pub async fn connect(target: &DockerTarget) -> Result<Engine, Error> {
-        // Validation lets one host through (`host`, or `hosts` with one entry).
-        let host = expand_env(target.endpoints()[0]);
+    pub async fn connect(target: &DockerTarget, endpoint: &str) -> Result<Engine, Error> {
+        let host = expand_env(endpoint);
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::failed(ExitCode::Unreachable, anyhow!("cannot reach the Docker engine at {host}: {e}"))
                 .with_hint("is the daemon running, and is the endpoint right? (target.docker.host in the region file)")

@@ -34,16 +34,21 @@ use crate::backup::ExecIn;
 use crate::config::model::{DockerTarget, ReleaseStep, Service, Traffic};
 use crate::error::{Error, ExitCode, Result};
 use crate::lock::{Acquire, Lock};
-use crate::plan::{plan_service, rolling_steps, Action, ServicePlan};
+use crate::plan::{plan_service, rolling_steps, spread, Action, ServicePlan};
 use crate::release::{ContainerRecord, Release, ServiceRecord};
 use crate::traffic::haproxy::{CheckTiming, Haproxy};
 use desired::Desired;
+use futures_util::future::join_all;
 use naming::Scope;
 use rollout::{Ledger, Member, Rollout};
 
 /// A container of the scope as the engine lists it.
 #[derive(Debug, Clone)]
 pub struct LiveContainer {
+    /// The host it runs on: its place in the region's host list.
+    pub host: usize,
+    /// That host's tag in server names ([`naming::host_tags`]; empty with one host).
+    pub host_tag: String,
     pub service: String,
     pub release: String,
     pub index: u32,
@@ -84,16 +89,44 @@ struct Prepared {
     fixes: Option<Vec<drift::Fix>>,
 }
 
+/// One of a region's Docker hosts, as `open` found it.
+pub struct Host {
+    /// The endpoint, variables expanded.
+    pub endpoint: String,
+    /// Its tag in HAProxy server names and output ([`naming::host_tags`]).
+    pub tag: String,
+    /// The engine, or why it could not be reached (a deploy refuses before it changes
+    /// anything; history, status and rollback go on with the hosts that answer).
+    pub reach: std::result::Result<Engine, String>,
+    /// The error to return when this host is needed and was not reached (exit 6, quoting ssh).
+    down: Mutex<Option<Error>>,
+}
+
+impl Host {
+    /// How the host is named in output: its tag, or its endpoint with one host.
+    pub fn label(&self) -> &str {
+        if self.tag.is_empty() {
+            &self.endpoint
+        } else {
+            &self.tag
+        }
+    }
+}
+
 /// A region's Docker target, reached and checked.
 pub struct DockerRegion {
     pub region: Region,
+    /// The first host that answered: release steps and canaries run on it (with one host, the
+    /// engine).
     pub engine: Engine,
+    /// Every host of the region, in the order listed.
+    pub hosts: Vec<Host>,
     pub lb: Option<Haproxy>,
     pub scope: Scope,
     wanted: Wanted,
     prepared: Prepared,
-    /// What the current rollout changed, for restoring it.
-    ledger: Arc<Mutex<Ledger>>,
+    /// What the current rollout changed on each host, for restoring it.
+    ledgers: Vec<Arc<Mutex<Ledger>>>,
     /// The canary this process drives or steers, as it stands.
     canary: Mutex<Option<canary::Canary>>,
     /// Why the desired state was resolved (a deploy ends a blue-green's window first).
@@ -103,9 +136,46 @@ pub struct DockerRegion {
 }
 
 impl DockerRegion {
-    /// Reaches the region's engine and HAProxy (exit 6 naming the one that does not answer).
+    /// Reaches the region's engines (all at once) and HAProxy (exit 6 naming the one that does
+    /// not answer). With several hosts, one that does not answer is noted and left out (a
+    /// deploy refuses at once; see [`DockerRegion::all_up`]); none answering is exit 6.
     pub async fn open(region: Region, target: &DockerTarget) -> Result<DockerRegion> {
-        let engine = Engine::connect(target).await?;
+        let endpoints: Vec<String> = target.endpoints().iter().map(|e| expand_env(e)).collect();
+        let tags = naming::host_tags(&endpoints);
+        let reached =
+            futures_util::future::join_all(endpoints.iter().map(|e| Engine::connect(target, e)))
+                .await;
+        let mut hosts = Vec::new();
+        for ((endpoint, tag), r) in endpoints.into_iter().zip(tags).zip(reached) {
+            let (reach, down) = match r {
+                Ok(e) => (Ok(e), None),
+                Err(e) => {
+                    let msg = e.to_string();
+                    if target.endpoints().len() == 1 {
+                        return Err(e);
+                    }
+                    region
+                        .ui
+                        .warn(format!("host {endpoint} is not reachable: {msg}"));
+                    (Err(msg), Some(e))
+                }
+            };
+            hosts.push(Host {
+                endpoint,
+                tag,
+                reach,
+                down: Mutex::new(down),
+            });
+        }
+        let Some(engine) = hosts.iter().find_map(|h| h.reach.as_ref().ok()).cloned() else {
+            let e = hosts[0].down.lock().expect("host").take();
+            return Err(e.unwrap_or_else(|| {
+                Error::failed(
+                    ExitCode::Unreachable,
+                    anyhow!("no host of the region answered"),
+                )
+            }));
+        };
         let lb = match &region.cfg.traffic {
             Traffic::Haproxy(h) => {
                 // Our own health check has passed before a server is added, so HAProxy needs one
@@ -161,18 +231,67 @@ impl DockerRegion {
             }
         }
         let scope = Scope::new(&region.cfg.app, &region.name, region.env());
+        let ledgers = hosts.iter().map(|_| Arc::default()).collect();
         Ok(DockerRegion {
             region,
             engine,
+            hosts,
             lb,
             scope,
             wanted: Wanted::Nothing,
             prepared: Prepared::default(),
-            ledger: Arc::default(),
+            ledgers,
             canary: Mutex::default(),
             purpose: None,
             instant: Mutex::default(),
         })
+    }
+
+    /// The engine of host `h` (a host that did not answer at `open` is an error naming it).
+    fn engine_of(&self, h: usize) -> anyhow::Result<&Engine> {
+        let host = &self.hosts[h];
+        host.reach
+            .as_ref()
+            .map_err(|e| anyhow!("host {} is not reachable: {e}", host.endpoint))
+    }
+
+    /// The hosts that answered, with their place in the list.
+    fn up(&self) -> impl Iterator<Item = (usize, &Engine)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.reach.as_ref().ok().map(|e| (i, e)))
+    }
+
+    /// Every host answered: what a deploy needs before it changes anything (exit 6 naming the
+    /// first that did not, quoting ssh).
+    fn all_up(&self) -> Result<()> {
+        for h in &self.hosts {
+            if let Err(msg) = &h.reach {
+                let e = h.down.lock().expect("host").take();
+                return Err(e.unwrap_or_else(|| {
+                    Error::failed(
+                        ExitCode::Unreachable,
+                        anyhow!("cannot reach the Docker engine at {}: {msg}", h.endpoint),
+                    )
+                })
+                .with_hint("every host of the region must answer before a deploy changes anything; nothing was changed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hosts left out because they did not answer, for warnings: `mexico-docker-2 (…)`.
+    fn down_hosts(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                h.reach
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("{} ({e})", h.endpoint))
+            })
+            .collect()
     }
 
     fn backends(&self) -> HashMap<String, String> {
@@ -186,35 +305,51 @@ impl DockerRegion {
         }
     }
 
-    /// The scope's app containers, running or retained.
+    /// The scope's app containers, running or retained, on every host that answered.
     pub async fn live(&self) -> Result<Vec<LiveContainer>> {
         let filter = self.scope.filter("app");
         let refs: Vec<(&str, &str)> = filter.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let list = self.engine.list(&refs).await?;
-        Ok(list
-            .into_iter()
-            .map(|c| {
-                let labels = c.labels.unwrap_or_default();
-                let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-                LiveContainer {
-                    service: get(naming::SERVICE),
-                    release: get(naming::RELEASE),
-                    index: get("packfy.index").parse().unwrap_or(0),
-                    id: c.id.unwrap_or_default(),
-                    name: c
-                        .names
-                        .and_then(|n| n.into_iter().next())
-                        .unwrap_or_default()
-                        .trim_start_matches('/')
-                        .to_string(),
-                    running: c.state.map(|s| s.to_string()) == Some("running".to_string()),
-                    image: c.image.unwrap_or_default(),
-                    image_id: c.image_id.unwrap_or_default(),
-                    spec_hash: get("packfy.spec"),
-                    version: get(naming::VERSION),
-                }
-            })
-            .collect())
+        let lists = futures_util::future::join_all(self.up().map(|(h, e)| {
+            let refs = &refs;
+            async move { e.list(refs).await.map(|l| (h, l)) }
+        }))
+        .await;
+        let mut out = Vec::new();
+        for r in lists {
+            let (h, list) = r?;
+            out.extend(self.live_of(h, list));
+        }
+        Ok(out)
+    }
+
+    fn live_of(
+        &self,
+        h: usize,
+        list: Vec<bollard::models::ContainerSummary>,
+    ) -> impl Iterator<Item = LiveContainer> + '_ {
+        list.into_iter().map(move |c| {
+            let labels = c.labels.unwrap_or_default();
+            let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            LiveContainer {
+                host: h,
+                host_tag: self.hosts[h].tag.clone(),
+                service: get(naming::SERVICE),
+                release: get(naming::RELEASE),
+                index: get("packfy.index").parse().unwrap_or(0),
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                running: c.state.map(|s| s.to_string()) == Some("running".to_string()),
+                image: c.image.unwrap_or_default(),
+                image_id: c.image_id.unwrap_or_default(),
+                spec_hash: get("packfy.spec"),
+                version: get(naming::VERSION),
+            }
+        })
     }
 
     fn member(&self, c: &LiveContainer) -> Member {
@@ -226,7 +361,13 @@ impl DockerRegion {
             service: c.service.clone(),
             id: c.id.clone(),
             name: c.name.clone(),
-            server: backend.map(|b| (b, self.scope.server(&c.service, &c.release, c.index))),
+            server: backend.map(|b| {
+                (
+                    b,
+                    self.scope
+                        .server(&c.host_tag, &c.service, &c.release, c.index),
+                )
+            }),
             addr: None,
         }
     }
@@ -240,17 +381,46 @@ impl DockerRegion {
             .unwrap_or_default()
     }
 
+    /// The rollout on the first host that answered (a canary's; with one host, the host's).
     fn rollout(&self, release: &str, version: &str) -> Rollout<'_> {
+        let h = self.up().next().map_or(0, |(h, _)| h);
         Rollout {
             engine: &self.engine,
+            host: self.hosts[h].tag.clone(),
             lb: self.lb.as_ref(),
             backends: self.backends(),
             scope: &self.scope,
             release: release.to_string(),
             version: version.to_string(),
             ui: &self.region.ui,
-            ledger: self.ledger.clone(),
+            ledger: self.ledgers[h].clone(),
         }
+    }
+
+    /// The rollout on host `h`, writing to that host's ledger.
+    fn rollout_on(&self, h: usize, release: &str, version: &str) -> anyhow::Result<Rollout<'_>> {
+        Ok(Rollout {
+            engine: self.engine_of(h)?,
+            host: self.hosts[h].tag.clone(),
+            lb: self.lb.as_ref(),
+            backends: self.backends(),
+            scope: &self.scope,
+            release: release.to_string(),
+            version: version.to_string(),
+            ui: &self.region.ui,
+            ledger: self.ledgers[h].clone(),
+        })
+    }
+
+    /// Every ledger's entries, host by host.
+    fn ledger_entries(&self) -> (Vec<Member>, Vec<Member>) {
+        let (mut started, mut stopped) = (Vec::new(), Vec::new());
+        for l in &self.ledgers {
+            let l = l.lock().expect("ledger");
+            started.extend(l.started.iter().cloned());
+            stopped.extend(l.stopped.iter().cloned());
+        }
+        (started, stopped)
     }
 
     fn desired(&self) -> &[Desired] {
@@ -315,6 +485,11 @@ impl DockerRegion {
                     }
                 },
             };
+            if purpose == Purpose::Deploy {
+                let digest = made.and_then(|b| b.by_digest());
+                self.image_on_every_host(&image, &image_id, digest.as_deref())
+                    .await?;
+            }
             let d = desired::desired(
                 &r.name,
                 r.env(),
@@ -340,9 +515,213 @@ impl DockerRegion {
         Ok(out)
     }
 
-    /// Makes `to` (or nothing) serve instead of what runs now: its retained containers
-    /// restart, others are created from its record, everything else is drained and stopped,
-    /// never below the wanted count in rotation. `release` names new containers.
+    /// The other hosts of a region get the image the first one has: found there, or pulled
+    /// (all at once). Nothing has changed yet when one cannot get it (exit 2).
+    /// `by_digest`: `repo@sha256:…` when the run pushed it (what the others pull, tagged
+    /// `image` there).
+    async fn image_on_every_host(
+        &self,
+        image: &str,
+        image_id: &str,
+        by_digest: Option<&str>,
+    ) -> Result<()> {
+        let others: Vec<&Engine> = self
+            .up()
+            .map(|(_, e)| e)
+            .filter(|e| e.endpoint != self.engine.endpoint)
+            .collect();
+        let got = futures_util::future::join_all(others.iter().map(|e| async move {
+            match e.image_id(image).await? {
+                Some(id) => Ok::<_, Error>(id),
+                None => {
+                    let from = by_digest.unwrap_or(image);
+                    self.region
+                        .ui
+                        .status("Pulling", format!("{from} on {}", e.endpoint));
+                    e.pull_as(from, image).await.map_err(|err| {
+                        Error::usage_hint(
+                            format!("image {image} is not on the engine at {} and could not be pulled: {err:#}", e.endpoint),
+                            "every host of the region pulls the release from the registry: push it there (build --push, or deploy --push); nothing was changed",
+                        )
+                    })
+                }
+            }
+        }))
+        .await;
+        for (e, id) in others.iter().zip(got) {
+            let id = id?;
+            if id != image_id {
+                return Err(Error::usage_hint(
+                    format!("image {image} is {id} on {} but {image_id} on {}", e.endpoint, self.engine.endpoint),
+                    "the hosts must run the same image: push the release to the registry (deploy --push) so every host pulls the same one; nothing was changed",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls one service out on every host: each host's share of the replicas
+    /// ([`spread`]) in batches of `max_surge`, `rollout.hosts_at_once` hosts at a time (their
+    /// rollouts overlap), so each host keeps its own share in rotation and the region never
+    /// has fewer than it wants. The first host to fail stops the service's rollout (the
+    /// hosts changing beside it finish their batch); the error names the host.
+    async fn roll_service(
+        &self,
+        rec: &Release,
+        d: &Desired,
+        live: &[LiveContainer],
+    ) -> anyhow::Result<()> {
+        let share = spread(d.replicas, self.hosts.len());
+        let at_once = d.service.rollout.hosts_at_once.max(1) as usize;
+        let order: Vec<usize> = (0..self.hosts.len()).collect();
+        for chunk in order.chunks(at_once) {
+            let runs = chunk.iter().map(|&h| {
+                let share = &share;
+                async move {
+                    let on_host: Vec<LiveContainer> =
+                        live.iter().filter(|c| c.host == h).cloned().collect();
+                    let old: Vec<Member> = on_host
+                        .iter()
+                        .filter(|c| c.running && c.service == d.name)
+                        .map(|c| self.member(c))
+                        .collect();
+                    let steps = rolling_steps(
+                        share[h],
+                        d.service.rollout.max_surge,
+                        d.service.rollout.max_unavailable,
+                        old.len() as u32,
+                    );
+                    let ro = self.rollout_on(h, &rec.id, &rec.version)?;
+                    ro.service(d, old, Vec::new(), &steps, next_index(&on_host, &d.name))
+                        .await
+                        .map_err(|e| self.on_host(h, e))
+                }
+            });
+            for r in join_all(runs).await {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `plan`'s placement of each service over a region of several hosts:
+    /// `backend: 6 replicas over 2 hosts: mexico-docker-1 3, mexico-docker-2 3`.
+    fn placement_lines(&self) -> Vec<String> {
+        if self.hosts.len() < 2 {
+            return Vec::new();
+        }
+        self.desired()
+            .iter()
+            .map(|d| {
+                let share = spread(d.replicas, self.hosts.len());
+                let each: Vec<String> = self
+                    .hosts
+                    .iter()
+                    .zip(&share)
+                    .map(|(h, n)| format!("{} {n}", h.label()))
+                    .collect();
+                format!(
+                    "{}: {} replicas over {} hosts ({} at a time): {}",
+                    d.name,
+                    d.replicas,
+                    self.hosts.len(),
+                    d.service.rollout.hosts_at_once.max(1),
+                    each.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    /// `plan -o json`'s placement: service → host endpoint → replicas.
+    fn placement_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for d in self.desired() {
+            let share = spread(d.replicas, self.hosts.len());
+            let per: serde_json::Map<String, serde_json::Value> = self
+                .hosts
+                .iter()
+                .zip(share)
+                .map(|(h, n)| (h.endpoint.clone(), json!(n)))
+                .collect();
+            out.insert(d.name.clone(), per.into());
+        }
+        out.into()
+    }
+
+    /// A server whose container is not running serves nothing (the container died with its
+    /// engine, or someone stopped it): out of HAProxy before the rollout counts what is in
+    /// rotation, or it would stay there DOWN for good.
+    async fn drop_dead_servers(&self, live: &[LiveContainer]) -> anyhow::Result<()> {
+        let Some(lb) = &self.lb else {
+            return Ok(());
+        };
+        let dead: Vec<(String, String)> = live
+            .iter()
+            .filter(|c| !c.running)
+            .filter_map(|c| self.member(c).server)
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let servers = self.lb_servers(&self.backends()).await?;
+        for (b, s) in dead {
+            if servers.iter().any(|x| x.backend == b && x.name == s) {
+                lb.del_server(&b, &s).await?;
+                self.region.ui.status(
+                    "Removed",
+                    format!("haproxy {b}/{s}: its container is not running"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// An error of host `h`, naming it (a region of several hosts).
+    fn on_host(&self, h: usize, e: anyhow::Error) -> anyhow::Error {
+        if self.hosts.len() == 1 {
+            e
+        } else {
+            e.context(format!("on host {}", self.hosts[h].label()))
+        }
+    }
+
+    /// Undoes what each host's ledger says, all hosts at once; the problems name the host.
+    async fn restore_hosts(
+        &self,
+        rec: &Release,
+        by_service: &HashMap<String, Desired>,
+    ) -> Vec<String> {
+        let runs = (0..self.hosts.len()).map(|h| async move {
+            let touched = {
+                let l = self.ledgers[h].lock().expect("ledger");
+                !l.started.is_empty() || !l.stopped.is_empty()
+            };
+            if !touched {
+                return Vec::new();
+            }
+            let label = self.hosts[h].label().to_string();
+            match self.rollout_on(h, &rec.id, &rec.version) {
+                Ok(ro) => {
+                    let problems = ro.restore(by_service).await;
+                    if self.hosts.len() == 1 {
+                        problems
+                    } else {
+                        problems
+                            .into_iter()
+                            .map(|p| format!("host {label}: {p}"))
+                            .collect()
+                    }
+                }
+                Err(e) => vec![format!("host {label}: {e:#}")],
+            }
+        });
+        join_all(runs).await.into_iter().flatten().collect()
+    }
+
+    /// Makes `to` (or nothing) serve instead of what runs now, host after host: its retained
+    /// containers restart, others are created from its record, everything else is drained
+    /// and stopped, never below each host's share in rotation. `release` names new containers.
+    /// A host that did not answer is left as it is (warned about when the rollback started).
     async fn roll_to(
         &self,
         to: Option<&Release>,
@@ -350,7 +729,27 @@ impl DockerRegion {
         release: &str,
     ) -> anyhow::Result<()> {
         let live = self.live().await?;
-        let ro = self.rollout(release, to.map_or("", |t| t.version.as_str()));
+        let hosts: Vec<usize> = self.up().map(|(h, _)| h).collect();
+        for h in hosts {
+            let on_host: Vec<LiveContainer> =
+                live.iter().filter(|c| c.host == h).cloned().collect();
+            self.roll_host_to(h, to, desired, release, &on_host)
+                .await
+                .map_err(|e| self.on_host(h, e))?;
+        }
+        Ok(())
+    }
+
+    async fn roll_host_to(
+        &self,
+        h: usize,
+        to: Option<&Release>,
+        desired: &[Desired],
+        release: &str,
+        live: &[LiveContainer],
+    ) -> anyhow::Result<()> {
+        let ro = self.rollout_on(h, release, to.map_or("", |t| t.version.as_str()))?;
+        let engine = self.engine_of(h)?;
         for d in desired {
             let of_target = |c: &&LiveContainer| {
                 c.service == d.name
@@ -377,21 +776,27 @@ impl DockerRegion {
                 .filter(|c| c.running && c.service == d.name && !keep.iter().any(|k| k.id == c.id))
                 .map(|c| self.member(c))
                 .collect();
-            let wanted = d.replicas.saturating_sub(keep.len() as u32);
+            let share = spread(d.replicas, self.hosts.len())[h];
+            let wanted = share.saturating_sub(keep.len() as u32);
             // A rollback goes back in one batch: the retained containers start together and the
             // replaced ones leave together, still never below the wanted count in rotation.
             let steps = rolling_steps(wanted, wanted.max(1), 0, old.len() as u32);
+            let on = if self.hosts.len() == 1 {
+                String::new()
+            } else {
+                format!(" on {}", self.hosts[h].label())
+            };
             self.region.ui.status(
                 "Restoring",
                 format!(
-                    "{}: {} running, {} retained to start, {} to replace",
+                    "{}{on}: {} running, {} retained to start, {} to replace",
                     d.name,
                     keep.len(),
                     reuse.len().min(wanted as usize),
                     old.len()
                 ),
             );
-            ro.service(d, old, reuse, &steps, next_index(&live, &d.name))
+            ro.service(d, old, reuse, &steps, next_index(live, &d.name))
                 .await?;
         }
         // Services the target did not have (or no target at all): stop what runs.
@@ -403,7 +808,7 @@ impl DockerRegion {
             if let (Some(lb), Some((b, srv))) = (self.lb.as_ref(), &m.server) {
                 let _ = lb.del_server(b, srv).await;
             }
-            self.engine.stop(&c.id, Duration::from_secs(10)).await?;
+            engine.stop(&c.id, Duration::from_secs(10)).await?;
         }
         Ok(())
     }
@@ -420,7 +825,7 @@ impl DockerRegion {
         let mut inspected = HashMap::new();
         if !desired.is_empty() {
             for c in live.iter().filter(|c| c.running) {
-                if let Some(st) = self.engine.inspect(&c.id).await? {
+                if let Some(st) = self.engine_of(c.host)?.inspect(&c.id).await? {
                     inspected.insert(c.id.clone(), st);
                 }
             }
@@ -468,6 +873,7 @@ impl DockerRegion {
     /// `--reset-drift`, before the rollout: containers no record accounts for go, retained
     /// ones running again stop (each out of HAProxy first).
     async fn reset_containers(&self, fixes: &[drift::Fix]) -> anyhow::Result<()> {
+        let live = self.live().await?;
         for f in fixes {
             let (id, server, remove) = match f {
                 drift::Fix::Remove { id, server } => (id, server, true),
@@ -477,10 +883,14 @@ impl DockerRegion {
             if let (Some(lb), Some((b, s))) = (&self.lb, server) {
                 lb.del_server(b, s).await?;
             }
+            let engine = match live.iter().find(|c| &c.id == id) {
+                Some(c) => self.engine_of(c.host)?,
+                None => &self.engine,
+            };
             if remove {
-                self.engine.remove(id).await?;
+                engine.remove(id).await?;
             } else {
-                self.engine.stop(id, Duration::from_secs(10)).await?;
+                engine.stop(id, Duration::from_secs(10)).await?;
             }
             self.region.ui.status(
                 "Reset",
@@ -510,7 +920,8 @@ impl DockerRegion {
                 backends.get(&c.service).map(|b| {
                     (
                         b.clone(),
-                        self.scope.server(&c.service, &c.release, c.index),
+                        self.scope
+                            .server(&c.host_tag, &c.service, &c.release, c.index),
                     )
                 })
             })
@@ -535,7 +946,9 @@ impl DockerRegion {
             let Some(b) = backends.get(&c.service) else {
                 continue;
             };
-            let name = self.scope.server(&c.service, &c.release, c.index);
+            let name = self
+                .scope
+                .server(&c.host_tag, &c.service, &c.release, c.index);
             if servers.iter().any(|s| &s.backend == b && s.name == name) {
                 continue;
             }
@@ -544,7 +957,7 @@ impl DockerRegion {
                 continue;
             };
             let Some(addr) = self
-                .engine
+                .engine_of(c.host)?
                 .inspect(&c.id)
                 .await?
                 .and_then(|st| st.ports.get(&port).copied())
@@ -584,9 +997,23 @@ impl Target for DockerRegion {
     }
 
     fn lock_place(&self) -> String {
-        format!("engine {}", self.engine.endpoint)
+        if self.hosts.len() == 1 {
+            format!("engine {}", self.engine.endpoint)
+        } else {
+            format!(
+                "hosts {}",
+                self.hosts
+                    .iter()
+                    .map(|h| h.endpoint.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     }
 
+    /// The lock is taken on every host that answers, in the order listed, with one token:
+    /// two runners meet on the first host they share, and one that finds a host held lets go
+    /// of those it took. (With one host, that host's lock as before.)
     async fn try_lock(
         &self,
         holder: &str,
@@ -594,34 +1021,126 @@ impl Target for DockerRegion {
         ttl: Duration,
         tied_to_process: bool,
     ) -> Result<Acquire> {
-        Ok(self
-            .engine
-            .try_lock(&self.scope, holder, reason, ttl, tied_to_process)
-            .await?)
+        let token = state::lock_token();
+        let mut taken: Vec<(&Engine, Lock)> = Vec::new();
+        for (_, e) in self.up() {
+            match e
+                .try_lock_as(&self.scope, holder, reason, ttl, tied_to_process, &token)
+                .await
+            {
+                Ok(Acquire::Acquired(l)) => taken.push((e, l)),
+                Ok(Acquire::Held(other)) => {
+                    for (e, l) in &taken {
+                        let _ = e.unlock(&self.scope, l).await;
+                    }
+                    return Ok(Acquire::Held(other));
+                }
+                Err(err) => {
+                    for (e, l) in &taken {
+                        let _ = e.unlock(&self.scope, l).await;
+                    }
+                    return Err(err.into());
+                }
+            }
+        }
+        match taken.into_iter().next() {
+            Some((_, l)) => Ok(Acquire::Acquired(l)),
+            None => Err(Error::failed(
+                ExitCode::Unreachable,
+                anyhow!("no host of {} answered to take the lock", self.region.name),
+            )),
+        }
     }
 
-    async fn take_over(&self, _stale: &Lock) -> Result<()> {
-        Ok(self.engine.break_lock(&self.scope).await?)
+    /// A stale lock goes from every host that has it (a killed run may have taken it on some
+    /// hosts only).
+    async fn take_over(&self, stale: &Lock) -> Result<()> {
+        for (_, e) in self.up() {
+            if e.current_lock(&self.scope)
+                .await?
+                .is_some_and(|l| l.token == stale.token)
+            {
+                e.break_lock(&self.scope).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn current_lock(&self) -> Result<Option<Lock>> {
-        Ok(self.engine.current_lock(&self.scope).await?)
+        for (_, e) in self.up() {
+            if let Some(l) = e.current_lock(&self.scope).await? {
+                return Ok(Some(l));
+            }
+        }
+        Ok(None)
     }
 
     async fn unlock(&self, ours: &Lock) -> Result<()> {
-        Ok(self.engine.unlock(&self.scope, ours).await?)
+        let mut first_err = None;
+        for (_, e) in self.up() {
+            if let Err(err) = e.unlock(&self.scope, ours).await {
+                first_err.get_or_insert(err);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     async fn break_lock(&self) -> Result<()> {
-        Ok(self.engine.break_lock(&self.scope).await?)
+        for (_, e) in self.up() {
+            e.break_lock(&self.scope).await?;
+        }
+        Ok(())
     }
 
+    /// Every host keeps every record: the history is read from all that answer and merged
+    /// ([`state::merge_histories`]), so it survives a host that is down.
     async fn history(&self) -> Result<Vec<Release>> {
-        Ok(self.engine.releases(&self.scope).await?)
+        let lists =
+            futures_util::future::join_all(self.up().map(|(_, e)| e.releases(&self.scope))).await;
+        let mut per_host = Vec::new();
+        for l in lists {
+            per_host.push(l?);
+        }
+        let down = self.down_hosts();
+        if !down.is_empty() {
+            self.region
+                .ui
+                .verbose(format!("history read without {}", down.join(", ")));
+        }
+        Ok(state::merge_histories(per_host))
     }
 
+    /// Written to every host that answers (at once); a host that fails to take it is warned
+    /// about, and only all failing fails the save.
     async fn save(&self, rec: &Release) -> Result<()> {
-        Ok(self.engine.save_release(&self.scope, rec).await?)
+        let saved = futures_util::future::join_all(
+            self.up()
+                .map(|(h, e)| async move { (h, e.save_release(&self.scope, rec).await) }),
+        )
+        .await;
+        let mut errors = Vec::new();
+        let n = saved.len();
+        for (h, r) in saved {
+            if let Err(e) = r {
+                errors.push((h, e));
+            }
+        }
+        if errors.len() == n {
+            if let Some((_, e)) = errors.into_iter().next() {
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        for (h, e) in errors {
+            self.region.ui.warn(format!(
+                "release {} is not recorded on {}: {e:#}",
+                rec.id, self.hosts[h].endpoint
+            ));
+        }
+        Ok(())
     }
 
     /// Records beyond `keep_releases` go, and so do the retained containers of releases no
@@ -636,12 +1155,16 @@ impl Target for DockerRegion {
                     "pruning {} (release {} is no longer kept)",
                     c.name, c.release
                 ));
-                let _ = self.engine.remove(&c.id).await;
+                if let Ok(e) = self.engine_of(c.host) {
+                    let _ = e.remove(&c.id).await;
+                }
             }
         }
         let ids: Vec<&str> = gone.iter().map(|r| r.id.as_str()).collect();
         if !ids.is_empty() {
-            let _ = self.engine.forget_releases(&self.scope, &ids).await;
+            for (_, e) in self.up() {
+                let _ = e.forget_releases(&self.scope, &ids).await;
+            }
         }
     }
 
@@ -656,6 +1179,18 @@ impl Target for DockerRegion {
             if opts.built.iter().any(|b| b.image == image) {
                 continue;
             }
+            // The other hosts pull what the first one builds, by its digest.
+            let push = opts.push || self.hosts.len() > 1;
+            if push && !opts.push && registry_host(&image).is_none() {
+                return Err(Error::usage_hint(
+                    format!(
+                        "{image} is built on {} and runs on {} hosts: it has to go through a registry, and its name has none",
+                        self.engine.endpoint,
+                        self.hosts.len()
+                    ),
+                    "name the image REGISTRY/NAME (as `image: registry.example:5000/app`); nothing was changed",
+                ));
+            }
             r.ui.status("Building", format!("{name} → {image}"));
             let ui = r.ui.clone();
             let id = self
@@ -669,7 +1204,7 @@ impl Target for DockerRegion {
                     )
                 })?;
             let mut digest = None;
-            if opts.push {
+            if push {
                 r.ui.status("Pushing", image.clone());
                 digest = self.engine.push(&repo, version).await.map_err(|e| {
                     Error::failed(ExitCode::Unreachable, anyhow!("{e:#}"))
@@ -688,7 +1223,7 @@ impl Target for DockerRegion {
     }
 
     fn engines(&self) -> Vec<String> {
-        vec![self.engine.endpoint.clone()]
+        self.hosts.iter().map(|h| h.endpoint.clone()).collect()
     }
 
     async fn resolve(
@@ -697,6 +1232,9 @@ impl Target for DockerRegion {
         opts: &DeployOptions,
         purpose: Purpose,
     ) -> Result<()> {
+        if purpose == Purpose::Deploy {
+            self.all_up()?;
+        }
         let desired = self.desired_at(version, opts, purpose).await?;
         self.wanted = Wanted::Deploy { desired };
         self.purpose = Some(purpose);
@@ -714,6 +1252,13 @@ impl Target for DockerRegion {
                     && from.previous.as_deref() == Some(to.id.as_str())
             })
             .map(|c| (from.clone(), c));
+        let down = self.down_hosts();
+        if !down.is_empty() {
+            self.region.ui.warn(format!(
+                "going back on the hosts that answer; not on {} (the next deploy or rollback once it answers puts it right)",
+                down.join(", ")
+            ));
+        }
         let desired = self.desired_of(to)?;
         self.wanted = Wanted::Release {
             to: Box::new(to.clone()),
@@ -796,6 +1341,7 @@ impl Target for DockerRegion {
                     .iter()
                     .map(ServicePlan::describe)
                     .chain(gone.clone())
+                    .chain(self.placement_lines())
                     .collect();
                 let changed: Vec<String> = plans
                     .iter()
@@ -814,6 +1360,9 @@ impl Target for DockerRegion {
         let mut j = serde_json::Map::new();
         j.insert("services".into(), json!(plans));
         j.insert("removed".into(), json!(removed));
+        if self.hosts.len() > 1 {
+            j.insert("placement".into(), self.placement_json());
+        }
         self.prepared = Prepared {
             live,
             plans,
@@ -852,7 +1401,9 @@ impl Target for DockerRegion {
     }
 
     async fn apply(&self, rec: &Release) -> anyhow::Result<()> {
-        *self.ledger.lock().expect("ledger") = Ledger::default();
+        for l in &self.ledgers {
+            *l.lock().expect("ledger") = Ledger::default();
+        }
         if let Wanted::Release { to, desired } = &self.wanted {
             let instant = self.instant.lock().expect("instant").clone();
             if let Some((from, c)) = instant {
@@ -864,7 +1415,7 @@ impl Target for DockerRegion {
             self.reset_containers(fixes).await?;
         }
         let live = &self.prepared.live;
-        let ro = self.rollout(&rec.id, &rec.version);
+        self.drop_dead_servers(live).await?;
         let mut canaries = Vec::new();
         for (d, p) in self.desired().iter().zip(&self.prepared.plans) {
             if p.action == Action::Unchanged {
@@ -874,19 +1425,7 @@ impl Target for DockerRegion {
                 canaries.push(d);
                 continue;
             }
-            let old: Vec<Member> = live
-                .iter()
-                .filter(|c| c.running && c.service == d.name)
-                .map(|c| self.member(c))
-                .collect();
-            let steps = rolling_steps(
-                d.replicas,
-                d.service.rollout.max_surge,
-                d.service.rollout.max_unavailable,
-                old.len() as u32,
-            );
-            ro.service(d, old, Vec::new(), &steps, next_index(live, &d.name))
-                .await?;
+            self.roll_service(rec, d, live).await?;
         }
         if self.prepared.fixes.is_some() {
             self.reset_lb().await?;
@@ -901,8 +1440,22 @@ impl Target for DockerRegion {
         if matches!(self.wanted, Wanted::Release { .. }) {
             return Ok(());
         }
-        let ro = self.rollout("", "");
-        let report = ro.bake(self.desired()).await?;
+        // Each host watches what it started, all at once (the 5xx ratio is judged per host).
+        let runs = (0..self.hosts.len()).map(|h| async move {
+            if self.ledgers[h].lock().expect("ledger").started.is_empty() {
+                return Ok(rollout::BakeReport::default());
+            }
+            let ro = self.rollout_on(h, "", "")?;
+            ro.bake(self.desired())
+                .await
+                .map_err(|e| self.on_host(h, e))
+        });
+        let mut report = rollout::BakeReport::default();
+        for r in join_all(runs).await {
+            let r = r?;
+            report.responses += r.responses;
+            report.errors += r.errors;
+        }
         if report.responses > 0 {
             self.region.ui.status(
                 "Verified",
@@ -923,7 +1476,9 @@ impl Target for DockerRegion {
                 .iter()
                 .filter(|c| c.running && &c.service == name)
             {
-                self.engine.stop(&c.id, Duration::from_secs(30)).await?;
+                self.engine_of(c.host)?
+                    .stop(&c.id, Duration::from_secs(30))
+                    .await?;
             }
         }
         Ok(())
@@ -937,10 +1492,9 @@ impl Target for DockerRegion {
             // A canary steered from its record: only the canary changed.
             return self.canary_applied(rec);
         }
-        let ledger = self.ledger.lock().expect("ledger");
+        let (started, _) = self.ledger_entries();
         for sr in rec.services.iter_mut() {
-            sr.containers = ledger
-                .started
+            sr.containers = started
                 .iter()
                 .filter(|m| m.service == sr.name)
                 .map(|m| ContainerRecord {
@@ -985,8 +1539,8 @@ impl Target for DockerRegion {
             return Err(problems.clone());
         }
         let rolled = {
-            let l = self.ledger.lock().expect("ledger");
-            !l.started.is_empty() || !l.stopped.is_empty()
+            let (started, stopped) = self.ledger_entries();
+            !started.is_empty() || !stopped.is_empty()
         };
         if canary.is_some() && !rolled {
             return Ok(()); // only the canary changed, and it is taken back
@@ -1003,10 +1557,7 @@ impl Target for DockerRegion {
                     (d.name.clone(), d)
                 })
                 .collect();
-            let problems = self
-                .rollout(&rec.id, &rec.version)
-                .restore(&by_service)
-                .await;
+            let problems = self.restore_hosts(rec, &by_service).await;
             return if problems.is_empty() {
                 Ok(())
             } else {
@@ -1032,8 +1583,13 @@ impl Target for DockerRegion {
             Ok(live) => live
                 .iter()
                 .map(|c| {
+                    let on = if self.hosts.len() > 1 {
+                        format!(" on {}", self.hosts[c.host].label())
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "  {} {} ({})",
+                        "  {}{on} {} ({})",
                         c.name,
                         if c.running { "running" } else { "stopped" },
                         c.version
@@ -1070,9 +1626,10 @@ impl Target for DockerRegion {
         {
             let mut containers = Vec::new();
             for c in live.iter().filter(|c| c.service == name) {
-                let st = self.engine.inspect(&c.id).await?;
+                let st = self.engine_of(c.host)?.inspect(&c.id).await?;
                 containers.push(json!({
                     "name": c.name, "release": c.release, "version": c.version,
+                    "host": self.hosts[c.host].endpoint,
                     "state": if c.running { "running" } else { "stopped" },
                     "health": st.as_ref().and_then(|x| x.health.clone()),
                     "address": st.as_ref().and_then(|x| x.ports.values().next().map(|a| a.to_string())),
@@ -1105,9 +1662,27 @@ impl Target for DockerRegion {
         let mut j = serde_json::Map::new();
         j.insert("target".into(), "docker".into());
         j.insert("services".into(), services.into());
+        if self.hosts.len() > 1 {
+            let hosts: Vec<serde_json::Value> = self
+                .hosts
+                .iter()
+                .map(|h| json!({"host": h.endpoint, "tag": h.tag, "reachable": h.reach.is_ok(), "error": h.reach.as_ref().err()}))
+                .collect();
+            for h in &self.hosts {
+                if let Err(e) = &h.reach {
+                    lines.push(format!("  host {} is not reachable: {e}", h.endpoint));
+                }
+            }
+            j.insert("hosts".into(), hosts.into());
+        }
         self.canary_status(&mut lines, &mut j).await?;
         Ok(Status {
-            endpoint: self.engine.endpoint.clone(),
+            endpoint: self
+                .hosts
+                .iter()
+                .map(|h| h.endpoint.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             lines,
             json: j,
         })
@@ -1182,7 +1757,7 @@ impl ExecIn for DockerRegion {
         let Some(c) = live.iter().find(|c| c.running && c.service == service) else {
             return Ok(None);
         };
-        let docker = &self.engine.docker;
+        let docker = &self.engine_of(c.host)?.docker;
         let exec = docker
             .create_exec(
                 &c.id,

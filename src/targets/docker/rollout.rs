@@ -52,6 +52,8 @@ pub struct Ledger {
 
 pub struct Rollout<'a> {
     pub engine: &'a Engine,
+    /// The host's tag in server names (empty with one host).
+    pub host: String,
     pub lb: Option<&'a Haproxy>,
     pub backends: HashMap<String, String>,
     pub scope: &'a Scope,
@@ -208,7 +210,7 @@ impl Rollout<'_> {
         let server = self.backend(&d.name).map(|b| {
             (
                 b.to_string(),
-                self.scope.server(&d.name, &self.release, index),
+                self.scope.server(&self.host, &d.name, &self.release, index),
             )
         });
         Ok(Member {

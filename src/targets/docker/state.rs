@@ -71,12 +71,24 @@ impl Engine {
         ttl: std::time::Duration,
         tied_to_process: bool,
     ) -> anyhow::Result<Acquire> {
+        let token = lock_token();
+        self.try_lock_as(scope, holder, reason, ttl, tied_to_process, &token)
+            .await
+    }
+
+    /// [`Engine::try_lock`] with the caller's token: a region of several hosts takes its lock
+    /// on each with one token, so the lock it holds is the same lock everywhere.
+    pub async fn try_lock_as(
+        &self,
+        scope: &Scope,
+        holder: &str,
+        reason: &str,
+        ttl: std::time::Duration,
+        tied_to_process: bool,
+        token: &str,
+    ) -> anyhow::Result<Acquire> {
         let now = Utc::now();
-        let token = format!(
-            "{}-{}",
-            std::process::id(),
-            now.timestamp_nanos_opt().unwrap_or(0)
-        );
+        let token = token.to_string();
         let mut labels = scope.labels("lock");
         labels.insert(naming::HOLDER.into(), holder.into());
         labels.insert(naming::REASON.into(), reason.into());
@@ -88,15 +100,25 @@ impl Engine {
         if tied_to_process {
             labels.insert(naming::RUNNER.into(), crate::release::runner());
         }
-        let vol = self
-            .docker
-            .create_volume(VolumeCreateRequest {
+        let create = || {
+            self.docker.create_volume(VolumeCreateRequest {
                 name: Some(scope.lock_volume()),
-                labels: Some(labels),
+                labels: Some(labels.clone()),
                 ..Default::default()
             })
+        };
+        let mut vol = create()
             .await
             .with_context(|| format!("cannot create the lock on {}", self.endpoint))?;
+        if parse_lock(&vol.labels).is_none() {
+            // A lock volume without its labels names no holder, so nobody holds it: an engine
+            // stopped while it was being made, seen to come back without them. (A lock is made
+            // in one create with its labels, so a live one always has them.)
+            self.remove_volume(&scope.lock_volume()).await?;
+            vol = create()
+                .await
+                .with_context(|| format!("cannot create the lock on {}", self.endpoint))?;
+        }
         let lock = parse_lock(&vol.labels)
             .ok_or_else(|| anyhow!("the lock volume {} has no lock labels", scope.lock_volume()))?;
         Ok(if lock.token == token {
@@ -206,6 +228,40 @@ impl Engine {
     }
 }
 
+/// A token unique to one taking of a lock: this process and the time.
+pub fn lock_token() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    )
+}
+
+/// One history from the records each host holds: a release is the most finished of its
+/// copies (a host that was down when a release ended still has it in progress), or the
+/// latest finished; oldest first.
+pub fn merge_histories(per_host: Vec<Vec<Release>>) -> Vec<Release> {
+    let mut by_id: HashMap<String, Release> = HashMap::new();
+    for list in per_host {
+        for r in list {
+            let better = match by_id.get(&r.id) {
+                None => true,
+                Some(have) => match (have.finished_at, r.finished_at) {
+                    (None, Some(_)) => true,
+                    (Some(a), Some(b)) => b > a,
+                    _ => false,
+                },
+            };
+            if better {
+                by_id.insert(r.id.clone(), r);
+            }
+        }
+    }
+    let mut out: Vec<Release> = by_id.into_values().collect();
+    out.sort_by_key(|r| r.number);
+    out
+}
+
 fn parse_lock(labels: &HashMap<String, String>) -> Option<Lock> {
     let time = |k: &str| {
         DateTime::parse_from_rfc3339(labels.get(k)?)
@@ -220,4 +276,36 @@ fn parse_lock(labels: &HashMap<String, String>) -> Option<Lock> {
         token: labels.get(naming::TOKEN)?.clone(),
         runner: labels.get(naming::RUNNER).cloned().unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::{Kind, Outcome};
+
+    #[test]
+    fn the_merged_history_takes_each_release_at_its_most_finished() {
+        let r1 = Release::start("mx", "production", &[], Kind::Deploy, "v1", None, None);
+        let mut r1_done = r1.clone();
+        r1_done.outcome = Outcome::Succeeded;
+        r1_done.finished_at = Some(Utc::now());
+        let r2 = Release::start(
+            "mx",
+            "production",
+            std::slice::from_ref(&r1_done),
+            Kind::Deploy,
+            "v2",
+            Some("r1".into()),
+            None,
+        );
+        // h1 saw r1 finish and r2 start; h2 was down when r1 finished and knows no r2.
+        let merged = merge_histories(vec![vec![r1_done.clone(), r2.clone()], vec![r1.clone()]]);
+        let ids: Vec<&str> = merged.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"]);
+        assert_eq!(merged[0].outcome, Outcome::Succeeded);
+        // The same whichever host answers first.
+        let merged = merge_histories(vec![vec![r1], vec![r1_done, r2]]);
+        assert_eq!(merged[0].outcome, Outcome::Succeeded);
+        assert_eq!(merged.len(), 2);
+    }
 }
