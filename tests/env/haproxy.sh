@@ -23,10 +23,9 @@
 #   127.0.0.1:EXPORTER_PORT/metrics (from 18090 up, base PACKFY_HAPROXY_EXPORTER_PORT), which
 #   the env's Prometheus scrapes (tests/env/prometheus.sh).
 #
-# A drained or stopped server never fails a request: `retry-on` retries a request whose
-# connection was refused, closed before any answer or answered with junk, and
-# `option redispatch 1` sends each retry to another server. Application errors (500) are
-# not retried: they are what rollback gates measure.
+# No retries (`retries 0`, no `retry-on`, no `redispatch`), like the remote hosts' lb
+# (tests/env/hosts.sh): a request sent to a server that cannot take it fails, so the
+# zero-failed-request figures of the deploy tests prove zero downtime, not HAProxy's retries.
 
 haproxy_backend_name() { if (($1 == 1)); then echo packfy_local; else echo "packfy_r$(($1 - 1))"; fi; }
 
@@ -64,7 +63,7 @@ EOF
 haproxy_config() { # haproxy_config SOCKET EXPORTER_PORT BACKEND=PORT...
   local sock="$1" exporter="$2" spec port be
   shift 2
-  haproxy_head "$sock" 3
+  haproxy_head "$sock" 0
   cat <<EOF
 
 frontend fe_prometheus
