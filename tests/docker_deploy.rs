@@ -403,7 +403,7 @@ fn an_unreachable_registry_fails_the_push_before_anything_changes() {
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
-    let _ = docker(&r.host, ["rmi", "-f", "127.0.0.1:1/packfy-sample:v2"]);
+    let _ = docker(&r.host, ["rmi", "-f", "--no-prune", "127.0.0.1:1/packfy-sample:v2"]);
 }
 
 #[test]
@@ -489,7 +489,7 @@ fn pulling_deploy(region: &str) -> [&str; 6] {
 
 fn remove_image_everywhere(env: &TestEnv, image: &str) {
     for host in &env.docker_hosts {
-        let _ = docker(host, ["rmi", "-f", image]);
+        let _ = docker(host, ["rmi", "-f", "--no-prune", image]);
     }
 }
 

@@ -537,7 +537,7 @@ fn a_run_builds_each_image_once_and_every_region_runs_that_digest() {
         fn drop(&mut self) {
             for (name, host) in self.0 {
                 support::remove_labelled(host, &format!("packfy.region={name}"));
-                let _ = support::docker::docker_try(host, ["rmi", "-f", self.3]);
+                let _ = support::docker::docker_try(host, ["rmi", "-f", "--no-prune", self.3]);
             }
             let _ = self
                 .1

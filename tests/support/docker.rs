@@ -109,7 +109,10 @@ impl Drop for Container {
     }
 }
 
-/// An image reference on one engine, removed (`docker rmi -f`) when dropped.
+/// An image reference on one engine, removed (`docker rmi -f --no-prune`) when dropped.
+/// `--no-prune`: the untagged parent images a build made stay, because a concurrent build of
+/// the same Dockerfile uses them as its cache (removing them under it fails that build with
+/// "failed to get digest …: no such file").
 pub struct Image {
     pub host: String,
     /// e.g. `packfy-sample:proof-1234-0-5f3a`.
@@ -128,7 +131,7 @@ impl Image {
 
 impl Drop for Image {
     fn drop(&mut self) {
-        let _ = docker_try(&self.host, ["rmi", "-f", &self.reference]);
+        let _ = docker_try(&self.host, ["rmi", "-f", "--no-prune", &self.reference]);
     }
 }
 
