@@ -16,6 +16,13 @@
 //! The whole state is a [`Canary`] in the release record (a Secret in the namespace), written
 //! at every step, so another process can `promote` or `abort` a paused canary; a running one
 //! is asked through a ConfigMap it reads at every tick.
+//!
+//! A blue-green runs on the same machinery (`Canary::blue_green`): the new set is a
+//! `<name>-preview` Deployment at full replicas, answering on a `<name>-preview` Service;
+//! the production Service's selector is pinned to the old ReplicaSet's `pod-template-hash`
+//! (a label the old pods already carry, so they are not rolled) until promotion sets it to
+//! the preview pods (`packfy.io/track: preview`). A rollback inside `scale_down_delay` pins it
+//! back; after the window the stable Deployment takes the new template and the preview goes.
 
 use std::time::{Duration, Instant};
 
