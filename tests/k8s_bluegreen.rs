@@ -309,3 +309,19 @@ fn auto_promote_switches_then_the_old_set_goes_after_the_window() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(r.stable(), Some((3, 3, "sample:v3".into())));
 }
+
+#[test]
+fn a_preview_that_never_gets_ready_is_aborted_with_exit_3_and_nothing_switched() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "30s", true);
+    assert_eq!(code(&r.deploy("v1")), 0);
+    let out = r.deploy("v2-never-ready");
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert_eq!(r.preview(), None);
+    assert!(!r.service_exists("packfy-web-preview"));
+    assert_eq!(r.stable(), Some((3, 3, "sample:v1".into())));
+    assert_eq!(r.selected_images("packfy-web"), ["sample:v1"]);
+    let sel = r.jsonpath("service/packfy-web", "{.spec.selector}");
+    assert!(!sel.contains("pod-template-hash"), "{sel}");
+    assert_eq!(r.history().first().unwrap()["outcome"], "rolled_back");
+}
