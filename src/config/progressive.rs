@@ -48,7 +48,8 @@ pub enum Strategy {
     Canary,
     /// The full new set starts beside the old one on a `preview` backend, is judged there by
     /// `analysis` (if set), then takes all the traffic at once (`promote`, or
-    /// `auto_promote`); the old set stays for `scale_down_delay`. HAProxy regions only.
+    /// `auto_promote`); the old set stays for `scale_down_delay`. Docker regions behind HAProxy
+    /// (a preview backend) and Kubernetes regions (a preview Service, the switch by selector).
     BlueGreen,
 }
 
@@ -317,11 +318,7 @@ pub fn check(p: &str, s: &Service, place: Place, report: &mut dyn FnMut(&str, St
     let r = &s.rollout;
     let rp = format!("{p}.rollout");
     if r.strategy == Strategy::BlueGreen {
-        let haproxy_backend = match place {
-            Place::Haproxy { backend } => Some(backend),
-            Place::Kubernetes | Place::NoTraffic => None,
-        };
-        return blue_green(&rp, r, haproxy_backend, report);
+        return blue_green(&rp, s, place, report);
     }
     if r.strategy == Strategy::Rolling {
         if !r.steps.is_empty() {
@@ -402,26 +399,47 @@ pub fn check(p: &str, s: &Service, place: Place, report: &mut dyn FnMut(&str, St
 }
 
 /// The rules of `strategy: blue_green` (`rp`: `services.web.rollout`).
-fn blue_green(
-    rp: &str,
-    r: &Rollout,
-    haproxy_backend: Option<bool>,
-    report: &mut dyn FnMut(&str, String, &str),
-) {
-    match haproxy_backend {
-        Some(true) => {}
-        Some(false) => report(
+fn blue_green(rp: &str, s: &Service, place: Place, report: &mut dyn FnMut(&str, String, &str)) {
+    let r = &s.rollout;
+    match place {
+        Place::Haproxy { backend: true } => {}
+        Place::Haproxy { backend: false } => report(
             &format!("{rp}.strategy"),
             format!("{rp}.strategy: blue_green needs the service behind HAProxy"),
             "add the service under `traffic.haproxy.backends`, and a preview backend with its own frontend to haproxy.cfg",
         ),
-        None => report(
+        Place::NoTraffic => report(
             &format!("{rp}.strategy"),
             format!(
-                "{rp}.strategy: blue_green is built for Docker regions with `traffic: haproxy` only (not yet on Kubernetes)"
+                "{rp}.strategy: blue_green on a Docker region needs `traffic: haproxy` (its switch is HAProxy's)"
             ),
             "use `strategy: rolling` on this region (an environment overlay can set it)",
         ),
+        Place::Kubernetes => {
+            // The switch is the Service's selector: a service without ports has no Service.
+            if s.ports.is_empty() {
+                report(
+                    &format!("{rp}.strategy"),
+                    format!("{rp}.strategy: blue_green on Kubernetes switches the service's Service, and a service without `ports` has none"),
+                    "give the service its `ports`, or use `strategy: rolling`",
+                );
+            }
+            if s.autoscale.is_some() {
+                report(
+                    &format!("{rp}.strategy"),
+                    format!("{rp}.strategy: a blue-green on Kubernetes starts the new set at the service's fixed `replicas`, and an autoscaler moves them"),
+                    "remove `autoscale` from this service, or use `strategy: rolling` on this region",
+                );
+            }
+            if r.preview.backend.is_some() || r.preview.frontend.is_some() {
+                report(
+                    &format!("{rp}.preview"),
+                    format!("{rp}.preview: HAProxy's preview backend and frontend are for Docker regions"),
+                    "remove `preview`: on Kubernetes the preview is the Service `<name>-preview`, made by packfy-deploy",
+                );
+            }
+            kubernetes_analysis(rp, r, report);
+        }
     }
     if !r.steps.is_empty() {
         report(

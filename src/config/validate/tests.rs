@@ -689,7 +689,23 @@ fn blue_green_rules() {
         (
             "blue-green without HAProxy",
             with("    rollout: {strategy: blue_green}\n"),
-            &["services.web.rollout.strategy: blue_green is built for Docker regions with `traffic: haproxy` only (not yet on Kubernetes) at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)"],
+            &["services.web.rollout.strategy: blue_green on a Docker region needs `traffic: haproxy` (its switch is HAProxy's) at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)"],
+        ),
+        (
+            "a blue-green on Kubernetes judged by Prometheus",
+            BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx}}")
+                + "    rollout: {strategy: blue_green, scale_down_delay: 5m, analysis: {prometheus: {url: 'http://p:9090', query: up, max: 1}}}\n",
+            &[],
+        ),
+        (
+            "a blue-green on Kubernetes with an HAProxy preview, an http check and an autoscaler",
+            BASE.replace("{docker: {host: 'unix:///var/run/docker.sock'}}", "{kubernetes: {namespace: mx}}")
+                + "    autoscale: {min: 2, max: 6, cpu: 70}\n    rollout: {strategy: blue_green, preview: {backend: be}, analysis: {http: {path: /ready}}}\n",
+            &[
+                "services.web.rollout.strategy: a blue-green on Kubernetes starts the new set at the service's fixed `replicas`, and an autoscaler moves them at r.yaml:9:25 — remove `autoscale` from this service, or use `strategy: rolling` on this region",
+                "services.web.rollout.preview: HAProxy's preview backend and frontend are for Docker regions at r.yaml:9:46 — remove `preview`: on Kubernetes the preview is the Service `<name>-preview`, made by packfy-deploy",
+                "services.web.rollout.analysis.http: an HTTP check of each new pod would be made from this machine, which reaches no pod of a cluster at r.yaml:9:78 — on Kubernetes judge the canary with `prometheus: {url, query, max}` over the service's metrics (the pods' readiness is checked at every step)",
+            ],
         ),
     ]);
 }

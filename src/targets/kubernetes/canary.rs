@@ -16,6 +16,13 @@
 //! The whole state is a [`Canary`] in the release record (a Secret in the namespace), written
 //! at every step, so another process can `promote` or `abort` a paused canary; a running one
 //! is asked through a ConfigMap it reads at every tick.
+//!
+//! A blue-green runs on the same machinery (`Canary::blue_green`): the new set is a
+//! `<name>-preview` Deployment at full replicas, answering on a `<name>-preview` Service;
+//! the production Service's selector is pinned to the old ReplicaSet's `pod-template-hash`
+//! (a label the old pods already carry, so they are not rolled) until promotion sets it to
+//! the preview pods (`packfy.io/track: preview`). A rollback inside `scale_down_delay` pins it
+//! back; after the window the stable Deployment takes the new template and the preview goes.
 
 use std::time::{Duration, Instant};
 
@@ -86,11 +93,54 @@ pub struct Service {
     /// Replicas now: (canary, stable).
     pub replicas: (u32, u32),
     pub rollout: Rollout,
+    /// A blue-green: the new set is `<name>-preview`, at full replicas.
+    #[serde(default)]
+    pub preview: bool,
+    /// A blue-green: the `pod-template-hash` of the stable Deployment's ReplicaSet (the old
+    /// set), which pins the production Service's selector to the old pods.
+    #[serde(default)]
+    pub old_hash: Option<String>,
+    /// A blue-green: the production Service as the release renders it.
+    #[serde(default)]
+    pub service_obj: Option<Object>,
 }
 
 impl Service {
     pub fn canary_name(&self) -> String {
-        format!("{}-canary", self.stable)
+        if self.preview {
+            format!("{}-preview", self.stable)
+        } else {
+            format!("{}-canary", self.stable)
+        }
+    }
+
+    fn track(&self) -> &'static str {
+        if self.preview {
+            "preview"
+        } else {
+            "canary"
+        }
+    }
+
+    /// The production Service with its selector narrowed by `extra` (`None`: as rendered).
+    fn production(&self, extra: Option<(&str, &str)>) -> Option<Object> {
+        let mut o = self.service_obj.clone()?;
+        if let Some((k, v)) = extra {
+            o.manifest["spec"]["selector"][k] = json!(v);
+        }
+        Some(o)
+    }
+
+    /// The preview Service `<service>-preview`: the production one's ports, selecting the
+    /// preview pods only.
+    fn preview_service(&self) -> Option<Object> {
+        let mut o = self.service_obj.clone()?;
+        let name = format!("{}-preview", o.name);
+        o.manifest["metadata"]["name"] = json!(name);
+        o.manifest["metadata"]["labels"][TRACK] = json!("preview");
+        o.manifest["spec"]["selector"][TRACK] = json!("preview");
+        o.name = name;
+        Some(o)
     }
 
     /// The canary Deployment with `replicas` pods: the new release's template, its name,
@@ -99,10 +149,11 @@ impl Service {
         let mut m = self.new.manifest.clone();
         let name = self.canary_name();
         m["metadata"]["name"] = json!(name);
-        m["metadata"]["labels"][TRACK] = json!("canary");
+        let track = self.track();
+        m["metadata"]["labels"][TRACK] = json!(track);
         m["spec"]["replicas"] = json!(replicas);
-        m["spec"]["selector"]["matchLabels"][TRACK] = json!("canary");
-        m["spec"]["template"]["metadata"]["labels"][TRACK] = json!("canary");
+        m["spec"]["selector"]["matchLabels"][TRACK] = json!(track);
+        m["spec"]["template"]["metadata"]["labels"][TRACK] = json!(track);
         Object {
             api_version: self.new.api_version.clone(),
             kind: self.new.kind.clone(),
@@ -130,6 +181,59 @@ pub struct Canary {
     pub completing: bool,
     pub release: String,
     pub version: String,
+    /// A blue-green's phase (a canary: none).
+    #[serde(default)]
+    pub blue_green: Option<BlueGreen>,
+}
+
+/// Where a blue-green on Kubernetes stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The new set answers on the preview Service only; the production Service selects the
+    /// old pods (pinned to their ReplicaSet's `pod-template-hash`).
+    Preview,
+    /// The production Service selects the new pods; the old Deployment stays until
+    /// `keep_until` (a `rollback` is a selector switch back).
+    Promoted,
+    /// The stable Deployment took the new template, the preview set and Service are gone.
+    ScaledDown,
+    /// Taken back inside the window: the old pods serve again, the preview set is gone.
+    SwitchedBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Preview => "preview",
+            Phase::Promoted => "promoted",
+            Phase::ScaledDown => "scaled_down",
+            Phase::SwitchedBack => "switched_back",
+        }
+    }
+}
+
+/// A blue-green's state, in the canary's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlueGreen {
+    pub phase: Phase,
+    /// Seconds since the epoch when the old set's window ends (after promotion).
+    pub keep_until: Option<u64>,
+    /// `scale_down_delay` in seconds.
+    pub delay: u64,
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The promoted blue-green of `history` whose old set still waits: its record and state.
+pub fn promoted_of(history: &[Release]) -> Option<(Release, Canary)> {
+    let serving = crate::release::serving(history)?;
+    let c = of_record(serving)?;
+    (c.blue_green.as_ref()?.phase == Phase::Promoted).then(|| (serving.clone(), c))
 }
 
 impl Canary {
@@ -204,10 +308,20 @@ pub fn plan_note(service: &str, deployment: &str, steps: &[Step], total: u32) ->
     )
 }
 
+/// `plan`'s line for a service that goes out as a blue-green.
+pub fn blue_green_plan_note(service: &str, deployment: &str, r: &Rollout, total: u32) -> String {
+    format!(
+        "{service}: strategy blue_green: Deployment/{deployment}-preview with the new release at {total} replica(s) beside Deployment/{deployment}, answering on Service/{deployment}-preview; Service/{deployment} keeps selecting the old pods (its selector pinned to their pod-template-hash) until {}, then selects the new pods at once; the old set stays {} for a rollback by selector, then Deployment/{deployment} takes the new template and the preview set goes; steps: {}",
+        if r.auto_promote { "the preview is ready (auto_promote)" } else { "`promote`" },
+        r.scale_down_delay,
+        describe(&crate::config::progressive::blue_green_steps(r))
+    )
+}
+
 /// Whether a service's Deployment change goes out as a canary: its strategy says so and the
 /// Deployment already serves (a first release has nothing to compare with: it rolls).
 pub fn is_canary(rollout: &Rollout, deployment_exists: bool) -> bool {
-    rollout.strategy == Strategy::Canary && deployment_exists
+    matches!(rollout.strategy, Strategy::Canary | Strategy::BlueGreen) && deployment_exists
 }
 
 impl Cluster {
@@ -281,6 +395,28 @@ impl Cluster {
                 .pointer("/spec/replicas")
                 .and_then(Value::as_u64)
                 .map_or(svc.replicas, |r| r as u32);
+            let bg = svc.rollout.strategy == Strategy::BlueGreen;
+            let service_obj = if bg {
+                let found = self
+                    .wanted
+                    .objects
+                    .iter()
+                    .find(|x| x.kind == "Service" && x.name == o.name)
+                    .cloned();
+                Some(found.ok_or_else(|| {
+                    anyhow!(
+                        "a blue-green switches Service/{}, which the release does not have",
+                        o.name
+                    )
+                })?)
+            } else {
+                None
+            };
+            let old_hash = if bg {
+                Some(self.template_hash(&o.name).await?)
+            } else {
+                None
+            };
             services.push(Service {
                 service: name.clone(),
                 stable: o.name.clone(),
@@ -288,26 +424,45 @@ impl Cluster {
                 new: o.clone(),
                 replicas: (0, total),
                 rollout: svc.rollout.clone(),
+                preview: bg,
+                old_hash,
+                service_obj,
             });
         }
         let lead = &services[0].rollout;
+        let bg = lead.strategy == Strategy::BlueGreen;
         let c = Canary {
-            steps: lead.steps.clone(),
+            steps: if bg {
+                crate::config::progressive::blue_green_steps(lead)
+            } else {
+                lead.steps.clone()
+            },
             next: 0,
             weight: 0,
-            services,
             analysis: None,
             paused: None,
             resume_from: None,
             completing: false,
             release: rec.id.clone(),
             version: rec.version.clone(),
+            blue_green: bg.then_some(BlueGreen {
+                phase: Phase::Preview,
+                keep_until: None,
+                delay: lead.scale_down_delay.0.as_secs(),
+            }),
+            services,
         };
         // An ask left over from an earlier canary is not for this one.
         self.take_ask().await?;
-        self.region
-            .ui
-            .status("Canary", format!("{}: {}", rec.id, describe(&c.steps)));
+        self.region.ui.status(
+            if bg { "Blue-green" } else { "Canary" },
+            format!("{}: {}", rec.id, describe(&c.steps)),
+        );
+        if bg {
+            let mut rec = rec.clone();
+            self.save_canary(&mut rec, &c).await?;
+            self.start_preview(&c).await?;
+        }
         self.drive_canary(rec, c).await
     }
 
@@ -320,6 +475,9 @@ impl Cluster {
         *self.canary.lock().expect("canary") = Some(c.clone());
         match ended? {
             Ended::Paused(why) => self.region.ui.status("Paused", why),
+            Ended::Done if c.blue_green.is_some() => {
+                *self.canary.lock().expect("canary") = Some(c);
+            }
             Ended::Done => {
                 c.completing = true;
                 self.save_canary(&mut rec, &c).await?;
@@ -336,6 +494,9 @@ impl Cluster {
         while let Some(step) = c.steps.get(c.next).cloned() {
             c.next += 1;
             match step {
+                Step::Weight(_) if c.blue_green.is_some() => {
+                    self.promote_bg(rec, c).await?;
+                }
                 Step::Weight(w) => {
                     c.weight = w;
                     for s in &mut c.services {
@@ -345,6 +506,20 @@ impl Cluster {
                     // replicas were.
                     self.save_canary(rec, c).await?;
                     self.scale(c).await?;
+                }
+                Step::Pause(Pause(None)) if c.blue_green.is_some() => {
+                    let why = format!(
+                        "the preview of {} answers on {} until promote",
+                        c.version,
+                        c.services
+                            .iter()
+                            .map(|s| format!("Service/{}-preview", s.stable))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    c.paused = Some(why.clone());
+                    self.save_canary(rec, c).await?;
+                    return Ok(Ended::Paused(why));
                 }
                 Step::Pause(Pause(None)) => {
                     let why = format!(
@@ -530,6 +705,13 @@ impl Cluster {
         let held = self.canary.lock().expect("canary").clone();
         let mut c = held.or_else(|| of_record(rec))?;
         let mut problems = Vec::new();
+        if c.blue_green.is_some() {
+            if let Err(e) = self.switch_back_bg(&mut c).await {
+                problems.push(format!("{e:#}"));
+            }
+            *self.canary.lock().expect("canary") = Some(c);
+            return Some(problems);
+        }
         for s in &c.services {
             if let Err(e) = self.delete(&s.canary(0)).await {
                 problems.push(format!("{e}"));
@@ -548,6 +730,240 @@ impl Cluster {
         Some(problems)
     }
 
+    /// The `pod-template-hash` of the ReplicaSet Deployment `name` runs now (its revision).
+    async fn template_hash(&self, name: &str) -> anyhow::Result<String> {
+        use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+        const REVISION: &str = "deployment.kubernetes.io/revision";
+        let deps: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        let d = deps
+            .get(name)
+            .await
+            .map_err(|e| anyhow!("cannot read Deployment/{name}: {e}"))?;
+        let revision = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .cloned();
+        let sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = sets
+            .list(&Default::default())
+            .await
+            .map_err(|e| anyhow!("cannot list the ReplicaSets of Deployment/{name}: {e}"))?;
+        list.items
+            .into_iter()
+            .filter(|rs| {
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "Deployment" && o.name == name)
+            })
+            .find(|rs| rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == revision.as_ref())
+            .and_then(|rs| rs.metadata.labels?.get("pod-template-hash").cloned())
+            .ok_or_else(|| anyhow!("Deployment/{name} has no ReplicaSet of its revision: a blue-green needs the old set running"))
+    }
+
+    /// A blue-green's start: the production Service pinned to the old pods (before any new
+    /// pod exists), the preview Service, then the preview Deployment at full replicas, waited.
+    async fn start_preview(&self, c: &Canary) -> anyhow::Result<()> {
+        for s in &c.services {
+            let hash = s.old_hash.as_deref().unwrap_or_default();
+            self.apply_obj(s.production(Some(("pod-template-hash", hash))))
+                .await?;
+            self.apply_obj(s.preview_service()).await?;
+            let preview = s.canary(s.total);
+            self.apply_obj(Some(preview.clone())).await?;
+            super::wait::rollout(
+                &self.client,
+                &self.namespace,
+                &preview.name,
+                self.progress_deadline(),
+                &self.region.ui,
+            )
+            .await
+            .map_err(|e| anyhow!("the preview {}: {e}", preview.key()))?;
+            self.region.ui.status(
+                "Preview",
+                format!(
+                    "{}: Deployment/{} ready on {} replica(s), answering on Service/{}-preview; Service/{} still selects the old pods only",
+                    s.service, preview.name, s.total, s.stable, s.stable
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    async fn apply_obj(&self, o: Option<Object>) -> anyhow::Result<()> {
+        let o = o.ok_or_else(|| anyhow!("a blue-green has no Service recorded"))?;
+        self.apply(&o, true, false)
+            .await
+            .map_err(|e| anyhow!("cannot apply {}: {e}", o.key()))?;
+        Ok(())
+    }
+
+    /// Promotion: every production Service selects the preview pods at once; the old
+    /// Deployment stays for `scale_down_delay`.
+    async fn promote_bg(&self, rec: &mut Release, c: &mut Canary) -> anyhow::Result<()> {
+        for s in &c.services {
+            self.apply_obj(s.production(Some((TRACK, "preview"))))
+                .await?;
+            self.region.ui.status(
+                "Switched",
+                format!(
+                    "{}: Service/{} selects the pods of Deployment/{} (the new release)",
+                    s.service,
+                    s.stable,
+                    s.canary_name()
+                ),
+            );
+        }
+        c.weight = 100;
+        if let Some(bg) = &mut c.blue_green {
+            bg.phase = Phase::Promoted;
+            bg.keep_until = Some(now_s() + bg.delay);
+        }
+        self.save_canary(rec, c).await
+    }
+
+    /// Back to the old set: every production Service selects the old pods again (at once),
+    /// the preview Deployments and Services go; once their pods are gone the production
+    /// Services take their rendered selectors again.
+    async fn switch_back_bg(&self, c: &mut Canary) -> anyhow::Result<()> {
+        for s in &c.services {
+            let hash = s.old_hash.as_deref().unwrap_or_default();
+            self.apply_obj(s.production(Some(("pod-template-hash", hash))))
+                .await?;
+        }
+        self.region.ui.status(
+            "Switched back",
+            "the production Services select the old pods again",
+        );
+        self.remove_preview(c).await?;
+        for s in &c.services {
+            self.apply_obj(s.production(None)).await?;
+        }
+        if let Some(bg) = &mut c.blue_green {
+            bg.phase = Phase::SwitchedBack;
+        }
+        c.weight = 0;
+        c.paused = None;
+        Ok(())
+    }
+
+    /// Deletes the preview Deployments and Services and waits (the progress deadline) until
+    /// no preview pod is left.
+    async fn remove_preview(&self, c: &Canary) -> anyhow::Result<()> {
+        use k8s_openapi::api::core::v1::Pod;
+        for s in &c.services {
+            self.delete(&s.canary(0))
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            if let Some(p) = s.preview_service() {
+                self.delete(&p).await.map_err(|e| anyhow!("{e}"))?;
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let lp = kube::api::ListParams::default().labels(&format!("{TRACK}=preview"));
+        let until = Instant::now() + self.progress_deadline();
+        loop {
+            let left = pods
+                .list(&lp)
+                .await
+                .map_err(|e| anyhow!("cannot list the preview pods: {e}"))?
+                .items
+                .len();
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                bail!("{left} preview pod(s) still there after the progress deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The end of a promoted blue-green's window: the stable Deployment takes the new
+    /// template (waited for; the production Service selects the preview pods meanwhile), the
+    /// production Service its rendered selector, and the preview set and Service go.
+    async fn scale_down_bg(&self, c: &mut Canary) -> anyhow::Result<()> {
+        for s in &c.services {
+            self.apply_obj(Some(s.new.clone())).await?;
+            super::wait::rollout(
+                &self.client,
+                &self.namespace,
+                &s.stable,
+                self.progress_deadline(),
+                &self.region.ui,
+            )
+            .await
+            .map_err(|e| anyhow!("Deployment/{}: {e}", s.stable))?;
+            self.apply_obj(s.production(None)).await?;
+        }
+        self.remove_preview(c).await?;
+        if let Some(bg) = &mut c.blue_green {
+            bg.phase = Phase::ScaledDown;
+        }
+        Ok(())
+    }
+
+    /// Ends the window of the promoted blue-green `id` (any, when `None`) of `history`.
+    /// False: none waits.
+    pub(super) async fn end_bg_window(
+        &self,
+        history: &[Release],
+        id: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let Some((mut rec, mut c)) = promoted_of(history) else {
+            return Ok(false);
+        };
+        if id.is_some_and(|i| i != rec.id) {
+            return Ok(false);
+        }
+        self.region.ui.status(
+            "Scaling down",
+            format!(
+                "the old set {} kept beside {}",
+                rec.previous.as_deref().unwrap_or("?"),
+                rec.id
+            ),
+        );
+        self.scale_down_bg(&mut c).await?;
+        rec.set_state(STATE, &c);
+        super::records::save(
+            &self.secrets(),
+            &self.region.cfg.app,
+            &super::records::Record::of(&rec),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// A rollback inside a promoted blue-green's window (`from`, its state `c`): a selector
+    /// switch back, its record saying so.
+    pub(super) async fn instant_rollback(
+        &self,
+        mut from: Release,
+        mut c: Canary,
+    ) -> anyhow::Result<()> {
+        let r = self.switch_back_bg(&mut c).await;
+        from.set_state(STATE, &c);
+        super::records::save(
+            &self.secrets(),
+            &self.region.cfg.app,
+            &super::records::Record::of(&from),
+        )
+        .await?;
+        r
+    }
+
+    /// After a promotion this process made: the release and when its window ends.
+    pub(super) fn bg_window(&self) -> Option<(String, u64)> {
+        let c = self.canary.lock().expect("canary").clone()?;
+        let bg = c.blue_green?;
+        (bg.phase == Phase::Promoted).then_some((c.release, bg.keep_until?))
+    }
+
     /// `status`: the canary of the last release, when it is paused or running.
     pub(super) async fn canary_status(
         &self,
@@ -562,9 +978,72 @@ impl Cluster {
             last.outcome,
             crate::release::Outcome::Paused | crate::release::Outcome::InProgress
         );
-        let Some(c) = of_record(last).filter(|_| live) else {
+        let promoted = |c: &Canary| {
+            c.blue_green
+                .as_ref()
+                .is_some_and(|b| b.phase == Phase::Promoted)
+        };
+        let Some(c) = of_record(last).filter(|c| live || promoted(c)) else {
             return Ok(());
         };
+        if let Some(bg) = &c.blue_green {
+            let phase = match (bg.phase, bg.keep_until) {
+                (Phase::Preview, _) if c.paused.is_some() => {
+                    "preview: the new set answers on the preview Service only, waiting for promote".to_string()
+                }
+                (Phase::Preview, _) => "preview: the new set answers on the preview Service only".to_string(),
+                (Phase::Promoted, Some(t)) if t > now_s() => format!(
+                    "promoted: the old Deployment stays {}s more (`rollback` switches the selector back at once)",
+                    t - now_s()
+                ),
+                (Phase::Promoted, _) => "promoted: its window is over; the old set goes with the next deploy or rollback".to_string(),
+                (p, _) => p.as_str().to_string(),
+            };
+            lines.push(format!(
+                "  blue-green {} ({}, {}): {phase}",
+                last.id,
+                last.version,
+                last.outcome.as_str()
+            ));
+            let mut services = Vec::new();
+            for s in &c.services {
+                let serving = if bg.phase == Phase::Promoted {
+                    "new"
+                } else {
+                    "old"
+                };
+                lines.push(format!(
+                    "    {}: preview Service/{}-preview → Deployment/{}; Service/{} selects the {serving} pods",
+                    s.service,
+                    s.stable,
+                    s.canary_name(),
+                    s.stable
+                ));
+                services.push(json!({
+                    "service": s.service, "preview_service": format!("{}-preview", s.stable),
+                    "preview_deployment": s.canary_name(), "production_service": s.stable,
+                    "stable": s.stable, "old_pod_template_hash": s.old_hash,
+                }));
+            }
+            if let Some(m) = &c.analysis {
+                lines.push(format!("    last analysis: {}", m.describe()));
+            }
+            if c.paused.is_some() {
+                lines.push(format!(
+                    "    `packfy-deploy promote --region {}` switches the Service to it, `abort` removes it",
+                    self.region.name
+                ));
+            }
+            json.insert(
+                "blue_green".into(),
+                json!({
+                    "release": last.id, "version": last.version, "outcome": last.outcome.as_str(),
+                    "phase": bg.phase.as_str(), "keep_until": bg.keep_until,
+                    "paused": c.paused, "analysis": c.analysis, "services": services,
+                }),
+            );
+            return Ok(());
+        }
         lines.push(format!(
             "  canary {} ({}, {}): {}",
             last.id,

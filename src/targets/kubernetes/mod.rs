@@ -100,6 +100,8 @@ pub struct Cluster {
     held: Vec<Object>,
     /// The canary this process drives or steers, as it stands.
     canary: Mutex<Option<canary::Canary>>,
+    /// A rollback inside a blue-green's window: the promoted release and its state.
+    instant: Mutex<Option<(Release, canary::Canary)>>,
 }
 
 impl Cluster {
@@ -191,6 +193,7 @@ impl Cluster {
             renewal: Mutex::new(None),
             held: Vec::new(),
             canary: Mutex::new(None),
+            instant: Mutex::new(None),
         })
     }
 
@@ -931,6 +934,9 @@ impl Target for Cluster {
     }
 
     async fn resolve_release(&mut self, to: &Release, from: &Release) -> Result<()> {
+        // Back to the set a promoted blue-green keeps: a selector switch.
+        *self.instant.lock().expect("instant") = canary::promoted_of(std::slice::from_ref(from))
+            .filter(|(f, _)| f.previous.as_deref() == Some(to.id.as_str()));
         // Secrets keep their current values: records never hold them.
         let applied = applied_by(to);
         let wanted: BTreeSet<String> = applied.iter().map(Object::key).collect();
@@ -947,6 +953,14 @@ impl Target for Cluster {
     }
 
     async fn prepare(&mut self, history: &[Release], opts: &DeployOptions) -> Result<Changes> {
+        // Under the lock, a deploy (or a rollback past it) ends a promoted blue-green's window
+        // first: the old set goes before the next release plans against what runs.
+        let locked = self.purpose == Purpose::Deploy || self.wanted.rollback;
+        if locked && self.instant.lock().expect("instant").is_none() {
+            self.end_bg_window(history, None)
+                .await
+                .map_err(|e| Error::failed(ExitCode::NeedsPerson, e))?;
+        }
         let serving = crate::release::serving(history);
         self.force = opts.force_conflicts || self.wanted.rollback || opts.reset_drift;
         let drift = if self.wanted.rollback {
@@ -998,7 +1012,17 @@ impl Target for Cluster {
                 else {
                     continue;
                 };
-                if canary::is_canary(&svc.rollout, ch.live.is_some()) {
+                if canary::is_canary(&svc.rollout, ch.live.is_some())
+                    && svc.rollout.strategy == crate::config::progressive::Strategy::BlueGreen
+                {
+                    notes.push(canary::blue_green_plan_note(
+                        name,
+                        &ch.object.name,
+                        &svc.rollout,
+                        svc.replicas,
+                    ));
+                    self.held.push(ch.object.clone());
+                } else if canary::is_canary(&svc.rollout, ch.live.is_some()) {
                     notes.push(canary::plan_note(
                         name,
                         &ch.object.name,
@@ -1063,6 +1087,17 @@ impl Target for Cluster {
 
     async fn apply(&self, rec: &Release) -> anyhow::Result<()> {
         *self.canary.lock().expect("canary") = None;
+        let instant = self.instant.lock().expect("instant").take();
+        if let Some((from, c)) = instant {
+            self.region.ui.status(
+                "Switching back",
+                format!(
+                    "{} was promoted inside its window: the selector goes back to the old pods",
+                    from.id
+                ),
+            );
+            self.instant_rollback(from, c).await?;
+        }
         let held = |o: &Object| self.held.iter().any(|h| h.key() == o.key());
         for ch in &self.changes {
             if held(&ch.object) {
@@ -1223,6 +1258,14 @@ impl Target for Cluster {
 
     fn paused(&self) -> Option<String> {
         self.canary.lock().expect("canary").as_ref()?.paused.clone()
+    }
+
+    fn window(&self) -> Option<(String, u64)> {
+        self.bg_window()
+    }
+
+    async fn end_window(&self, history: &[Release], id: &str) -> anyhow::Result<bool> {
+        self.end_bg_window(history, Some(id)).await
     }
 
     async fn steer(&self, rec: &Release, how: super::Steer) -> anyhow::Result<()> {
