@@ -403,7 +403,10 @@ fn an_unreachable_registry_fails_the_push_before_anything_changes() {
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
     assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
-    let _ = docker(&r.host, ["rmi", "-f", "--no-prune", "127.0.0.1:1/packfy-sample:v2"]);
+    let _ = docker(
+        &r.host,
+        ["rmi", "-f", "--no-prune", "127.0.0.1:1/packfy-sample:v2"],
+    );
 }
 
 #[test]
