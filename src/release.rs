@@ -460,6 +460,41 @@ pub fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
+/// Where a blue-green stands (both targets record it in the release's canary state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlueGreenPhase {
+    /// The new set answers on the preview only (Docker: the preview backend; Kubernetes: the
+    /// preview Service); production is all on the old set.
+    Preview,
+    /// All traffic on the new set; the old set stays until the window ends (a `rollback` is
+    /// one switch back: HAProxy weights, or the Service's selector).
+    Promoted,
+    /// The window is over: the old set is gone (Docker: out of the backend and stopped, kept
+    /// for a rollback by restart).
+    ScaledDown,
+    /// Taken back inside the window: the old set serves again, the new one is gone.
+    SwitchedBack,
+}
+
+impl BlueGreenPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlueGreenPhase::Preview => "preview",
+            BlueGreenPhase::Promoted => "promoted",
+            BlueGreenPhase::ScaledDown => "scaled_down",
+            BlueGreenPhase::SwitchedBack => "switched_back",
+        }
+    }
+}
+
+/// Seconds since the epoch (a blue-green window's end is recorded in them).
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

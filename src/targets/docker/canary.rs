@@ -169,38 +169,7 @@ pub struct BlueGreen {
     pub release: String,
 }
 
-/// The phases of a blue-green.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// The new set answers on the preview only; production is all on the old set.
-    Preview,
-    /// All traffic on the new set; the old set runs at weight 0 until `keep_until` (a
-    /// `rollback` is one Runtime API line).
-    Promoted,
-    /// The old set is out of the backend and stopped (kept for a rollback by restart).
-    ScaledDown,
-    /// Taken back inside the window: the old set serves again, the new one is stopped.
-    SwitchedBack,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Preview => "preview",
-            Phase::Promoted => "promoted",
-            Phase::ScaledDown => "scaled_down",
-            Phase::SwitchedBack => "switched_back",
-        }
-    }
-}
-
-/// Seconds since the epoch.
-pub fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::release::{now_s, BlueGreenPhase as Phase};
 
 /// How a run of steps ended.
 #[derive(Debug, PartialEq)]

@@ -37,6 +37,7 @@ use super::{Cluster, MANAGER};
 use crate::config::model::Rollout;
 use crate::config::progressive::{describe, Conditions, Pause, Step, Strategy};
 use crate::release::Release;
+use crate::release::{now_s, BlueGreenPhase as Phase};
 
 /// The key of the canary's state in a release record.
 pub const STATE: &str = "canary";
@@ -186,33 +187,6 @@ pub struct Canary {
     pub blue_green: Option<BlueGreen>,
 }
 
-/// Where a blue-green on Kubernetes stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// The new set answers on the preview Service only; the production Service selects the
-    /// old pods (pinned to their ReplicaSet's `pod-template-hash`).
-    Preview,
-    /// The production Service selects the new pods; the old Deployment stays until
-    /// `keep_until` (a `rollback` is a selector switch back).
-    Promoted,
-    /// The stable Deployment took the new template, the preview set and Service are gone.
-    ScaledDown,
-    /// Taken back inside the window: the old pods serve again, the preview set is gone.
-    SwitchedBack,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Preview => "preview",
-            Phase::Promoted => "promoted",
-            Phase::ScaledDown => "scaled_down",
-            Phase::SwitchedBack => "switched_back",
-        }
-    }
-}
-
 /// A blue-green's state, in the canary's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlueGreen {
@@ -221,12 +195,6 @@ pub struct BlueGreen {
     pub keep_until: Option<u64>,
     /// `scale_down_delay` in seconds.
     pub delay: u64,
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The promoted blue-green of `history` whose old set still waits: its record and state.
