@@ -62,6 +62,35 @@ pub fn spread(replicas: u32, hosts: usize) -> Vec<u32> {
         .collect()
 }
 
+/// How a region's rolling update goes over its hosts: groups of hosts that change at the
+/// same time (at most `hosts_at_once`, in the order listed), and each host's share of the
+/// region's `max_unavailable` while its group changes. The budget is the region's, split over
+/// the group like replicas ([`spread`]), so hosts rolling side by side never take more out of
+/// rotation together than the region allows. With `max_surge` 0 a host must be allowed to take
+/// one out to make progress at all, so a group is never larger than `max_unavailable`.
+pub fn host_groups(
+    hosts: usize,
+    hosts_at_once: u32,
+    max_surge: u32,
+    max_unavailable: u32,
+) -> Vec<Vec<(usize, u32)>> {
+    let mut at_once = hosts_at_once.max(1) as usize;
+    if max_surge == 0 {
+        at_once = at_once.min(max_unavailable.max(1) as usize);
+    }
+    (0..hosts)
+        .collect::<Vec<_>>()
+        .chunks(at_once)
+        .map(|group| {
+            group
+                .iter()
+                .copied()
+                .zip(spread(max_unavailable, group.len()))
+                .collect()
+        })
+        .collect()
+}
+
 /// What `plan` and `deploy` say about one service.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServicePlan {
@@ -181,6 +210,49 @@ impl ServicePlan {
 mod tests {
     use super::Step::*;
     use super::*;
+
+    #[test]
+    fn hosts_side_by_side_share_the_region_budget() {
+        // Default budget 0 with surge: groups of hosts_at_once, nobody may take one out.
+        assert_eq!(
+            host_groups(3, 2, 1, 0),
+            [vec![(0, 0), (1, 0)], vec![(2, 0)]]
+        );
+        // max_unavailable 1 over 3 hosts at once: one host may take one out, not all three.
+        assert_eq!(host_groups(3, 3, 1, 1), [vec![(0, 1), (1, 0), (2, 0)]]);
+        // No surge: every host in a group needs one of the budget, so groups shrink to it.
+        assert_eq!(
+            host_groups(3, 3, 0, 2),
+            [vec![(0, 1), (1, 1)], vec![(2, 2)]]
+        );
+        assert_eq!(
+            host_groups(3, 1, 0, 2),
+            [vec![(0, 2)], vec![(1, 2)], vec![(2, 2)]]
+        );
+        assert_eq!(host_groups(1, 4, 1, 0), [vec![(0, 0)]]);
+        // Whatever the knobs, a group never takes more out than the region allows.
+        for hosts in 1..5 {
+            for at_once in 1..5 {
+                for surge in 0..3 {
+                    for unavailable in 0..4 {
+                        if surge == 0 && unavailable == 0 {
+                            continue;
+                        }
+                        let groups = host_groups(hosts, at_once, surge, unavailable);
+                        let flat: Vec<usize> = groups.iter().flatten().map(|(h, _)| *h).collect();
+                        assert_eq!(flat, (0..hosts).collect::<Vec<_>>());
+                        for g in &groups {
+                            assert!(g.len() <= at_once as usize);
+                            assert!(g.iter().map(|(_, u)| u).sum::<u32>() <= unavailable);
+                            if surge == 0 {
+                                assert!(g.iter().all(|(_, u)| *u >= 1), "{g:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn replicas_spread_evenly_first_hosts_first() {

@@ -34,7 +34,7 @@ use crate::backup::ExecIn;
 use crate::config::model::{DockerTarget, ReleaseStep, Service, Traffic};
 use crate::error::{Error, ExitCode, Result};
 use crate::lock::{Acquire, Lock};
-use crate::plan::{plan_service, rolling_steps, spread, Action, ServicePlan};
+use crate::plan::{host_groups, plan_service, rolling_steps, spread, Action, ServicePlan};
 use crate::release::{ContainerRecord, Release, ServiceRecord};
 use crate::traffic::haproxy::{CheckTiming, Haproxy};
 use desired::Desired;
@@ -562,8 +562,8 @@ impl DockerRegion {
 
     /// Rolls one service out on every host: each host's share of the replicas
     /// ([`spread`]) in batches of `max_surge`, `rollout.hosts_at_once` hosts at a time (their
-    /// rollouts overlap), so each host keeps its own share in rotation and the region never
-    /// has fewer than it wants. The first host to fail stops the service's rollout (the
+    /// rollouts overlap), the region's `max_unavailable` split over the hosts changing side by
+    /// side ([`host_groups`]), so the region never has fewer in rotation than it allows. The first host to fail stops the service's rollout (the
     /// hosts changing beside it finish their batch); the error names the host.
     async fn roll_service(
         &self,
@@ -572,10 +572,15 @@ impl DockerRegion {
         live: &[LiveContainer],
     ) -> anyhow::Result<()> {
         let share = spread(d.replicas, self.hosts.len());
-        let at_once = d.service.rollout.hosts_at_once.max(1) as usize;
-        let order: Vec<usize> = (0..self.hosts.len()).collect();
-        for chunk in order.chunks(at_once) {
-            let runs = chunk.iter().map(|&h| {
+        let r = &d.service.rollout;
+        let groups = host_groups(
+            self.hosts.len(),
+            r.hosts_at_once,
+            r.max_surge,
+            r.max_unavailable,
+        );
+        for group in groups {
+            let runs = group.into_iter().map(|(h, unavailable)| {
                 let share = &share;
                 async move {
                     let on_host: Vec<LiveContainer> =
@@ -588,7 +593,7 @@ impl DockerRegion {
                     let steps = rolling_steps(
                         share[h],
                         d.service.rollout.max_surge,
-                        d.service.rollout.max_unavailable,
+                        unavailable,
                         old.len() as u32,
                     );
                     let ro = self.rollout_on(h, &rec.id, &rec.version)?;
@@ -620,12 +625,20 @@ impl DockerRegion {
                     .zip(&share)
                     .map(|(h, n)| format!("{} {n}", h.label()))
                     .collect();
+                let r = &d.service.rollout;
+                let at_once = host_groups(
+                    self.hosts.len(),
+                    r.hosts_at_once,
+                    r.max_surge,
+                    r.max_unavailable,
+                )
+                .first()
+                .map_or(1, Vec::len);
                 format!(
-                    "{}: {} replicas over {} hosts ({} at a time): {}",
+                    "{}: {} replicas over {} hosts ({at_once} at a time): {}",
                     d.name,
                     d.replicas,
                     self.hosts.len(),
-                    d.service.rollout.hosts_at_once.max(1),
                     each.join(", ")
                 )
             })
