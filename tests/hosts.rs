@@ -546,6 +546,26 @@ fn three_hosts_roll_one_after_another_under_load_with_no_failed_request() {
     assert_eq!(lane.servers().len(), 3, "{:?}", lane.servers());
     let hist = m.history();
     assert_eq!(hist[0]["outcome"], "rolled_back", "{hist}");
+
+    // Hosts side by side share the region's max_unavailable: with no surge and one of three
+    // allowed out, asking for all three hosts at once gets one at a time.
+    let m = m.with(|f| {
+        f.map_service("web", |s| {
+            s.rollout(
+                Rollout::new()
+                    .set("max_surge", "0")
+                    .set("max_unavailable", "1")
+                    .set("hosts_at_once", "3"),
+            )
+        })
+    });
+    let out = m.run(&["plan", "--region", &m.name, "--version", &v2]);
+    let text = support::stdout(&out);
+    assert!(
+        text.contains("web: 3 replicas over 3 hosts (1 at a time)"),
+        "{text}\n{}",
+        stderr(&out)
+    );
 }
 
 #[test]
