@@ -388,12 +388,16 @@ impl Multi {
         tag
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    fn cmd(&self, args: &[&str]) -> Command {
         let mut c = support::cli(self.dir.path(), args);
         c.env("PACKFY_SSH_CONFIG", &self.hosts.ssh_config)
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("DOCKER_HOST");
-        support::run_cli(&mut c, &[])
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        support::run_cli(&mut self.cmd(args), &[])
     }
 
     fn deploy(&self, version: &str) -> Output {
@@ -821,4 +825,71 @@ fn one_hosts_dockerd_stopped_mid_deploy_names_the_host_and_the_others_serve_the_
         assert_eq!(m.versions_on(h), vec![v2.clone()], "host {h}");
     }
     assert_eq!(lane.servers().len(), 3, "{:?}", lane.servers());
+}
+
+#[test]
+fn a_deploy_killed_between_hosts_is_recognised_and_rolled_back_on_every_host() {
+    let Some((env, hosts)) = setup() else { return };
+    let _hosts = sharing();
+    let lane = hosts.lease_lane();
+    let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let v1 = m.push(&env, "v1", &[]);
+    let v2 = m.push(&env, "v2", &[("HEALTHY_AFTER_SECS", "3")]);
+    let out = m.deploy(&v1);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let child = support::spawn_cli(
+        &mut m.cmd(&["deploy", "--region", &m.name, "--version", &v2]),
+        &[],
+    );
+    // Killed once the second host has its new container: h1 runs v2, h2 is changing, h3 not.
+    support::wait_until(
+        std::time::Duration::from_secs(120),
+        "the deploy to reach the second host",
+        || m.versions_on(1).contains(&v2),
+    );
+    child.signal("KILL");
+    let out = child.wait();
+    assert_eq!(support::signal_of(&out), Some(9), "{}", support::text(&out));
+    assert_eq!(m.versions_on(0), vec![v2.clone()], "h1 was done");
+    assert_eq!(m.versions_on(2), vec![v1.clone()], "h3 was not reached");
+
+    // The next command sees the interrupted release (the lock of a dead process is stale).
+    let out = m.run(&["status", "--region", &m.name]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        support::stdout(&out).contains("interrupted"),
+        "{}",
+        support::stdout(&out)
+    );
+
+    let out = m.run(&["rollback", "--region", &m.name]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for h in 0..3 {
+        assert_eq!(m.versions_on(h), vec![v1.clone()], "host {h}");
+    }
+    // HAProxy holds one v1 server per host and answers v1 only.
+    let servers = lane.servers();
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    for _ in 0..12 {
+        let got = http_request(&lane.frontend, "/version").unwrap();
+        assert_eq!(got.body.trim(), v1);
+    }
+    let hist = m.history();
+    let r2 = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "r2")
+        .unwrap_or_else(|| panic!("no r2 in {hist}"));
+    assert_eq!(r2["outcome"], "rolled_back", "{hist}");
+    for h in 0..3 {
+        assert!(m.records_on(h) >= 2, "records on host {h}");
+    }
+    let out = m.run(&["status", "--region", &m.name]);
+    assert!(
+        !support::stdout(&out).contains("interrupted"),
+        "{}",
+        support::stdout(&out)
+    );
 }
