@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::fixture::{region_name, Health, RegionFile, RegionsDir, Rollout, Service};
+use support::fixture::{region_name, Backup, Health, RegionFile, RegionsDir, Rollout, Service};
 use support::{
     code, docker_try, haproxy_server_stat, http_request, remove_labelled, running_versions, stderr,
     HostsEnv, Lane, Load, TestEnv,
@@ -892,4 +892,43 @@ fn a_deploy_killed_between_hosts_is_recognised_and_rolled_back_on_every_host() {
         "{}",
         support::stdout(&out)
     );
+}
+
+#[test]
+fn a_backup_job_execs_in_a_running_container_on_whichever_host_has_one() {
+    let Some((env, hosts)) = setup() else { return };
+    let _hosts = sharing();
+    let lane = hosts.lease_lane();
+    let store = tempfile::tempdir().unwrap();
+    let mut m = Multi::new(&env, &hosts, &lane, 3, 3).with(|f| {
+        f.backup(
+            Backup::exec("version", "web", &["/packfy-sample", "--version"]).store(store.path()),
+        )
+    });
+    let v1 = m.push(&env, "v1", &[]);
+    let v2 = m.push(&env, "v2", &[]);
+    let out = m.deploy(&v1);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // h1's container stopped by hand: the job runs in one on another host.
+    let filter = format!("label=packfy.region={}", m.name);
+    let ids = docker_try(&hosts.sockets[0], ["ps", "-q", "--filter", filter.as_str()]);
+    let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    support::docker(&hosts.sockets[0], ["stop", "-t", "1", ids.trim()]);
+
+    let out = m.deploy(&v2);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for h in 0..3 {
+        assert_eq!(m.versions_on(h), vec![v2.clone()], "host {h}");
+    }
+    let out = m.run(&["backup", "list", "--region", &m.name, "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["source"], "exec in web: /packfy-sample --version");
+    let path = listed[0]["path"].as_str().unwrap();
+    let dump = std::fs::read(path).unwrap();
+    let dump = zstd::decode_all(&dump[..]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&dump), format!("{v1}\n"));
 }
