@@ -932,3 +932,82 @@ fn a_backup_job_execs_in_a_running_container_on_whichever_host_has_one() {
     let dump = zstd::decode_all(&dump[..]).unwrap();
     assert_eq!(String::from_utf8_lossy(&dump), format!("{v1}\n"));
 }
+
+#[test]
+fn three_hosts_pull_the_build_from_a_registry_that_wants_a_login_with_the_runners_login() {
+    use base64::Engine as _;
+    let Some((env, hosts)) = setup() else { return };
+    let _hosts = sharing();
+    let lane = hosts.lease_lane();
+    let m = Multi::new(&env, &hosts, &lane, 3, 3);
+    // A build context of the sample app: packfy-deploy builds on h1, pushes to the registry
+    // that wants a login, and h2, h3 pull that digest with the login they are handed.
+    let ctx = m.dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(&env.sample_bin, ctx.join("packfy-sample")).unwrap();
+    std::fs::copy(
+        support::repo_root().join("tests/sample-app/Dockerfile"),
+        ctx.join("Dockerfile"),
+    )
+    .unwrap();
+    let repo = format!("{}/packfy-sample-{}", env.registry_auth, m.name);
+    let m = m.with(|f| f.map_service("web", |s| s.image(&repo).build("ctx")));
+    let login = m.dir.path().join("docker-login");
+    let nobody = m.dir.path().join("docker-nobody");
+    std::fs::create_dir(&login).unwrap();
+    std::fs::create_dir(&nobody).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        env.registry_auth_user, env.registry_auth_password
+    ));
+    std::fs::write(
+        login.join("config.json"),
+        serde_json::json!({"auths": {&env.registry_auth: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let secrets = [env.registry_auth_password.as_str(), auth.as_str()];
+    let run = |config: &Path, version: &str| {
+        let args = ["deploy", "--region", &m.name, "--version", version];
+        support::run_cli(m.cmd(&args).env("DOCKER_CONFIG", config), &secrets)
+    };
+    let _images: Vec<support::Image> = hosts.sockets[..3]
+        .iter()
+        .flat_map(|s| ["v1", "v2"].map(|v| support::Image::guard(s, &format!("{repo}:{v}"))))
+        .collect();
+
+    let out = run(&login, "v1");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert_eq!(err.matches("Building").count(), 1, "{err}");
+    assert!(err.contains("Pushing"), "{err}");
+    for h in 0..3 {
+        assert_eq!(m.versions_on(h), vec!["v1".to_string()], "host {h}");
+    }
+    // Every host runs the very image h1 built (one image ID).
+    let ids: Vec<String> = hosts.sockets[..3]
+        .iter()
+        .map(|s| {
+            let o = support::docker(
+                s,
+                ["image", "inspect", "-f", "{{.Id}}", &format!("{repo}:v1")],
+            );
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+        .collect();
+    assert!(
+        ids.iter().all(|i| i == &ids[0] && i.starts_with("sha256:")),
+        "{ids:?}"
+    );
+
+    // Without the login the push is refused with the way out, before any host changes.
+    let out = run(&nobody, "v2");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains(&format!("docker login {}", env.registry_auth)),
+        "{err}"
+    );
+    for h in 0..3 {
+        assert_eq!(m.versions_on(h), vec!["v1".to_string()], "host {h}");
+    }
+}

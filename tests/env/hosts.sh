@@ -25,7 +25,8 @@
 #
 # The registry: dockerd pulls from `127.0.0.1:PORT/…` (insecure by default for loopback)
 # on every host, because in each host namespace a socat listens on 127.0.0.1:PORT and
-# carries each connection into the root namespace's registry. One image name is then
+# carries each connection into the root namespace's registry (the same for the registry that
+# requires a login, on its own port). One image name is then
 # valid on the runner and on every host; nothing else of the root namespace is reachable.
 #
 # A killed run leaves its namespaces with dead daemons and maybe live containers: env-up
@@ -60,6 +61,7 @@ host_paths() { # host_paths NAME (h1…hN or lb): sets hp_ns hp_veth hp_addr hp_
   hp_dpid="$RUN_DIR/dockerd-$h_id-$name.pid"
   hp_spid="$RUN_DIR/sshd-$h_id-$name.pid"
   hp_rpid="$RUN_DIR/regfwd-$h_id-$name.pid"
+  hp_apid="$RUN_DIR/regfwd-auth-$h_id-$name.pid"
   hp_cgroup="packfy-$h_id-$name"
 }
 
@@ -101,7 +103,7 @@ host_wipe() {
   umount_under "$h_dir/$hp_name"
   ns_exists "$hp_ns" && ip netns del "$hp_ns"
   ip link del "$hp_veth" 2>/dev/null || true
-  rm -f "$hp_dpid" "$hp_spid" "$hp_rpid" "$hp_sock"
+  rm -f "$hp_dpid" "$hp_spid" "$hp_rpid" "$hp_apid" "$hp_sock"
 }
 
 host_ns_up() { # the namespace, its veth on the bridge, its address
@@ -168,11 +170,11 @@ host_dockerd_up() {
     --log-level warn
 }
 
-host_regfwd_up() { # the registry on 127.0.0.1:PORT inside the namespace
-  local port="$1"
+host_regfwd_up() { # host_regfwd_up PIDFILE PORT: a registry on 127.0.0.1:PORT inside the namespace
+  local pidf="$1" port="$2"
   [[ -n "$port" ]] || return 0
-  pid_alive "$hp_rpid" socat && return 0
-  spawn "$hp_rpid" "$LOG_DIR/regfwd-$hp_name.log" nsenter --net="/run/netns/$hp_ns" socat \
+  pid_alive "$pidf" socat && return 0
+  spawn "$pidf" "$LOG_DIR/regfwd-$hp_name-$port.log" nsenter --net="/run/netns/$hp_ns" socat \
     "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" \
     "EXEC:nsenter --net=/run/netns/$h_root_ns socat STDIO TCP\:127.0.0.1\:$port"
 }
@@ -220,11 +222,12 @@ ssh_ok() {
 }
 
 hosts_up() {
-  local count lanes i names=() addrs=() started=0 reg_port
+  local count lanes i names=() addrs=() started=0 reg_port auth_port
   count="$(hosts_count)"
   lanes="${PACKFY_HOSTS_LANES:-4}"
   hosts_vars
   reg_port="$(state_get registry PORT)"
+  auth_port="$(state_get registry-auth PORT)"
   mkdir -p "$h_dir"
   ns_exists "$h_root_ns" || ip netns attach "$h_root_ns" $$ || {
     fail "hosts" "cannot name the root network namespace (ip netns attach)"
@@ -259,7 +262,8 @@ hosts_up() {
     host_sshd_up || return 1
     if [[ "$name" != lb ]]; then
       host_dockerd_up || return 1
-      host_regfwd_up "$reg_port" || return 1
+      host_regfwd_up "$hp_rpid" "$reg_port" || return 1
+      host_regfwd_up "$hp_apid" "$auth_port" || return 1
     fi
   done
   # known_hosts and ssh_config
@@ -338,6 +342,7 @@ hosts_down() {
     fi
     stop_pidfile "$hp_dpid" dockerd 30
     stop_pidfile "$hp_rpid" socat 5
+    stop_pidfile "$hp_apid" socat 5
     stop_pidfile "$hp_spid" sshd 5
     host_wipe
   done

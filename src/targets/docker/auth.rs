@@ -77,6 +77,41 @@ pub fn credentials(image: &str) -> anyhow::Result<Option<DockerCredentials>> {
     }))
 }
 
+/// A registry refused an anonymous pull or push: the error that says which login is missing
+/// and where the docker CLI would have kept it (`docker login HOST`).
+#[derive(Debug)]
+pub struct NoLogin(pub String);
+
+impl std::fmt::Display for NoLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoLogin {}
+
+/// `Some(NoLogin)` when `text`, the engine's error of an anonymous `doing` (pulling, pushing)
+/// of `reference`, is the registry asking for a login.
+pub fn no_login(text: &str, anonymous: bool, doing: &str, reference: &str) -> Option<NoLogin> {
+    let refused = [
+        "no basic auth credentials",
+        "unauthorized",
+        "authentication required",
+    ]
+    .iter()
+    .any(|s| text.contains(s));
+    (refused && anonymous).then(|| {
+        let config = config_path().map_or_else(
+            || "no Docker config file".into(),
+            |p| p.display().to_string(),
+        );
+        NoLogin(format!(
+            "{doing} {reference} failed: {text}; the registry wants a login and {config} has none for it (docker login {})",
+            registry_host(reference).unwrap_or(reference)
+        ))
+    })
+}
+
 fn lookup(config: &DockerConfig, registry: &str) -> anyhow::Result<Option<DockerCredentials>> {
     if let Some(helper) = config.cred_helpers.get(registry) {
         return helper_get(helper, registry).map(Some);

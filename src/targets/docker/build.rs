@@ -125,6 +125,7 @@ impl Engine {
     /// Pushes `repo:tag`; returns the registry digest.
     pub async fn push(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
         let credentials = super::auth::credentials(repo)?;
+        let anonymous = credentials.is_none();
         let mut stream = self.docker.push_image(
             repo,
             Some(PushImageOptions {
@@ -135,7 +136,18 @@ impl Engine {
         );
         let mut digest = None;
         while let Some(item) = stream.next().await {
-            let info = item.with_context(|| format!("pushing {repo}:{tag} failed"))?;
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    let reference = format!("{repo}:{tag}");
+                    if let Some(no) =
+                        super::auth::no_login(&e.to_string(), anonymous, "pushing", &reference)
+                    {
+                        return Err(no.into());
+                    }
+                    return Err(e).with_context(|| format!("pushing {reference} failed"));
+                }
+            };
             if let Some(status) = info.status.as_deref() {
                 if let Some(d) = status.split("digest: ").nth(1) {
                     digest = d.split_whitespace().next().map(str::to_string);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig, PortBinding,
 };
@@ -356,23 +356,10 @@ impl Engine {
         );
         while let Some(item) = stream.next().await {
             if let Err(e) = item {
-                let text = e.to_string();
-                let refused = [
-                    "no basic auth credentials",
-                    "unauthorized",
-                    "authentication required",
-                ]
-                .iter()
-                .any(|s| text.contains(s));
-                if refused && anonymous {
-                    let config = super::auth::config_path().map_or_else(
-                        || "no Docker config file".into(),
-                        |p| p.display().to_string(),
-                    );
-                    bail!(
-                        "pulling {reference} failed: {text}; the registry wants a login and {config} has none for it (docker login {})",
-                        registry_host(reference).unwrap_or(reference)
-                    );
+                if let Some(no) =
+                    super::auth::no_login(&e.to_string(), anonymous, "pulling", reference)
+                {
+                    return Err(no.into());
                 }
                 return Err(e).with_context(|| format!("pulling {reference} failed"));
             }

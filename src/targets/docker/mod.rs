@@ -1220,6 +1220,12 @@ impl Target for DockerRegion {
             if push {
                 r.ui.status("Pushing", image.clone());
                 digest = self.engine.push(&repo, version).await.map_err(|e| {
+                    if e.downcast_ref::<auth::NoLogin>().is_some() {
+                        return Error::usage_hint(
+                            format!("{e:#}"),
+                            "log in where this command runs (docker login, or DOCKER_CONFIG); nothing on the target was changed",
+                        );
+                    }
                     Error::failed(ExitCode::Unreachable, anyhow!("{e:#}"))
                         .with_hint("is the registry running and reachable from the engine? nothing on the target was changed")
                 })?;
