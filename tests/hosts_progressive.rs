@@ -439,7 +439,14 @@ fn a_blue_green_over_3_hosts_previews_then_is_promoted_by_another_process_then_r
         &[],
     );
     let after = until_only(&load, &v2, 300);
-    assert_eq!(share(&after, &v2), 100.0, "after promote: {after:?}");
+    if share(&after, &v2) != 100.0 {
+        let out = promote.wait();
+        panic!(
+            "after promote: {after:?}; promote: exit {}\n{}",
+            code(&out),
+            stderr(&out)
+        );
+    }
     let after = load.window(1000);
     assert_eq!(share(&after, &v2), 100.0, "after promote: {after:?}");
     for h in 0..3 {
