@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use support::fixture::{region_name, Backup, Health, RegionFile, RegionsDir, Rollout, Service};
 use support::{
     code, docker_try, haproxy_server_stat, http_request, remove_labelled, running_versions, stderr,
-    HostsEnv, Lane, Load, TestEnv,
+    HostsEnv, Lane, Load, Multi, TestEnv,
 };
 
 /// A region of its own on test host `h1`, in a temporary regions directory.
@@ -129,23 +129,10 @@ fn setup() -> Option<(TestEnv, HostsEnv)> {
     Some((env, hosts))
 }
 
-/// Tests share the hosts h1–h3. One that breaks a host (its dockerd stopped, its link cut)
-/// holds them alone ([`breaking`]); every other test shares them ([`sharing`]), so no deploy
-/// of one test meets the fault another test made.
-static HOSTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn sharing() -> std::sync::RwLockReadGuard<'static, ()> {
-    HOSTS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn breaking() -> std::sync::RwLockWriteGuard<'static, ()> {
-    HOSTS.write().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn a_remote_host_is_deployed_over_ssh_with_health_judged_there_and_no_failed_request() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
     let r = Region::new(&hosts, Some(&lane));
     let tag = |v: &str| format!("{v}-{}", r.name);
@@ -215,7 +202,7 @@ fn a_remote_host_is_deployed_over_ssh_with_health_judged_there_and_no_failed_req
 #[test]
 fn an_unknown_host_key_is_refused_with_exit_6_naming_the_host_and_nothing_touched() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let r = Region::new(&hosts, None)
         .with(|f| f.map_service("web", |s| s.health(Health::image()).replicas(1)));
     let tmp = tempfile::tempdir().unwrap();
@@ -260,7 +247,7 @@ fn an_unknown_host_key_is_refused_with_exit_6_naming_the_host_and_nothing_touche
 #[test]
 fn a_missing_or_refused_key_is_exit_6_naming_the_host_and_nothing_touched() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let tmp = tempfile::tempdir().unwrap();
     // The test's ssh view offers no key but the region's identity_file.
     let cfg = hosts.ssh_config_with(tmp.path(), "IdentityFile", "IdentityFile none");
@@ -296,7 +283,7 @@ fn a_missing_or_refused_key_is_exit_6_naming_the_host_and_nothing_touched() {
 #[test]
 fn a_remote_host_without_a_load_balancer_refuses_http_checks_it_cannot_make() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let r = Region::new(&hosts, None);
     let out = r.deploy("v1");
     let err = stderr(&out);
@@ -308,7 +295,7 @@ fn a_remote_host_without_a_load_balancer_refuses_http_checks_it_cannot_make() {
 #[test]
 fn a_canary_whose_analysis_checks_containers_from_here_is_refused_on_a_remote_host() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
     let r = Region::new(&hosts, Some(&lane)).with(|f| {
         f.map_service("web", |s| {
@@ -325,121 +312,6 @@ fn a_canary_whose_analysis_checks_containers_from_here_is_refused_on_a_remote_ho
     assert!(err.contains("analysis.http"), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(r.labelled_on_host(), Vec::<String>::new());
-}
-
-/// A region of its own over the first `n` test hosts behind the lb's HAProxy: the sample
-/// image is built on h1 and pushed to the test registry, and every other host pulls it.
-struct Multi {
-    name: String,
-    dir: RegionsDir,
-    hosts: HostsEnv,
-    n: usize,
-    file: RegionFile,
-    image: String,
-    images: Vec<support::Image>,
-}
-
-impl Multi {
-    fn new(env: &TestEnv, hosts: &HostsEnv, lane: &Lane, n: usize, replicas: u32) -> Multi {
-        let name = region_name("mh", 20);
-        let image = format!("{}/packfy-sample-{name}", env.registry);
-        let endpoints: Vec<String> = (0..n).map(|i| hosts.endpoint(i)).collect();
-        let file = RegionFile::new()
-            .docker_hosts(&endpoints)
-            .currency("USD")
-            .keep_releases(5)
-            .service(sample_web().image(&image).replicas(replicas))
-            .haproxy(
-                &hosts.lb_runtime_api(),
-                &format!("http://{}", lane.frontend),
-                &[("web", &lane.backend)],
-            );
-        let m = Multi {
-            name,
-            dir: RegionsDir::new(),
-            hosts: hosts.clone(),
-            n,
-            file,
-            image,
-            images: Vec::new(),
-        };
-        m.dir.write(&m.name, &m.file);
-        m
-    }
-
-    fn with(mut self, change: impl FnOnce(RegionFile) -> RegionFile) -> Multi {
-        self.file = change(self.file.clone());
-        self.dir.write(&self.name, &self.file);
-        self
-    }
-
-    /// Builds the sample at `version` on h1 and pushes it to the registry; returns the tag.
-    fn push(&mut self, env: &TestEnv, version: &str, args: &[(&str, &str)]) -> String {
-        let tag = format!("{version}-{}", self.name);
-        let h1 = &self.hosts.sockets[0];
-        let built = env.build_sample(h1, &tag, args);
-        let reference = format!("{}:{tag}", self.image);
-        support::docker(h1, ["tag", built.reference.as_str(), reference.as_str()]);
-        support::docker(h1, ["push", reference.as_str()]);
-        self.images.push(built);
-        for s in &self.hosts.sockets[..self.n] {
-            self.images.push(support::Image::guard(s, &reference));
-        }
-        tag
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = support::cli(self.dir.path(), args);
-        c.env("PACKFY_SSH_CONFIG", &self.hosts.ssh_config)
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("DOCKER_HOST");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        support::run_cli(&mut self.cmd(args), &[])
-    }
-
-    fn deploy(&self, version: &str) -> Output {
-        self.run(&["deploy", "--region", &self.name, "--version", version])
-    }
-
-    /// The versions running on host `h` (the test looks at its dockerd directly).
-    fn versions_on(&self, h: usize) -> Vec<String> {
-        running_versions(&self.hosts.sockets[h], &self.name)
-    }
-
-    fn history(&self) -> serde_json::Value {
-        let out = self.run(&["history", "--region", &self.name, "-o", "json"]);
-        assert_eq!(code(&out), 0, "history: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// The release records on host `h` (labelled volumes).
-    fn records_on(&self, h: usize) -> usize {
-        let filter = format!("label=packfy.region={}", self.name);
-        let o = docker_try(
-            &self.hosts.sockets[h],
-            [
-                "volume",
-                "ls",
-                "-q",
-                "--filter",
-                filter.as_str(),
-                "--filter",
-                "label=packfy.kind=release",
-            ],
-        );
-        String::from_utf8_lossy(&o.stdout).lines().count()
-    }
-}
-
-impl Drop for Multi {
-    fn drop(&mut self) {
-        for s in &self.hosts.sockets[..self.n] {
-            remove_labelled(s, &format!("packfy.region={}", self.name));
-        }
-    }
 }
 
 /// The runner's link to a test host, set down (its veth): the host keeps running and the lb
@@ -481,9 +353,9 @@ impl Drop for Cut {
 #[test]
 fn three_hosts_roll_one_after_another_under_load_with_no_failed_request() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
-    let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let mut m = Multi::new(&env, &hosts, &lane, 3, sample_web().replicas(3));
     let v1 = m.push(&env, "v1", &[]);
     let v2 = m.push(&env, "v2", &[]);
     let v3 = m.push(&env, "v3", &[("NEVER_HEALTHY", "1")]);
@@ -575,9 +447,9 @@ fn three_hosts_roll_one_after_another_under_load_with_no_failed_request() {
 #[test]
 fn with_one_host_cut_off_history_and_rollback_go_on_and_a_deploy_touches_nothing() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = breaking();
+    let _hosts = hosts.breaking();
     let lane = hosts.lease_lane();
-    let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let mut m = Multi::new(&env, &hosts, &lane, 3, sample_web().replicas(3));
     let v1 = m.push(&env, "v1", &[]);
     let v2 = m.push(&env, "v2", &[]);
     for v in [&v1, &v2] {
@@ -628,9 +500,9 @@ fn with_one_host_cut_off_history_and_rollback_go_on_and_a_deploy_touches_nothing
 #[test]
 fn two_runners_racing_for_a_region_of_several_hosts_never_both_deploy() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
-    let mut m = Multi::new(&env, &hosts, &lane, 2, 2);
+    let mut m = Multi::new(&env, &hosts, &lane, 2, sample_web().replicas(2));
     // The pre-deploy hook holds the winner's lock long enough for the loser to find it.
     m = m.with(|f| f.hook("pre_deploy", "hold", "sleep 3"));
     let v1 = m.push(&env, "v1", &[]);
@@ -656,9 +528,9 @@ fn two_runners_racing_for_a_region_of_several_hosts_never_both_deploy() {
 #[test]
 fn the_link_to_one_host_cut_for_10s_mid_deploy_is_restored_or_named_and_the_next_deploy_recovers() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = breaking();
+    let _hosts = hosts.breaking();
     let lane = hosts.lease_lane();
-    let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let mut m = Multi::new(&env, &hosts, &lane, 3, sample_web().replicas(3));
     let v1 = m.push(&env, "v1", &[]);
     let v2 = m.push(&env, "v2", &[]);
     let out = m.deploy(&v1);
@@ -781,9 +653,9 @@ impl Drop for StoppedDockerd {
 #[test]
 fn one_hosts_dockerd_stopped_mid_deploy_names_the_host_and_the_others_serve_the_previous_release() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = breaking();
+    let _hosts = hosts.breaking();
     let lane = hosts.lease_lane();
-    let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let mut m = Multi::new(&env, &hosts, &lane, 3, sample_web().replicas(3));
     let v1 = m.push(&env, "v1", &[]);
     let v2 = m.push(&env, "v2", &[]);
     let out = m.deploy(&v1);
@@ -830,16 +702,19 @@ fn one_hosts_dockerd_stopped_mid_deploy_names_the_host_and_the_others_serve_the_
 #[test]
 fn a_deploy_killed_between_hosts_is_recognised_and_rolled_back_on_every_host() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
-    let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let mut m = Multi::new(&env, &hosts, &lane, 3, sample_web().replicas(3));
     let v1 = m.push(&env, "v1", &[]);
     let v2 = m.push(&env, "v2", &[("HEALTHY_AFTER_SECS", "3")]);
     let out = m.deploy(&v1);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     let child = support::spawn_cli(
-        &mut m.cmd(&["deploy", "--region", &m.name, "--version", &v2]),
+        &mut m.cmd(
+            &hosts.ssh_config,
+            &["deploy", "--region", &m.name, "--version", &v2],
+        ),
         &[],
     );
     // Killed once the second host has its new container: h1 runs v2, h2 is changing, h3 not.
@@ -897,10 +772,10 @@ fn a_deploy_killed_between_hosts_is_recognised_and_rolled_back_on_every_host() {
 #[test]
 fn a_backup_job_execs_in_a_running_container_on_whichever_host_has_one() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
     let store = tempfile::tempdir().unwrap();
-    let mut m = Multi::new(&env, &hosts, &lane, 3, 3).with(|f| {
+    let mut m = Multi::new(&env, &hosts, &lane, 3, sample_web().replicas(3)).with(|f| {
         f.backup(
             Backup::exec("version", "web", &["/packfy-sample", "--version"]).store(store.path()),
         )
@@ -937,9 +812,9 @@ fn a_backup_job_execs_in_a_running_container_on_whichever_host_has_one() {
 fn three_hosts_pull_the_build_from_a_registry_that_wants_a_login_with_the_runners_login() {
     use base64::Engine as _;
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
-    let m = Multi::new(&env, &hosts, &lane, 3, 3);
+    let m = Multi::new(&env, &hosts, &lane, 3, sample_web().replicas(3));
     // A build context of the sample app: packfy-deploy builds on h1, pushes to the registry
     // that wants a login, and h2, h3 pull that digest with the login they are handed.
     let ctx = m.dir.path().join("ctx");
@@ -968,7 +843,10 @@ fn three_hosts_pull_the_build_from_a_registry_that_wants_a_login_with_the_runner
     let secrets = [env.registry_auth_password.as_str(), auth.as_str()];
     let run = |config: &Path, version: &str| {
         let args = ["deploy", "--region", &m.name, "--version", version];
-        support::run_cli(m.cmd(&args).env("DOCKER_CONFIG", config), &secrets)
+        support::run_cli(
+            m.cmd(&hosts.ssh_config, &args).env("DOCKER_CONFIG", config),
+            &secrets,
+        )
     };
     let _images: Vec<support::Image> = hosts.sockets[..3]
         .iter()

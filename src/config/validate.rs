@@ -184,23 +184,6 @@ pub fn region_partial(
         Target::Docker(d) => {
             let host_written = written("docker.host");
             docker_hosts(&mut c, d, host_written);
-            if d.hosts.len() > 1 {
-                for (name, s) in &cfg.services {
-                    let strategy = s.rollout.strategy;
-                    if strategy != super::progressive::Strategy::Rolling {
-                        let p = format!("services.{name}.rollout.strategy");
-                        c.at(
-                            &p,
-                            format!(
-                                "{p}: {} on a region of {} hosts is not built yet",
-                                strategy.as_str(),
-                                d.hosts.len()
-                            ),
-                            &format!("use strategy: rolling here (hosts roll one after another, rollout.hosts_at_once at a time), or a {} on a region of one host", strategy.as_str()),
-                        );
-                    }
-                }
-            }
         }
         Target::Kubernetes(k) => {
             if k.namespace.is_empty() {

@@ -195,6 +195,16 @@ backend hosts_t$i
     balance roundrobin
     option httpchk GET /health
     http-check expect status 200
+
+# The lane's blue-green preview (HAProxy makes no backend at run time).
+frontend fe_hosts_t${i}_preview
+    bind $hp_addr:$((8100 + i))
+    default_backend hosts_t${i}_preview
+
+backend hosts_t${i}_preview
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
 EOF
   done
 }
@@ -303,9 +313,10 @@ hosts_up() {
     fail "hosts" "the runner cannot log in to lb.packfy.test" "$LOG_DIR/sshd-lb.log"
     return 1
   }
-  local fes=() bes=()
+  local fes=() bes=() pfes=()
   for ((i = 1; i <= lanes; i++)); do
     fes+=("$hp_addr:$((8000 + i))")
+    pfes+=("$hp_addr:$((8100 + i))")
     bes+=("hosts_t$i")
   done
   ((started)) && log "hosts: started namespaces (subnet 10.201.$h_subnet.0/24)"
@@ -321,7 +332,8 @@ hosts_up() {
     "PACKFY_HOSTS_LB=lb.packfy.test" \
     "PACKFY_HOSTS_LB_SOCKET=$h_lb_sock" \
     "PACKFY_HOSTS_LB_FRONTENDS=${fes[*]}" \
-    "PACKFY_HOSTS_LB_BACKENDS=${bes[*]}"
+    "PACKFY_HOSTS_LB_BACKENDS=${bes[*]}" \
+    "PACKFY_HOSTS_LB_PREVIEW_FRONTENDS=${pfes[*]}"
 }
 
 hosts_down() {

@@ -223,20 +223,18 @@ fn service_rules() {
             &["services.web.rollout: max_surge and max_unavailable are both 0 at r.yaml:8:26 — nothing could ever be replaced; set max_surge: 1 for a zero-downtime rollout"],
         ),
         (
-            "a canary over several hosts",
+            "a canary over several hosts needs HAProxy as on one host",
             with("    rollout: {strategy: canary, steps: [{weight: 10}, {weight: 100}]}\n")
                 .replace("{host: 'unix:///var/run/docker.sock'}", "{hosts: ['ssh://a', 'ssh://b']}"),
             &[
-                "services.web.rollout.strategy: canary on a region of 2 hosts is not built yet at r.yaml:8:25 — use strategy: rolling here (hosts roll one after another, rollout.hosts_at_once at a time), or a canary on a region of one host",
                 "services.web.rollout.strategy: a canary on a Docker region needs `traffic: haproxy` (its weights are HAProxy's) at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)",
             ],
         ),
         (
-            "a blue-green over several hosts",
+            "a blue-green over several hosts needs HAProxy as on one host",
             with("    rollout: {strategy: blue_green}\n")
                 .replace("{host: 'unix:///var/run/docker.sock'}", "{hosts: ['ssh://a', 'ssh://b']}"),
             &[
-                "services.web.rollout.strategy: blue_green on a region of 2 hosts is not built yet at r.yaml:8:25 — use strategy: rolling here (hosts roll one after another, rollout.hosts_at_once at a time), or a blue_green on a region of one host",
                 "services.web.rollout.strategy: blue_green on a Docker region needs `traffic: haproxy` (its switch is HAProxy's) at r.yaml:8:25 — use `strategy: rolling` on this region (an environment overlay can set it)",
             ],
         ),

@@ -2,10 +2,16 @@
 //! backend beside the old ones, and HAProxy's server weights (`set server … weight`, applied
 //! at once, no connection cut) give the new release each step's share of the traffic.
 //!
+//! On a region of several hosts the new containers spread over the hosts as a rolling deploy
+//! spreads them, each [`Server`] knowing its host; the weights are computed over every old
+//! and new server of the backend, whatever host it is on, so a step's share is the region's.
+//!
 //! Its whole state — steps, the next step, weights, servers, the last analysis — is a
-//! [`Canary`] written into the release record on the engine at every step, so another
-//! process (a later CI job on another runner) can `promote` or `abort` a paused canary, and
-//! a killed run's canary is aborted by the next command like any interrupted release.
+//! [`Canary`] written into the release record on every host that answers at every step, so
+//! another process (a later CI job on another runner) that reaches any of them can `promote`
+//! or `abort` a paused canary (an ask to a running one is written to every host it reaches
+//! and taken from any), and a killed run's canary is aborted by the next command like any
+//! interrupted release.
 //!
 //! The decisions are pure functions ([`weights`], [`judge`]); [`Canary::run`] does them.
 //! Analysis reads HAProxy's counters of the new servers only, as a difference since the
@@ -33,11 +39,11 @@ use super::desired::Desired;
 use super::drift::WEIGHT;
 use super::naming::Scope;
 use super::rollout::Member;
-use super::{DockerRegion, Engine, LiveContainer};
+use super::{DockerRegion, Engine, Host, LiveContainer};
 use crate::config::progressive::Strategy;
 use crate::plan::{Action, ServicePlan};
 use crate::release::{ContainerRecord, Release};
-use crate::targets::Steer;
+use crate::targets::{Steer, Target};
 
 /// The key of the canary's state in a release record.
 pub const STATE: &str = "canary";
@@ -54,6 +60,10 @@ pub struct Server {
     pub container: String,
     pub id: String,
     pub addr: Option<SocketAddr>,
+    /// The tag of the host its container runs on ([`super::naming::host_tags`]; empty with
+    /// one host).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 /// One service of a canary.
@@ -289,11 +299,34 @@ pub fn judge(
     m
 }
 
-/// What a canary drives.
+/// What a canary drives: the region's hosts (each server's container runs on one of them)
+/// and its HAProxy, whose backends hold the servers of every host.
 pub struct Drive<'a> {
-    pub engine: &'a Engine,
+    pub hosts: &'a [Host],
     pub lb: &'a Haproxy,
     pub ui: &'a Ui,
+}
+
+impl Drive<'_> {
+    /// The engine of the host `x` runs on (a host that did not answer is an error naming it).
+    fn engine(&self, x: &Server) -> anyhow::Result<&Engine> {
+        let host = self
+            .hosts
+            .iter()
+            .find(|h| h.tag == x.host)
+            // Recorded with one host (no tag): that host.
+            .or_else(|| self.hosts.first().filter(|_| x.host.is_empty()))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} runs on host {}, which the region no longer lists",
+                    x.container,
+                    x.host
+                )
+            })?;
+        host.reach
+            .as_ref()
+            .map_err(|e| anyhow!("host {} is not reachable: {e}", host.endpoint))
+    }
 }
 
 impl Canary {
@@ -538,9 +571,12 @@ impl Canary {
         let timeout = c.duration.0.min(Duration::from_secs(2));
         for x in self.services.iter().flat_map(|s| &s.new) {
             let addr = match h.port {
-                Some(p) => match d.engine.inspect(&x.id).await {
-                    Ok(Some(st)) => st.ports.get(&p).copied(),
-                    _ => None,
+                Some(p) => match d.engine(x) {
+                    Ok(e) => match e.inspect(&x.id).await {
+                        Ok(Some(st)) => st.ports.get(&p).copied(),
+                        _ => None,
+                    },
+                    Err(_) => None,
                 },
                 None => x.addr,
             };
@@ -595,7 +631,7 @@ impl Canary {
                     ));
                 }
                 d.lb.del_server(&s.backend, &x.server).await?;
-                d.engine.stop(&x.id, s.stop_grace).await?;
+                d.engine(x)?.stop(&x.id, s.stop_grace).await?;
                 d.ui.status("Stopped", format!("{} (kept for rollback)", x.container));
             }
         }
@@ -684,7 +720,7 @@ impl Canary {
                 d.lb.wait_drained(&s.backend, &x.server, s.rollout.drain_timeout.0)
                     .await?;
                 d.lb.del_server(&s.backend, &x.server).await?;
-                d.engine.stop(&x.id, s.stop_grace).await?;
+                d.engine(x)?.stop(&x.id, s.stop_grace).await?;
                 d.ui.status("Stopped", format!("{} (kept)", x.container));
             }
         }
@@ -742,8 +778,9 @@ impl Canary {
                     if let Some(p) = &s.preview {
                         d.lb.del_server(p, &x.server).await?;
                     }
-                    d.engine.stop(&x.id, s.stop_grace).await?;
-                    d.engine.remove(&x.id).await?;
+                    let engine = d.engine(x)?;
+                    engine.stop(&x.id, s.stop_grace).await?;
+                    engine.remove(&x.id).await?;
                     Ok(())
                 }
                 .await;
@@ -896,34 +933,59 @@ impl Engine {
     }
 }
 
-/// Saves the canary into its release record on the engine.
+/// Saves the canary into its release record on every host that answers (as every record is
+/// kept), so a process that reaches any one of them steers it.
 struct Recorder<'a> {
-    engine: &'a Engine,
-    scope: &'a Scope,
+    region: &'a DockerRegion,
     rec: Release,
-    shared: &'a std::sync::Mutex<Option<Canary>>,
 }
 
 #[async_trait::async_trait]
 impl AsyncSave for Recorder<'_> {
     async fn save(&mut self, c: &Canary) -> anyhow::Result<()> {
-        *self.shared.lock().expect("canary") = Some(c.clone());
+        *self.region.canary.lock().expect("canary") = Some(c.clone());
         self.rec.set_state(STATE, c);
-        self.engine.save_release(self.scope, &self.rec).await
+        self.region.save_on_hosts(&self.rec).await
     }
 }
 
-/// Reads what other processes ask of the canary.
+/// Reads what other processes ask of the canary, on every host that answers.
 struct Asks<'a> {
-    engine: &'a Engine,
-    scope: &'a Scope,
+    region: &'a DockerRegion,
 }
 
 #[async_trait::async_trait]
 impl AsyncAsk for Asks<'_> {
     async fn asked(&mut self) -> anyhow::Result<Option<Ask>> {
-        self.engine.take_ask(self.scope).await
+        self.region.take_ask_anywhere().await
     }
+}
+
+/// The answers of the hosts that answered, or the first error when none did (an ask, or a
+/// look for one, needs one host the other process reaches too).
+fn any_host<T>(answers: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
+    let mut ok = Vec::new();
+    let mut first_err = None;
+    for a in answers {
+        match a {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match (ok.is_empty(), first_err) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(ok),
+    }
+}
+
+/// Of the asks found on the hosts, the one that counts: an abort wins over a pause.
+fn strongest(found: impl IntoIterator<Item = Option<Ask>>) -> Option<Ask> {
+    found
+        .into_iter()
+        .flatten()
+        .max_by_key(|a| matches!(a, Ask::Abort))
 }
 
 /// Whether a service's changes go out as a canary: its strategy says so, HAProxy is in front
@@ -1072,10 +1134,23 @@ impl DockerRegion {
 
     fn drive(&self) -> Option<Drive<'_>> {
         Some(Drive {
-            engine: &self.engine,
+            hosts: &self.hosts,
             lb: self.lb.as_ref()?,
             ui: &self.region.ui,
         })
+    }
+
+    /// Asks the canary running in another process, on every host that answers: it looks on
+    /// every host it reaches, so the ask finds it through any host the two share.
+    async fn ask_everywhere(&self, ask: Ask) -> anyhow::Result<()> {
+        let asked = join_all(self.up().map(|(_, e)| e.ask_canary(&self.scope, ask))).await;
+        any_host(asked).map(|_| ())
+    }
+
+    /// What was asked of this region's canary on any host that answers (taken from each).
+    async fn take_ask_anywhere(&self) -> anyhow::Result<Option<Ask>> {
+        let found = join_all(self.up().map(|(_, e)| e.take_ask(&self.scope))).await;
+        Ok(strongest(any_host(found)?))
     }
 
     /// Starts the new release of `services` beside the old one, out of traffic (weight 0),
@@ -1116,16 +1191,19 @@ impl DockerRegion {
             version: rec.version.clone(),
         };
         // An ask left over from an earlier canary is not for this one.
-        self.engine.take_ask(&self.scope).await?;
+        self.take_ask_anywhere().await?;
         // Recorded as it grows: a run killed while starting is taken back too.
         let mut save = Recorder {
-            engine: &self.engine,
-            scope: &self.scope,
+            region: self,
             rec: rec.clone(),
-            shared: &self.canary,
         };
         let live = &self.prepared.live;
-        let ro = self.rollout(&rec.id, &rec.version);
+        // The new containers spread over the hosts as a rolling deploy spreads them.
+        let hosts: Vec<usize> = (0..self.hosts.len()).collect();
+        let ros = hosts
+            .iter()
+            .map(|&h| self.rollout_on(h, &rec.id, &rec.version))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for desired in services {
             let backend = backends
                 .get(&desired.name)
@@ -1141,6 +1219,7 @@ impl DockerRegion {
                     container: x.name.clone(),
                     id: x.id.clone(),
                     addr: None,
+                    host: x.host_tag.clone(),
                 })
                 .collect();
             c.services.push(Service {
@@ -1153,15 +1232,27 @@ impl DockerRegion {
                 preview: bg.then(|| desired.service.rollout.preview.backend_for(&backend)),
             });
             let k = c.services.len() - 1;
-            let first = super::next_index(live, &desired.name);
+            let share = crate::plan::spread(desired.replicas, self.hosts.len());
+            // (host, container) of every new one, in the order of `c.services[k].new`.
             let mut members = Vec::new();
-            for i in 0..desired.replicas {
-                let m = ro.create(desired, first + i).await?;
-                c.services[k].new.push(server_of(&m));
-                save.save(&c).await?;
-                members.push(m);
+            for &h in &hosts {
+                let on_host: Vec<LiveContainer> =
+                    live.iter().filter(|x| x.host == h).cloned().collect();
+                let first = super::next_index(&on_host, &desired.name);
+                for i in 0..share[h] {
+                    let m = ros[h]
+                        .create(desired, first + i)
+                        .await
+                        .map_err(|e| self.on_host(h, e))?;
+                    c.services[k].new.push(Server {
+                        host: self.hosts[h].tag.clone(),
+                        ..server_of(&m)
+                    });
+                    save.save(&c).await?;
+                    members.push((h, m));
+                }
             }
-            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            let names: Vec<&str> = members.iter().map(|(_, m)| m.name.as_str()).collect();
             self.region.ui.status(
                 "Starting",
                 format!(
@@ -1170,14 +1261,21 @@ impl DockerRegion {
                     names.join(", ")
                 ),
             );
-            let ready = join_all(members.iter().map(|m| ro.wait_healthy(desired, m))).await;
+            let ros = &ros;
+            let ready = join_all(members.iter().map(|(h, m)| async move {
+                ros[*h]
+                    .wait_healthy(desired, m)
+                    .await
+                    .map_err(|e| self.on_host(*h, e))
+            }))
+            .await;
             let path = desired
                 .service
                 .health
                 .http
                 .as_ref()
                 .map(|h| h.path.as_str());
-            for (j, (m, addr)) in members.iter().zip(ready).enumerate() {
+            for (j, ((_, m), addr)) in members.iter().zip(ready).enumerate() {
                 let addr = addr?.ok_or_else(|| anyhow!("{} publishes no port", m.name))?;
                 let server = c.services[k].new[j].server.clone();
                 let server = &server;
@@ -1226,17 +1324,11 @@ impl DockerRegion {
             .drive()
             .ok_or_else(|| anyhow!("a canary needs HAProxy"))?;
         *self.canary.lock().expect("canary") = Some(c.clone());
-        let save = Recorder {
-            engine: &self.engine,
-            scope: &self.scope,
+        let mut save = Recorder {
+            region: self,
             rec: rec.clone(),
-            shared: &self.canary,
         };
-        let asks = Asks {
-            engine: &self.engine,
-            scope: &self.scope,
-        };
-        let mut save = save;
+        let asks = Asks { region: self };
         let ended = c.run(&d, &mut save, asks).await;
         *self.canary.lock().expect("canary") = Some(c.clone());
         match ended? {
@@ -1318,7 +1410,7 @@ impl DockerRegion {
         lines: &mut Vec<String>,
         json: &mut serde_json::Map<String, serde_json::Value>,
     ) -> crate::error::Result<()> {
-        let history = self.engine.releases(&self.scope).await?;
+        let history = self.history().await?;
         let Some(last) = history.last() else {
             return Ok(());
         };
@@ -1456,7 +1548,7 @@ impl DockerRegion {
         );
         c.scale_down(&d).await?;
         rec.set_state(STATE, &c);
-        self.engine.save_release(&self.scope, &rec).await?;
+        self.save_on_hosts(&rec).await?;
         Ok(true)
     }
 
@@ -1468,7 +1560,7 @@ impl DockerRegion {
             .ok_or_else(|| anyhow!("a blue-green needs HAProxy"))?;
         let r = c.switch_back(&d).await;
         from.set_state(STATE, &c);
-        self.engine.save_release(&self.scope, &from).await?;
+        self.save_on_hosts(&from).await?;
         r.map(|_| ())
     }
 
@@ -1496,7 +1588,7 @@ impl DockerRegion {
 
     /// Asks a canary running in another process.
     pub(super) async fn ask_running(&self, ask: Ask) -> anyhow::Result<()> {
-        self.engine.ask_canary(&self.scope, ask).await
+        self.ask_everywhere(ask).await
     }
 }
 
@@ -1510,6 +1602,7 @@ fn server_of(m: &Member) -> Server {
         container: m.name.clone(),
         id: m.id.clone(),
         addr: m.addr,
+        host: String::new(),
     }
 }
 
@@ -1594,6 +1687,39 @@ mod tests {
         let c = conditions();
         assert_eq!(judge(&c, n(10, 10), Some(900), n(0, 0), None).failed, None);
         assert!(judge(&c, n(20, 10), None, n(0, 0), None).failed.is_some());
+    }
+
+    #[test]
+    fn an_ask_found_on_any_host_counts_and_an_abort_wins() {
+        assert_eq!(strongest([None, Some(Ask::Pause), None]), Some(Ask::Pause));
+        assert_eq!(
+            strongest([Some(Ask::Pause), Some(Ask::Abort), Some(Ask::Pause)]),
+            Some(Ask::Abort)
+        );
+        assert_eq!(strongest([None, None]), None);
+        // One host down: what the others answered.
+        let found = any_host(vec![
+            Err(anyhow!("h1 down")),
+            Ok(Some(Ask::Abort)),
+            Ok(None),
+        ]);
+        assert_eq!(strongest(found.unwrap()), Some(Ask::Abort));
+        // None answered: the first error.
+        let none: anyhow::Result<Vec<Option<Ask>>> =
+            any_host(vec![Err(anyhow!("h1 down")), Err(anyhow!("h2 down"))]);
+        assert_eq!(none.unwrap_err().to_string(), "h1 down");
+    }
+
+    #[test]
+    fn a_server_recorded_without_a_host_is_on_the_only_host() {
+        // Records of a canary on one host (before servers knew their host) read as before.
+        let x: Server = serde_json::from_value(serde_json::json!({
+            "server": "mx-production-web-r2-1", "container": "c", "id": "i", "addr": null
+        }))
+        .unwrap();
+        assert_eq!(x.host, "");
+        let json = serde_json::to_value(&x).unwrap();
+        assert!(json.get("host").is_none(), "{json}");
     }
 
     #[test]

@@ -116,8 +116,8 @@ impl Host {
 /// A region's Docker target, reached and checked.
 pub struct DockerRegion {
     pub region: Region,
-    /// The first host that answered: release steps and canaries run on it (with one host, the
-    /// engine).
+    /// The first host that answered: release steps run on it, and builds (with one host, the
+    /// engine). A canary spreads over every host.
     pub engine: Engine,
     /// Every host of the region, in the order listed.
     pub hosts: Vec<Host>,
@@ -216,7 +216,11 @@ impl DockerRegion {
                 ));
             }
         }
-        if !engine.local {
+        // Any remote host (a canary's new containers go to every host).
+        let remote = hosts
+            .iter()
+            .find_map(|h| h.reach.as_ref().ok().filter(|e| !e.local));
+        if let Some(remote) = remote {
             let checked = canaries_checked_from_here(&region.cfg);
             if !checked.is_empty() {
                 return Err(Error::usage_hint(
@@ -224,7 +228,7 @@ impl DockerRegion {
                         "{}: the canary analysis of services {} GETs each new container from this machine, which reaches nothing on {}",
                         region.name,
                         checked.join(", "),
-                        engine.endpoint
+                        remote.endpoint
                     ),
                     "on a remote host judge the canary by HAProxy's counters (max_5xx_ratio, max_response_time) and leave out `analysis.http`; nothing was changed",
                 ));
@@ -379,22 +383,6 @@ impl DockerRegion {
             .get(name)
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// The rollout on the first host that answered (a canary's; with one host, the host's).
-    fn rollout(&self, release: &str, version: &str) -> Rollout<'_> {
-        let h = self.up().next().map_or(0, |(h, _)| h);
-        Rollout {
-            engine: &self.engine,
-            host: self.hosts[h].tag.clone(),
-            lb: self.lb.as_ref(),
-            backends: self.backends(),
-            scope: &self.scope,
-            release: release.to_string(),
-            version: version.to_string(),
-            ui: &self.region.ui,
-            ledger: self.ledgers[h].clone(),
-        }
     }
 
     /// The rollout on host `h`, writing to that host's ledger.
@@ -987,6 +975,36 @@ impl DockerRegion {
         Ok(())
     }
 
+    /// A release record written to every host that answers (at once); a host that fails to
+    /// take it is warned about, and only all failing fails the save.
+    async fn save_on_hosts(&self, rec: &Release) -> anyhow::Result<()> {
+        let saved = futures_util::future::join_all(
+            self.up()
+                .map(|(h, e)| async move { (h, e.save_release(&self.scope, rec).await) }),
+        )
+        .await;
+        let mut errors = Vec::new();
+        let n = saved.len();
+        for (h, r) in saved {
+            if let Err(e) = r {
+                errors.push((h, e));
+            }
+        }
+        if errors.len() == n {
+            if let Some((_, e)) = errors.into_iter().next() {
+                return Err(e);
+            }
+            return Ok(());
+        }
+        for (h, e) in errors {
+            self.region.ui.warn(format!(
+                "release {} is not recorded on {}: {e:#}",
+                rec.id, self.hosts[h].endpoint
+            ));
+        }
+        Ok(())
+    }
+
     /// The desired state of a recorded release: its services, secrets resolved again.
     fn desired_of(&self, to: &Release) -> Result<Vec<Desired>> {
         to.services
@@ -1066,13 +1084,20 @@ impl Target for DockerRegion {
     }
 
     /// A stale lock goes from every host that has it (a killed run may have taken it on some
-    /// hosts only).
+    /// hosts only). So does any lock held for the same paused canary under another token: a
+    /// canary steered while one host did not answer was held again on the others only.
     async fn take_over(&self, stale: &Lock) -> Result<()> {
+        let paused_for = |l: &Lock| {
+            let mut words = l.reason.split(' ');
+            (words.next() == Some("canary"))
+                .then(|| words.next().map(|id| format!("canary {id} ")))
+                .flatten()
+        };
         for (_, e) in self.up() {
-            if e.current_lock(&self.scope)
-                .await?
-                .is_some_and(|l| l.token == stale.token)
-            {
+            if e.current_lock(&self.scope).await?.is_some_and(|l| {
+                l.token == stale.token
+                    || (paused_for(&l).is_some() && paused_for(&l) == paused_for(stale))
+            }) {
                 e.break_lock(&self.scope).await?;
             }
         }
@@ -1129,31 +1154,7 @@ impl Target for DockerRegion {
     /// Written to every host that answers (at once); a host that fails to take it is warned
     /// about, and only all failing fails the save.
     async fn save(&self, rec: &Release) -> Result<()> {
-        let saved = futures_util::future::join_all(
-            self.up()
-                .map(|(h, e)| async move { (h, e.save_release(&self.scope, rec).await) }),
-        )
-        .await;
-        let mut errors = Vec::new();
-        let n = saved.len();
-        for (h, r) in saved {
-            if let Err(e) = r {
-                errors.push((h, e));
-            }
-        }
-        if errors.len() == n {
-            if let Some((_, e)) = errors.into_iter().next() {
-                return Err(e.into());
-            }
-            return Ok(());
-        }
-        for (h, e) in errors {
-            self.region.ui.warn(format!(
-                "release {} is not recorded on {}: {e:#}",
-                rec.id, self.hosts[h].endpoint
-            ));
-        }
-        Ok(())
+        Ok(self.save_on_hosts(rec).await?)
     }
 
     /// Records beyond `keep_releases` go, and so do the retained containers of releases no

@@ -167,6 +167,11 @@ impl Engine {
         labels.insert(naming::RECORD_SEQ.into(), seq.to_string());
         // The record leaves the process: secret values quoted in errors are masked.
         let mut json = serde_json::to_value(release)?;
+        // When this copy was written: of two unfinished copies on two hosts (a paused
+        // canary, steered while one host missed a save), the later is the one to go on from.
+        json[SAVED_AT] = Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into();
         crate::secrets::mask_json(&mut json);
         labels.insert(naming::RECORD.into(), json.to_string());
         self.docker
@@ -237,9 +242,20 @@ pub fn lock_token() -> String {
     )
 }
 
+/// The key of a record's copy that says when it was written (RFC 3339, ms, UTC).
+pub const SAVED_AT: &str = "saved_at";
+
+fn saved_at(r: &Release) -> Option<DateTime<Utc>> {
+    let t = r.state.get(SAVED_AT)?.as_str()?;
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// One history from the records each host holds: a release is the most finished of its
 /// copies (a host that was down when a release ended still has it in progress), or the
-/// latest finished; oldest first.
+/// latest finished, or of copies still under way the latest written (a canary's steps);
+/// oldest first.
 pub fn merge_histories(per_host: Vec<Vec<Release>>) -> Vec<Release> {
     let mut by_id: HashMap<String, Release> = HashMap::new();
     for list in per_host {
@@ -249,6 +265,7 @@ pub fn merge_histories(per_host: Vec<Vec<Release>>) -> Vec<Release> {
                 Some(have) => match (have.finished_at, r.finished_at) {
                     (None, Some(_)) => true,
                     (Some(a), Some(b)) => b > a,
+                    (None, None) => saved_at(&r) > saved_at(have),
                     _ => false,
                 },
             };
@@ -307,5 +324,32 @@ mod tests {
         let merged = merge_histories(vec![vec![r1], vec![r1_done, r2]]);
         assert_eq!(merged[0].outcome, Outcome::Succeeded);
         assert_eq!(merged.len(), 2);
+    }
+
+    #[test]
+    fn of_two_copies_under_way_the_merged_history_takes_the_later_written() {
+        let mut at_10 = Release::start("mx", "production", &[], Kind::Deploy, "v2", None, None);
+        at_10.outcome = Outcome::Paused;
+        let mut at_50 = at_10.clone();
+        at_10
+            .state
+            .insert("canary".into(), serde_json::json!({"weight": 10}));
+        at_10
+            .state
+            .insert(SAVED_AT.into(), "2026-12-02T08:00:00.000Z".into());
+        at_50
+            .state
+            .insert("canary".into(), serde_json::json!({"weight": 50}));
+        at_50
+            .state
+            .insert(SAVED_AT.into(), "2026-12-02T08:00:01.250Z".into());
+        // h1 missed the save of the step to 50%: whichever host answers first, 50% it is.
+        for per_host in [
+            vec![vec![at_10.clone()], vec![at_50.clone()]],
+            vec![vec![at_50.clone()], vec![at_10.clone()]],
+        ] {
+            let merged = merge_histories(per_host);
+            assert_eq!(merged[0].state["canary"]["weight"], 50);
+        }
     }
 }
