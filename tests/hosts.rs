@@ -129,23 +129,15 @@ fn setup() -> Option<(TestEnv, HostsEnv)> {
     Some((env, hosts))
 }
 
-/// Tests share the hosts h1–h3. One that breaks a host (its dockerd stopped, its link cut)
-/// holds them alone ([`breaking`]); every other test shares them ([`sharing`]), so no deploy
-/// of one test meets the fault another test made.
-static HOSTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn sharing() -> std::sync::RwLockReadGuard<'static, ()> {
-    HOSTS.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn breaking() -> std::sync::RwLockWriteGuard<'static, ()> {
-    HOSTS.write().unwrap_or_else(|e| e.into_inner())
-}
+// Tests share the hosts h1–h3. One that breaks a host (its dockerd stopped, its link cut)
+// holds them alone (`HostsEnv::breaking`); every other test shares them
+// (`HostsEnv::sharing`), so no deploy of one test meets the fault another test made. The lock
+// is a file lock: it holds across test binaries too (tests/fleet.rs deploys to the hosts).
 
 #[test]
 fn a_remote_host_is_deployed_over_ssh_with_health_judged_there_and_no_failed_request() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
     let r = Region::new(&hosts, Some(&lane));
     let tag = |v: &str| format!("{v}-{}", r.name);
@@ -215,7 +207,7 @@ fn a_remote_host_is_deployed_over_ssh_with_health_judged_there_and_no_failed_req
 #[test]
 fn an_unknown_host_key_is_refused_with_exit_6_naming_the_host_and_nothing_touched() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let r = Region::new(&hosts, None)
         .with(|f| f.map_service("web", |s| s.health(Health::image()).replicas(1)));
     let tmp = tempfile::tempdir().unwrap();
@@ -260,7 +252,7 @@ fn an_unknown_host_key_is_refused_with_exit_6_naming_the_host_and_nothing_touche
 #[test]
 fn a_missing_or_refused_key_is_exit_6_naming_the_host_and_nothing_touched() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let tmp = tempfile::tempdir().unwrap();
     // The test's ssh view offers no key but the region's identity_file.
     let cfg = hosts.ssh_config_with(tmp.path(), "IdentityFile", "IdentityFile none");
@@ -296,7 +288,7 @@ fn a_missing_or_refused_key_is_exit_6_naming_the_host_and_nothing_touched() {
 #[test]
 fn a_remote_host_without_a_load_balancer_refuses_http_checks_it_cannot_make() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let r = Region::new(&hosts, None);
     let out = r.deploy("v1");
     let err = stderr(&out);
@@ -308,7 +300,7 @@ fn a_remote_host_without_a_load_balancer_refuses_http_checks_it_cannot_make() {
 #[test]
 fn a_canary_whose_analysis_checks_containers_from_here_is_refused_on_a_remote_host() {
     let Some((_env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
     let r = Region::new(&hosts, Some(&lane)).with(|f| {
         f.map_service("web", |s| {
@@ -477,7 +469,7 @@ impl Drop for Cut {
 #[test]
 fn three_hosts_roll_one_after_another_under_load_with_no_failed_request() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
     let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
     let v1 = m.push(&env, "v1", &[]);
@@ -551,7 +543,7 @@ fn three_hosts_roll_one_after_another_under_load_with_no_failed_request() {
 #[test]
 fn with_one_host_cut_off_history_and_rollback_go_on_and_a_deploy_touches_nothing() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = breaking();
+    let _hosts = hosts.breaking();
     let lane = hosts.lease_lane();
     let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
     let v1 = m.push(&env, "v1", &[]);
@@ -604,7 +596,7 @@ fn with_one_host_cut_off_history_and_rollback_go_on_and_a_deploy_touches_nothing
 #[test]
 fn two_runners_racing_for_a_region_of_several_hosts_never_both_deploy() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = sharing();
+    let _hosts = hosts.sharing();
     let lane = hosts.lease_lane();
     let mut m = Multi::new(&env, &hosts, &lane, 2, 2);
     // The pre-deploy hook holds the winner's lock long enough for the loser to find it.
@@ -632,7 +624,7 @@ fn two_runners_racing_for_a_region_of_several_hosts_never_both_deploy() {
 #[test]
 fn the_link_to_one_host_cut_for_10s_mid_deploy_is_restored_or_named_and_the_next_deploy_recovers() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = breaking();
+    let _hosts = hosts.breaking();
     let lane = hosts.lease_lane();
     let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
     let v1 = m.push(&env, "v1", &[]);
@@ -757,7 +749,7 @@ impl Drop for StoppedDockerd {
 #[test]
 fn one_hosts_dockerd_stopped_mid_deploy_names_the_host_and_the_others_serve_the_previous_release() {
     let Some((env, hosts)) = setup() else { return };
-    let _hosts = breaking();
+    let _hosts = hosts.breaking();
     let lane = hosts.lease_lane();
     let mut m = Multi::new(&env, &hosts, &lane, 3, 3);
     let v1 = m.push(&env, "v1", &[]);

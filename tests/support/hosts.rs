@@ -117,3 +117,51 @@ impl HostsEnv {
         path
     }
 }
+
+/// The test hosts h1–h3 held across processes: `flock(2)` on `target/test-env/locks/
+/// hosts.lock`, shared by tests that only deploy to the hosts, exclusive for a test that
+/// breaks one (its dockerd stopped, its link cut), so no deploy in another test binary (run
+/// at the same time) meets a fault it did not make. Waits for the lock; the kernel releases
+/// it when the holder exits, however it exits.
+pub struct HostsLock {
+    _file: std::fs::File,
+}
+
+impl HostsEnv {
+    /// Shares the hosts with other tests that do not break them.
+    pub fn sharing(&self) -> HostsLock {
+        HostsLock::take(&self.env_dir, libc::LOCK_SH)
+    }
+
+    /// Holds the hosts alone: for a test that breaks one.
+    pub fn breaking(&self) -> HostsLock {
+        HostsLock::take(&self.env_dir, libc::LOCK_EX)
+    }
+}
+
+impl HostsLock {
+    fn take(env_dir: &Path, how: libc::c_int) -> HostsLock {
+        use std::os::fd::AsRawFd;
+        let dir = env_dir.join("locks");
+        std::fs::create_dir_all(&dir).expect("create target/test-env/locks");
+        let path = dir.join("hosts.lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor this function owns; it blocks until granted.
+        while unsafe { libc::flock(file.as_raw_fd(), how) } != 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted,
+                "flock {}: {e}",
+                path.display()
+            );
+        }
+        HostsLock { _file: file }
+    }
+}
