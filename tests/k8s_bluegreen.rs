@@ -509,3 +509,109 @@ fn a_passing_prometheus_pre_promotion_analysis_promotes() {
     let last = r.history().first().cloned().unwrap();
     assert_eq!(last["outcome"], "succeeded", "{last}");
 }
+
+/// Watches the ready addresses behind a Service (its Endpoints, which the controller fills
+/// from the ready pods its selector selects) while it lives: `kubectl get --watch` prints the
+/// count at every change, so a moment with none is seen however short.
+struct Endpoints {
+    child: std::process::Child,
+    seen: std::thread::JoinHandle<Vec<usize>>,
+}
+
+impl Endpoints {
+    fn watch(r: &Region, service: &str) -> Endpoints {
+        use std::io::BufRead;
+        let mut child = Command::new(&r.k.kubectl)
+            .arg("--kubeconfig")
+            .arg(&r.k.kubeconfig)
+            .args([
+                "-n",
+                &r.namespace,
+                "get",
+                &format!("endpoints/{service}"),
+                "--watch",
+            ])
+            .args(["-o", "jsonpath={.subsets[*].addresses[*].ip}{\"\\n\"}"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl runs");
+        let stdout = child.stdout.take().unwrap();
+        let seen = std::thread::spawn(move || {
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| l.split_whitespace().count())
+                .collect()
+        });
+        Endpoints { child, seen }
+    }
+
+    /// Stops; the number of ready addresses at the start and after each change.
+    fn finish(mut self) -> Vec<usize> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.seen.join().unwrap()
+    }
+}
+
+#[test]
+fn a_window_end_killed_after_the_stable_set_took_the_new_release_is_finished_by_the_next_rollback()
+{
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "10m", false);
+    assert_eq!(code(&r.deploy("v1")), 0);
+    assert_eq!(code(&r.deploy("v2")), 0);
+    let promote = support::spawn_cli(&mut r.cmd(&["promote", "--region", &r.name]), &[]);
+    kill_inside_the_window(&r, promote);
+    // What the end of the window leaves when it is killed after its first step (the stable
+    // Deployment takes the new template): the old pods gone, the record still `promoted`.
+    let ns = r.namespace.as_str();
+    k.kubectl([
+        "-n",
+        ns,
+        "set",
+        "image",
+        "deployment/packfy-web",
+        "*=sample:v2",
+    ]);
+    k.kubectl([
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        "deployment/packfy-web",
+        "--timeout=60s",
+    ]);
+    assert_eq!(r.phase(), "promoted");
+
+    // A switch back would pin production to pods that no longer exist. The rollback finishes
+    // the window's end first, then rolls the stable Deployment back: production always has
+    // ready pods behind it.
+    let endpoints = Endpoints::watch(&r, "packfy-web");
+    std::thread::sleep(Duration::from_secs(1)); // the watch's first line: what is there now
+    let out = r.run(&["rollback", "--region", &r.name]);
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = endpoints.finish();
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "{t}");
+    assert!(seen.len() >= 2, "the endpoints never changed: {seen:?}");
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "Service/packfy-web had no ready pod behind it during the rollback: {seen:?}"
+    );
+    assert!(
+        t.contains("Not switching") && !t.contains("Switching back"),
+        "{t}"
+    );
+    assert!(t.contains("Scaling down"), "{t}");
+    assert_eq!(r.stable(), Some((3, 3, "sample:v1".into())));
+    assert_eq!(r.selected_images("packfy-web"), ["sample:v1"]);
+    assert_eq!(r.preview(), None);
+    assert!(!r.service_exists("packfy-web-preview"));
+    eprintln!(
+        "rollback after an interrupted window end: {} changes of the endpoints, never empty (min {})",
+        seen.len(),
+        seen.iter().min().unwrap()
+    );
+}
