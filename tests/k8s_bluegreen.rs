@@ -510,6 +510,54 @@ fn a_passing_prometheus_pre_promotion_analysis_promotes() {
     assert_eq!(last["outcome"], "succeeded", "{last}");
 }
 
+#[test]
+fn a_promoting_process_killed_as_soon_as_it_switched_is_taken_back_by_the_next_rollback() {
+    let Some(k) = KubeEnv::get() else { return };
+    let r = Region::new(&k, "10m", false);
+    assert_eq!(code(&r.deploy("v1")), 0);
+    assert_eq!(code(&r.deploy("v2")), 0);
+    let promote = support::spawn_cli(&mut r.cmd(&["promote", "--region", &r.name]), &[]);
+    // Killed the moment production selects the preview pods: wherever it is then (recording
+    // the release, letting the lock go, or already waiting out the window).
+    support::wait_until(Duration::from_secs(60), "the switch", || {
+        r.jsonpath("service/packfy-web", "{.spec.selector}")
+            .contains("preview")
+    });
+    promote.signal("KILL");
+    let out = promote.wait();
+    assert_eq!(support::signal_of(&out), Some(9), "{}", text(&out));
+
+    // The next rollback takes it back either way: an interrupted release restored, or a
+    // promoted one switched back. A lock the killed process held stops nobody.
+    let held = r.lock_holders();
+    let out = r.run(&["rollback", "--region", &r.name]);
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "{t}");
+    assert_eq!(r.selected_images("packfy-web"), ["sample:v1"]);
+    assert_eq!(r.stable(), Some((3, 3, "sample:v1".into())));
+    assert_eq!(r.preview(), None);
+    assert!(!r.service_exists("packfy-web-preview"));
+    let sel = r.jsonpath("service/packfy-web", "{.spec.selector}");
+    assert!(
+        !sel.contains("pod-template-hash") && !sel.contains("track"),
+        "{sel}"
+    );
+    assert_eq!(r.lock_holders(), "");
+    eprintln!(
+        "promote killed right after the switch (lock held by {:?}): the rollback {}",
+        held,
+        if t.contains("Switching back") {
+            "switched back (the release was recorded promoted)"
+        } else {
+            "restored an interrupted release"
+        }
+    );
+    // And the region deploys again.
+    let out = r.deploy("v3");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(r.preview(), Some((3, 3, "sample:v3".into())));
+}
+
 /// Watches the ready addresses behind a Service (its Endpoints, which the controller fills
 /// from the ready pods its selector selects) while it lives: `kubectl get --watch` prints the
 /// count at every change, so a moment with none is seen however short.
