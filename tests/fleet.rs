@@ -647,3 +647,261 @@ fn an_image_several_engines_run_must_be_named_with_a_registry() {
         assert!(versions_on(&docker, name).is_empty(), "{name}");
     }
 }
+
+/// The digests the release records of `region` on the Docker engine `host` pin for release
+/// `id` (read from the record volumes' labels, every copy of it).
+fn digests_recorded_on(host: &str, region: &str, id: &str) -> Vec<String> {
+    let filter = format!("label=packfy.region={region}");
+    let out = support::docker::docker(
+        host,
+        [
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            filter.as_str(),
+            "--filter",
+            "label=packfy.kind=release",
+        ],
+    );
+    let mut digests = Vec::new();
+    for volume in String::from_utf8_lossy(&out.stdout).lines() {
+        let out = support::docker::docker(
+            host,
+            [
+                "volume",
+                "inspect",
+                "--format",
+                "{{index .Labels \"packfy.record\"}}",
+                volume,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let record: serde_json::Value = serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("record volume {volume} on {host}: {e}: {text}"));
+        if record["id"] == id {
+            digests.extend(all_digests(&record["services"]));
+        }
+    }
+    digests
+}
+
+/// `services[].digest` of a record's services.
+fn all_digests(services: &serde_json::Value) -> Vec<String> {
+    services
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["digest"].as_str().unwrap_or("(none)").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The digests the release records (Secrets of type packfy.io/release.v1, gzip-compressed
+/// JSON) in `namespace` pin for release `id`.
+fn digests_recorded_in(kube: &support::KubeEnv, namespace: &str, id: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let out = kube.kubectl([
+        "-n",
+        namespace,
+        "get",
+        "secrets",
+        "--field-selector",
+        "type=packfy.io/release.v1",
+        "-o",
+        "jsonpath={range .items[*]}{.data.release}{\"\\n\"}{end}",
+    ]);
+    let mut digests = Vec::new();
+    for data in out.lines().filter(|l| !l.trim().is_empty()) {
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .expect("a record's data is base64");
+        let mut json = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut json)
+            .expect("a record is gzip-compressed JSON");
+        let record: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if record["release"]["id"] == id {
+            digests.extend(all_digests(&record["release"]["services"]));
+        }
+    }
+    digests
+}
+
+/// A fleet run over a region of three remote Docker hosts (reached over ssh, behind the lb's
+/// HAProxy) in wave 1 and a Kubernetes region in wave 2: one build on the first host, one
+/// push, the other hosts pull that digest and the cluster runs `image@digest`; every record
+/// (on every host, and the cluster's Secret) pins it.
+#[test]
+fn a_fleet_of_a_three_host_region_and_a_kubernetes_region_runs_one_build_by_digest() {
+    let Some(env) = TestEnv::get() else { return };
+    let Some(hosts) = support::HostsEnv::get(&env) else {
+        return;
+    };
+    let Some(kube) = support::KubeEnv::get() else {
+        return;
+    };
+    let _hosts = hosts.sharing();
+    let lane = hosts.lease_lane();
+    let dir = RegionsDir::new();
+    add_build_context(&env, &dir);
+    let tag = region_name("x", 10);
+    let repo = format!("{}/{tag}", env.registry);
+    let (dname, kname, ns) = (format!("{tag}d"), format!("{tag}k"), unique_name("px"));
+    let endpoints: Vec<String> = (0..3).map(|i| hosts.endpoint(i)).collect();
+    let web = Service::new("web", &repo)
+        .build("ctx")
+        .replicas(3)
+        .port(8080)
+        .health(
+            Health::http("/health")
+                .interval("500ms")
+                .timeout("400ms")
+                .healthy_threshold(2)
+                .unhealthy_threshold(3)
+                .deadline("30s"),
+        )
+        .rollout(Rollout::new().bake("1s").drain_timeout("5s"))
+        .stop_grace_period("2s");
+    dir.write(
+        &dname,
+        &RegionFile::new()
+            .docker_hosts(&endpoints)
+            .currency("MXN")
+            .service(web)
+            .haproxy(
+                &hosts.lb_runtime_api(),
+                &format!("http://{}", lane.frontend),
+                &[("web", &lane.backend)],
+            ),
+    );
+    dir.write(
+        &kname,
+        &kubernetes_region(&kube.context, &ns).map_service("web", |s| s.image(&repo).build("ctx")),
+    );
+    dir.write(
+        "_defaults",
+        &RegionFile::new()
+            .waves(&[&[&dname], &[&kname]])
+            .on_failure("halt"),
+    );
+    let version = unique_name("v1");
+    let image = format!("{repo}:{version}");
+    struct Cleanup<'a> {
+        sockets: &'a [String],
+        region: &'a str,
+        image: &'a str,
+        kube: &'a support::KubeEnv,
+        ns: &'a str,
+    }
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for s in self.sockets {
+                support::remove_labelled(s, &format!("packfy.region={}", self.region));
+                let _ = support::docker::docker_try(s, ["rmi", "-f", "--no-prune", self.image]);
+            }
+            let _ = self
+                .kube
+                .kubectl_try(["delete", "namespace", self.ns, "--wait=false"]);
+        }
+    }
+    let _cleanup = Cleanup {
+        sockets: &hosts.sockets[..3],
+        region: &dname,
+        image: &image,
+        kube: &kube,
+        ns: &ns,
+    };
+    let cli = |args: &[&str]| {
+        let mut c = support::cli(dir.path(), args);
+        c.env("KUBECONFIG", &kube.kubeconfig)
+            .env("PACKFY_SSH_CONFIG", &hosts.ssh_config)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("DOCKER_HOST");
+        support::run_cli(&mut c, &[])
+    };
+
+    let out = cli(&["deploy", "--region", "all", "--version", &version]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert_eq!(err.matches("Building").count(), 1, "one build: {err}");
+    assert_eq!(err.matches("Pushing").count(), 1, "one push: {err}");
+
+    // The releases of both regions, each pinning one digest.
+    let history_of = |region: &str| {
+        let out = cli(&["-o", "json", "history", "--region", region]);
+        assert_eq!(code(&out), 0, "history {region}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().cloned().unwrap_or_default()
+    };
+    let (dh, kh) = (history_of(&dname), history_of(&kname));
+    assert_eq!(dh.len(), 1, "{dh:?}");
+    assert_eq!(kh.len(), 1, "{kh:?}");
+    for h in [&dh[0], &kh[0]] {
+        assert_eq!(h["version"], version.as_str(), "{h}");
+        assert_eq!(h["outcome"], "succeeded", "{h}");
+    }
+    let digest = dh[0]["services"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{}", dh[0]);
+    assert_eq!(kh[0]["services"][0]["digest"], digest.as_str(), "{}", kh[0]);
+
+    // Every host runs the same image (one ID), known by the registry's digest, on the
+    // region's 3 replicas spread one per host.
+    let inspect = |socket: &str, format: &str, what: &str| {
+        let out = support::docker::docker(socket, ["inspect", "--format", format, what]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = inspect(&hosts.sockets[0], "{{.Id}}", &image);
+    assert!(id.starts_with("sha256:"), "{id}");
+    for (h, socket) in hosts.sockets[..3].iter().enumerate() {
+        assert_eq!(inspect(socket, "{{.Id}}", &image), id, "image on host {h}");
+        let repo_digests = inspect(socket, "{{join .RepoDigests \",\"}}", &image);
+        assert!(
+            repo_digests.contains(&format!("{repo}@{digest}")),
+            "host {h}: {repo_digests}"
+        );
+        assert_eq!(
+            support::running_versions(socket, &dname),
+            vec![version.clone()],
+            "host {h}"
+        );
+        let filter = format!("label=packfy.region={dname}");
+        let ps = support::docker::docker(socket, ["ps", "-q", "--filter", filter.as_str()]);
+        for c in String::from_utf8_lossy(&ps.stdout).lines() {
+            assert_eq!(
+                inspect(socket, "{{.Image}}", c),
+                id,
+                "container {c} on host {h}"
+            );
+        }
+        // Every host keeps the record, pinning that digest.
+        let recorded = digests_recorded_on(socket, &dname, dh[0]["id"].as_str().unwrap());
+        assert!(!recorded.is_empty(), "no record on host {h}");
+        assert!(
+            recorded.iter().all(|d| d == &digest),
+            "host {h}: {recorded:?}"
+        );
+    }
+
+    // The cluster runs the image by that digest, and its record (a Secret) pins it.
+    let running = kube.kubectl([
+        "-n",
+        &ns,
+        "get",
+        "deployment/packfy-web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image} {.status.readyReplicas}",
+    ]);
+    assert_eq!(running, format!("{image}@{digest} 3"));
+    let recorded = digests_recorded_in(&kube, &ns, kh[0]["id"].as_str().unwrap());
+    assert_eq!(recorded, vec![digest.clone()]);
+    eprintln!(
+        "one build, one push: {} on 3 hosts and Deployment/packfy-web in {ns}",
+        &digest[..19]
+    );
+}

@@ -143,7 +143,7 @@ impl HostsEnv {
 
 /// The tests' hold on the hosts h1–h3: shared by tests that leave them as they are, exclusive
 /// for one that breaks a host, so no deploy meets a fault another test made. Tests run in
-/// threads of several test binaries (tests/hosts.rs, tests/hosts_progressive.rs), so the hold
+/// threads of several test binaries (tests/hosts.rs, tests/hosts_progressive.rs, tests/fleet.rs), so the hold
 /// is `flock(2)` on `target/test-env/locks/hosts.lock` (shared or exclusive; the kernel drops
 /// it when the process ends, however it ends), taken after an in-process read/write lock that
 /// queues this binary's own threads fairly.

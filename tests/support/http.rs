@@ -36,7 +36,14 @@ pub fn http_request(addr: &str, path: &str) -> io::Result<HttpResponse> {
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(3))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: packfy-tests\r\nConnection: close\r\n\r\n")?;
+    // One write and no Nagle delay: `write!` sends the request in pieces, and each piece
+    // after the first waited for the delayed ACK (~40 ms a request, measured: a load client
+    // with a new connection per request made 20 requests/s).
+    s.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: packfy-tests\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse_response(&raw)

@@ -29,7 +29,7 @@
 //! | [`http`] | HTTP/1.1 requests and connections, [`wait_until`] |
 //! | [`haproxy`] | the Runtime API and test [`Lane`]s |
 //! | [`hosts`] | the remote hosts (namespaces reached over ssh) and the lb's lanes: [`HostsEnv`] |
-//! | [`load`] | a load loop through HAProxy that counts failed requests: [`Load`] |
+//! | [`load`] | a load loop through HAProxy, keep-alive and new-connection clients, that counts failed requests per kind: [`Load`] |
 //! | [`answers`] | a load loop that counts answers by version: [`answers::Answers`] |
 //! | [`pg`] | [`psql`] and the test database's password |
 //! | [`names`] | [`unique_name`], [`unique_ident`] |

@@ -925,6 +925,21 @@ impl Cluster {
         r
     }
 
+    /// Whether every stable Deployment of the promoted blue-green `c` still runs the old set
+    /// it kept (its revision's ReplicaSet is the recorded `pod-template-hash`).
+    pub(super) async fn old_set_runs(&self, c: &Canary) -> bool {
+        for s in &c.services {
+            let Some(old) = &s.old_hash else {
+                return false;
+            };
+            match self.template_hash(&s.stable).await {
+                Ok(h) if &h == old => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// After a promotion this process made: the release and when its window ends.
     pub(super) fn bg_window(&self) -> Option<(String, u64)> {
         let c = self.canary.lock().expect("canary").clone()?;

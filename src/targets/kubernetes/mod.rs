@@ -934,9 +934,27 @@ impl Target for Cluster {
     }
 
     async fn resolve_release(&mut self, to: &Release, from: &Release) -> Result<()> {
-        // Back to the set a promoted blue-green keeps: a selector switch.
-        *self.instant.lock().expect("instant") = canary::promoted_of(std::slice::from_ref(from))
+        // Back to the set a promoted blue-green keeps: a selector switch — while that set
+        // still runs. The end of its window, killed after the stable Deployment took the new
+        // template, left the record `promoted` with the old pods gone: a switch would select
+        // none. Then the window's end is finished first (`prepare`) and the rollback rolls.
+        let instant = canary::promoted_of(std::slice::from_ref(from))
             .filter(|(f, _)| f.previous.as_deref() == Some(to.id.as_str()));
+        let instant = match instant {
+            Some((f, c)) if self.old_set_runs(&c).await => Some((f, c)),
+            Some((f, _)) => {
+                self.region.ui.status(
+                    "Not switching",
+                    format!(
+                        "back from {}: the old set kept beside it no longer runs (the end of its window was interrupted); that end is finished first, then the rollback rolls out",
+                        f.id
+                    ),
+                );
+                None
+            }
+            None => None,
+        };
+        *self.instant.lock().expect("instant") = instant;
         // Secrets keep their current values: records never hold them.
         let applied = applied_by(to);
         let wanted: BTreeSet<String> = applied.iter().map(Object::key).collect();
