@@ -406,3 +406,76 @@ fn abort_at_the_preview_removes_the_new_set_from_both_backends() {
     let (all, errors) = load.finish();
     assert_eq!(share(&all, &v1), 100.0, "{all:?} {errors:?}");
 }
+
+#[test]
+fn a_rollback_after_an_interrupted_window_end_rolls_instead_of_switching_to_a_gone_set() {
+    let Some(env) = TestEnv::get() else { return };
+    let lane = env.lease_lane();
+    let (r, tags, _images) = serving_v1(
+        &env,
+        &lane,
+        Rollout::new()
+            .blue_green()
+            .set("auto_promote", "true")
+            .set("scale_down_delay", "60s"),
+        &[("v2", &[])],
+    );
+    let (v1, v2) = (tags[0].clone(), tags[1].clone());
+    let load = Answers::start(&r.frontend, "/version");
+    // The deploy promotes, then waits out its window (without the lock): killed there.
+    let deploy = support::spawn_cli(
+        &mut support::cli(
+            r.dir.path(),
+            &["deploy", "--region", &r.name, "--version", &v2],
+        ),
+        &[],
+    );
+    support::wait_until(Duration::from_secs(120), "the promotion", || {
+        let out = r.run(&["status", "--region", &r.name, "-o", "json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s[0]["blue_green"]["phase"] == "promoted"
+    });
+    deploy.signal("KILL");
+    let _ = deploy.wait();
+    // What a window end killed half-way leaves: an old server already out of the backend,
+    // an old container already stopped; the record still says promoted.
+    let old: Vec<String> = r
+        .weights(&lane, &lane.backend)
+        .into_iter()
+        .filter(|(_, w)| *w == 0)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(old.len(), 3, "{old:?}");
+    lane.cmd(&format!(
+        "set server {}/{} state maint",
+        lane.backend, old[0]
+    ));
+    lane.cmd(&format!("del server {}/{}", lane.backend, old[0]));
+    let ids = support::docker(
+        &r.host,
+        [
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=packfy.region={}", r.name),
+            "--filter",
+            &format!("label=packfy.version={v1}"),
+        ],
+    );
+    let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+    let first = ids.lines().next().expect("an old container").to_string();
+    support::docker(&r.host, ["stop", "-t", "1", first.as_str()]);
+
+    let out = r.run(&["rollback", "--region", &r.name]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(err.contains("not switching back to the old set"), "{err}");
+    assert!(!err.contains("in one Runtime API line"), "{err}");
+    assert_eq!(r.running_versions(), vec![v1.clone(); 3]);
+    let back = until_only(&load, &v1, 200);
+    assert_eq!(share(&back, &v1), 100.0, "after rollback: {back:?}");
+    let w = r.weights(&lane, &lane.backend);
+    assert!(w.len() == 3 && w.iter().all(|(_, w)| *w == 1), "{w:?}");
+    let (all, errors) = load.finish();
+    assert_eq!(failed(&all, &[&v1, &v2]), 0, "{all:?} {errors:?}");
+}

@@ -614,12 +614,14 @@ impl Canary {
         for s in &self.services {
             for x in &s.old {
                 d.ui.status("Draining", x.server.clone());
+                // Already out when an earlier end of this window was interrupted.
                 d.lb.set_state(
                     &s.backend,
                     &x.server,
                     crate::traffic::haproxy::ServerState::Drain,
                 )
-                .await?;
+                .await
+                .or_else(ignore_missing)?;
                 if !d
                     .lb
                     .wait_drained(&s.backend, &x.server, s.rollout.drain_timeout.0)

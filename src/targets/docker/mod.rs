@@ -871,6 +871,39 @@ impl DockerRegion {
         Ok(out)
     }
 
+    /// A rollback inside a blue-green's window switches back only to an old set that still
+    /// serves: every old container running and its server in the backend. A window whose end
+    /// was interrupted (the old set half drained out, stopped) is ended first and the rollback
+    /// rolls, instead of one Runtime API line pointing the traffic at servers that are gone.
+    async fn check_instant(&self) -> Result<()> {
+        let Some((from, c)) = self.instant.lock().expect("instant").clone() else {
+            return Ok(());
+        };
+        let live = self.live().await?;
+        let servers = self.lb_servers(&self.backends()).await?;
+        let gone: Vec<String> = c
+            .services
+            .iter()
+            .flat_map(|s| s.old.iter().map(move |x| (s, x)))
+            .filter(|(s, x)| {
+                !live.iter().any(|l| l.id == x.id && l.running)
+                    || !servers
+                        .iter()
+                        .any(|v| v.backend == s.backend && v.name == x.server)
+            })
+            .map(|(_, x)| x.container.clone())
+            .collect();
+        if !gone.is_empty() {
+            self.region.ui.warn(format!(
+                "not switching back to the old set of {}: {} no longer serves (the end of its window was interrupted); ending the window and rolling back",
+                from.id,
+                gone.join(", ")
+            ));
+            *self.instant.lock().expect("instant") = None;
+        }
+        Ok(())
+    }
+
     /// `--reset-drift`, before the rollout: containers no record accounts for go, retained
     /// ones running again stop (each out of HAProxy first).
     async fn reset_containers(&self, fixes: &[drift::Fix]) -> anyhow::Result<()> {
@@ -1292,6 +1325,7 @@ impl Target for DockerRegion {
         // first: its old set goes before the next release plans against what runs.
         let locked =
             self.purpose == Some(Purpose::Deploy) || matches!(self.wanted, Wanted::Release { .. });
+        self.check_instant().await?;
         if locked && self.instant.lock().expect("instant").is_none() {
             self.end_bg_window(history, None).await?;
         }
