@@ -237,6 +237,20 @@ fn a_canary_over_3_hosts_gives_each_weight_its_share_under_load_and_is_steered_t
         assert_eq!(server_on(&hosts, &lane, &lane.backend, h, "r1").1, 1);
     }
 
+    // The last step retires the old set on every host: the runner without h1 is refused
+    // before anything changes (the weights stay at 50%).
+    let out = support::run_cli(&mut m.cmd(&no_h1, &["promote", "--region", &m.name]), &[]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 6, "{err}");
+    assert!(
+        err.contains("does not answer") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    for h in 0..3 {
+        assert_eq!(server_on(&hosts, &lane, &lane.backend, h, "r2").1, 1);
+        assert_eq!(server_on(&hosts, &lane, &lane.backend, h, "r1").1, 1);
+    }
+
     // 100%, promoted by a runner that reaches every host: it goes on from 50% (the latest
     // record, not h1's stale one), takes over the lock held again on h2 and h3, and retires
     // the old containers on every host.

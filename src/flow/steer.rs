@@ -77,6 +77,7 @@ pub async fn steer(ctx: &Ctx, region: &str, how: Steer) -> Result<ExitCode> {
         }
     }
     let last = last.expect("matched above");
+    t.steerable(&last, how)?;
     // 2. the lock the paused canary holds is ours to take; anyone else's is exit 5.
     if let Some(l) = lock {
         if steps::holds_for(&l, &last.id) {

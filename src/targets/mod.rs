@@ -337,6 +337,12 @@ pub trait Target: Send + Sync {
     fn paused(&self) -> Option<String> {
         None
     }
+    /// Before the lock and before anything changes: whether `how` can run the paused rollout
+    /// recorded in `rec` from here (a Docker region whose hosts do not all answer cannot
+    /// finish one: exit 6 naming them).
+    fn steerable(&self, _rec: &Release, _how: Steer) -> Result<()> {
+        Ok(())
+    }
     /// Runs the remaining steps of the paused rollout recorded in `rec` (`Promote`/`Resume`).
     async fn steer(&self, _rec: &Release, how: Steer) -> anyhow::Result<()> {
         anyhow::bail!(

@@ -1588,6 +1588,44 @@ impl DockerRegion {
         self.drive_canary(rec, c).await
     }
 
+    /// A promote or resume that runs the canary to its end (no `{pause: {}}` left before it)
+    /// retires the old set on every host: with a host that does not answer it would stop half
+    /// way, so it is refused before anything changes. Steps that only move weights need
+    /// HAProxy alone and go on (a runner that cannot reach one host can still take a step).
+    pub(super) fn canary_steerable(&self, rec: &Release, how: Steer) -> crate::error::Result<()> {
+        let down = self.down_hosts();
+        let Some(c) = of_record(rec) else {
+            return Ok(());
+        };
+        if down.is_empty() || !matches!(how, Steer::Promote { .. } | Steer::Resume) {
+            return Ok(());
+        }
+        let from = match (how, c.resume_from) {
+            (Steer::Promote { full: true }, _) => c.steps.len(),
+            (Steer::Resume, Some(i)) => i,
+            _ => c.next,
+        };
+        let completes = !c
+            .steps
+            .iter()
+            .skip(from)
+            .any(|s| matches!(s, Step::Pause(Pause(None))));
+        if !completes {
+            return Ok(());
+        }
+        Err(crate::error::Error::failed(
+            crate::error::ExitCode::Unreachable,
+            anyhow!(
+                "{} {}: this would finish {} on every host, and {} does not answer",
+                how.verb(),
+                self.region.place(),
+                rec.id,
+                down.join(", ")
+            ),
+        )
+        .with_hint("run it where every host answers, or promote step by step; nothing was changed"))
+    }
+
     /// Asks a canary running in another process.
     pub(super) async fn ask_running(&self, ask: Ask) -> anyhow::Result<()> {
         self.ask_everywhere(ask).await

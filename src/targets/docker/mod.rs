@@ -1776,6 +1776,10 @@ impl Target for DockerRegion {
         self.end_bg_window(history, Some(id)).await
     }
 
+    fn steerable(&self, rec: &Release, how: super::Steer) -> Result<()> {
+        self.canary_steerable(rec, how)
+    }
+
     async fn steer(&self, rec: &Release, how: super::Steer) -> anyhow::Result<()> {
         match how {
             super::Steer::Promote { .. } | super::Steer::Resume => {
