@@ -307,3 +307,37 @@ fn a_load_balancer_out_of_reach_stops_the_deploy_with_exit_6_naming_it_and_nothi
         "{after:?}"
     );
 }
+
+#[test]
+fn a_change_one_load_balancer_refuses_is_undone_on_both_and_names_it() {
+    let Some((env, hosts)) = setup() else { return };
+    let _lb2 = sharing();
+    let mut r = Region::new(&env, &hosts, 2);
+    let v1 = r.push(&env, "v1");
+    let v2 = r.push(&env, "v2");
+    let out = r.deploy(&v1);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let before = one_server_per_host_on_both(&r);
+
+    // lb2 already holds the name v2's first server will take (h1's next: release r2, index
+    // 2), at another address: lb2 refuses to add it there, lb has added it.
+    let h1 = before
+        .iter()
+        .find(|s| s.contains("-h1-web-"))
+        .expect("a server of h1");
+    let taken = h1.replace("-r1-1", "-r2-2");
+    assert_ne!(&taken, h1, "server names changed shape: {h1}");
+    r.lb2.add_server(&taken, "10.201.255.254:9");
+
+    let out = r.deploy(&v2);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(err.contains(&hosts.lb2), "names no load balancer: {err}");
+    assert!(err.contains(&taken), "{err}");
+    // Undone on both: v1 serves on every host, both load balancers hold exactly v1's
+    // servers again (the new one left lb, and the name left lb2 with it).
+    for h in 0..2 {
+        assert_eq!(r.versions_on(h), vec![v1.clone()], "host {h}");
+    }
+    assert_eq!(one_server_per_host_on_both(&r), before);
+}
