@@ -1892,6 +1892,10 @@ const FIRST_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// The region's load balancers, each reached and answering (all at once); exit 6 naming the
 /// first in the list that does not.
 async fn load_balancers(addresses: &[String], target: &DockerTarget) -> Result<Haproxy> {
+    if addresses.iter().all(|a| a.trim().is_empty()) {
+        // Validation refuses it first; nothing here may assume it did.
+        return Err(Error::usage("traffic.haproxy.runtime_api is not set"));
+    }
     let reached = join_all(addresses.iter().map(|a| async move {
         let started = std::time::Instant::now();
         let lb = runtime_api(&expand_env(a), target)
