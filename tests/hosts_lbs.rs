@@ -44,6 +44,7 @@ struct Region {
     images: Vec<support::Image>,
     lb: Lane,
     lb2: Lane,
+    file: RegionFile,
 }
 
 impl Region {
@@ -73,9 +74,16 @@ impl Region {
             images: Vec::new(),
             lb,
             lb2,
+            file,
         };
-        r.dir.write(&r.name, &file);
+        r.dir.write(&r.name, &r.file);
         r
+    }
+
+    fn with(mut self, change: impl FnOnce(RegionFile) -> RegionFile) -> Region {
+        self.file = change(self.file.clone());
+        self.dir.write(&self.name, &self.file);
+        self
     }
 
     /// Builds the sample at `version` on h1 and pushes it to the registry; returns the tag.
@@ -340,4 +348,36 @@ fn a_change_one_load_balancer_refuses_is_undone_on_both_and_names_it() {
         assert_eq!(r.versions_on(h), vec![v1.clone()], "host {h}");
     }
     assert_eq!(one_server_per_host_on_both(&r), before);
+}
+
+#[test]
+fn a_container_that_exits_while_haproxy_checks_it_fails_the_deploy_at_once_with_its_output() {
+    let Some((env, hosts)) = setup() else { return };
+    let _lb2 = sharing();
+    // Never healthy, and gone 1 s after it starts: HAProxy would never see it UP, and the
+    // deadline is far; the rollout sees it exit.
+    let mut r = Region::new(&env, &hosts, 1).with(|f| {
+        f.map_service("web", |s| {
+            s.env("NEVER_HEALTHY", "1")
+                .env("EXIT_AFTER_SECS", "1")
+                .health(
+                    Health::http("/health")
+                        .interval("500ms")
+                        .timeout("400ms")
+                        .deadline("120s"),
+                )
+        })
+    });
+    let v1 = r.push(&env, "v1");
+    let out = r.deploy(&v1);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        err.contains("exited with code 1 while HAProxy was checking it"),
+        "{err}"
+    );
+    assert!(err.contains("EXIT_AFTER_SECS reached"), "no output: {err}");
+    // Nothing of it is left in rotation on either load balancer.
+    assert_eq!(servers(&r.lb), BTreeMap::new());
+    assert_eq!(servers(&r.lb2), BTreeMap::new());
 }
