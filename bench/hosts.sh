@@ -4,8 +4,9 @@
 # (default 5) on this machine's engine through the loopback HAProxy, and on test host h1
 # (tests/env/hosts.sh) over ssh:// through the lb namespace's HAProxy, its Runtime API over
 # ssh too; and on hosts h1, h2, h3 as one region (one replica each, hosts_at_once 1, the image
-# pulled from the test registry); the median and spread of each and their ratios go to
-# bench/RESULTS.md ("hosts").
+# pulled from the test registry), and that region behind two load balancers (the lb and lb2
+# namespaces, `runtime_api: [lb, lb2]`); the median and spread of each and their ratios go
+# to bench/RESULTS.md ("hosts").
 # BIN picks the binary (default: the release build, which must exist).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,9 @@ cleanup() {
   remove_region benchssh "${sockets[0]}"
   for s in "${sockets[@]}"; do remove_region benchssh3 "$s"; done
   clear_lane "$PACKFY_HAPROXY_SOCKET" "${backends[1]}"
+  for s in "${sockets[@]}"; do remove_region benchlbs "$s"; done
   clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
+  clear_lane "$PACKFY_HOSTS_LB2_SOCKET" "${lb_backends[-1]}"
 }
 trap 'cleanup; rm -rf "$work"' EXIT
 mkdir -p "$work/regions"
@@ -48,12 +51,12 @@ for v in v1 v2; do
   docker -H "${sockets[0]}" push "$PACKFY_REGISTRY/packfy-sample-bench:$tag-$v" >/dev/null
 done
 
-region() { # region NAME HOST RUNTIME_API FRONTEND BACKEND [IMAGE HOSTS]
+region() { # region NAME HOST RUNTIME_API FRONTEND BACKEND [IMAGE HOSTS] (RUNTIME_API: YAML)
   cat <<YAML
 currency: USD
 target: {docker: {${7:-host: "$2"}}}
 traffic:
-  haproxy: {runtime_api: "$3", frontend: "http://$4", backends: {web: $5}}
+  haproxy: {runtime_api: $3, frontend: "http://$4", backends: {web: $5}}
 services:
   web:
     image: ${6:-packfy-sample}
@@ -64,13 +67,17 @@ services:
     stop_grace_period: 5s
 YAML
 }
-region benchlocal "$DOCKER_HOST" "$PACKFY_HAPROXY_SOCKET" "${frontends[1]}" "${backends[1]}" >"$work/regions/benchlocal.yaml"
-region benchssh "ssh://root@${PACKFY_HOSTS%% *}" "ssh://root@$PACKFY_HOSTS_LB$PACKFY_HOSTS_LB_SOCKET" \
+lb="\"ssh://root@$PACKFY_HOSTS_LB$PACKFY_HOSTS_LB_SOCKET\""
+lb2="\"ssh://root@$PACKFY_HOSTS_LB2$PACKFY_HOSTS_LB2_SOCKET\""
+region benchlocal "$DOCKER_HOST" "\"$PACKFY_HAPROXY_SOCKET\"" "${frontends[1]}" "${backends[1]}" >"$work/regions/benchlocal.yaml"
+region benchssh "ssh://root@${PACKFY_HOSTS%% *}" "$lb" \
   "${lb_frontends[-1]}" "${lb_backends[-1]}" >"$work/regions/benchssh.yaml"
 read -r -a names <<<"$PACKFY_HOSTS"
-region benchssh3 "" "ssh://root@$PACKFY_HOSTS_LB$PACKFY_HOSTS_LB_SOCKET" \
-  "${lb_frontends[-1]}" "${lb_backends[-1]}" "$PACKFY_REGISTRY/packfy-sample-bench" \
-  "hosts: [ssh://root@${names[0]}, ssh://root@${names[1]}, ssh://root@${names[2]}]" >"$work/regions/benchssh3.yaml"
+three="hosts: [ssh://root@${names[0]}, ssh://root@${names[1]}, ssh://root@${names[2]}]"
+region benchssh3 "" "$lb" "${lb_frontends[-1]}" "${lb_backends[-1]}" \
+  "$PACKFY_REGISTRY/packfy-sample-bench" "$three" >"$work/regions/benchssh3.yaml"
+region benchlbs "" "[$lb, $lb2]" "${lb_frontends[-1]}" "${lb_backends[-1]}" \
+  "$PACKFY_REGISTRY/packfy-sample-bench" "$three" >"$work/regions/benchlbs.yaml"
 cleanup
 
 now() { date +%s.%N; }
@@ -92,8 +99,12 @@ read -r lmed lmin lmax <<<"$(stats $(times benchlocal))"
 read -r smed smin smax <<<"$(stats $(times benchssh))"
 clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
 read -r tmed tmin tmax <<<"$(stats $(times benchssh3))"
+for s in "${sockets[@]}"; do remove_region benchssh3 "$s"; done
+clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
+read -r bmed bmin bmax <<<"$(stats $(times benchlbs))"
 ratio=$(printf '%.2f' "$(echo "$smed / $lmed" | bc -l)")
 ratio3=$(printf '%.2f' "$(echo "$tmed / $smed" | bc -l)")
+ratiolbs=$(printf '%.2f' "$(echo "$bmed / $tmed" | bc -l)")
 
 section=$(cat <<MD
 ## hosts
@@ -109,8 +120,11 @@ GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
 | ratio ssh / local | ×$ratio | |
 | hosts h1, h2, h3 as one region over ssh:// (one replica each, hosts_at_once 1) | $tmed s | $tmin – $tmax s |
 | ratio 3 hosts / 1 host, both over ssh | ×$ratio3 | |
+| the 3 hosts behind two load balancers (lb and lb2 over ssh, every change to both) | $bmed s | $bmin – $bmax s |
+| ratio two load balancers / one | ×$ratiolbs | |
 
-Over ssh the CLI logs in once per host (ssh's ControlMaster); every Docker API connection
+Over ssh the CLI logs in once per host (ssh's ControlMaster), to every host and load balancer
+at once; every Docker API connection
 is a session on it running \`docker system dial-stdio\` (kept alive and reused), and the
 Runtime API is one session running \`socat\` in HAProxy's interactive mode, kept open
 between commands. HAProxy's own checks, not the CLI's, judge the new containers there. The load average of

@@ -228,12 +228,89 @@ pub enum Traffic {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Haproxy {
-    /// The Runtime API: a unix socket path or `host:port`.
-    pub runtime_api: String,
+    /// The Runtime API: a unix socket path, `host:port`, or `ssh://USER@HOST/path/to/socket`
+    /// on a load-balancer host. A list names several load balancers: every one gets the same
+    /// changes.
+    pub runtime_api: RuntimeApis,
     /// Where HAProxy serves the region (used by the bake check and printed after a deploy).
     pub frontend: Option<String>,
     /// HAProxy backend per service name; services not listed get no traffic.
     pub backends: IndexMap<String, String>,
+}
+
+/// `traffic.haproxy.runtime_api`: one address, or a list of the region's load balancers.
+/// Written back as it was given (one address as a string).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeApis(pub Vec<String>);
+
+impl RuntimeApis {
+    /// The addresses as written (none when unset).
+    pub fn addresses(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Unset: no address, or the one address empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(String::is_empty)
+    }
+}
+
+impl From<&str> for RuntimeApis {
+    fn from(s: &str) -> Self {
+        RuntimeApis(vec![s.to_string()])
+    }
+}
+
+impl Serialize for RuntimeApis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            [] => s.serialize_str(""),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RuntimeApis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RuntimeApis;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address, or a list of addresses (one per load balancer)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RuntimeApis, E> {
+                Ok(RuntimeApis::from(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RuntimeApis, A::Error> {
+                let mut all = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    all.push(a);
+                }
+                Ok(RuntimeApis(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum RuntimeApisSchema {
+    /// One load balancer's Runtime API.
+    One(String),
+    /// Several load balancers: every one gets the same changes.
+    Several(Vec<String>),
+}
+
+impl JsonSchema for RuntimeApis {
+    fn schema_name() -> Cow<'static, str> {
+        "RuntimeApis".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        RuntimeApisSchema::json_schema(generator)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

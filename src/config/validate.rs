@@ -235,14 +235,7 @@ pub fn region_partial(
         );
     }
     if let Traffic::Haproxy(h) = &cfg.traffic {
-        if h.runtime_api.is_empty() {
-            c.report(
-                "traffic.haproxy",
-                &["traffic.haproxy.runtime_api"],
-                "traffic.haproxy.runtime_api is not set".into(),
-                "the path of HAProxy's `stats socket ... level admin`, or HOST:PORT",
-            );
-        }
+        runtime_apis(&mut c, &h.runtime_api);
         for svc in h.backends.keys() {
             if !cfg.services.contains_key(svc) {
                 c.at(
@@ -848,6 +841,48 @@ fn docker_hosts(c: &mut Ctx, d: &DockerTarget, host_written: bool) {
             );
         }
         seen.push(host);
+    }
+}
+
+/// `traffic.haproxy.runtime_api`: one address or a list of them, none empty, none twice.
+fn runtime_apis(c: &mut Ctx, apis: &super::model::RuntimeApis) {
+    const PATH: &str = "traffic.haproxy.runtime_api";
+    let list = apis.addresses();
+    if list.len() <= 1 {
+        if apis.is_empty() {
+            let written = c.tree.lookup(PATH).is_some();
+            c.report(
+                if written { PATH } else { "traffic.haproxy" },
+                &[PATH],
+                if list.is_empty() && written {
+                    format!("{PATH}: the list is empty")
+                } else {
+                    format!("{PATH} is not set")
+                },
+                "the path of HAProxy's `stats socket ... level admin`, HOST:PORT or ssh://USER@HOST/SOCKET; a list names several load balancers",
+            );
+        }
+        return;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (i, raw) in list.iter().enumerate() {
+        let path = format!("{PATH}.{i}");
+        // `${VAR}` addresses are compared once expanded.
+        let addr = super::expand_env(raw).trim().to_string();
+        if addr.is_empty() {
+            c.at(
+                &path,
+                format!("{path}: an empty address"),
+                "each entry is one load balancer's Runtime API",
+            );
+        } else if seen.contains(&addr) {
+            c.at(
+                &path,
+                format!("{path}: '{raw}' is listed twice"),
+                "each load balancer is listed once; every one gets the same changes",
+            );
+        }
+        seen.push(addr);
     }
 }
 

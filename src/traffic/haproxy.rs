@@ -1,14 +1,17 @@
 //! Client of HAProxy's Runtime API (the `stats socket … level admin` of HAProxy 2.6).
 //!
-//! One connection per command: HAProxy's non-interactive mode answers one line and closes,
-//! so no session state (prompt mode, timeouts) can leak from one call into the next.
+//! [`RuntimeApi`] talks to one load balancer: over a unix socket or TCP one connection per
+//! command (HAProxy's non-interactive mode answers one line and closes, so no session state
+//! can leak from one call into the next); over ssh one kept-open session in `prompt` mode
+//! ([`Session`]). [`Haproxy`] is a region's load balancers, one or several: every change goes
+//! to each of them and reads are merged (see [`super::fanout`]).
 //!
 //! What HAProxy 2.6 does, checked against the test environment's HAProxy 2.6.12, and why the
 //! helpers below look the way they do:
 //! - `add server` applies none of the backend's `default-server` keywords, and a new server
 //!   starts in maintenance with its health check disabled.
 //! - Leaving maintenance resets a checked server's health to "just risen": it is `UP` and
-//!   takes traffic before its first check has run (`UP 1/3`, check `INI`). [`Haproxy::add_server`]
+//!   takes traffic before its first check has run (`UP 1/3`, check `INI`). [`RuntimeApi::add_server`]
 //!   therefore passes through `drain` and forces the health down before `ready`, so the
 //!   server only takes traffic once `rise` checks have passed.
 //! - A server in `drain` or `maint` keeps its in-flight requests until they end; `maint`
@@ -31,6 +34,8 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::ssh::SshHost;
+
+pub use super::fanout::Haproxy;
 
 /// How long one command may take, connection included.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +101,13 @@ pub enum HaproxyError {
     /// nothing was sent.
     #[error("invalid HAProxy {kind} name `{name}`: use letters, digits, '-', '_' and '.'")]
     InvalidName { kind: &'static str, name: String },
+    /// What one load balancer of a region's several answered (`addr` names it); the error is
+    /// shown in the message, not as a cause, so a `{:#}` chain does not say it twice.
+    #[error("load balancer `{addr}`: {error}")]
+    On {
+        addr: String,
+        error: Box<HaproxyError>,
+    },
 }
 
 /// The administrative state of a server (`set server … state`).
@@ -291,16 +303,18 @@ fn commands_in(line: &str) -> usize {
     line.split(';').count()
 }
 
-/// A Runtime API address. Cheap to clone; every command opens its own connection.
+/// One load balancer's Runtime API. Cheap to clone (an ssh session is shared by the clones);
+/// a unix or TCP address opens a connection per command. A region's load balancers together
+/// are a [`Haproxy`].
 #[derive(Debug, Clone)]
-pub struct Haproxy {
+pub struct RuntimeApi {
     addr: String,
     endpoint: Endpoint,
     timeout: Duration,
     checks: CheckTiming,
 }
 
-impl Haproxy {
+impl RuntimeApi {
     /// `runtime_api` is a unix socket path (`/run/haproxy.sock`, `unix:/run/haproxy.sock`)
     /// or a TCP address (`127.0.0.1:9999`, `tcp:127.0.0.1:9999`).
     pub fn new(runtime_api: &str) -> Self {
@@ -314,7 +328,7 @@ impl Haproxy {
         } else {
             Endpoint::Tcp(addr.clone())
         };
-        Haproxy {
+        RuntimeApi {
             addr,
             endpoint,
             timeout: COMMAND_TIMEOUT,
@@ -324,7 +338,7 @@ impl Haproxy {
 
     /// The Runtime API's unix socket `path` on `host`, reached over ssh (`socat` runs there).
     pub fn over_ssh(host: SshHost, path: &str) -> Self {
-        Haproxy {
+        RuntimeApi {
             addr: format!("{}{path}", host.endpoint.trim_end_matches('/')),
             endpoint: Endpoint::Ssh(Arc::new(host), path.to_string(), Arc::default()),
             timeout: COMMAND_TIMEOUT,
@@ -344,7 +358,7 @@ impl Haproxy {
         self
     }
 
-    /// The Runtime API address as given to [`Haproxy::new`].
+    /// The Runtime API address as given to [`RuntimeApi::new`].
     pub fn address(&self) -> &str {
         &self.addr
     }
@@ -396,7 +410,7 @@ impl Haproxy {
     /// Adds `server` to `backend` at `addr` and puts it in service.
     ///
     /// With `check_path`, the server is health-checked (timing from [`CheckTiming`]) and
-    /// takes traffic only after `rise` checks have passed (see [`Haproxy::wait_up`]). The
+    /// takes traffic only after `rise` checks have passed (see [`RuntimeApi::wait_up`]). The
     /// check is the backend's own (`option httpchk GET …` in HAProxy's configuration):
     /// HAProxy 2.6 cannot set a path per server, so `check_path` only turns checking on.
     ///
@@ -492,7 +506,7 @@ impl Haproxy {
 
     /// Removes a server: maintenance, its sessions cut, `del server` (retried while HAProxy
     /// still counts connections on it). A server that does not exist is already removed.
-    /// Drain it first ([`Haproxy::wait_drained`]): this cuts whatever is still running.
+    /// Drain it first ([`RuntimeApi::wait_drained`]): this cuts whatever is still running.
     pub async fn del_server(&self, backend: &str, server: &str) -> Result<(), HaproxyError> {
         let target = target(backend, server)?;
         match self
@@ -647,7 +661,7 @@ impl Haproxy {
     }
 }
 
-impl Haproxy {
+impl RuntimeApi {
     /// One command on the region's open session over ssh, opening it when there is none (or
     /// the last one was left mid-answer or sat idle too long). A session found closed before it
     /// answered a single byte is opened again and the command sent once more: HAProxy closes
@@ -710,8 +724,12 @@ where
     Ok(reply)
 }
 
-fn no_such_server(e: &HaproxyError) -> bool {
-    matches!(e, HaproxyError::Command { reply, .. } if reply.starts_with("No such server"))
+pub(super) fn no_such_server(e: &HaproxyError) -> bool {
+    match e {
+        HaproxyError::Command { reply, .. } => reply.starts_with("No such server"),
+        HaproxyError::On { error, .. } => no_such_server(error),
+        _ => false,
+    }
 }
 
 fn strip_any<'a>(s: &'a str, prefixes: &[&str]) -> Option<&'a str> {
@@ -993,7 +1011,7 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
 
     #[test]
     fn addresses() {
-        let endpoint = |a: &str| match Haproxy::new(a).endpoint {
+        let endpoint = |a: &str| match RuntimeApi::new(a).endpoint {
             Endpoint::Unix(p) => format!("unix {}", p.display()),
             Endpoint::Tcp(h) => format!("tcp {h}"),
             Endpoint::Ssh(h, p, _) => format!("ssh {} {p}", h.name()),
@@ -1005,7 +1023,7 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
         let tcp = |a: &str| endpoint(a) == "tcp 127.0.0.1:9999";
         assert!(tcp("127.0.0.1:9999"));
         assert!(tcp("tcp://127.0.0.1:9999"));
-        assert_eq!(Haproxy::new("unix:/x").address(), "unix:/x");
+        assert_eq!(RuntimeApi::new("unix:/x").address(), "unix:/x");
         assert_eq!(haproxy_addr("[::1]:8080".parse().unwrap()), "ipv6@::1:8080");
         assert_eq!(
             haproxy_addr("127.0.0.1:8080".parse().unwrap()),

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Remote hosts: PACKFY_HOSTS_COUNT (default 3) network namespaces on this machine, each with
-# its own address, dockerd and sshd, plus one namespace `lb` with its own sshd and an HAProxy
-# that does not retry. The runner reaches them only through ssh:// (the dockerds listen on
+# its own address, dockerd and sshd, plus two load-balancer namespaces `lb` and `lb2`, each
+# with its own sshd and an HAProxy that does not retry (the same configuration on both, each
+# with its frontends on its own address; lb2 is for the tests of several load balancers). The runner reaches them only through ssh:// (the dockerds listen on
 # unix sockets only; `docker system dial-stdio` over ssh is the way in).
 #
 #   (Processes enter only the network namespace, with nsenter: `ip netns exec` also
@@ -9,7 +10,8 @@
 #
 #   root namespace ── bridge brh-ID 10.201.S.1/24 ─┬─ veth ─ namespace packfy-ID-h1 10.201.S.11
 #                                                  ├─ …      namespace packfy-ID-hN 10.201.S.1N
-#                                                  └─ veth ─ namespace packfy-ID-lb 10.201.S.10
+#                                                  ├─ veth ─ namespace packfy-ID-lb 10.201.S.10
+#                                                  └─ veth ─ namespace packfy-ID-lb2 10.201.S.9
 #
 # ID is a checksum of this checkout's path (several checkouts never share namespaces); S is
 # 0, or the next /24 of 10.201.0.0/16 whose route nothing else on this machine holds.
@@ -21,7 +23,7 @@
 # names to the addresses, exported as PACKFY_SSH_CONFIG; packfy-deploy passes it to ssh
 # as `-F`. Names: hN.packfy.test, and the committed regions' hosts
 # (mexico-docker-N.packfy.example, colombia-docker-N.packfy.example) on the same namespaces;
-# lb.packfy.test for the load balancer. Logins are `root` with the key.
+# lb.packfy.test and lb2.packfy.test for the load balancers. Logins are `root` with the key.
 #
 # The registry: dockerd pulls from `127.0.0.1:PORT/…` (insecure by default for loopback)
 # on every host, because in each host namespace a socat listens on 127.0.0.1:PORT and
@@ -44,7 +46,7 @@ hosts_vars() { # sets h_id h_dir h_bridge h_root_ns
   h_root_ns="packfy-$h_id-root"
 }
 
-host_paths() { # host_paths NAME (h1…hN or lb): sets hp_ns hp_veth hp_addr hp_sock hp_exec …
+host_paths() { # host_paths NAME (h1…hN, lb or lb2): sets hp_ns hp_veth hp_addr hp_sock hp_exec …
   local name="$1" rd subnet
   rd="$(short_run_dir)"
   hosts_vars
@@ -53,7 +55,11 @@ host_paths() { # host_paths NAME (h1…hN or lb): sets hp_ns hp_veth hp_addr hp_
   hp_name="$name"
   hp_ns="packfy-$h_id-$name"
   hp_veth="vh$h_id$name"
-  if [[ "$name" == lb ]]; then hp_addr="10.201.$subnet.10"; else hp_addr="10.201.$subnet.$((10 + ${name#h}))"; fi
+  case "$name" in
+  lb) hp_addr="10.201.$subnet.10" ;;
+  lb2) hp_addr="10.201.$subnet.9" ;;
+  *) hp_addr="10.201.$subnet.$((10 + ${name#h}))" ;;
+  esac
   hp_gw="10.201.$subnet.1"
   hp_sock="$rd/docker-$h_id-$name.sock"
   hp_exec="$rd/docker-$h_id-$name"
@@ -117,8 +123,8 @@ host_ns_up() { # the namespace, its veth on the bridge, its address
   ip -n "$hp_ns" route add default via "$hp_gw" || return 1
   # The runner (the gateway address) reaches a host only through sshd: a health check or a
   # request sent from the runner straight to a container is refused, so a test catches it.
-  # The lb namespace and the other hosts are not the runner, and reach the containers.
-  if [[ "$hp_name" != lb ]]; then
+  # The lb namespaces and the other hosts are not the runner, and reach the containers.
+  if [[ "$hp_name" != lb* ]]; then
     nsenter --net="/run/netns/$hp_ns" iptables -A INPUT -s "$hp_gw" -p tcp ! --dport 22 -j REJECT --reject-with tcp-reset
   fi
 }
@@ -209,10 +215,10 @@ EOF
   done
 }
 
-hosts_lb_haproxy_up() {
-  local lanes="$1" cfg="$h_dir/lb/haproxy.cfg" pidf="$RUN_DIR/haproxy-$h_id-lb.pid"
-  h_lb_sock="$(short_run_dir)/haproxy-$h_id-lb.sock"
-  mkdir -p "$h_dir/lb"
+hosts_lb_haproxy_up() { # hosts_lb_haproxy_up LANES NAME (lb or lb2; host_paths NAME done)
+  local lanes="$1" name="$2" cfg="$h_dir/$2/haproxy.cfg" pidf="$RUN_DIR/haproxy-$h_id-$2.pid"
+  h_lb_sock="$(short_run_dir)/haproxy-$h_id-$name.sock"
+  mkdir -p "$h_dir/$name"
   hosts_haproxy_config "$h_lb_sock" "$lanes" >"$cfg.new"
   if pid_alive "$pidf" haproxy && cmp -s "$cfg.new" "$cfg" && haproxy_answers "$h_lb_sock"; then
     rm -f "$cfg.new"
@@ -221,9 +227,9 @@ hosts_lb_haproxy_up() {
   mv "$cfg.new" "$cfg"
   stop_pidfile "$pidf" haproxy 10
   rm -f "$h_lb_sock"
-  spawn "$pidf" "$LOG_DIR/haproxy-lb.log" nsenter --net="/run/netns/$hp_ns" haproxy -db -f "$cfg"
-  wait_alive 20 "the lb's HAProxy" "$pidf" haproxy_answers "$h_lb_sock" ||
-    fail "hosts" "the lb namespace's HAProxy did not answer on $h_lb_sock" "$LOG_DIR/haproxy-lb.log"
+  spawn "$pidf" "$LOG_DIR/haproxy-$name.log" nsenter --net="/run/netns/$hp_ns" haproxy -db -f "$cfg"
+  wait_alive 20 "the $name's HAProxy" "$pidf" haproxy_answers "$h_lb_sock" ||
+    fail "hosts" "the $name namespace's HAProxy did not answer on $h_lb_sock" "$LOG_DIR/haproxy-$name.log"
 }
 
 # ssh_ok NAME: the runner logs in with the generated files and reaches the host's dockerd.
@@ -232,7 +238,7 @@ ssh_ok() {
 }
 
 hosts_up() {
-  local count lanes i names=() addrs=() started=0 reg_port auth_port
+  local count lanes i name all names=() addrs=() started=0 reg_port auth_port
   count="$(hosts_count)"
   lanes="${PACKFY_HOSTS_LANES:-4}"
   hosts_vars
@@ -255,12 +261,12 @@ hosts_up() {
   state_set hosts "SUBNET=$h_subnet"
   [[ -f "$h_dir/id_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C "packfy-test-runner" -f "$h_dir/id_ed25519" || return 1
   cp "$h_dir/id_ed25519.pub" "$h_dir/authorized_keys"
-  for ((i = 0; i <= count; i++)); do
-    local name=lb
-    ((i)) && name="h$i"
+  all=(lb lb2)
+  for ((i = 1; i <= count; i++)); do all+=("h$i"); done
+  for name in "${all[@]}"; do
     host_paths "$name"
     # A namespace of a killed run: its daemons are dead; start it over from nothing.
-    if ns_exists "$hp_ns" && { ! pid_alive "$hp_spid" sshd || { [[ "$name" != lb ]] && ! pid_alive "$hp_dpid" dockerd; }; }; then
+    if ns_exists "$hp_ns" && { ! pid_alive "$hp_spid" sshd || { [[ "$name" != lb* ]] && ! pid_alive "$hp_dpid" dockerd; }; }; then
       log "hosts: $name was left by a killed run; wiping it"
       host_wipe
     fi
@@ -270,7 +276,7 @@ hosts_up() {
       return 1
     }
     host_sshd_up || return 1
-    if [[ "$name" != lb ]]; then
+    if [[ "$name" != lb* ]]; then
       host_dockerd_up || return 1
       host_regfwd_up "$hp_rpid" "$reg_port" || return 1
       host_regfwd_up "$hp_apid" "$auth_port" || return 1
@@ -280,15 +286,14 @@ hosts_up() {
   : >"$h_dir/known_hosts.new"
   {
     echo "# Generated by tests/env/hosts.sh: the test hosts (network namespaces of this machine)."
-    for ((i = 0; i <= count; i++)); do
-      local name=lb aliases
-      ((i)) && name="h$i"
+    for name in "${all[@]}"; do
+      local aliases
       host_paths "$name"
       aliases="$name.packfy.test"
-      ((i)) && aliases+=" mexico-docker-$i.packfy.example colombia-docker-$i.packfy.example"
+      [[ "$name" == h* ]] && aliases+=" mexico-docker-${name#h}.packfy.example colombia-docker-${name#h}.packfy.example"
       printf '%s %s\n' "$hp_addr,${aliases// /,}" "$(cut -d' ' -f1,2 "$h_dir/$name/ssh_host_ed25519_key.pub")" >>"$h_dir/known_hosts.new"
       printf '\nHost %s\n    HostName %s\n' "$aliases" "$hp_addr"
-      ((i)) && { names+=("$name.packfy.test"); addrs+=("$hp_addr"); }
+      [[ "$name" == h* ]] && { names+=("$name.packfy.test"); addrs+=("$hp_addr"); }
     done
     printf '\nHost *.packfy.test *.packfy.example\n'
     printf '    User root\n    IdentityFile %s\n    IdentitiesOnly yes\n' "$h_dir/id_ed25519"
@@ -307,20 +312,30 @@ hosts_up() {
       return 1
     fi
   done
+  local fes=() bes=() fes2=() lb_sock lb_addr lb2_addr lb2_veth
+  for name in lb lb2; do
+    host_paths "$name"
+    hosts_lb_haproxy_up "$lanes" "$name" || return 1
+    wait_for 20 "ssh to $name" ssh_ok "$name.packfy.test" || {
+      fail "hosts" "the runner cannot log in to $name.packfy.test" "$LOG_DIR/sshd-$name.log"
+      return 1
+    }
+  done
+  host_paths lb2
+  lb2_addr="$hp_addr"
+  lb2_veth="$hp_veth"
   host_paths lb
-  hosts_lb_haproxy_up "$lanes" || return 1
-  wait_for 20 "ssh to lb" ssh_ok lb.packfy.test || {
-    fail "hosts" "the runner cannot log in to lb.packfy.test" "$LOG_DIR/sshd-lb.log"
-    return 1
-  }
-  local fes=() bes=() pfes=()
+  lb_addr="$hp_addr"
+  lb_sock="$(short_run_dir)/haproxy-$h_id-lb.sock"
+  local pfes=()
   for ((i = 1; i <= lanes; i++)); do
-    fes+=("$hp_addr:$((8000 + i))")
-    pfes+=("$hp_addr:$((8100 + i))")
+    fes+=("$lb_addr:$((8000 + i))")
+    fes2+=("$lb2_addr:$((8000 + i))")
+    pfes+=("$lb_addr:$((8100 + i))")
     bes+=("hosts_t$i")
   done
   ((started)) && log "hosts: started namespaces (subnet 10.201.$h_subnet.0/24)"
-  log "hosts: ${names[*]} (${addrs[*]}) and lb.packfy.test ($hp_addr) answer over ssh"
+  log "hosts: ${names[*]} (${addrs[*]}), lb.packfy.test ($lb_addr) and lb2.packfy.test ($lb2_addr) answer over ssh"
   state_set hosts "SUBNET=$h_subnet" \
     "PACKFY_SSH_CONFIG=$h_dir/ssh_config" \
     "PACKFY_SSH_KEY=$h_dir/id_ed25519" \
@@ -330,16 +345,21 @@ hosts_up() {
     "PACKFY_HOSTS_VETHS=$(for ((i = 1; i <= count; i++)); do host_paths "h$i"; printf '%s ' "$hp_veth"; done)" \
     "PACKFY_HOSTS_DOCKER_SOCKETS=$(for ((i = 1; i <= count; i++)); do host_paths "h$i"; printf 'unix://%s ' "$hp_sock"; done)" \
     "PACKFY_HOSTS_LB=lb.packfy.test" \
-    "PACKFY_HOSTS_LB_SOCKET=$h_lb_sock" \
+    "PACKFY_HOSTS_LB_SOCKET=$lb_sock" \
     "PACKFY_HOSTS_LB_FRONTENDS=${fes[*]}" \
     "PACKFY_HOSTS_LB_BACKENDS=${bes[*]}" \
-    "PACKFY_HOSTS_LB_PREVIEW_FRONTENDS=${pfes[*]}"
+    "PACKFY_HOSTS_LB_PREVIEW_FRONTENDS=${pfes[*]}" \
+    "PACKFY_HOSTS_LB2=lb2.packfy.test" \
+    "PACKFY_HOSTS_LB2_SOCKET=$h_lb_sock" \
+    "PACKFY_HOSTS_LB2_FRONTENDS=${fes2[*]}" \
+    "PACKFY_HOSTS_LB2_VETH=$lb2_veth"
 }
 
 hosts_down() {
   local f name
   hosts_vars
   stop_pidfile "$RUN_DIR/haproxy-$h_id-lb.pid" haproxy 10
+  stop_pidfile "$RUN_DIR/haproxy-$h_id-lb2.pid" haproxy 10
   for f in "$RUN_DIR"/sshd-"$h_id"-*.pid "$RUN_DIR"/dockerd-"$h_id"-*.pid; do
     [[ -e "$f" ]] || continue
     name="${f##*-}"

@@ -119,7 +119,8 @@ enum Target {
 enum Traffic {
     None,
     Haproxy {
-        runtime_api: String,
+        /// One address is written as a string, several as a list.
+        runtime_api: Vec<String>,
         /// `127.0.0.1:PORT`
         frontend: String,
         /// (service, backend)
@@ -243,6 +244,18 @@ impl RegionFile {
         self.haproxy(&socket, &lane.frontend, &[(service, &lane.backend)])
     }
 
+    /// The HAProxy Runtime APIs of several load balancers (after [`RegionFile::haproxy`]),
+    /// written as a list.
+    pub fn runtime_apis(mut self, apis: &[&str]) -> RegionFile {
+        match &mut self.traffic {
+            Some(Traffic::Haproxy { runtime_api, .. }) => {
+                *runtime_api = apis.iter().map(|a| a.to_string()).collect();
+            }
+            _ => panic!("runtime_apis: set haproxy(…) first"),
+        }
+        self
+    }
+
     /// Traffic through HAProxy: its Runtime API socket, the frontend (`127.0.0.1:PORT`) and
     /// the backend of each service.
     pub fn haproxy(
@@ -252,7 +265,7 @@ impl RegionFile {
         backends: &[(&str, &str)],
     ) -> RegionFile {
         self.traffic = Some(Traffic::Haproxy {
-            runtime_api: runtime_api.to_string(),
+            runtime_api: vec![runtime_api.to_string()],
             frontend: frontend.to_string(),
             backends: backends
                 .iter()
@@ -398,7 +411,13 @@ impl RegionFile {
                 let backends: Vec<(String, String)> =
                     backends.iter().map(|(s, b)| (s.clone(), q(b))).collect();
                 let h = [
-                    ("runtime_api".to_string(), q(runtime_api)),
+                    (
+                        "runtime_api".to_string(),
+                        match runtime_api.as_slice() {
+                            [one] => q(one),
+                            many => list(many),
+                        },
+                    ),
                     ("frontend".to_string(), q(&format!("http://{frontend}"))),
                     ("backends".to_string(), map(&backends)),
                 ];

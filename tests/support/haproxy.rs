@@ -51,7 +51,7 @@ pub fn lease_lane(
                     frontend: frontend.clone(),
                     socket: socket.to_path_buf(),
                     preview_frontend: None,
-                    _lock: lock,
+                    _lock: Some(lock),
                 };
                 lane.clear();
                 return lane;
@@ -111,10 +111,26 @@ pub struct Lane {
     /// The frontend of the lane's blue-green preview backend (`BACKEND_preview`), when the
     /// env has one (`PACKFY_HAPROXY_TEST_PREVIEW_FRONTENDS`).
     pub preview_frontend: Option<String>,
-    _lock: LaneLock,
+    /// The lease; `None` for a twin on another HAProxy, which its original's lease covers.
+    _lock: Option<LaneLock>,
 }
 
 impl Lane {
+    /// The same backend on another HAProxy with the same configuration (its Runtime API
+    /// `socket`, its `frontend`), under this lane's lease; its servers are deleted now and
+    /// when it is dropped.
+    pub fn twin(&self, socket: &Path, frontend: &str) -> Lane {
+        let lane = Lane {
+            backend: self.backend.clone(),
+            frontend: frontend.to_string(),
+            socket: socket.to_path_buf(),
+            preview_frontend: None,
+            _lock: None,
+        };
+        lane.clear();
+        lane
+    }
+
     /// Runtime API command (see [`haproxy_cmd`]).
     pub fn cmd(&self, cmd: &str) -> String {
         haproxy_cmd(&self.socket, cmd)

@@ -27,7 +27,13 @@ pub struct HostsEnv {
     /// `lb.packfy.test` and its HAProxy's Runtime API socket path.
     pub lb: String,
     pub lb_socket: PathBuf,
+    /// `lb2.packfy.test`, a second load balancer with the lb's configuration (only the
+    /// tests of several load balancers use it), its Runtime API socket, and its link's veth.
+    pub lb2: String,
+    pub lb2_socket: PathBuf,
+    pub lb2_veth: String,
     lane_frontends: Vec<String>,
+    lb2_frontends: Vec<String>,
     lane_backends: Vec<String>,
     /// The frontends of the lanes' blue-green previews (`BACKEND_preview`), in lane order.
     lane_preview_frontends: Vec<String>,
@@ -65,7 +71,11 @@ impl HostsEnv {
             sockets: list("PACKFY_HOSTS_DOCKER_SOCKETS")?,
             lb: var("PACKFY_HOSTS_LB")?,
             lb_socket: PathBuf::from(var("PACKFY_HOSTS_LB_SOCKET")?),
+            lb2: var("PACKFY_HOSTS_LB2")?,
+            lb2_socket: PathBuf::from(var("PACKFY_HOSTS_LB2_SOCKET")?),
+            lb2_veth: var("PACKFY_HOSTS_LB2_VETH")?,
             lane_frontends: list("PACKFY_HOSTS_LB_FRONTENDS")?,
+            lb2_frontends: list("PACKFY_HOSTS_LB2_FRONTENDS")?,
             lane_backends: list("PACKFY_HOSTS_LB_BACKENDS")?,
             // Older environments have no previews on the lb: only blue-green tests need them.
             lane_preview_frontends: list("PACKFY_HOSTS_LB_PREVIEW_FRONTENDS").unwrap_or_default(),
@@ -88,6 +98,22 @@ impl HostsEnv {
     /// The Runtime API of the lb's HAProxy as a region writes it: over ssh.
     pub fn lb_runtime_api(&self) -> String {
         format!("ssh://root@{}{}", self.lb, self.lb_socket.display())
+    }
+
+    /// The Runtime API of lb2's HAProxy as a region writes it: over ssh.
+    pub fn lb2_runtime_api(&self) -> String {
+        format!("ssh://root@{}{}", self.lb2, self.lb2_socket.display())
+    }
+
+    /// The same lane on lb2 (same backend, lb2's frontend and socket), held by `lane`'s
+    /// lease: lb2 has the lb's configuration. Its servers are deleted now and on drop.
+    pub fn lb2_lane(&self, lane: &Lane) -> Lane {
+        let i = self
+            .lane_backends
+            .iter()
+            .position(|b| *b == lane.backend)
+            .expect("a lane of the lb");
+        lane.twin(&self.lb2_socket, &self.lb2_frontends[i])
     }
 
     /// Leases a lane of the lb's HAProxy; `Lane::cmd` talks to its socket directly (the

@@ -47,6 +47,33 @@ fn the_base_is_valid() {
 }
 
 #[test]
+fn several_load_balancers_are_valid_and_written_back_as_given() {
+    use crate::config::model::{RuntimeApis, Traffic};
+    let text =
+        with("traffic: {haproxy: {runtime_api: [/run/a.sock, 'ssh://root@lb2/run/h.sock']}}\n");
+    assert_eq!(problems(&text), Vec::<String>::new());
+    let tree = yaml::parse(&Arc::from("r.yaml"), &text).expect("valid YAML");
+    let cfg = de::from_node_partial::<RegionConfig>(&tree, "")
+        .value
+        .unwrap();
+    let Traffic::Haproxy(h) = &cfg.traffic else {
+        panic!("{:?}", cfg.traffic)
+    };
+    assert_eq!(
+        h.runtime_api.addresses(),
+        ["/run/a.sock", "ssh://root@lb2/run/h.sock"]
+    );
+    assert_eq!(
+        serde_json::to_value(&h.runtime_api).unwrap(),
+        serde_json::json!(["/run/a.sock", "ssh://root@lb2/run/h.sock"])
+    );
+    assert_eq!(
+        serde_json::to_value(RuntimeApis::from("/run/h.sock")).unwrap(),
+        serde_json::json!("/run/h.sock")
+    );
+}
+
+#[test]
 fn valid_image_references_pass() {
     for ok in [
         "web",
@@ -149,7 +176,27 @@ fn region_rules() {
         (
             "haproxy without runtime api",
             with("traffic: {haproxy: {frontend: 'http://x'}}\n"),
-            &["traffic.haproxy.runtime_api is not set at r.yaml:8:20 — the path of HAProxy's `stats socket ... level admin`, or HOST:PORT"],
+            &["traffic.haproxy.runtime_api is not set at r.yaml:8:20 — the path of HAProxy's `stats socket ... level admin`, HOST:PORT or ssh://USER@HOST/SOCKET; a list names several load balancers"],
+        ),
+        (
+            "haproxy with an empty list of runtime apis",
+            with("traffic: {haproxy: {runtime_api: []}}\n"),
+            &["traffic.haproxy.runtime_api: the list is empty at r.yaml:8:34 — the path of HAProxy's `stats socket ... level admin`, HOST:PORT or ssh://USER@HOST/SOCKET; a list names several load balancers"],
+        ),
+        (
+            "haproxy with one load balancer listed twice",
+            with("traffic: {haproxy: {runtime_api: [/run/a.sock, 'ssh://lb/run/h.sock', /run/a.sock]}}\n"),
+            &["traffic.haproxy.runtime_api.2: '/run/a.sock' is listed twice at r.yaml:8:71 — each load balancer is listed once; every one gets the same changes"],
+        ),
+        (
+            "haproxy with an empty entry",
+            with("traffic: {haproxy: {runtime_api: [/run/a.sock, '']}}\n"),
+            &["traffic.haproxy.runtime_api.1: an empty address at r.yaml:8:48 — each entry is one load balancer's Runtime API"],
+        ),
+        (
+            "haproxy with a runtime api that is neither an address nor a list",
+            with("traffic: {haproxy: {runtime_api: {a: b}}}\n"),
+            &["traffic.haproxy.runtime_api: invalid type: map, expected an address, or a list of addresses (one per load balancer) at r.yaml:8:34"],
         ),
         (
             "haproxy backend for a missing service",

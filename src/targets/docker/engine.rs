@@ -92,16 +92,22 @@ impl Engine {
         };
         let mut publish_ip = "127.0.0.1".to_string();
         let mut local = true;
+        // An ssh host's address (`ssh -G`, a process of its own) is looked up while the engine
+        // answers its ping.
+        let mut address = None;
         let docker = match &target.tls {
             _ if host.starts_with("ssh://") => {
                 let ssh =
                     SshHost::parse(&host, target.identity_file.as_deref(), target.known_hosts)
                         .expect("an ssh:// endpoint")
                         .map_err(|e| unreachable(&e))?;
-                let ssh = ssh.login().await?;
-                publish_ip = ssh.address().await?.to_string();
+                let started = std::time::Instant::now();
+                let ssh = Arc::new(ssh.login().await?);
+                tracing::debug!(host = %host, ms = started.elapsed().as_millis() as u64, "logged in");
+                let looked_up = Arc::clone(&ssh);
+                address = Some(tokio::spawn(async move { looked_up.address().await }));
                 local = false;
-                Arc::new(ssh).docker(120)?
+                ssh.docker(120)?
             }
             Some(tls) if host.starts_with("tcp://") => Docker::connect_with_ssl(
                 &host,
@@ -128,6 +134,7 @@ impl Engine {
             }
         }
         let docker = docker.with_timeout(Duration::from_secs(120));
+        let started = std::time::Instant::now();
         match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(unreachable(&with_cause(&e))),
@@ -138,10 +145,15 @@ impl Engine {
                 )))
             }
         }
+        tracing::debug!(host = %host, ms = started.elapsed().as_millis() as u64, "engine answered");
+        if let Some(address) = address {
+            publish_ip = address.await.map_err(|e| unreachable(&e))??.to_string();
+        }
         let docker = docker
             .negotiate_version()
             .await
             .map_err(|e| unreachable(&e))?;
+        tracing::debug!(host = %host, ms = started.elapsed().as_millis() as u64, "API version");
         Ok(Engine {
             docker,
             endpoint: host,

@@ -36,7 +36,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::lock::{Acquire, Lock};
 use crate::plan::{host_groups, plan_service, rolling_steps, spread, Action, ServicePlan};
 use crate::release::{ContainerRecord, Release, ServiceRecord};
-use crate::traffic::haproxy::{CheckTiming, Haproxy};
+use crate::traffic::haproxy::{CheckTiming, Haproxy, RuntimeApi};
 use desired::Desired;
 use futures_util::future::join_all;
 use naming::Scope;
@@ -142,9 +142,21 @@ impl DockerRegion {
     pub async fn open(region: Region, target: &DockerTarget) -> Result<DockerRegion> {
         let endpoints: Vec<String> = target.endpoints().iter().map(|e| expand_env(e)).collect();
         let tags = naming::host_tags(&endpoints);
-        let reached =
-            futures_util::future::join_all(endpoints.iter().map(|e| Engine::connect(target, e)))
-                .await;
+        // Every engine and every load balancer logged in to at once: each login is an ssh key
+        // exchange, seconds on a loaded machine, and none needs another.
+        let lb = async {
+            match &region.cfg.traffic {
+                Traffic::Haproxy(h) => {
+                    Some(load_balancers(h.runtime_api.addresses(), target).await)
+                }
+                Traffic::None => None,
+            }
+        };
+        let started = std::time::Instant::now();
+        let (reached, lb) = tokio::join!(
+            join_all(endpoints.iter().map(|e| Engine::connect(target, e))),
+            lb
+        );
         let mut hosts = Vec::new();
         for ((endpoint, tag), r) in endpoints.into_iter().zip(tags).zip(reached) {
             let (reach, down) = match r {
@@ -176,26 +188,12 @@ impl DockerRegion {
                 )
             }));
         };
-        let lb = match &region.cfg.traffic {
-            Traffic::Haproxy(h) => {
-                // Our own health check has passed before a server is added, so HAProxy needs one
-                // pass of its own (not two) before the server takes traffic. (On a remote
-                // host HAProxy's checks are the health check: see `Rollout::enter_rotation`.)
-                let lb = runtime_api(&expand_env(&h.runtime_api), target)
-                    .await?
-                    .with_check_timing(CheckTiming {
-                        inter: Duration::from_millis(250),
-                        rise: 1,
-                        fall: 3,
-                    });
-                lb.ping().await.map_err(|e| {
-                    Error::failed(ExitCode::Unreachable, anyhow!("cannot reach HAProxy's Runtime API at {}: {e}", lb.address()))
-                        .with_hint("is HAProxy running with `stats socket … level admin`? (traffic.haproxy.runtime_api)")
-                })?;
-                Some(lb)
-            }
-            Traffic::None => None,
-        };
+        tracing::debug!(
+            region = %region.name,
+            ms = started.elapsed().as_millis() as u64,
+            "hosts and load balancers reached"
+        );
+        let lb = lb.transpose()?;
         if !engine.local && lb.is_none() {
             let probed: Vec<&str> = region
                 .cfg
@@ -1946,12 +1944,62 @@ fn snapshot(live: &[LiveContainer]) -> Vec<ServiceRecord> {
     out
 }
 
-/// The region's HAProxy Runtime API: a local socket or TCP address, or
+/// How long the first Runtime API command at `open` may take, the session's opening included.
+const FIRST_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The region's load balancers, each reached and answering (all at once); exit 6 naming the
+/// first in the list that does not.
+async fn load_balancers(addresses: &[String], target: &DockerTarget) -> Result<Haproxy> {
+    if addresses.iter().all(|a| a.trim().is_empty()) {
+        // Validation refuses it first; nothing here may assume it did.
+        return Err(Error::usage("traffic.haproxy.runtime_api is not set"));
+    }
+    let reached = join_all(addresses.iter().map(|a| async move {
+        let started = std::time::Instant::now();
+        let lb = runtime_api(&expand_env(a), target)
+            .await
+            .map_err(|e| match e {
+                Error::Failed { code, error, hint } => Error::Failed {
+                    code,
+                    error,
+                    hint: Some(format!(
+                        "{}(a load balancer of the region, traffic.haproxy.runtime_api); nothing was changed",
+                        hint.map(|h| format!("{h} ")).unwrap_or_default()
+                    )),
+                },
+                e => e,
+            })?;
+        // The first command opens the ssh session (an ssh through the login's master, socat
+        // on the host): process starts, seconds on a loaded machine, so it gets a login's
+        // time; later commands have the usual timeout.
+        lb.clone().with_timeout(FIRST_COMMAND_TIMEOUT).ping().await.map_err(|e| {
+            Error::failed(
+                ExitCode::Unreachable,
+                anyhow!("cannot reach HAProxy's Runtime API at {}: {e}", lb.address()),
+            )
+            .with_hint("is HAProxy running with `stats socket … level admin`? (traffic.haproxy.runtime_api); nothing was changed")
+        })?;
+        tracing::debug!(lb = %lb.address(), ms = started.elapsed().as_millis() as u64, "load balancer answered");
+        Ok::<_, Error>(lb)
+    }))
+    .await;
+    let lbs = reached.into_iter().collect::<Result<Vec<_>>>()?;
+    // Our own health check has passed before a server is added, so HAProxy needs one pass of
+    // its own (not two) before the server takes traffic. (On a remote host HAProxy's checks
+    // are the health check: see `Rollout::enter_rotation`.)
+    Ok(Haproxy::of(lbs).with_check_timing(CheckTiming {
+        inter: Duration::from_millis(250),
+        rise: 1,
+        fall: 3,
+    }))
+}
+
+/// One load balancer's HAProxy Runtime API: a local socket or TCP address, or
 /// `ssh://[user@]host[:port]/path/to/socket` on a load-balancer host, logged in to like the
 /// region's Docker hosts (identity_file, known_hosts); exit 6 quoting ssh when it fails.
-async fn runtime_api(address: &str, target: &DockerTarget) -> Result<Haproxy> {
+async fn runtime_api(address: &str, target: &DockerTarget) -> Result<RuntimeApi> {
     let Some(rest) = address.strip_prefix("ssh://") else {
-        return Ok(Haproxy::new(address));
+        return Ok(RuntimeApi::new(address));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -1970,7 +2018,7 @@ async fn runtime_api(address: &str, target: &DockerTarget) -> Result<Haproxy> {
     )
     .expect("an ssh:// address")
     .map_err(|e| Error::usage(format!("traffic.haproxy.runtime_api: {e}")))?;
-    Ok(Haproxy::over_ssh(host.login().await?, path))
+    Ok(RuntimeApi::over_ssh(host.login().await?, path))
 }
 
 /// Services whose canary or blue-green analysis has an `http` check (in `rollout.analysis`

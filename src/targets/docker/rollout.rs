@@ -282,7 +282,28 @@ impl Rollout<'_> {
             let checked = path.is_some() || !judged_here;
             lb.add_server(backend, server, addr, checked.then_some(path.unwrap_or("")))
                 .await?;
-            if checked && !lb.wait_up(backend, server, h.deadline.0).await? {
+            let up = async {
+                if judged_here {
+                    lb.wait_up(backend, server, h.deadline.0).await
+                } else {
+                    // HAProxy's checks judge it; a container that exits meanwhile fails now,
+                    // with its output, not at the deadline.
+                    tokio::select! {
+                        up = lb.wait_up(backend, server, h.deadline.0) => up,
+                        why = self.exits(&m.id, h.interval.0) => {
+                            let logs = self.engine.logs_tail(&m.id, LOG_TAIL).await;
+                            return Err(anyhow!(
+                                "{} {why} while HAProxy was checking it\n--- last lines of {} ---\n{}",
+                                m.name,
+                                m.name,
+                                logs.trim_end()
+                            ));
+                        }
+                    }
+                }
+                .map_err(anyhow::Error::from)
+            };
+            if checked && !up.await? {
                 let last = lb
                     .server(backend, server)
                     .await
@@ -303,6 +324,17 @@ impl Rollout<'_> {
             entry.addr = m.addr;
         }
         Ok(())
+    }
+
+    /// Returns once the container is not running (how it ended), looking every `interval`;
+    /// never while it runs.
+    async fn exits(&self, id: &str, interval: Duration) -> String {
+        loop {
+            tokio::time::sleep(interval).await;
+            if let CheckResult::Fatal(why) = container_state(self.engine, id).await {
+                return why;
+            }
+        }
     }
 
     /// Drains an old container out of rotation, then stops it (it is kept for rollback).
@@ -552,9 +584,19 @@ pub struct BakeReport {
 /// check timeout on a busy machine: the check's timeout there is at least
 /// [`REMOTE_CHECK_TIMEOUT`]. (An HTTP or TCP check is HAProxy's, with its own timing.)
 fn thresholds(engine: &Engine, d: &Desired) -> Thresholds {
-    let mut th = Thresholds::from(&d.service.health);
-    if !engine.local {
+    thresholds_where(engine.local, &d.service.health)
+}
+
+fn thresholds_where(local: bool, h: &crate::config::model::Health) -> Thresholds {
+    let mut th = Thresholds::from(h);
+    if !local {
         th.timeout = th.timeout.max(REMOTE_CHECK_TIMEOUT);
+        if h.http.is_some() || h.tcp.is_some() {
+            // Here a check only sees the container running ([`check`]); HAProxy counts the
+            // `healthy_threshold` passes once the server is added. A second "running" an
+            // interval later would only make every batch wait one interval more.
+            th.healthy_threshold = 1;
+        }
     }
     th
 }
@@ -567,6 +609,38 @@ fn remote_check_timing(h: &crate::config::model::Health) -> CheckTiming {
         rise: h.healthy_threshold.max(1),
         fall: h.unhealthy_threshold.max(1),
     }
+}
+
+/// Whether the container has ended: gone, exited or restarted is fatal; an error asking is a
+/// failure (asked again); running is a pass.
+async fn container_state(engine: &Engine, id: &str) -> CheckResult {
+    match engine.inspect(id).await {
+        Ok(Some(st)) => ended(&st).unwrap_or(CheckResult::Pass),
+        Ok(None) => CheckResult::Fatal("disappeared".into()),
+        Err(e) => CheckResult::Fail(format!("{e:#}")),
+    }
+}
+
+/// A container that exited or restarted, as a fatal check result.
+fn ended(st: &super::ContainerState) -> Option<CheckResult> {
+    if !st.running {
+        let oom = if st.oom_killed {
+            " (killed: out of memory)"
+        } else {
+            ""
+        };
+        return Some(CheckResult::Fatal(format!(
+            "exited with code {}{oom}",
+            st.exit_code
+        )));
+    }
+    if st.restart_count > 0 {
+        return Some(CheckResult::Fatal(format!(
+            "restarted {} time(s)",
+            st.restart_count
+        )));
+    }
+    None
 }
 
 fn check_port(d: &Desired) -> Option<u16> {
@@ -586,16 +660,8 @@ pub async fn check(engine: &Engine, d: &Desired, id: &str) -> CheckResult {
         Ok(None) => return CheckResult::Fatal("disappeared".into()),
         Err(e) => return CheckResult::Fail(format!("{e:#}")),
     };
-    if !st.running {
-        let oom = if st.oom_killed {
-            " (killed: out of memory)"
-        } else {
-            ""
-        };
-        return CheckResult::Fatal(format!("exited with code {}{oom}", st.exit_code));
-    }
-    if st.restart_count > 0 {
-        return CheckResult::Fatal(format!("restarted {} time(s)", st.restart_count));
+    if let Some(dead) = ended(&st) {
+        return dead;
     }
     let h = &d.service.health;
     if !engine.local && (h.http.is_some() || h.tcp.is_some()) {
@@ -637,5 +703,33 @@ pub async fn check(engine: &Engine, d: &Desired, id: &str) -> CheckResult {
             CheckResult::Fail("health.image is set but the image has no HEALTHCHECK".into())
         }
         None => CheckResult::Pass,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{Health, HttpCheck};
+
+    #[test]
+    fn on_a_remote_host_haproxy_counts_the_passes_of_an_http_check() {
+        let http = Health {
+            http: Some(HttpCheck {
+                path: "/health".into(),
+                ..Default::default()
+            }),
+            healthy_threshold: 3,
+            ..Default::default()
+        };
+        let command = Health {
+            command: Some(vec!["true".into()]),
+            healthy_threshold: 3,
+            ..Default::default()
+        };
+        assert_eq!(thresholds_where(true, &http).healthy_threshold, 3);
+        assert_eq!(thresholds_where(false, &http).healthy_threshold, 1);
+        assert!(thresholds_where(false, &http).timeout >= REMOTE_CHECK_TIMEOUT);
+        // A check made here through the engine (an exec) still needs its passes.
+        assert_eq!(thresholds_where(false, &command).healthy_threshold, 3);
     }
 }
