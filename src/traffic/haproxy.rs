@@ -40,6 +40,11 @@ pub use super::fanout::Haproxy;
 /// How long one command may take, connection included.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The same over ssh: the answer crosses an ssh session and a `socat` on the load balancer,
+/// each a process that a busy machine schedules late (5 s was missed under load average
+/// 10–18 in the test environment while HAProxy itself answered at once).
+pub const SSH_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often `wait_*` read `show stat`: cheap for HAProxy, and well under the 500 ms check
 /// interval so a state change is seen within a check or two.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -341,12 +346,13 @@ impl RuntimeApi {
         RuntimeApi {
             addr: format!("{}{path}", host.endpoint.trim_end_matches('/')),
             endpoint: Endpoint::Ssh(Arc::new(host), path.to_string(), Arc::default()),
-            timeout: COMMAND_TIMEOUT,
+            timeout: SSH_COMMAND_TIMEOUT,
             checks: CheckTiming::default(),
         }
     }
 
-    /// Sets how long one command may take (default [`COMMAND_TIMEOUT`]).
+    /// Sets how long one command may take (default [`COMMAND_TIMEOUT`], over ssh
+    /// [`SSH_COMMAND_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -28,6 +28,10 @@ use crate::ssh::SshHost;
 
 /// How long to wait for the engine to answer a ping before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same over ssh (the login is already checked by then): the ping starts `docker system
+/// dial-stdio` on the host, a process start a busy host schedules late (10 s was missed once
+/// under load average 17 in the test environment).
+const SSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone)]
 pub struct Engine {
@@ -135,13 +139,18 @@ impl Engine {
         }
         let docker = docker.with_timeout(Duration::from_secs(120));
         let started = std::time::Instant::now();
-        match tokio::time::timeout(CONNECT_TIMEOUT, docker.ping()).await {
+        let patience = if host.starts_with("ssh://") {
+            SSH_CONNECT_TIMEOUT
+        } else {
+            CONNECT_TIMEOUT
+        };
+        match tokio::time::timeout(patience, docker.ping()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(unreachable(&with_cause(&e))),
             Err(_) => {
                 return Err(unreachable(&format!(
                     "no answer within {}s",
-                    CONNECT_TIMEOUT.as_secs()
+                    patience.as_secs()
                 )))
             }
         }
