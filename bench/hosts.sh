@@ -5,8 +5,9 @@
 # (tests/env/hosts.sh) over ssh:// through the lb namespace's HAProxy, its Runtime API over
 # ssh too; and on hosts h1, h2, h3 as one region (one replica each, hosts_at_once 1, the image
 # pulled from the test registry), and that region behind two load balancers (the lb and lb2
-# namespaces, `runtime_api: [lb, lb2]`); the median and spread of each and their ratios go
-# to bench/RESULTS.md ("hosts").
+# namespaces, `runtime_api: [lb, lb2]`); the median and spread of each, their ratios, and
+# each deploy's overhead over its inherent time (3 batches × one container's start to healthy,
+# measured where it runs, as bench/deploy.sh does) go to bench/RESULTS.md ("hosts").
 # BIN picks the binary (default: the release build, which must exist).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,6 +96,27 @@ stats() { python3 -c '
 import statistics, sys
 xs = sorted(float(x) for x in sys.argv[1:])
 print(f"{statistics.median(xs):.2f} {xs[0]:.2f} {xs[-1]:.2f}")' "$@"; }
+# The inherent time (as bench/deploy.sh): one container from `docker run` to GET /health
+# answering 200 twice, 500 ms apart, asked where the container runs (on h1 from inside its
+# network namespace: the runner cannot reach a host's containers); 3 batches of one.
+inherent_one() { # inherent_one DOCKER_HOST [NETNS]
+  local dh="$1" ns="${2:-}" id ip t0 t1 ok=0 run=()
+  [[ -n "$ns" ]] && run=(nsenter "--net=/run/netns/$ns")
+  t0=$(now)
+  id=$(docker -H "$dh" run -d "packfy-sample:$tag-v2")
+  ip=$(docker -H "$dh" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
+  while ((ok < 2)); do
+    if "${run[@]}" curl -fsS -o /dev/null --max-time 1 "http://$ip:8080/health" 2>/dev/null; then ok=$((ok + 1)); else ok=0; fi
+    ((ok < 2)) && sleep 0.5
+  done
+  t1=$(now)
+  docker -H "$dh" rm -f "$id" >/dev/null
+  echo "3 * ($t1 - $t0)" | bc -l
+}
+read -r -a veths <<<"$PACKFY_HOSTS_VETHS"
+h1_ns="packfy-${veths[0]:2:4}-${veths[0]:6}"
+read -r ilmed _ _ <<<"$(stats $(for ((i = 0; i < runs; i++)); do inherent_one "$DOCKER_HOST"; done))"
+read -r ismed _ _ <<<"$(stats $(for ((i = 0; i < runs; i++)); do inherent_one "${sockets[0]}" "$h1_ns"; done))"
 read -r lmed lmin lmax <<<"$(stats $(times benchlocal))"
 read -r smed smin smax <<<"$(stats $(times benchssh))"
 clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
@@ -105,6 +127,11 @@ read -r bmed bmin bmax <<<"$(stats $(times benchlbs))"
 ratio=$(printf '%.2f' "$(echo "$smed / $lmed" | bc -l)")
 ratio3=$(printf '%.2f' "$(echo "$tmed / $smed" | bc -l)")
 ratiolbs=$(printf '%.2f' "$(echo "$bmed / $tmed" | bc -l)")
+ilmed=$(printf '%.2f' "$ilmed")
+ismed=$(printf '%.2f' "$ismed")
+overl=$(printf '%.2f' "$(echo "$lmed / $ilmed" | bc -l)")
+overs=$(printf '%.2f' "$(echo "$smed / $ismed" | bc -l)")
+overt=$(printf '%.2f' "$(echo "$tmed / $ismed" | bc -l)")
 
 section=$(cat <<MD
 ## hosts
@@ -122,6 +149,11 @@ GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
 | ratio 3 hosts / 1 host, both over ssh | ×$ratio3 | |
 | the 3 hosts behind two load balancers (lb and lb2 over ssh, every change to both) | $bmed s | $bmin – $bmax s |
 | ratio two load balancers / one | ×$ratiolbs | |
+| inherent time, this machine (3 × docker run → 2 passes of GET /health) | $ilmed s | median of $runs |
+| inherent time, h1 (the same, asked inside h1's namespace) | $ismed s | median of $runs |
+| **overhead over the inherent time**, this machine | **×$overl** | |
+| **overhead over the inherent time**, h1 over ssh | **×$overs** | |
+| **overhead over the inherent time**, 3 hosts over ssh (h1's inherent time) | **×$overt** | |
 
 Over ssh the CLI logs in once per host (ssh's ControlMaster), to every host and load balancer
 at once; every Docker API connection

@@ -221,8 +221,8 @@ fn three_hosts_behind_two_load_balancers_roll_under_load_through_both_with_no_fa
     }
 
     // v2 one host after another, under load through both load balancers, neither retrying.
-    let load1 = Load::start(&r.lb.frontend, 1);
-    let load2 = Load::start(&r.lb2.frontend, 1);
+    let load1 = Load::start(&r.lb.frontend, 2);
+    let load2 = Load::start(&r.lb2.frontend, 2);
     std::thread::sleep(Duration::from_millis(500));
     let out = r.deploy(&v2);
     std::thread::sleep(Duration::from_millis(500));
