@@ -3,7 +3,8 @@
 //! the same configuration), `traffic.haproxy.runtime_api: [lb, lb2]`, both reached over ssh.
 //!
 //! Only these tests use lb2, so only they may break it (its link cut); they never break a
-//! host, which tests/hosts.rs (another process) shares with them.
+//! host, and share h1–h3 through the hosts lock (`HostsEnv::sharing`, a file lock) with the
+//! other test binaries that deploy there.
 
 mod support;
 
@@ -204,6 +205,7 @@ fn one_server_per_host_on_both(r: &Region) -> Vec<String> {
 #[test]
 fn three_hosts_behind_two_load_balancers_roll_under_load_through_both_with_no_failed_request() {
     let Some((env, hosts)) = setup() else { return };
+    let _hosts = hosts.sharing();
     let _lb2 = sharing();
     let mut r = Region::new(&env, &hosts, 3);
     let v1 = r.push(&env, "v1");
@@ -276,6 +278,7 @@ impl Drop for Cut {
 #[test]
 fn a_load_balancer_out_of_reach_stops_the_deploy_with_exit_6_naming_it_and_nothing_changed() {
     let Some((env, hosts)) = setup() else { return };
+    let _hosts = hosts.sharing();
     let _lb2 = breaking();
     let mut r = Region::new(&env, &hosts, 2);
     let v1 = r.push(&env, "v1");
@@ -319,6 +322,7 @@ fn a_load_balancer_out_of_reach_stops_the_deploy_with_exit_6_naming_it_and_nothi
 #[test]
 fn a_change_one_load_balancer_refuses_is_undone_on_both_and_names_it() {
     let Some((env, hosts)) = setup() else { return };
+    let _hosts = hosts.sharing();
     let _lb2 = sharing();
     let mut r = Region::new(&env, &hosts, 2);
     let v1 = r.push(&env, "v1");
@@ -353,6 +357,7 @@ fn a_change_one_load_balancer_refuses_is_undone_on_both_and_names_it() {
 #[test]
 fn a_container_that_exits_while_haproxy_checks_it_fails_the_deploy_at_once_with_its_output() {
     let Some((env, hosts)) = setup() else { return };
+    let _hosts = hosts.sharing();
     let _lb2 = sharing();
     // Never healthy, and gone 1 s after it starts: HAProxy would never see it UP, and the
     // deadline is far; the rollout sees it exit.
