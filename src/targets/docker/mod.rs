@@ -883,6 +883,13 @@ impl DockerRegion {
             .services
             .iter()
             .flat_map(|s| s.old.iter().map(move |x| (s, x)))
+            // On a host that does not answer nothing can be seen: as before, not "gone".
+            .filter(|(_, x)| {
+                !self
+                    .hosts
+                    .iter()
+                    .any(|h| h.tag == x.host && h.reach.is_err())
+            })
             .filter(|(s, x)| {
                 !live.iter().any(|l| l.id == x.id && l.running)
                     || !servers
