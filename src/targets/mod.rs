@@ -174,6 +174,16 @@ impl Steer {
             Steer::Pause => "pause",
         }
     }
+
+    /// The step a paused rollout goes on from: past every step (`promote --full`), the step
+    /// a `pause` stopped at (`resume`), or its next one.
+    pub fn goes_on_at(self, next: usize, resume_from: Option<usize>, steps: usize) -> usize {
+        match (self, resume_from) {
+            (Steer::Promote { full: true }, _) => steps,
+            (Steer::Resume, Some(i)) => i,
+            _ => next,
+        }
+    }
 }
 
 /// A region's `status`, as the target sees it.

@@ -1576,11 +1576,7 @@ impl DockerRegion {
     /// Steers the canary recorded in `rec` (in this process: its state comes from the record).
     pub(super) async fn steer_canary(&self, rec: &Release, how: Steer) -> anyhow::Result<()> {
         let mut c = of_record(rec).ok_or_else(|| not_paused(&self.region.place()))?;
-        match (how, c.resume_from) {
-            (Steer::Promote { full: true }, _) => c.next = c.steps.len(),
-            (Steer::Resume, Some(i)) => c.next = i,
-            _ => {}
-        }
+        c.next = how.goes_on_at(c.next, c.resume_from, c.steps.len());
         self.region.ui.status(
             "Continuing",
             format!("{} from {}: {}", rec.id, c.describe(), c.steps_line()),
@@ -1600,11 +1596,7 @@ impl DockerRegion {
         if down.is_empty() || !matches!(how, Steer::Promote { .. } | Steer::Resume) {
             return Ok(());
         }
-        let from = match (how, c.resume_from) {
-            (Steer::Promote { full: true }, _) => c.steps.len(),
-            (Steer::Resume, Some(i)) => i,
-            _ => c.next,
-        };
+        let from = how.goes_on_at(c.next, c.resume_from, c.steps.len());
         let completes = !c
             .steps
             .iter()

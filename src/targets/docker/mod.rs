@@ -873,9 +873,10 @@ impl DockerRegion {
     /// serves: every old container running and its server in the backend. A window whose end
     /// was interrupted (the old set half drained out, stopped) is ended first and the rollback
     /// rolls, instead of one Runtime API line pointing the traffic at servers that are gone.
-    async fn check_instant(&self) -> Result<()> {
+    /// Returns what runs, when it looked.
+    async fn check_instant(&self) -> Result<Option<Vec<LiveContainer>>> {
         let Some((from, c)) = self.instant.lock().expect("instant").clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let live = self.live().await?;
         let servers = self.lb_servers(&self.backends()).await?;
@@ -906,7 +907,7 @@ impl DockerRegion {
             ));
             *self.instant.lock().expect("instant") = None;
         }
-        Ok(())
+        Ok(Some(live))
     }
 
     /// `--reset-drift`, before the rollout: containers no record accounts for go, retained
@@ -1330,12 +1331,16 @@ impl Target for DockerRegion {
         // first: its old set goes before the next release plans against what runs.
         let locked =
             self.purpose == Some(Purpose::Deploy) || matches!(self.wanted, Wanted::Release { .. });
-        self.check_instant().await?;
-        if locked && self.instant.lock().expect("instant").is_none() {
-            self.end_bg_window(history, None).await?;
-        }
+        let seen = self.check_instant().await?;
+        let ended = locked
+            && self.instant.lock().expect("instant").is_none()
+            && self.end_bg_window(history, None).await?;
         let serving = crate::release::serving(history);
-        let mut live = self.live().await?;
+        // What the check read is still what runs unless a window was ended since.
+        let mut live = match seen {
+            Some(live) if !ended => live,
+            _ => self.live().await?,
+        };
         // Hand edits, against what the releases set (the rollout sets image and env anyway).
         let found = if matches!(self.wanted, Wanted::Release { .. }) {
             Vec::new()

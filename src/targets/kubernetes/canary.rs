@@ -1065,14 +1065,9 @@ impl Cluster {
         rec: &Release,
         how: crate::targets::Steer,
     ) -> anyhow::Result<()> {
-        use crate::targets::Steer;
         let mut c = of_record(rec)
             .ok_or_else(|| anyhow!("{} has no paused canary", self.region.place()))?;
-        match (how, c.resume_from) {
-            (Steer::Promote { full: true }, _) => c.next = c.steps.len(),
-            (Steer::Resume, Some(i)) => c.next = i,
-            _ => {}
-        }
+        c.next = how.goes_on_at(c.next, c.resume_from, c.steps.len());
         self.region.ui.status(
             "Continuing",
             format!("{} from {}: {}", rec.id, c.describe(), describe(&c.steps)),
