@@ -48,6 +48,10 @@ pub const SSH_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often `wait_*` read `show stat`: cheap for HAProxy, and well under the 500 ms check
 /// interval so a state change is seen within a check or two.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often [`RuntimeApi::wait_up`] asks: a server comes up on a check, at any moment, and
+/// every poll interval waited after it is added to the deploy (one command is a millisecond
+/// or two, over ssh too).
+const UP_POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 /// How long `del_server` keeps retrying while HAProxy still counts connections on the
 /// server; `shutdown sessions` cuts them, but their release is asynchronous.
@@ -187,8 +191,12 @@ pub struct CheckTiming {
     pub fall: u32,
 }
 
+/// How often HAProxy checks a server that has not passed a check yet (`downinter`, at most
+/// `inter`): see [`RuntimeApi::add_server`].
+const DOWN_INTER: Duration = Duration::from_millis(50);
+
 impl Default for CheckTiming {
-    /// A checked server takes traffic about `rise × inter` = 1 s after it is added: fast
+    /// A checked server takes traffic about `(rise - 1) × inter` = 0.5 s after it answers: fast
     /// enough for rolling deploys and tests, and two passes rule out a lucky first answer.
     fn default() -> Self {
         CheckTiming {
@@ -433,9 +441,16 @@ impl RuntimeApi {
         let mut add = format!("add server {target} {}", haproxy_addr(addr));
         if check_path.is_some() {
             let c = self.checks;
+            let inter = c.inter.as_millis().max(1);
+            // `downinter`: while the server has passed no check yet (a container starting),
+            // HAProxy checks it every DOWN_INTER instead of every `inter`, so its first pass
+            // comes as soon as it answers, not one `inter` after it was added; the `rise`
+            // passes after that one are still `inter` apart (HAProxy's `fastinter` defaults
+            // to `inter`). A new server takes traffic ~`(rise - 1) × inter` after it answers
+            // instead of `rise × inter` after it was added.
             add.push_str(&format!(
-                " check inter {}ms rise {} fall {}",
-                c.inter.as_millis().max(1),
+                " check inter {inter}ms downinter {}ms rise {} fall {}",
+                inter.min(DOWN_INTER.as_millis()),
                 c.rise.max(1),
                 c.fall.max(1)
             ));
@@ -579,7 +594,7 @@ impl RuntimeApi {
         server: &str,
         timeout: Duration,
     ) -> Result<bool, HaproxyError> {
-        self.wait_for(backend, server, timeout, |s| {
+        self.wait_for(backend, server, timeout, POLL_INTERVAL, |s| {
             Ok(s.is_none_or(|s| s.scur == 0))
         })
         .await
@@ -593,7 +608,7 @@ impl RuntimeApi {
         server: &str,
         timeout: Duration,
     ) -> Result<bool, HaproxyError> {
-        self.wait_for(backend, server, timeout, |s| match s {
+        self.wait_for(backend, server, timeout, UP_POLL_INTERVAL, |s| match s {
             Some(s) => Ok(s.is_up()),
             None => Err(HaproxyError::Command {
                 command: format!("show stat {backend} 4 -1"),
@@ -609,6 +624,7 @@ impl RuntimeApi {
         backend: &str,
         server: &str,
         timeout: Duration,
+        every: Duration,
         done: impl Fn(Option<&ServerStat>) -> Result<bool, HaproxyError>,
     ) -> Result<bool, HaproxyError> {
         let deadline = Instant::now() + timeout;
@@ -620,7 +636,7 @@ impl RuntimeApi {
             if now >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+            tokio::time::sleep(every.min(deadline - now)).await;
         }
     }
 

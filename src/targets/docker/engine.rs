@@ -187,6 +187,28 @@ impl Engine {
             .with_context(|| format!("cannot list containers on {}", self.endpoint))
     }
 
+    /// Which of the containers `ids` run now (one listing, whatever their number).
+    pub async fn running(&self, ids: &[&str]) -> anyhow::Result<std::collections::HashSet<String>> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([(
+            "id".to_string(),
+            ids.iter().map(|i| i.to_string()).collect(),
+        )]);
+        let listed = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: false,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .with_context(|| format!("cannot list containers on {}", self.endpoint))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|c| c.id)
+            .filter(|id| ids.contains(&id.as_str()))
+            .collect())
+    }
+
     /// Creates and starts a container; returns its ID.
     pub async fn run(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
         let mut exposed: Vec<String> = Vec::new();

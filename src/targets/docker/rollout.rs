@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::desired::Desired;
 use super::naming::{self, Scope};
@@ -71,83 +72,131 @@ impl Rollout<'_> {
 
     /// Rolls one service to `d`. `old` are the running containers to replace; `reuse` are
     /// stopped containers of the wanted release to start before creating any.
+    ///
+    /// With `max_surge` above 0, old containers leave in the background: a `Stop` step takes
+    /// them out of new traffic (drain) and the next step goes on while they drain and stop,
+    /// as Kubernetes does not count terminating pods toward `maxSurge`; they never count as
+    /// serving. With `max_surge` 0 (no room for one more container) each leaves before the
+    /// next starts. Whatever ends the rollout, every leaving container has stopped (or failed
+    /// to) before this returns, so a restore never meets one still stopping.
     pub async fn service(
         &self,
         d: &Desired,
         old: Vec<Member>,
-        mut reuse: Vec<Member>,
+        reuse: Vec<Member>,
         steps: &[Step],
         first_index: u32,
     ) -> anyhow::Result<()> {
+        let mut leaving = FuturesUnordered::new();
+        let rolled = self
+            .steps(d, old, reuse, steps, first_index, &mut leaving)
+            .await;
+        let mut left = Ok(());
+        while let Some(r) = leaving.next().await {
+            if let (Err(e), Ok(())) = (r, &left) {
+                left = Err(e);
+            }
+        }
+        rolled.and(left)
+    }
+
+    async fn steps<'s>(
+        &'s self,
+        d: &'s Desired,
+        old: Vec<Member>,
+        mut reuse: Vec<Member>,
+        steps: &[Step],
+        first_index: u32,
+        leaving: &mut FuturesUnordered<BoxFuture<'s, anyhow::Result<()>>>,
+    ) -> anyhow::Result<()> {
         let mut old = old;
         let mut next_index = first_index;
+        let background = d.service.rollout.max_surge > 0;
         // New replicas in rotation so far, for the progress display (the ledger records them).
         let mut in_rotation = 0u64;
         for step in steps {
-            self.still_alive().await?;
+            beside(self.still_alive(), leaving).await??;
             match *step {
                 Step::Start(n) => {
-                    let mut batch = Vec::new();
-                    for _ in 0..n {
-                        let member = match reuse.pop() {
-                            Some(m) => {
-                                self.ui
-                                    .verbose(format!("restarting retained container {}", m.name));
-                                self.engine.start(&m.id).await?;
-                                m
-                            }
-                            None => {
-                                let m = self.create(d, next_index).await?;
-                                next_index += 1;
-                                m
-                            }
-                        };
-                        self.ledger
-                            .lock()
-                            .expect("ledger")
-                            .started
-                            .push(member.clone());
-                        batch.push(member);
-                    }
-                    let names: Vec<&str> = batch.iter().map(|m| m.name.as_str()).collect();
-                    self.ui
-                        .status("Starting", format!("{} {}", d.name, names.join(", ")));
-                    let results = join_all(batch.iter().map(|m| self.wait_healthy(d, m))).await;
-                    let mut ready = Vec::new();
-                    for (m, r) in batch.into_iter().zip(results) {
-                        let addr = r?;
-                        ready.push(Member { addr, ..m });
-                    }
-                    for m in &ready {
-                        self.enter_rotation(d, m).await?;
-                        in_rotation += 1;
-                    }
+                    let started = self.start_batch(d, n, &mut reuse, &mut next_index);
+                    in_rotation += beside(started, leaving).await??;
                     self.ui
                         .progress(&d.name, in_rotation, u64::from(d.replicas));
-                    self.ui.status(
-                        "Healthy",
-                        format!(
-                            "{} {}",
-                            d.name,
-                            ready
-                                .iter()
-                                .map(|m| m.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    );
                 }
                 Step::Stop(n) => {
                     let take = (n as usize).min(old.len());
-                    let batch: Vec<Member> = old.drain(..take).collect();
-                    join_all(batch.iter().map(|m| self.retire(d, m)))
-                        .await
-                        .into_iter()
-                        .collect::<anyhow::Result<Vec<()>>>()?;
+                    for m in old.drain(..take) {
+                        // In the ledger before anything is done to it.
+                        self.ledger.lock().expect("ledger").stopped.push(m.clone());
+                        leaving.push(Box::pin(self.retire(d, m)));
+                    }
+                    if !background {
+                        while let Some(r) = leaving.next().await {
+                            r?;
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Starts `n` containers (retained ones of the release first), waits until they are
+    /// healthy and puts them in rotation; returns how many entered it.
+    async fn start_batch(
+        &self,
+        d: &Desired,
+        n: u32,
+        reuse: &mut Vec<Member>,
+        next_index: &mut u32,
+    ) -> anyhow::Result<u64> {
+        let mut batch = Vec::new();
+        for _ in 0..n {
+            let member = match reuse.pop() {
+                Some(m) => {
+                    self.ui
+                        .verbose(format!("restarting retained container {}", m.name));
+                    self.engine.start(&m.id).await?;
+                    m
+                }
+                None => {
+                    let m = self.create(d, *next_index).await?;
+                    *next_index += 1;
+                    m
+                }
+            };
+            self.ledger
+                .lock()
+                .expect("ledger")
+                .started
+                .push(member.clone());
+            batch.push(member);
+        }
+        let names: Vec<&str> = batch.iter().map(|m| m.name.as_str()).collect();
+        self.ui
+            .status("Starting", format!("{} {}", d.name, names.join(", ")));
+        let results = join_all(batch.iter().map(|m| self.wait_healthy(d, m))).await;
+        let mut ready = Vec::new();
+        for (m, r) in batch.into_iter().zip(results) {
+            let addr = r?;
+            ready.push(Member { addr, ..m });
+        }
+        for m in &ready {
+            self.enter_rotation(d, m).await?;
+        }
+        self.ui.status(
+            "Healthy",
+            format!(
+                "{} {}",
+                d.name,
+                ready
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        Ok(ready.len() as u64)
     }
 
     /// The containers this rollout started so far.
@@ -156,10 +205,16 @@ impl Rollout<'_> {
         ledger.started.clone()
     }
 
-    /// Fails fast when a container started earlier in this rollout has exited since.
+    /// Fails fast when a container started earlier in this rollout has exited since (one
+    /// listing of the running ones; only one that is not running is inspected).
     async fn still_alive(&self) -> anyhow::Result<()> {
         let started = self.started();
-        for m in started {
+        if started.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = started.iter().map(|m| m.id.as_str()).collect();
+        let running = self.engine.running(&ids).await?;
+        for m in started.iter().filter(|m| !running.contains(&m.id)) {
             if let Some(st) = self.engine.inspect(&m.id).await? {
                 if !st.running {
                     let logs = self.engine.logs_tail(&m.id, LOG_TAIL).await;
@@ -338,8 +393,8 @@ impl Rollout<'_> {
     }
 
     /// Drains an old container out of rotation, then stops it (it is kept for rollback).
-    async fn retire(&self, d: &Desired, m: &Member) -> anyhow::Result<()> {
-        self.ledger.lock().expect("ledger").stopped.push(m.clone());
+    /// The caller has put it in the ledger.
+    async fn retire(&self, d: &Desired, m: Member) -> anyhow::Result<()> {
         if let (Some(lb), Some((backend, server))) = (self.lb, &m.server) {
             if lb.server(backend, server).await?.is_some() {
                 self.ui.status("Draining", server.to_string());
@@ -603,6 +658,21 @@ fn thresholds_where(local: bool, h: &crate::config::model::Health) -> Thresholds
 
 /// HAProxy's check timing for a service whose health it judges: the service's interval and
 /// thresholds (a container must pass `healthy_threshold` checks before it takes traffic).
+/// Runs `work` while driving the old containers `leaving` (see [`Rollout::service`]): the
+/// first of them to fail fails it.
+async fn beside<T>(
+    work: impl std::future::Future<Output = T>,
+    leaving: &mut FuturesUnordered<BoxFuture<'_, anyhow::Result<()>>>,
+) -> anyhow::Result<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            Some(left) = leaving.next(), if !leaving.is_empty() => left?,
+        }
+    }
+}
+
 fn remote_check_timing(h: &crate::config::model::Health) -> CheckTiming {
     CheckTiming {
         inter: h.interval.0,
