@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -281,11 +282,77 @@ impl SshHost {
             .ok_or_else(|| self.unreachable(format!("{hostname} resolves to no address"), ""))
     }
 
-    /// A Docker client whose every connection is `ssh HOST docker system dial-stdio`.
-    pub fn docker(self: &Arc<Self>, timeout_secs: u64) -> Result<Docker, Error> {
+    /// `remote`, a unix socket on the host, forwarded to a new socket in the master's
+    /// directory (`ssh -O forward -L LOCAL:REMOTE`): a connection to it is a channel of the
+    /// logged-in master, not an ssh process and a program started on the host (milliseconds
+    /// instead of a tenth of a second or more). None without a master, or when ssh refuses.
+    /// A forward sshd does not allow (`AllowStreamLocalForwarding no`), or to a socket that is
+    /// not there, shows as connections closed before they answer: callers try it once first.
+    pub async fn forward(&self, remote: &str) -> Option<PathBuf> {
+        let mux = self.mux.as_ref()?;
+        if remote.contains(':') || !remote.starts_with('/') {
+            return None;
+        }
+        let n = mux.forwards.fetch_add(1, Ordering::Relaxed);
+        let local = mux.socket.with_file_name(format!("forward-{n}"));
+        let mut args = self.args();
+        let at = args.len() - 2; // before `-- HOST`
+        args.splice(
+            at..at,
+            [
+                "-O".to_string(),
+                "forward".into(),
+                "-L".into(),
+                format!("{}:{remote}", local.display()),
+            ],
+        );
+        let mut cmd = Command::new("ssh");
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(LOGIN_TIMEOUT, cmd.status()).await {
+            Ok(Ok(st)) if st.success() => Some(local),
+            _ => {
+                tracing::debug!(host = %self.endpoint, remote, "no forward");
+                None
+            }
+        }
+    }
+
+    /// A Docker client for the host's engine. When the engine's unix socket there is known
+    /// ([`docker_socket`]) and forwards ([`SshHost::forward`]) and answers a ping through it,
+    /// connections go through the forward (one that cannot be connected to any more, its
+    /// master gone, falls back to dial-stdio); otherwise every connection is `ssh HOST docker
+    /// system dial-stdio`, which is what `docker -H ssh://…` runs.
+    pub async fn docker(self: &Arc<Self>, timeout_secs: u64) -> Result<Docker, Error> {
+        let remote = self.mux.as_ref().and_then(|m| m.docker_socket.clone());
+        if let Some(remote) = remote {
+            if let Some(local) = self.forward(&remote).await {
+                let docker = self.docker_over(Some(local), timeout_secs)?;
+                let answered = tokio::time::timeout(FORWARD_PING, docker.ping()).await;
+                if matches!(answered, Ok(Ok(_))) {
+                    tracing::debug!(host = %self.endpoint, remote, "engine through a forwarded socket");
+                    return Ok(docker);
+                }
+                tracing::debug!(host = %self.endpoint, remote, "no answer through the forwarded socket; dial-stdio");
+            }
+        }
+        self.docker_over(None, timeout_secs)
+    }
+
+    fn docker_over(
+        self: &Arc<Self>,
+        forward: Option<PathBuf>,
+        timeout_secs: u64,
+    ) -> Result<Docker, Error> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build::<_, Body>(DialStdio(Arc::clone(self)));
+            .build::<_, Body>(DialStdio {
+                host: Arc::clone(self),
+                forward,
+            });
         let client = Arc::new(client);
         Docker::connect_with_custom_transport(
             move |req: BollardRequest| {
@@ -319,13 +386,19 @@ impl SshHost {
 }
 
 /// ssh's master connection to one host (`ssh -M -S SOCKET HOST cat`), in a directory of
-/// its own (mode 0700) that is removed with it. Its remote command reads the pipe this
-/// process holds, so the master ends when this process does, however it ends: the pipe
-/// closes, `cat` exits, the session and the master with it.
+/// its own (mode 0700) that is removed with it, with the sockets forwarded through it
+/// ([`SshHost::forward`]). Its remote command reads the pipe this process holds, so the
+/// master ends when this process does, however it ends: the pipe closes, `cat` exits, the
+/// session and the master with it.
 #[derive(Debug)]
 struct Master {
     socket: PathBuf,
+    /// The Docker engine's unix socket on the host, when known (see [`docker_socket`]).
+    docker_socket: Option<String>,
+    /// Forwarded sockets made so far (their names in the directory).
+    forwards: AtomicUsize,
     // Dropped in this order: the master ends, then its directory goes.
+    _out: tokio::io::BufReader<ChildStdout>,
     _child: Child,
     _dir: tempfile::TempDir,
 }
@@ -333,9 +406,13 @@ struct Master {
 impl Master {
     /// The master, logged in; else what ssh said when it gave up (None: no master for another
     /// reason — it could not start, or took longer than a login may).
+    ///
+    /// Its session prints one line when it starts (so the login is seen at once, not polled
+    /// for) saying where the host's Docker engine listens: `DOCKER_HOST`, `DOCKER_CONTEXT`,
+    /// and whether `~/.docker/config.json` chooses a context (see [`docker_socket`]).
     async fn start(host: &SshHost) -> Result<Master, Option<String>> {
         use std::os::unix::fs::PermissionsExt;
-        use tokio::io::AsyncReadExt;
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
         let dir = tempfile::Builder::new()
             .prefix("packfy-ssh-")
             .tempdir()
@@ -357,53 +434,79 @@ impl Master {
         );
         let mut child = Command::new("ssh")
             .args(args)
-            .arg("cat >/dev/null")
+            .arg(READY_COMMAND)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|_| None)?;
-        // Ready once its socket answers `-O check`; a master that exited did not log in, and
-        // its stderr says why (BatchMode: a few lines at most, then nothing while it runs).
-        let until = tokio::time::Instant::now() + LOGIN_TIMEOUT;
-        while tokio::time::Instant::now() < until {
-            if !matches!(child.try_wait(), Ok(None)) {
+        let mut out = tokio::io::BufReader::new(child.stdout.take().ok_or(None)?);
+        let mut line = String::new();
+        let said = tokio::time::timeout(LOGIN_TIMEOUT, async {
+            loop {
+                line.clear();
+                match out.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) if line.starts_with(READY) => return Some(line.clone()),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        let ready = match said {
+            Ok(Some(ready)) => ready,
+            Ok(None) => {
+                // The master exited: it did not log in, and its stderr says why (BatchMode: a
+                // few lines at most).
+                let _ = child.wait().await;
                 let mut said = String::new();
                 if let Some(mut err) = child.stderr.take() {
                     let _ = err.read_to_string(&mut said).await;
                 }
                 return Err((!said.trim().is_empty()).then_some(said));
             }
-            if socket.exists() {
-                let ok = Command::new("ssh")
-                    .args([
-                        "-o",
-                        &format!("ControlPath={}", socket.display()),
-                        "-O",
-                        "check",
-                    ])
-                    .arg(&host.host)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .await
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    return Ok(Master {
-                        socket,
-                        _child: child,
-                        _dir: dir,
-                    });
-                }
+            Err(_) => {
+                tracing::debug!(host = %host.endpoint, "no ssh master connection; every ssh logs in");
+                return Err(None);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // ssh listens on the control socket once logged in, before the session starts.
+        for _ in 0..100 {
+            if socket.exists() {
+                return Ok(Master {
+                    socket,
+                    docker_socket: docker_socket(&ready),
+                    forwards: AtomicUsize::new(0),
+                    _out: out,
+                    _child: child,
+                    _dir: dir,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::debug!(host = %host.endpoint, "no ssh master connection; every ssh logs in");
-        drop(dir);
+        tracing::debug!(host = %host.endpoint, "ssh logged in but made no control socket; every ssh logs in");
         Err(None)
     }
+}
+
+/// The master's session: one line, then `cat` reading this process's pipe until it closes.
+/// `sh -c`, whatever the user's login shell is.
+const READY_COMMAND: &str = r#"exec sh -c 'printf "packfy-ready %s %s %s\n" "${DOCKER_HOST:-none}" "${DOCKER_CONTEXT:-none}" "$(grep -qs currentContext "$HOME/.docker/config.json" && echo context || echo none)"; exec cat >/dev/null'"#;
+const READY: &str = "packfy-ready ";
+
+/// Where the Docker engine listens on the host, from the master's ready line: the unix socket
+/// `docker system dial-stdio` would connect to there, when that can be known without running
+/// it — `DOCKER_HOST=unix://…`, or no `DOCKER_HOST` and no context chosen (the default
+/// socket). None otherwise (a TCP or ssh `DOCKER_HOST`, a context): dial-stdio decides.
+fn docker_socket(ready: &str) -> Option<String> {
+    let mut words = ready.strip_prefix(READY)?.split_whitespace();
+    let (host, context, config) = (words.next()?, words.next()?, words.next()?);
+    if let Some(path) = host.strip_prefix("unix://") {
+        return (path.starts_with('/') && !path.contains(':')).then(|| path.to_string());
+    }
+    (host == "none" && matches!(context, "none" | "default") && config == "none")
+        .then(|| "/var/run/docker.sock".to_string())
 }
 
 /// `identity_file` with `${VAR}` expanded and a leading `~/` as the home directory (ssh
@@ -464,12 +567,20 @@ fn hint_for(said: &str, host: &SshHost) -> &'static str {
     }
 }
 
-/// Opens a connection to the engine: `ssh HOST docker system dial-stdio`.
+/// How long the first ping through a forwarded engine socket may take before dial-stdio is
+/// used instead.
+const FORWARD_PING: Duration = Duration::from_secs(5);
+
+/// Opens a connection to the engine: the forwarded socket when there is one and it can be
+/// connected to, else `ssh HOST docker system dial-stdio`.
 #[derive(Clone)]
-struct DialStdio(Arc<SshHost>);
+struct DialStdio {
+    host: Arc<SshHost>,
+    forward: Option<PathBuf>,
+}
 
 impl tower_service::Service<http::Uri> for DialStdio {
-    type Response = TokioIo<Pipe>;
+    type Response = TokioIo<EngineStream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -478,14 +589,75 @@ impl tower_service::Service<http::Uri> for DialStdio {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let host = Arc::clone(&self.0);
+        let host = Arc::clone(&self.host);
+        let forward = self.forward.clone();
         Box::pin(async move {
-            Ok(TokioIo::new(host.pipe(&[
+            if let Some(path) = forward {
+                match tokio::net::UnixStream::connect(&path).await {
+                    Ok(s) => return Ok(TokioIo::new(EngineStream::Forwarded(s))),
+                    Err(e) => {
+                        tracing::debug!(host = %host.endpoint, error = %e, "forwarded socket gone; dial-stdio")
+                    }
+                }
+            }
+            Ok(TokioIo::new(EngineStream::Pipe(host.pipe(&[
                 "docker",
                 "system",
                 "dial-stdio",
-            ])?))
+            ])?)))
         })
+    }
+}
+
+/// One connection to an engine over ssh: a forwarded socket, or dial-stdio's pipe.
+pub enum EngineStream {
+    Forwarded(tokio::net::UnixStream),
+    Pipe(Pipe),
+}
+
+impl AsyncRead for EngineStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Forwarded(s) => Pin::new(s).poll_read(cx, buf),
+            EngineStream::Pipe(p) => Pin::new(p).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for EngineStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            EngineStream::Forwarded(s) => Pin::new(s).poll_write(cx, buf),
+            EngineStream::Pipe(p) => Pin::new(p).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Forwarded(s) => Pin::new(s).poll_flush(cx),
+            EngineStream::Pipe(p) => Pin::new(p).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EngineStream::Forwarded(s) => Pin::new(s).poll_shutdown(cx),
+            EngineStream::Pipe(p) => Pin::new(p).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for EngineStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
     }
 }
 

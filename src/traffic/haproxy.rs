@@ -211,13 +211,28 @@ impl Default for CheckTiming {
 enum Endpoint {
     Unix(PathBuf),
     Tcp(String),
-    /// A unix socket on another machine: `socat` there, through an ssh login, kept open
-    /// between commands (see [`Session`]).
-    Ssh(
-        Arc<SshHost>,
-        String,
-        Arc<tokio::sync::Mutex<Option<Session>>>,
-    ),
+    /// A unix socket on another machine, forwarded through the ssh login (a connection per
+    /// command, as on this machine); where that cannot be, `socat` there, kept open between
+    /// commands (see [`Session`]).
+    Ssh(Arc<SshHost>, String, Arc<tokio::sync::Mutex<SshLink>>),
+}
+
+/// How commands reach a Runtime API over ssh.
+#[derive(Debug, Default)]
+struct SshLink {
+    forward: Forward,
+    session: Option<Session>,
+}
+
+#[derive(Debug, Default)]
+enum Forward {
+    /// Not tried yet: the first command tries.
+    #[default]
+    Untried,
+    /// The socket forwarded here ([`SshHost::forward`]).
+    Through(PathBuf),
+    /// No forward (refused, or it closed before answering): the [`Session`].
+    No,
 }
 
 /// How long an open session may sit unused and still be trusted: HAProxy closes an idle CLI
@@ -684,7 +699,8 @@ impl RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// One command on the region's open session over ssh, opening it when there is none (or
+    /// One command over ssh: through the forwarded socket, a connection of its own as on this
+    /// machine; without one, on the region's open session, opening it when there is none (or
     /// the last one was left mid-answer or sat idle too long). A session found closed before it
     /// answered a single byte is opened again and the command sent once more: HAProxy closes
     /// idle connections, never one in the middle of a command.
@@ -692,9 +708,36 @@ impl RuntimeApi {
         &self,
         host: &SshHost,
         path: &str,
-        session: &tokio::sync::Mutex<Option<Session>>,
+        link: &tokio::sync::Mutex<SshLink>,
         cmd: &str,
     ) -> Result<String, HaproxyError> {
+        let mut link = link.lock().await;
+        if matches!(link.forward, Forward::Untried) {
+            link.forward = match host.forward(path).await {
+                Some(local) => Forward::Through(local),
+                None => Forward::No,
+            };
+        }
+        if let Forward::Through(local) = &link.forward {
+            // A forward that closes before answering never reached HAProxy (sshd refuses
+            // forwarding, or the socket is not there): the session is asked instead.
+            let answered = match tokio::net::UnixStream::connect(local).await {
+                Ok(stream) => talk(stream, cmd).await,
+                Err(e) => Err(e),
+            };
+            match answered {
+                Ok(bytes) if !bytes.is_empty() => {
+                    return Ok(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                Ok(_) => {
+                    tracing::debug!(haproxy = %self.addr, "the forwarded socket closed unanswered; a session instead")
+                }
+                Err(e) => {
+                    tracing::debug!(haproxy = %self.addr, error = %e, "the forwarded socket failed; a session instead")
+                }
+            }
+            link.forward = Forward::No;
+        }
         let unreachable = |e: std::io::Error| HaproxyError::Unreachable {
             addr: self.addr.clone(),
             source: std::io::Error::new(
@@ -705,7 +748,7 @@ impl RuntimeApi {
                 ),
             ),
         };
-        let mut slot = session.lock().await;
+        let slot = &mut link.session;
         if slot
             .as_ref()
             .is_some_and(|s| s.busy || s.used.elapsed() > SESSION_IDLE)

@@ -111,7 +111,7 @@ impl Engine {
                 let looked_up = Arc::clone(&ssh);
                 address = Some(tokio::spawn(async move { looked_up.address().await }));
                 local = false;
-                ssh.docker(120)?
+                ssh.docker(120).await?
             }
             Some(tls) if host.starts_with("tcp://") => Docker::connect_with_ssl(
                 &host,
