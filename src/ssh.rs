@@ -600,11 +600,11 @@ impl tower_service::Service<http::Uri> for DialStdio {
                     }
                 }
             }
-            Ok(TokioIo::new(EngineStream::Pipe(host.pipe(&[
+            Ok(TokioIo::new(EngineStream::Pipe(Box::new(host.pipe(&[
                 "docker",
                 "system",
                 "dial-stdio",
-            ])?)))
+            ])?))))
         })
     }
 }
@@ -612,7 +612,7 @@ impl tower_service::Service<http::Uri> for DialStdio {
 /// One connection to an engine over ssh: a forwarded socket, or dial-stdio's pipe.
 pub enum EngineStream {
     Forwarded(tokio::net::UnixStream),
-    Pipe(Pipe),
+    Pipe(Box<Pipe>),
 }
 
 impl AsyncRead for EngineStream {
