@@ -16,7 +16,10 @@ pub enum Step {
 /// The batches of a rolling update from `old` running containers to `replicas` new ones,
 /// never above `replicas + max_surge` containers and never below `replicas - max_unavailable`
 /// serving ones (counting only healthy containers, which every started batch is before the
-/// next step). The first deploy (nothing running) starts everything at once.
+/// next step). An old container counts until its `Stop` step takes it out of rotation; with
+/// `max_surge` above 0 it then drains and stops beside the next batch (the Docker target's
+/// `Rollout::service`), as Kubernetes does not count terminating pods. The first deploy
+/// (nothing running) starts everything at once.
 pub fn rolling_steps(replicas: u32, max_surge: u32, max_unavailable: u32, old: u32) -> Vec<Step> {
     let mut steps = Vec::new();
     if old == 0 {
