@@ -658,17 +658,23 @@ fn thresholds_where(local: bool, h: &crate::config::model::Health) -> Thresholds
 
 /// HAProxy's check timing for a service whose health it judges: the service's interval and
 /// thresholds (a container must pass `healthy_threshold` checks before it takes traffic).
-/// Runs `work` while driving the old containers `leaving` (see [`Rollout::service`]): the
-/// first of them to fail fails it.
+/// Runs `work` while driving the old containers `leaving` (see [`Rollout::service`]). One of
+/// them failing fails it, once `work` is done: cut short, a batch could leave a container
+/// created and not yet in the ledger, which no restore would remove.
 async fn beside<T>(
     work: impl std::future::Future<Output = T>,
     leaving: &mut FuturesUnordered<BoxFuture<'_, anyhow::Result<()>>>,
 ) -> anyhow::Result<T> {
     tokio::pin!(work);
+    let mut failed = None;
     loop {
         tokio::select! {
-            out = &mut work => return Ok(out),
-            Some(left) = leaving.next(), if !leaving.is_empty() => left?,
+            out = &mut work => return failed.map_or(Ok(out), Err),
+            Some(left) = leaving.next(), if !leaving.is_empty() => {
+                if let Err(e) = left {
+                    failed.get_or_insert(e);
+                }
+            }
         }
     }
 }
