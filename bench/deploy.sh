@@ -48,20 +48,7 @@ now() { date +%s.%N; }
 remove_region bench
 
 # 1. Inherent time of one container: docker run → /health answers 200 twice, 500 ms apart.
-inherent_one() {
-  local id port t0 t1 ok=0
-  t0=$(now)
-  id=$(docker run -d -p 127.0.0.1::8080 "packfy-sample:$tag-v2")
-  port=$(docker port "$id" 8080/tcp | head -1 | sed 's/.*://')
-  while ((ok < 2)); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null; then ok=$((ok + 1)); else ok=0; fi
-    ((ok < 2)) && sleep 0.5
-  done
-  t1=$(now)
-  docker rm -f "$id" >/dev/null
-  echo "$t1 - $t0" | bc -l
-}
-one=$(inherent_one)
+one=$(inherent_one "packfy-sample:$tag-v2")
 inherent=$(echo "3 * $one" | bc -l)
 
 pd deploy --region bench --version "$tag-v1"

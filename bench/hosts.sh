@@ -4,7 +4,8 @@
 # (default 5) on this machine's engine through the loopback HAProxy, and on test host h1
 # (tests/env/hosts.sh) over ssh:// through the lb namespace's HAProxy, its Runtime API over
 # ssh too; and on hosts h1, h2, h3 as one region (one replica each, hosts_at_once 1, the image
-# pulled from the test registry), and that region behind two load balancers (the lb and lb2
+# pulled from the test registry), the same with hosts_at_once 3 (the hosts roll side by
+# side), and that region behind two load balancers (the lb and lb2
 # namespaces, `runtime_api: [lb, lb2]`); the median and spread of each, their ratios, and
 # each deploy's overhead over its inherent time (3 batches × one container's start to healthy,
 # measured where it runs, as bench/deploy.sh does) go to bench/RESULTS.md ("hosts").
@@ -36,7 +37,7 @@ clear_lane() {
 cleanup() {
   remove_region benchlocal
   remove_region benchssh "${sockets[0]}"
-  for s in "${sockets[@]}"; do remove_region benchssh3 "$s"; done
+  for s in "${sockets[@]}"; do remove_region benchssh3 "$s"; remove_region benchat3 "$s"; done
   clear_lane "$PACKFY_HAPROXY_SOCKET" "${backends[1]}"
   for s in "${sockets[@]}"; do remove_region benchlbs "$s"; done
   clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
@@ -52,7 +53,7 @@ for v in v1 v2; do
   docker -H "${sockets[0]}" push "$PACKFY_REGISTRY/packfy-sample-bench:$tag-$v" >/dev/null
 done
 
-region() { # region NAME HOST RUNTIME_API FRONTEND BACKEND [IMAGE HOSTS] (RUNTIME_API: YAML)
+region() { # region NAME HOST RUNTIME_API FRONTEND BACKEND [IMAGE HOSTS [HOSTS_AT_ONCE]] (RUNTIME_API: YAML)
   cat <<YAML
 currency: USD
 target: {docker: {${7:-host: "$2"}}}
@@ -64,7 +65,7 @@ services:
     replicas: 3
     ports: [{container: 8080}]
     health: {http: {path: /health}, interval: 500ms, timeout: 400ms, healthy_threshold: 2, deadline: 30s}
-    rollout: {max_surge: 1, bake: 0s, drain_timeout: 5s}
+    rollout: {max_surge: 1, bake: 0s, drain_timeout: 5s, hosts_at_once: ${8:-1}}
     stop_grace_period: 5s
 YAML
 }
@@ -77,6 +78,8 @@ read -r -a names <<<"$PACKFY_HOSTS"
 three="hosts: [ssh://root@${names[0]}, ssh://root@${names[1]}, ssh://root@${names[2]}]"
 region benchssh3 "" "$lb" "${lb_frontends[-1]}" "${lb_backends[-1]}" \
   "$PACKFY_REGISTRY/packfy-sample-bench" "$three" >"$work/regions/benchssh3.yaml"
+region benchat3 "" "$lb" "${lb_frontends[-1]}" "${lb_backends[-1]}" \
+  "$PACKFY_REGISTRY/packfy-sample-bench" "$three" 3 >"$work/regions/benchat3.yaml"
 region benchlbs "" "[$lb, $lb2]" "${lb_frontends[-1]}" "${lb_backends[-1]}" \
   "$PACKFY_REGISTRY/packfy-sample-bench" "$three" >"$work/regions/benchlbs.yaml"
 cleanup
@@ -96,32 +99,21 @@ stats() { python3 -c '
 import statistics, sys
 xs = sorted(float(x) for x in sys.argv[1:])
 print(f"{statistics.median(xs):.2f} {xs[0]:.2f} {xs[-1]:.2f}")' "$@"; }
-# The inherent time (as bench/deploy.sh): one container from `docker run` to GET /health
-# answering 200 twice, 500 ms apart, asked where the container runs (on h1 from inside its
-# network namespace: the runner cannot reach a host's containers); 3 batches of one.
-inherent_one() { # inherent_one DOCKER_HOST [NETNS]
-  local dh="$1" ns="${2:-}" id ip t0 t1 ok=0 run=()
-  [[ -n "$ns" ]] && run=(nsenter "--net=/run/netns/$ns")
-  t0=$(now)
-  id=$(docker -H "$dh" run -d "packfy-sample:$tag-v2")
-  ip=$(docker -H "$dh" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
-  while ((ok < 2)); do
-    if "${run[@]}" curl -fsS -o /dev/null --max-time 1 "http://$ip:8080/health" 2>/dev/null; then ok=$((ok + 1)); else ok=0; fi
-    ((ok < 2)) && sleep 0.5
-  done
-  t1=$(now)
-  docker -H "$dh" rm -f "$id" >/dev/null
-  echo "3 * ($t1 - $t0)" | bc -l
-}
+# The inherent time (bench/lib.sh): 3 batches of one container's start to healthy, asked on
+# h1 from inside its network namespace (the runner cannot reach a host's containers).
+inherent() { echo "3 * $(inherent_one "packfy-sample:$tag-v2" "$@")" | bc -l; }
 read -r -a veths <<<"$PACKFY_HOSTS_VETHS"
 h1_ns="packfy-${veths[0]:2:4}-${veths[0]:6}"
-read -r ilmed _ _ <<<"$(stats $(for ((i = 0; i < runs; i++)); do inherent_one "$DOCKER_HOST"; done))"
-read -r ismed _ _ <<<"$(stats $(for ((i = 0; i < runs; i++)); do inherent_one "${sockets[0]}" "$h1_ns"; done))"
+read -r ilmed _ _ <<<"$(stats $(for ((i = 0; i < runs; i++)); do inherent "$DOCKER_HOST"; done))"
+read -r ismed _ _ <<<"$(stats $(for ((i = 0; i < runs; i++)); do inherent "${sockets[0]}" "$h1_ns"; done))"
 read -r lmed lmin lmax <<<"$(stats $(times benchlocal))"
 read -r smed smin smax <<<"$(stats $(times benchssh))"
 clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
 read -r tmed tmin tmax <<<"$(stats $(times benchssh3))"
 for s in "${sockets[@]}"; do remove_region benchssh3 "$s"; done
+clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
+read -r amed amin amax <<<"$(stats $(times benchat3))"
+for s in "${sockets[@]}"; do remove_region benchat3 "$s"; done
 clear_lane "$PACKFY_HOSTS_LB_SOCKET" "${lb_backends[-1]}"
 read -r bmed bmin bmax <<<"$(stats $(times benchlbs))"
 ratio=$(printf '%.2f' "$(echo "$smed / $lmed" | bc -l)")
@@ -132,6 +124,8 @@ ismed=$(printf '%.2f' "$ismed")
 overl=$(printf '%.2f' "$(echo "$lmed / $ilmed" | bc -l)")
 overs=$(printf '%.2f' "$(echo "$smed / $ismed" | bc -l)")
 overt=$(printf '%.2f' "$(echo "$tmed / $ismed" | bc -l)")
+ratioat=$(printf '%.2f' "$(echo "$amed / $tmed" | bc -l)")
+overa=$(printf '%.2f' "$(echo "$amed * 3 / $ismed" | bc -l)")
 
 section=$(cat <<MD
 ## hosts
@@ -147,6 +141,8 @@ GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
 | ratio ssh / local | ×$ratio | |
 | hosts h1, h2, h3 as one region over ssh:// (one replica each, hosts_at_once 1) | $tmed s | $tmin – $tmax s |
 | ratio 3 hosts / 1 host, both over ssh | ×$ratio3 | |
+| the 3 hosts, hosts_at_once 3 (all three roll side by side) | $amed s | $amin – $amax s |
+| ratio hosts_at_once 3 / 1 | ×$ratioat | |
 | the 3 hosts behind two load balancers (lb and lb2 over ssh, every change to both) | $bmed s | $bmin – $bmax s |
 | ratio two load balancers / one | ×$ratiolbs | |
 | inherent time, this machine (3 × docker run → 2 passes of GET /health) | $ilmed s | median of $runs |
@@ -154,13 +150,13 @@ GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
 | **overhead over the inherent time**, this machine | **×$overl** | |
 | **overhead over the inherent time**, h1 over ssh | **×$overs** | |
 | **overhead over the inherent time**, 3 hosts over ssh (h1's inherent time) | **×$overt** | |
+| **overhead over the inherent time**, 3 hosts at once (one batch: a third of h1's) | **×$overa** | |
 
 Over ssh the CLI logs in once per host (ssh's ControlMaster), to every host and load balancer
-at once; every Docker API connection
-is a session on it running \`docker system dial-stdio\` (kept alive and reused), and the
-Runtime API is one session running \`socat\` in HAProxy's interactive mode, kept open
-between commands. HAProxy's own checks, not the CLI's, judge the new containers there. The load average of
-this machine while it ran: $(cut -d' ' -f1-3 /proc/loadavg).
+at once; the engine's socket and HAProxy's Runtime API socket are forwarded through that login
+(\`ssh -O forward -L\`), so a connection is a channel of it. HAProxy's own checks, not the CLI's,
+judge the new containers there (checked every 50 ms until their first pass, then every
+interval). The load average of this machine while it ran: $(cut -d' ' -f1-3 /proc/loadavg).
 MD
 )
 write_section hosts "$section"

@@ -32,3 +32,23 @@ remove_region() {
   DOCKER_HOST="$host" docker ps -aq --filter "$filter" | xargs -r env DOCKER_HOST="$host" docker rm -f >/dev/null
   DOCKER_HOST="$host" docker volume ls -q --filter "$filter" | xargs -r env DOCKER_HOST="$host" docker volume rm -f >/dev/null
 }
+
+# inherent_one IMAGE [DOCKER_HOST [NETNS]]: the inherent time of one container, in seconds:
+# from `docker run` of IMAGE to its GET /health answering 200 twice, 500 ms apart (the health
+# settings the benchmarks deploy with), asked where the container runs: its address on the
+# engine's network, from inside NETNS when given (a test host's containers are reached only
+# from its own namespace).
+inherent_one() {
+  local image="$1" dh="${2:-$DOCKER_HOST}" ns="${3:-}" id ip t0 t1 ok=0 run=()
+  [[ -n "$ns" ]] && run=(nsenter "--net=/run/netns/$ns")
+  t0=$(date +%s.%N)
+  id=$(docker -H "$dh" run -d "$image")
+  ip=$(docker -H "$dh" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
+  while ((ok < 2)); do
+    if "${run[@]}" curl -fsS -o /dev/null --max-time 1 "http://$ip:8080/health" 2>/dev/null; then ok=$((ok + 1)); else ok=0; fi
+    ((ok < 2)) && sleep 0.5
+  done
+  t1=$(date +%s.%N)
+  docker -H "$dh" rm -f "$id" >/dev/null
+  echo "$t1 - $t0" | bc -l
+}

@@ -565,32 +565,67 @@ impl DockerRegion {
             r.max_surge,
             r.max_unavailable,
         );
+        // Group after group; the next starts once this one's steps are done, while this one's
+        // old containers (out of rotation) still drain and stop, as batches on one host do.
+        let mut runs = Vec::new();
+        let mut before: Option<tokio::sync::oneshot::Receiver<()>> = None;
         for group in groups {
-            let runs = group.into_iter().map(|(h, unavailable)| {
-                let share = &share;
-                async move {
-                    let on_host: Vec<LiveContainer> =
-                        live.iter().filter(|c| c.host == h).cloned().collect();
-                    let old: Vec<Member> = on_host
-                        .iter()
-                        .filter(|c| c.running && c.service == d.name)
-                        .map(|c| self.member(c))
-                        .collect();
-                    let steps = rolling_steps(
-                        share[h],
-                        d.service.rollout.max_surge,
-                        unavailable,
-                        old.len() as u32,
-                    );
-                    let ro = self.rollout_on(h, &rec.id, &rec.version)?;
-                    ro.service(d, old, Vec::new(), &steps, next_index(&on_host, &d.name))
+            let (done, next) = tokio::sync::oneshot::channel::<()>();
+            let after = before.replace(next);
+            let share = &share;
+            runs.push(async move {
+                if let Some(after) = after {
+                    if after.await.is_err() {
+                        // The group before failed: its error is the one reported.
+                        return Ok(());
+                    }
+                }
+                let mut hosts_done = Vec::new();
+                let hosts = group.into_iter().map(|(h, unavailable)| {
+                    let (host_done, rx) = tokio::sync::oneshot::channel();
+                    hosts_done.push(rx);
+                    async move {
+                        let on_host: Vec<LiveContainer> =
+                            live.iter().filter(|c| c.host == h).cloned().collect();
+                        let old: Vec<Member> = on_host
+                            .iter()
+                            .filter(|c| c.running && c.service == d.name)
+                            .map(|c| self.member(c))
+                            .collect();
+                        let steps = rolling_steps(
+                            share[h],
+                            d.service.rollout.max_surge,
+                            unavailable,
+                            old.len() as u32,
+                        );
+                        let ro = self.rollout_on(h, &rec.id, &rec.version)?;
+                        ro.service(
+                            d,
+                            old,
+                            Vec::new(),
+                            &steps,
+                            next_index(&on_host, &d.name),
+                            Some(host_done),
+                        )
                         .await
                         .map_err(|e| self.on_host(h, e))
-                }
+                    }
+                });
+                let hosts: Vec<_> = hosts.collect();
+                let signal = async move {
+                    if join_all(hosts_done).await.iter().all(Result::is_ok) {
+                        let _ = done.send(());
+                    }
+                };
+                let (results, ()) = tokio::join!(join_all(hosts), signal);
+                results
+                    .into_iter()
+                    .collect::<anyhow::Result<Vec<()>>>()
+                    .map(|_| ())
             });
-            for r in join_all(runs).await {
-                r?;
-            }
+        }
+        for r in join_all(runs).await {
+            r?;
         }
         Ok(())
     }
@@ -795,7 +830,7 @@ impl DockerRegion {
                     old.len()
                 ),
             );
-            ro.service(d, old, reuse, &steps, next_index(live, &d.name))
+            ro.service(d, old, reuse, &steps, next_index(live, &d.name), None)
                 .await?;
         }
         // Services the target did not have (or no target at all): stop what runs.
@@ -1199,25 +1234,31 @@ impl Target for DockerRegion {
     /// Records beyond `keep_releases` go, and so do the retained containers of releases no
     /// longer kept (this scope only: another environment on the engine is never touched).
     async fn forget(&self, kept: &[String], gone: &[&Release]) {
+        // All at once: each is a request of its own to an engine (a channel over ssh).
         if let Ok(live) = self.live().await {
-            for c in live
-                .iter()
-                .filter(|c| !c.running && !kept.contains(&c.release))
-            {
-                self.region.ui.verbose(format!(
-                    "pruning {} (release {} is no longer kept)",
-                    c.name, c.release
-                ));
-                if let Ok(e) = self.engine_of(c.host) {
-                    let _ = e.remove(&c.id).await;
-                }
-            }
+            join_all(
+                live.iter()
+                    .filter(|c| !c.running && !kept.contains(&c.release))
+                    .map(|c| async move {
+                        self.region.ui.verbose(format!(
+                            "pruning {} (release {} is no longer kept)",
+                            c.name, c.release
+                        ));
+                        if let Ok(e) = self.engine_of(c.host) {
+                            let _ = e.remove(&c.id).await;
+                        }
+                    }),
+            )
+            .await;
         }
         let ids: Vec<&str> = gone.iter().map(|r| r.id.as_str()).collect();
         if !ids.is_empty() {
-            for (_, e) in self.up() {
-                let _ = e.forget_releases(&self.scope, &ids).await;
-            }
+            let ids = &ids;
+            join_all(
+                self.up()
+                    .map(|(_, e)| async move { e.forget_releases(&self.scope, ids).await }),
+            )
+            .await;
         }
     }
 

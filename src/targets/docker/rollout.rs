@@ -78,7 +78,9 @@ impl Rollout<'_> {
     /// as Kubernetes does not count terminating pods toward `maxSurge`; they never count as
     /// serving. With `max_surge` 0 (no room for one more container) each leaves before the
     /// next starts. Whatever ends the rollout, every leaving container has stopped (or failed
-    /// to) before this returns, so a restore never meets one still stopping.
+    /// to) before this returns, so a restore never meets one still stopping. `steps_done` is
+    /// told when the last step is done and only leaving containers are waited for (the next
+    /// host may start then, as the next batch does here).
     pub async fn service(
         &self,
         d: &Desired,
@@ -86,11 +88,15 @@ impl Rollout<'_> {
         reuse: Vec<Member>,
         steps: &[Step],
         first_index: u32,
+        steps_done: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> anyhow::Result<()> {
         let mut leaving = FuturesUnordered::new();
         let rolled = self
             .steps(d, old, reuse, steps, first_index, &mut leaving)
             .await;
+        if let (Ok(()), Some(done)) = (&rolled, steps_done) {
+            let _ = done.send(());
+        }
         let mut left = Ok(());
         while let Some(r) = leaving.next().await {
             if let (Err(e), Ok(())) = (r, &left) {
