@@ -181,15 +181,16 @@ impl Rollout<'_> {
         let names: Vec<&str> = batch.iter().map(|m| m.name.as_str()).collect();
         self.ui
             .status("Starting", format!("{} {}", d.name, names.join(", ")));
-        let results = join_all(batch.iter().map(|m| self.wait_healthy(d, m))).await;
-        let mut ready = Vec::new();
-        for (m, r) in batch.into_iter().zip(results) {
-            let addr = r?;
-            ready.push(Member { addr, ..m });
-        }
-        for m in &ready {
-            self.enter_rotation(d, m).await?;
-        }
+        // Each container of the batch on its own: healthy, then in rotation (HAProxy's rise
+        // for one does not wait for another's).
+        let results = join_all(batch.into_iter().map(|m| async move {
+            let addr = self.wait_healthy(d, &m).await?;
+            let m = Member { addr, ..m };
+            self.enter_rotation(d, &m).await?;
+            anyhow::Ok(m)
+        }))
+        .await;
+        let ready = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
         self.ui.status(
             "Healthy",
             format!(
@@ -662,8 +663,6 @@ fn thresholds_where(local: bool, h: &crate::config::model::Health) -> Thresholds
     th
 }
 
-/// HAProxy's check timing for a service whose health it judges: the service's interval and
-/// thresholds (a container must pass `healthy_threshold` checks before it takes traffic).
 /// Runs `work` while driving the old containers `leaving` (see [`Rollout::service`]). One of
 /// them failing fails it, once `work` is done: cut short, a batch could leave a container
 /// created and not yet in the ledger, which no restore would remove.
@@ -685,6 +684,8 @@ async fn beside<T>(
     }
 }
 
+/// HAProxy's check timing for a service whose health it judges: the service's interval and
+/// thresholds (a container must pass `healthy_threshold` checks before it takes traffic).
 fn remote_check_timing(h: &crate::config::model::Health) -> CheckTiming {
     CheckTiming {
         inter: h.interval.0,
