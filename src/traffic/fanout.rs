@@ -103,6 +103,29 @@ impl Haproxy {
         Ok(self.all(|lb| lb.command(cmd)).await?.concat())
     }
 
+    /// The load balancers (their addresses) whose HAProxy has no backend `backend`: HAProxy
+    /// makes no backend at run time, haproxy.cfg must have it on every one.
+    pub async fn lacking_backend(&self, backend: &str) -> Result<Vec<String>, HaproxyError> {
+        let cmd = &format!("show servers state {backend}");
+        let answers = self
+            .each(|lb| async move {
+                match lb.command(cmd).await {
+                    Ok(reply) => Ok(reply.contains("Can't find backend")),
+                    Err(e) if e.to_string().contains("Can't find backend") => Ok(true),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        let missing = self.settle(answers)?;
+        Ok(self
+            .lbs
+            .iter()
+            .zip(missing)
+            .filter(|(_, m)| *m)
+            .map(|(lb, _)| lb.address().to_string())
+            .collect())
+    }
+
     /// Checks that every load balancer answers.
     pub async fn ping(&self) -> Result<(), HaproxyError> {
         self.all(RuntimeApi::ping).await.map(drop)

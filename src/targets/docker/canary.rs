@@ -1098,37 +1098,54 @@ pub fn blue_green_note(name: &str, r: &Rollout, backend: Option<&String>) -> Str
 }
 
 impl DockerRegion {
-    /// Before anything changes: the preview backend of every service that goes out as a
-    /// blue-green is in HAProxy (it makes no backend at run time: haproxy.cfg must have it).
-    pub(super) async fn check_previews(
+    /// Before anything changes: the backend of every service behind HAProxy, and the preview
+    /// backend of every service that goes out as a blue-green, are in HAProxy on every load
+    /// balancer (it makes no backend at run time: haproxy.cfg must have them).
+    pub(super) async fn check_backends(
         &self,
         plans: &[ServicePlan],
         live: &[LiveContainer],
     ) -> crate::error::Result<()> {
         let Some(lb) = &self.lb else { return Ok(()) };
         let backends = self.backends();
+        let several = lb.address().contains(", ");
         for (desired, p) in self.desired().iter().zip(plans) {
-            let r = &desired.service.rollout;
-            if r.strategy != Strategy::BlueGreen || !is_canary(desired, p, live, true) {
-                continue;
-            }
             let Some(b) = backends.get(&desired.name) else {
                 continue;
             };
-            let preview = r.preview.backend_for(b);
-            let missing = match lb.command(&format!("show servers state {preview}")).await {
-                Ok(reply) => reply.contains("Can't find backend"),
-                Err(e) if e.to_string().contains("Can't find backend") => true,
-                Err(e) => return Err(anyhow::Error::from(e).into()),
-            };
-            if missing {
-                return Err(crate::error::Error::usage_hint(
-                    format!(
-                        "{}: the blue-green preview backend `{preview}` of {} is not in HAProxy (asked over its Runtime API)",
-                        self.region.name, desired.name
-                    ),
+            let r = &desired.service.rollout;
+            let preview = (r.strategy == Strategy::BlueGreen && is_canary(desired, p, live, true))
+                .then(|| r.preview.backend_for(b));
+            for (backend, what, hint) in std::iter::once((
+                b.to_string(),
+                "backend",
+                "add `backend NAME` to haproxy.cfg, or fix `traffic.haproxy.backends`; nothing was changed",
+            ))
+            .chain(preview.map(|p| {
+                (
+                    p,
+                    "blue-green preview backend",
                     "add `backend NAME` with a `frontend` of its own to haproxy.cfg, or set `rollout.preview.backend`; nothing was changed",
-                ));
+                )
+            })) {
+                let lacking = lb
+                    .lacking_backend(&backend)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                if !lacking.is_empty() {
+                    let at = if several {
+                        format!(" at {}", lacking.join(", "))
+                    } else {
+                        String::new()
+                    };
+                    return Err(crate::error::Error::usage_hint(
+                        format!(
+                            "{}: the {what} `{backend}` of {} is not in HAProxy{at} (asked over its Runtime API)",
+                            self.region.name, desired.name
+                        ),
+                        hint,
+                    ));
+                }
             }
         }
         Ok(())

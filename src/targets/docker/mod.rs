@@ -1434,7 +1434,7 @@ impl Target for DockerRegion {
                     self.lb.is_some(),
                     &self.backends(),
                 ));
-                self.check_previews(&plans, &live).await?;
+                self.check_backends(&plans, &live).await?;
                 let removed: Vec<String> = running_services(&live)
                     .into_iter()
                     .filter(|n| !self.desired().iter().any(|d| &d.name == n))

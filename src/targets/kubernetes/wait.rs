@@ -71,14 +71,22 @@ pub fn judge(d: &Deployment) -> Judgement {
     let ready = st.ready_replicas.unwrap_or(0);
     let available = st.available_replicas.unwrap_or(0);
     let line = format!(
-        "{updated}/{wanted} updated, {ready} ready, {available} available{}",
+        "{updated}/{wanted} updated, {ready} ready, {available} available{}{}",
         if total > updated {
             format!(", {} old", total - updated)
         } else {
             String::new()
+        },
+        if total > wanted && total <= updated {
+            format!(", {} to go", total - wanted)
+        } else {
+            String::new()
         }
     );
-    if updated >= wanted && total <= updated && available >= updated {
+    // `total <= wanted` too: scaled down (a canary step), the controller first reports the
+    // new spec with every pod still counted; the scale-down is done once they are not
+    // (`kubectl rollout status` would call it complete then).
+    if updated >= wanted && total <= updated && total <= wanted && available >= updated {
         Judgement::Complete(line)
     } else {
         Judgement::Waiting(line)
@@ -319,6 +327,24 @@ mod tests {
             "readyReplicas": 4, "availableReplicas": 4}),
         );
         assert!(matches!(judge(&d), Judgement::Waiting(_)));
+    }
+
+    #[test]
+    fn a_scale_down_completes_once_the_pods_beyond_the_spec_are_gone() {
+        // spec 5: the controller has seen it, the ReplicaSet has not deleted the extra pods.
+        let d = deployment(
+            json!({"observedGeneration": 2, "replicas": 7, "updatedReplicas": 7,
+            "readyReplicas": 7, "availableReplicas": 7}),
+        );
+        assert_eq!(
+            judge(&d),
+            Judgement::Waiting("7/5 updated, 7 ready, 7 available, 2 to go".into())
+        );
+        let d = deployment(
+            json!({"observedGeneration": 2, "replicas": 5, "updatedReplicas": 5,
+            "readyReplicas": 5, "availableReplicas": 5}),
+        );
+        assert!(matches!(judge(&d), Judgement::Complete(_)));
     }
 
     #[test]
