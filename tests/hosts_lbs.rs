@@ -386,3 +386,34 @@ fn a_container_that_exits_while_haproxy_checks_it_fails_the_deploy_at_once_with_
     assert_eq!(servers(&r.lb), BTreeMap::new());
     assert_eq!(servers(&r.lb2), BTreeMap::new());
 }
+
+#[test]
+fn a_backend_missing_from_the_load_balancers_is_exit_2_naming_it_and_them_before_anything() {
+    let Some((env, hosts)) = setup() else { return };
+    let _hosts = hosts.sharing();
+    let _lb2 = sharing();
+    let mut r = Region::new(&env, &hosts, 2);
+    let v1 = r.push(&env, "v1");
+    let frontend = r.lb.frontend.clone();
+    let r = r.with(|f| {
+        f.haproxy(
+            &hosts.lb_runtime_api(),
+            &frontend,
+            &[("web", "packfy_no_such_backend")],
+        )
+        .runtime_apis(&[&hosts.lb_runtime_api(), &hosts.lb2_runtime_api()])
+    });
+    let before: Vec<Vec<String>> = (0..r.n).map(|h| r.on_host(h)).collect();
+    let out = r.deploy(&v1);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("packfy_no_such_backend"), "{err}");
+    assert!(
+        err.contains(&hosts.lb) && err.contains(&hosts.lb2),
+        "names neither load balancer: {err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    // Nothing on the hosts: no container, no lock or record volume.
+    let after: Vec<Vec<String>> = (0..r.n).map(|h| r.on_host(h)).collect();
+    assert_eq!(after, before);
+}

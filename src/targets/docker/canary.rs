@@ -1098,57 +1098,64 @@ pub fn blue_green_note(name: &str, r: &Rollout, backend: Option<&String>) -> Str
 }
 
 impl DockerRegion {
-    /// Before anything changes: the backend of every service behind HAProxy, and the preview
-    /// backend of every service that goes out as a blue-green, are in HAProxy on every load
-    /// balancer (it makes no backend at run time: haproxy.cfg must have them).
-    pub(super) async fn check_backends(
+    /// Before anything changes: the preview backend of every service that goes out as a
+    /// blue-green is in HAProxy on every load balancer (it makes no backend at run time:
+    /// haproxy.cfg must have it). The services' own backends are checked when their servers
+    /// are first read ([`DockerRegion::lb_servers`]).
+    pub(super) async fn check_previews(
         &self,
         plans: &[ServicePlan],
         live: &[LiveContainer],
     ) -> crate::error::Result<()> {
         let Some(lb) = &self.lb else { return Ok(()) };
         let backends = self.backends();
-        let several = lb.address().contains(", ");
         for (desired, p) in self.desired().iter().zip(plans) {
+            let r = &desired.service.rollout;
+            if r.strategy != Strategy::BlueGreen || !is_canary(desired, p, live, true) {
+                continue;
+            }
             let Some(b) = backends.get(&desired.name) else {
                 continue;
             };
-            let r = &desired.service.rollout;
-            let preview = (r.strategy == Strategy::BlueGreen && is_canary(desired, p, live, true))
-                .then(|| r.preview.backend_for(b));
-            for (backend, what, hint) in std::iter::once((
-                b.to_string(),
-                "backend",
-                "add `backend NAME` to haproxy.cfg, or fix `traffic.haproxy.backends`; nothing was changed",
-            ))
-            .chain(preview.map(|p| {
-                (
-                    p,
-                    "blue-green preview backend",
+            let preview = r.preview.backend_for(b);
+            let lacking = lb
+                .lacking_backend(&preview)
+                .await
+                .map_err(anyhow::Error::from)?;
+            if !lacking.is_empty() {
+                return Err(self.backend_missing(
+                    &lacking,
+                    &format!("blue-green preview backend `{preview}` of {}", desired.name),
                     "add `backend NAME` with a `frontend` of its own to haproxy.cfg, or set `rollout.preview.backend`; nothing was changed",
-                )
-            })) {
-                let lacking = lb
-                    .lacking_backend(&backend)
-                    .await
-                    .map_err(anyhow::Error::from)?;
-                if !lacking.is_empty() {
-                    let at = if several {
-                        format!(" at {}", lacking.join(", "))
-                    } else {
-                        String::new()
-                    };
-                    return Err(crate::error::Error::usage_hint(
-                        format!(
-                            "{}: the {what} `{backend}` of {} is not in HAProxy{at} (asked over its Runtime API)",
-                            self.region.name, desired.name
-                        ),
-                        hint,
-                    ));
-                }
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Exit 2: `what` (a backend) is not in the HAProxy of the load balancers `lacking`.
+    pub(super) fn backend_missing(
+        &self,
+        lacking: &[String],
+        what: &str,
+        hint: &str,
+    ) -> crate::error::Error {
+        let several = self
+            .lb
+            .as_ref()
+            .is_some_and(|lb| lb.address().contains(", "));
+        let at = if several {
+            format!(" at {}", lacking.join(", "))
+        } else {
+            String::new()
+        };
+        crate::error::Error::usage_hint(
+            format!(
+                "{}: the {what} is not in HAProxy{at} (asked over its Runtime API)",
+                self.region.name
+            ),
+            hint,
+        )
     }
 
     fn drive(&self) -> Option<Drive<'_>> {

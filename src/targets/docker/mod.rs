@@ -894,12 +894,31 @@ impl DockerRegion {
         names.sort();
         names.dedup();
         for b in names {
-            out.extend(lb.servers(b).await.map_err(|e| {
-                Error::failed(
-                    ExitCode::Unreachable,
-                    anyhow!("cannot read HAProxy's servers of {b}: {e}"),
-                )
-            })?);
+            match lb.servers(b).await {
+                Ok(servers) => out.extend(servers),
+                // HAProxy makes no backend at run time: one haproxy.cfg lacks is a mistake in
+                // the configuration, said before anything changes.
+                Err(e) if e.to_string().contains("No such proxy") => {
+                    let lacking = lb.lacking_backend(b).await.unwrap_or_default();
+                    let service = backends
+                        .iter()
+                        .filter(|(_, v)| *v == b)
+                        .map(|(k, _)| k.as_str())
+                        .min()
+                        .unwrap_or_default();
+                    return Err(self.backend_missing(
+                        &lacking,
+                        &format!("backend `{b}` of {service}"),
+                        "add `backend NAME` to haproxy.cfg on every load balancer, or fix `traffic.haproxy.backends`; nothing was changed",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::failed(
+                        ExitCode::Unreachable,
+                        anyhow!("cannot read HAProxy's servers of {b}: {e}"),
+                    ))
+                }
+            }
         }
         Ok(out)
     }
@@ -1434,7 +1453,7 @@ impl Target for DockerRegion {
                     self.lb.is_some(),
                     &self.backends(),
                 ));
-                self.check_backends(&plans, &live).await?;
+                self.check_previews(&plans, &live).await?;
                 let removed: Vec<String> = running_services(&live)
                     .into_iter()
                     .filter(|n| !self.desired().iter().any(|d| &d.name == n))
