@@ -723,6 +723,37 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_socket_is_forwarded_only_when_the_login_says_where_it_is() {
+        let said = |line: &str| docker_socket(line);
+        // DOCKER_HOST names a unix socket: that one.
+        assert_eq!(
+            said("packfy-ready unix:///run/user/1000/docker.sock none none\n").as_deref(),
+            Some("/run/user/1000/docker.sock")
+        );
+        // Nothing set, no context chosen: the default socket.
+        assert_eq!(
+            said("packfy-ready none none none\n").as_deref(),
+            Some("/var/run/docker.sock")
+        );
+        assert_eq!(
+            said("packfy-ready none default none").as_deref(),
+            Some("/var/run/docker.sock")
+        );
+        // Anything dial-stdio would decide otherwise keeps dial-stdio.
+        for line in [
+            "packfy-ready tcp://10.0.0.5:2376 none none",
+            "packfy-ready ssh://other none none",
+            "packfy-ready none remote none",
+            "packfy-ready none none context",
+            "packfy-ready unix://relative.sock none none",
+            "packfy-ready none none",
+            "something else",
+        ] {
+            assert_eq!(said(line), None, "{line}");
+        }
+    }
+
+    #[test]
     fn endpoints_are_user_host_and_port() {
         let h = parse("ssh://deploy@mx1.packfy.example:2222");
         assert_eq!(
