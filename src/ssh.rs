@@ -1,6 +1,8 @@
-//! Hosts reached with the system's `ssh` client: a Docker engine (`docker system
-//! dial-stdio` on the host, which is what `docker -H ssh://…` runs) and HAProxy's Runtime
-//! API socket on a load-balancer host (`socat` on the host, one login per command).
+//! Hosts reached with the system's `ssh` client: a Docker engine and HAProxy's Runtime API
+//! socket on a load-balancer host. One login per host and run (ssh's ControlMaster, see
+//! [`Master`]) carries everything: the engine's unix socket and the Runtime API socket are
+//! forwarded through it ([`SshHost::forward`]); where that cannot be, `docker system
+//! dial-stdio` (what `docker -H ssh://…` runs) or `socat` runs on the host instead.
 //!
 //! Why not bollard's own `ssh` feature: its connector (the `openssh` crate) always runs ssh
 //! with `-o StrictHostKeyChecking=accept-new`, so a host key nobody checked is trusted and
@@ -12,8 +14,8 @@
 //! for it, and a CI runner or the test environment maps host names to addresses there, as
 //! people do with bastions and aliases.
 //!
-//! One ssh process per HTTP connection to the engine; hyper keeps connections alive and
-//! reuses them, so a deploy opens a handful, not one per request.
+//! hyper keeps the engine's connections alive and reuses them; each new one is a channel of
+//! the login (forwarded), or an ssh process running dial-stdio (the fallback).
 
 use std::future::Future;
 use std::io;
@@ -349,7 +351,7 @@ impl SshHost {
     ) -> Result<Docker, Error> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build::<_, Body>(DialStdio {
+            .build::<_, Body>(EngineConnector {
                 host: Arc::clone(self),
                 forward,
             });
@@ -574,12 +576,12 @@ const FORWARD_PING: Duration = Duration::from_secs(5);
 /// Opens a connection to the engine: the forwarded socket when there is one and it can be
 /// connected to, else `ssh HOST docker system dial-stdio`.
 #[derive(Clone)]
-struct DialStdio {
+struct EngineConnector {
     host: Arc<SshHost>,
     forward: Option<PathBuf>,
 }
 
-impl tower_service::Service<http::Uri> for DialStdio {
+impl tower_service::Service<http::Uri> for EngineConnector {
     type Response = TokioIo<EngineStream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
@@ -703,12 +705,6 @@ impl AsyncWrite for Pipe {
         }
         self.stdin = None;
         Poll::Ready(Ok(()))
-    }
-}
-
-impl Connection for Pipe {
-    fn connected(&self) -> Connected {
-        Connected::new()
     }
 }
 

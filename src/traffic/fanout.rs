@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::haproxy::{
-    no_such_server, CheckTiming, HaproxyError, RuntimeApi, ServerStat, ServerState,
+    no_such_backend, no_such_server, CheckTiming, HaproxyError, RuntimeApi, ServerStat, ServerState,
 };
 use crate::ssh::SshHost;
 
@@ -106,12 +106,11 @@ impl Haproxy {
     /// The load balancers (their addresses) whose HAProxy has no backend `backend`: HAProxy
     /// makes no backend at run time, haproxy.cfg must have it on every one.
     pub async fn lacking_backend(&self, backend: &str) -> Result<Vec<String>, HaproxyError> {
-        let cmd = &format!("show servers state {backend}");
         let answers = self
             .each(|lb| async move {
-                match lb.command(cmd).await {
-                    Ok(reply) => Ok(reply.contains("Can't find backend")),
-                    Err(e) if e.to_string().contains("Can't find backend") => Ok(true),
+                match lb.servers(backend).await {
+                    Ok(_) => Ok(false),
+                    Err(e) if no_such_backend(&e) => Ok(true),
                     Err(e) => Err(e),
                 }
             })
@@ -124,6 +123,11 @@ impl Haproxy {
             .filter(|(_, m)| *m)
             .map(|(lb, _)| lb.address().to_string())
             .collect())
+    }
+
+    /// More than one load balancer.
+    pub fn several(&self) -> bool {
+        self.lbs.len() > 1
     }
 
     /// Checks that every load balancer answers.

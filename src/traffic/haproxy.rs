@@ -678,12 +678,7 @@ impl RuntimeApi {
             source,
         };
         let bytes = match &self.endpoint {
-            Endpoint::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(unreachable)?;
-                talk(stream, cmd).await.map_err(unreachable)?
-            }
+            Endpoint::Unix(path) => over_unix(path, cmd).await.map_err(unreachable)?,
             Endpoint::Tcp(hostport) => {
                 let stream = tokio::net::TcpStream::connect(hostport.as_str())
                     .await
@@ -721,11 +716,7 @@ impl RuntimeApi {
         if let Forward::Through(local) = &link.forward {
             // A forward that closes before answering never reached HAProxy (sshd refuses
             // forwarding, or the socket is not there): the session is asked instead.
-            let answered = match tokio::net::UnixStream::connect(local).await {
-                Ok(stream) => talk(stream, cmd).await,
-                Err(e) => Err(e),
-            };
-            match answered {
+            match over_unix(local, cmd).await {
                 Ok(bytes) if !bytes.is_empty() => {
                     return Ok(String::from_utf8_lossy(&bytes).into_owned())
                 }
@@ -777,6 +768,11 @@ impl RuntimeApi {
     }
 }
 
+/// One command on a connection of its own to a unix socket (HAProxy's, or one forwarded here).
+async fn over_unix(path: &std::path::Path, cmd: &str) -> std::io::Result<Vec<u8>> {
+    talk(tokio::net::UnixStream::connect(path).await?, cmd).await
+}
+
 async fn talk<S>(mut stream: S, cmd: &str) -> std::io::Result<Vec<u8>>
 where
     S: tokio::io::AsyncRead + AsyncWrite + Unpin,
@@ -787,6 +783,16 @@ where
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).await?;
     Ok(reply)
+}
+
+/// HAProxy's answer to a command naming a backend it does not have (`show stat`: "No such
+/// proxy."): HAProxy makes no backend at run time, haproxy.cfg must have it.
+pub fn no_such_backend(e: &HaproxyError) -> bool {
+    match e {
+        HaproxyError::Command { reply, .. } => reply.starts_with("No such proxy"),
+        HaproxyError::On { error, .. } => no_such_backend(error),
+        _ => false,
+    }
 }
 
 pub(super) fn no_such_server(e: &HaproxyError) -> bool {

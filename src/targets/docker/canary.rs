@@ -1140,11 +1140,7 @@ impl DockerRegion {
         what: &str,
         hint: &str,
     ) -> crate::error::Error {
-        let several = self
-            .lb
-            .as_ref()
-            .is_some_and(|lb| lb.address().contains(", "));
-        let at = if several {
+        let at = if self.lb.as_ref().is_some_and(|lb| lb.several()) {
             format!(" at {}", lacking.join(", "))
         } else {
             String::new()

@@ -41,6 +41,7 @@ use desired::Desired;
 use futures_util::future::join_all;
 use naming::Scope;
 use rollout::{Ledger, Member, Rollout};
+use tokio::sync::oneshot;
 
 /// A container of the scope as the engine lists it.
 #[derive(Debug, Clone)]
@@ -568,66 +569,68 @@ impl DockerRegion {
         // Group after group; the next starts once this one's steps are done, while this one's
         // old containers (out of rotation) still drain and stop, as batches on one host do.
         let mut runs = Vec::new();
-        let mut before: Option<tokio::sync::oneshot::Receiver<()>> = None;
+        let mut before = None;
         for group in groups {
-            let (done, next) = tokio::sync::oneshot::channel::<()>();
+            let (done, next) = oneshot::channel();
             let after = before.replace(next);
-            let share = &share;
-            runs.push(async move {
-                if let Some(after) = after {
-                    if after.await.is_err() {
-                        // The group before failed: its error is the one reported.
-                        return Ok(());
-                    }
-                }
-                let mut hosts_done = Vec::new();
-                let hosts = group.into_iter().map(|(h, unavailable)| {
-                    let (host_done, rx) = tokio::sync::oneshot::channel();
-                    hosts_done.push(rx);
-                    async move {
-                        let on_host: Vec<LiveContainer> =
-                            live.iter().filter(|c| c.host == h).cloned().collect();
-                        let old: Vec<Member> = on_host
-                            .iter()
-                            .filter(|c| c.running && c.service == d.name)
-                            .map(|c| self.member(c))
-                            .collect();
-                        let steps = rolling_steps(
-                            share[h],
-                            d.service.rollout.max_surge,
-                            unavailable,
-                            old.len() as u32,
-                        );
-                        let ro = self.rollout_on(h, &rec.id, &rec.version)?;
-                        ro.service(
-                            d,
-                            old,
-                            Vec::new(),
-                            &steps,
-                            next_index(&on_host, &d.name),
-                            Some(host_done),
-                        )
-                        .await
-                        .map_err(|e| self.on_host(h, e))
-                    }
-                });
-                let hosts: Vec<_> = hosts.collect();
-                let signal = async move {
-                    if join_all(hosts_done).await.iter().all(Result::is_ok) {
-                        let _ = done.send(());
-                    }
-                };
-                let (results, ()) = tokio::join!(join_all(hosts), signal);
-                results
-                    .into_iter()
-                    .collect::<anyhow::Result<Vec<()>>>()
-                    .map(|_| ())
-            });
+            runs.push(self.roll_group(rec, d, live, &share, group, after, done));
         }
         for r in join_all(runs).await {
             r?;
         }
         Ok(())
+    }
+
+    /// One group of hosts rolling side by side, once the group before (`after`) has done its
+    /// steps; `done` is told when every host of this one has. A group before that failed
+    /// stops it before it starts (that group's error is the one reported).
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_group(
+        &self,
+        rec: &Release,
+        d: &Desired,
+        live: &[LiveContainer],
+        share: &[u32],
+        group: Vec<(usize, u32)>,
+        after: Option<oneshot::Receiver<()>>,
+        done: oneshot::Sender<()>,
+    ) -> anyhow::Result<()> {
+        if let Some(after) = after {
+            if after.await.is_err() {
+                return Ok(());
+            }
+        }
+        let (steps_done, hosts_done): (Vec<_>, Vec<_>) =
+            group.iter().map(|_| oneshot::channel()).unzip();
+        let hosts = join_all(group.into_iter().zip(steps_done).map(
+            |((h, unavailable), steps_done)| async move {
+                let on_host: Vec<LiveContainer> =
+                    live.iter().filter(|c| c.host == h).cloned().collect();
+                let old: Vec<Member> = on_host
+                    .iter()
+                    .filter(|c| c.running && c.service == d.name)
+                    .map(|c| self.member(c))
+                    .collect();
+                let steps = rolling_steps(
+                    share[h],
+                    d.service.rollout.max_surge,
+                    unavailable,
+                    old.len() as u32,
+                );
+                let ro = self.rollout_on(h, &rec.id, &rec.version)?;
+                let first_index = next_index(&on_host, &d.name);
+                ro.service(d, old, Vec::new(), &steps, first_index, Some(steps_done))
+                    .await
+                    .map_err(|e| self.on_host(h, e))
+            },
+        ));
+        let signal = async {
+            if join_all(hosts_done).await.iter().all(Result::is_ok) {
+                let _ = done.send(());
+            }
+        };
+        let (results, ()) = tokio::join!(hosts, signal);
+        results.into_iter().collect()
     }
 
     /// `plan`'s placement of each service over a region of several hosts:
@@ -898,7 +901,7 @@ impl DockerRegion {
                 Ok(servers) => out.extend(servers),
                 // HAProxy makes no backend at run time: one haproxy.cfg lacks is a mistake in
                 // the configuration, said before anything changes.
-                Err(e) if e.to_string().contains("No such proxy") => {
+                Err(e) if crate::traffic::haproxy::no_such_backend(&e) => {
                     let lacking = lb.lacking_backend(b).await.unwrap_or_default();
                     let service = backends
                         .iter()

@@ -109,13 +109,12 @@ impl Rollout<'_> {
     async fn steps<'s>(
         &'s self,
         d: &'s Desired,
-        old: Vec<Member>,
+        mut old: Vec<Member>,
         mut reuse: Vec<Member>,
         steps: &[Step],
         first_index: u32,
         leaving: &mut FuturesUnordered<BoxFuture<'s, anyhow::Result<()>>>,
     ) -> anyhow::Result<()> {
-        let mut old = old;
         let mut next_index = first_index;
         let background = d.service.rollout.max_surge > 0;
         // New replicas in rotation so far, for the progress display (the ledger records them).
