@@ -155,7 +155,7 @@ GET /health every 500 ms, 2 passes), $runs runs each, v1 and v2 in turn:
 Over ssh the CLI logs in once per host (ssh's ControlMaster), to every host and load balancer
 at once; the engine's socket and HAProxy's Runtime API socket are forwarded through that login
 (\`ssh -O forward -L\`), so a connection is a channel of it. HAProxy's own checks, not the CLI's,
-judge the new containers there (checked every 50 ms until their first pass, then every
+judge the new containers there (checked every 20 ms until their first pass, then every
 interval). The load average of this machine while it ran: $(cut -d' ' -f1-3 /proc/loadavg).
 MD
 )

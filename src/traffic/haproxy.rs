@@ -48,10 +48,12 @@ pub const SSH_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often `wait_*` read `show stat`: cheap for HAProxy, and well under the 500 ms check
 /// interval so a state change is seen within a check or two.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How often [`RuntimeApi::wait_up`] asks: a server comes up on a check, at any moment, and
-/// every poll interval waited after it is added to the deploy (one command is a millisecond
-/// or two, over ssh too).
+/// How often [`RuntimeApi::wait_up`] asks while a server has passed no check yet: its first
+/// pass comes at any moment (one command is a millisecond or two, over ssh too).
 const UP_POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// How often it asks once the pass that makes the server UP may come: every millisecond
+/// waited after it is added to the deploy.
+const UP_FINAL_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How long `del_server` keeps retrying while HAProxy still counts connections on the
 /// server; `shutdown sessions` cuts them, but their release is asynchronous.
@@ -166,6 +168,11 @@ pub struct ServerStat {
     pub responses: u64,
     /// Last check result: `L7OK`, `L7STS`, `L4CON`, `INI` (none yet), empty without checks.
     pub check_status: String,
+    /// Passes a checked server needs to come up (`rise`); 0 without checks.
+    pub check_rise: u32,
+    /// HAProxy's health counter: a server going up has passed this many checks in a row, and
+    /// is up from `check_rise` on.
+    pub check_health: u32,
     /// The server's effective weight (`set server … weight`); 0 while in drain or maintenance.
     pub weight: u64,
     /// Average response time in ms over the server's last 1024 answers (`rtime`).
@@ -192,8 +199,9 @@ pub struct CheckTiming {
 }
 
 /// How often HAProxy checks a server that has not passed a check yet (`downinter`, at most
-/// `inter`): see [`RuntimeApi::add_server`].
-const DOWN_INTER: Duration = Duration::from_millis(50);
+/// `inter`): see [`RuntimeApi::add_server`]. A check of a server that refuses connections
+/// costs HAProxy next to nothing, and one that hangs is checked once per check timeout.
+const DOWN_INTER: Duration = Duration::from_millis(20);
 
 impl Default for CheckTiming {
     /// A checked server takes traffic about `(rise - 1) × inter` = 0.5 s after it answers: fast
@@ -617,20 +625,42 @@ impl RuntimeApi {
 
     /// Waits until the server is in service (true) or `timeout` passes (false): `UP` by
     /// its checks, or `no check` for an unchecked server. A missing server is an error.
+    ///
+    /// Its checks are `inter` apart once one has passed, so the pass that makes it UP
+    /// cannot come before `rise - health` of them: until then this sleeps, and asks often
+    /// only when it may come (`up_not_before`).
     pub async fn wait_up(
         &self,
         backend: &str,
         server: &str,
         timeout: Duration,
     ) -> Result<bool, HaproxyError> {
-        self.wait_for(backend, server, timeout, UP_POLL_INTERVAL, |s| match s {
-            Some(s) => Ok(s.is_up()),
-            None => Err(HaproxyError::Command {
-                command: format!("show stat {backend} 4 -1"),
-                reply: format!("no server `{server}` in backend `{backend}`"),
-            }),
-        })
-        .await
+        let deadline = Instant::now() + timeout;
+        // The health counter asked last and when; the earliest moment it can be UP.
+        let mut last: Option<(u32, Instant)> = None;
+        let mut not_before: Option<Instant> = None;
+        loop {
+            let asked = Instant::now();
+            let Some(s) = self.server(backend, server).await? else {
+                return Err(HaproxyError::Command {
+                    command: format!("show stat {backend} 4 -1"),
+                    reply: format!("no server `{server}` in backend `{backend}`"),
+                });
+            };
+            if s.is_up() {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            not_before = up_not_before(&s, last, not_before, self.checks.inter);
+            last = Some((s.check_health, asked));
+            let next = not_before.map_or(now + UP_POLL_INTERVAL, |t| {
+                t.max(now + UP_FINAL_POLL_INTERVAL)
+            });
+            tokio::time::sleep_until(next.min(deadline)).await;
+        }
     }
 
     /// Polls the server's stats until `done` says so (true) or `timeout` passes (false).
@@ -871,6 +901,7 @@ pub fn parse_stat_csv(text: &str) -> Vec<ServerStat> {
     let columns = split_csv(header);
     let col = |name: &str| columns.iter().position(|c| c == name);
     let weight = col("weight");
+    let (check_rise, check_health) = (col("check_rise"), col("check_health"));
     let rtime = col("rtime");
     let (pxname, svname, addr, status, scur, stot, check_status) = (
         col("pxname"),
@@ -905,11 +936,38 @@ pub fn parse_stat_csv(text: &str) -> Vec<ServerStat> {
                 hrsp_5xx: num(hrsp[4]),
                 responses: hrsp.iter().map(|&i| num(i)).sum(),
                 check_status: get(&f, check_status).to_string(),
+                check_rise: num(check_rise) as u32,
+                check_health: num(check_health) as u32,
                 weight: num(weight),
                 rtime_ms: num(rtime),
             }
         })
         .collect()
+}
+
+/// The earliest moment a checked server going up can be UP, from its stats now, the health
+/// counter asked before (`last`: the value, and when it was asked) and the moment found then
+/// (`before`). None while it has passed no check (its first pass comes at any moment), when
+/// the pass it is at came at an unknown time, or without checks.
+///
+/// A pass seen now (the counter went up since `last`) came after `last` was asked; the
+/// `rise - health` passes still needed come `inter` apart after it.
+fn up_not_before(
+    s: &ServerStat,
+    last: Option<(u32, Instant)>,
+    before: Option<Instant>,
+    inter: Duration,
+) -> Option<Instant> {
+    if s.check_rise == 0 || s.check_health == 0 || s.check_health >= s.check_rise {
+        return None;
+    }
+    match last {
+        Some((h, _)) if h == s.check_health => before,
+        Some((h, asked)) if h < s.check_health => {
+            Some(asked + inter * (s.check_rise - s.check_health))
+        }
+        _ => None,
+    }
 }
 
 fn get(fields: &[String], i: Option<usize>) -> &str {
@@ -961,6 +1019,42 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
     }
 
     #[test]
+    fn a_rising_server_cannot_be_up_before_its_remaining_passes() {
+        let inter = Duration::from_millis(500);
+        let at = |health, rise| ServerStat {
+            check_health: health,
+            check_rise: rise,
+            status: "DOWN".into(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(25);
+        // No pass yet, no checks, or a pass of unknown time: ask again soon.
+        assert_eq!(up_not_before(&at(0, 2), Some((0, t0)), None, inter), None);
+        assert_eq!(up_not_before(&at(0, 0), Some((0, t0)), None, inter), None);
+        assert_eq!(up_not_before(&at(1, 2), None, None, inter), None);
+        // The first pass came after t0 was asked: the second is one interval after it.
+        assert_eq!(
+            up_not_before(&at(1, 2), Some((0, t0)), None, inter),
+            Some(t0 + inter)
+        );
+        assert_eq!(
+            up_not_before(&at(1, 3), Some((0, t0)), None, inter),
+            Some(t0 + 2 * inter)
+        );
+        // No new pass since: the moment found before holds.
+        let found = Some(t0 + inter);
+        assert_eq!(up_not_before(&at(1, 2), Some((1, t1)), found, inter), found);
+        // The next pass, seen after t1: one more interval from it.
+        assert_eq!(
+            up_not_before(&at(2, 3), Some((1, t1)), found, inter),
+            Some(t1 + inter)
+        );
+        // A failed check put the counter back: its next first pass comes at any moment.
+        assert_eq!(up_not_before(&at(0, 3), Some((1, t1)), found, inter), None);
+    }
+
+    #[test]
     fn parses_servers_of_real_show_stat_and_skips_summary_rows() {
         let stats = parse_stat_csv(SHOW_STAT);
         let names: Vec<_> = stats.iter().map(|s| s.name.as_str()).collect();
@@ -987,6 +1081,8 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
                 hrsp_5xx: 1,
                 responses: 5,
                 check_status: "L7OK".into(),
+                check_rise: 2,
+                check_health: 4,
                 weight: 1,
                 rtime_ms: 0,
             }
@@ -994,6 +1090,7 @@ packfy_t6,BACKEND,0,0,0,1,410,57,4832,8289,0,0,,9,0,0,1,UP,2,2,0,,5,2,33,,1,19,0
         let status = |n| by_name(&stats, n).status.clone();
         assert_eq!(status("web-down"), "DOWN");
         assert_eq!(by_name(&stats, "web-down").check_status, "L7STS");
+        assert_eq!(by_name(&stats, "web-down").check_health, 0);
         assert_eq!(status("web-maint"), "MAINT");
         assert_eq!(status("web-drain"), "DRAIN");
         assert_eq!(status("web-nocheck"), "no check");
