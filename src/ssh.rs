@@ -415,8 +415,10 @@ impl Master {
     async fn start(host: &SshHost) -> Result<Master, Option<String>> {
         use std::os::unix::fs::PermissionsExt;
         use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(sweep_stale_dirs);
         let dir = tempfile::Builder::new()
-            .prefix("packfy-ssh-")
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|_| None)?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
@@ -490,6 +492,45 @@ impl Master {
         tracing::debug!(host = %host.endpoint, "ssh logged in but made no control socket; every ssh logs in");
         Err(None)
     }
+}
+
+/// The masters' temporary directories (control socket, forwarded sockets): `DIR_PREFIX`,
+/// the process ID, `-`, random characters.
+const DIR_PREFIX: &str = "packfy-ssh-";
+
+/// Removes this user's master directories left by processes that are gone. A process killed
+/// with SIGKILL runs no destructor: its master ssh ends with it (its session reads this
+/// process's pipe), but the directory stays, with its stale sockets in it.
+fn sweep_stale_dirs() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let mine = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if mine && pid > 0 && !alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this ID exists (`kill(pid, 0)`: ESRCH when none; EPERM when it
+/// exists but is another user's).
+fn alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// The master's session: one line, then `cat` reading this process's pipe until it closes.
@@ -716,6 +757,29 @@ mod tests {
         SshHost::parse(s, None, KnownHosts::Strict)
             .unwrap()
             .unwrap()
+    }
+
+    #[test]
+    fn directories_of_processes_that_are_gone_are_swept_and_others_kept() {
+        let tmp = std::env::temp_dir();
+        // A process that has ended (and been reaped): its ID names no process now.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let stale = tmp.join(format!("{DIR_PREFIX}{gone_pid}-sweeptest"));
+        let live = tmp.join(format!("{DIR_PREFIX}{}-sweeptest", std::process::id()));
+        let other = tmp.join(format!("{DIR_PREFIX}sweeptest"));
+        for d in [&stale, &live, &other] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+            std::fs::write(d.join("sub/forward-0"), "").unwrap();
+        }
+        sweep_stale_dirs();
+        let (stale_left, live_left, other_left) = (stale.exists(), live.exists(), other.exists());
+        for d in [&stale, &live, &other] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        assert!(!stale_left, "{} is left", stale.display());
+        assert!(live_left && other_left);
     }
 
     #[test]
