@@ -490,10 +490,13 @@ pub(super) async fn deployed(
     rec.end(Outcome::Succeeded, None);
     t.save(&rec).await?;
     let all: Vec<Release> = history.into_iter().chain([rec.clone()]).collect();
-    // What the new release leaves of the hand edits (none when it reset them).
-    let left = if opts.reset_drift {
-        None
-    } else {
+    // What the new release leaves of the hand edits (none when it reset them), looked for
+    // while what `keep_releases` no longer keeps goes (the records of those releases still
+    // account for their containers here).
+    let drift = async {
+        if opts.reset_drift {
+            return None;
+        }
         match t.drift(None, &all).await {
             Ok(d) => drift_left(t, d.len()),
             Err(e) => {
@@ -504,7 +507,7 @@ pub(super) async fn deployed(
             }
         }
     };
-    prune_history(t, &all).await;
+    let (left, ()) = tokio::join!(drift, prune_history(t, &all));
     let url = t.url();
     t.region().ui.status(
         "Deployed",

@@ -119,8 +119,14 @@ impl Rollout<'_> {
         let background = d.service.rollout.max_surge > 0;
         // New replicas in rotation so far, for the progress display (the ledger records them).
         let mut in_rotation = 0u64;
+        let mut checked = false;
         for step in steps {
-            beside(self.still_alive(), leaving).await??;
+            // Before each step, what this rollout started must still run; a start right
+            // after a stop was checked before that stop, and nothing waited in between.
+            if !checked {
+                beside(self.still_alive(), leaving).await??;
+            }
+            checked = matches!(step, Step::Stop(_));
             match *step {
                 Step::Start(n) => {
                     let started = self.start_batch(d, n, &mut reuse, &mut next_index);
