@@ -417,3 +417,66 @@ fn a_backend_missing_from_the_load_balancers_is_exit_2_naming_it_and_them_before
     let after: Vec<Vec<String>> = (0..r.n).map(|h| r.on_host(h)).collect();
     assert_eq!(after, before);
 }
+
+#[test]
+fn a_canary_behind_two_load_balancers_weighs_both_alike_and_its_promote_ends_on_both() {
+    let Some((env, hosts)) = setup() else { return };
+    let _hosts = hosts.sharing();
+    let _lb2 = sharing();
+    let mut r = Region::new(&env, &hosts, 2);
+    let v1 = r.push(&env, "v1");
+    let v2 = r.push(&env, "v2");
+    let out = r.deploy(&v1);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let before = one_server_per_host_on_both(&r);
+    let image = r.image.clone();
+    let r = r.with(|f| {
+        f.service(
+            sample_web()
+                .image(&image)
+                .replicas(2)
+                .rollout(Rollout::new().canary("[{weight: 50}, {pause: {}}]")),
+        )
+    });
+
+    let load1 = Load::start(&r.lb.frontend, 2);
+    let load2 = Load::start(&r.lb2.frontend, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    // At its indefinite pause: both load balancers hold the old and the new servers, with
+    // the same weights, each set taking part of the traffic.
+    let out = r.deploy(&v2);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("paused"), "{}", stderr(&out));
+    let (s1, s2) = (servers(&r.lb), servers(&r.lb2));
+    assert_eq!(s1, s2, "the load balancers differ: lb {s1:?}, lb2 {s2:?}");
+    let weight = |old: bool| {
+        s1.iter()
+            .filter(|(name, _)| before.contains(name) == old)
+            .map(|(_, (_, status, w))| {
+                assert_eq!(status, "UP", "{s1:?}");
+                w.parse::<u32>().unwrap_or(0)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (old, new) = (weight(true), weight(false));
+    assert_eq!(old.len(), 2, "{s1:?}");
+    assert!(!new.is_empty(), "no new server: {s1:?}");
+    assert!(old.iter().chain(&new).all(|w| *w > 0), "{s1:?}");
+
+    // Promoted: v2 alone on both, the old servers gone from both.
+    let out = r.run(&["promote", "--region", &r.name]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    let (load1, load2) = (load1.finish(), load2.finish());
+    load1.assert_none_failed("a canary and its promote, through lb", 50);
+    load2.assert_none_failed("a canary and its promote, through lb2", 50);
+    for h in 0..2 {
+        assert_eq!(r.versions_on(h), vec![v2.clone()], "host {h}");
+    }
+    let after = one_server_per_host_on_both(&r);
+    assert!(after.iter().all(|s| !before.contains(s)), "{after:?}");
+    for lane in [&r.lb, &r.lb2] {
+        let answer = http_request(&lane.frontend, "/version").unwrap();
+        assert_eq!(answer.body.trim(), v2, "through {}", lane.frontend);
+    }
+}

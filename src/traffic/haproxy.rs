@@ -626,9 +626,9 @@ impl RuntimeApi {
     /// Waits until the server is in service (true) or `timeout` passes (false): `UP` by
     /// its checks, or `no check` for an unchecked server. A missing server is an error.
     ///
-    /// Its checks are `inter` apart once one has passed, so the pass that makes it UP
-    /// cannot come before `rise - health` of them: until then this sleeps, and asks often
-    /// only when it may come (`up_not_before`).
+    /// Its checks are `inter` apart once one has passed (this API's `inter`, the one it adds
+    /// servers with), so the pass that makes it UP cannot come before `rise - health` of
+    /// them: until then this sleeps, and asks often only when it may come (`up_not_before`).
     pub async fn wait_up(
         &self,
         backend: &str,

@@ -121,12 +121,13 @@ impl Rollout<'_> {
         let mut in_rotation = 0u64;
         let mut checked = false;
         for step in steps {
-            // Before each step, what this rollout started must still run; a start right
-            // after a stop was checked before that stop, and nothing waited in between.
+            // Before each step, what this rollout started must still run. A start right
+            // after a stop that only sent its containers off (in the background) was checked
+            // before that stop; one after a stop that waited for them is checked again.
             if !checked {
                 beside(self.still_alive(), leaving).await??;
             }
-            checked = matches!(step, Step::Stop(_));
+            checked = background && matches!(step, Step::Stop(_));
             match *step {
                 Step::Start(n) => {
                     let started = self.start_batch(d, n, &mut reuse, &mut next_index);
