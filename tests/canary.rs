@@ -75,38 +75,20 @@ impl Region {
     /// UP with a weight. (A new server is DOWN, and its weight not yet 0, for a moment after
     /// it is added: no traffic goes to it then, and the canary has taken no step.)
     fn takes_traffic(&self, lane: &Lane, release: &str) -> bool {
-        let text = lane.cmd(&format!("show stat {} 4 -1", self.lane_backend));
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
-        let (name, weight, status) = (col("svname"), col("weight"), col("status"));
-        lines
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.len() > weight.max(status) && f[name].contains(release))
-            .any(|f| f[status].starts_with("UP") && f[weight].parse().unwrap_or(0) > 0)
+        support::haproxy_servers_stat(&lane.socket, &self.lane_backend)
+            .iter()
+            .any(|s| {
+                s["svname"].contains(release)
+                    && s["status"].starts_with("UP")
+                    && s["weight"].parse().unwrap_or(0) > 0
+            })
     }
 
     /// The servers of the lane's backend with their weights.
     fn weights(&self, lane: &Lane) -> Vec<(String, u64)> {
-        let text = lane.cmd(&format!("show stat {} 4 -1", self.lane_backend));
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
-        let (name, weight) = (col("svname"), col("weight"));
-        lines
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.len() > weight && f[name] != "BACKEND")
-            .map(|f| (f[name].to_string(), f[weight].parse().unwrap_or(0)))
+        support::haproxy_servers_stat(&lane.socket, &self.lane_backend)
+            .iter()
+            .map(|s| (s["svname"].clone(), s["weight"].parse().unwrap_or(0)))
             .collect()
     }
 }

@@ -87,12 +87,22 @@ pub fn haproxy_server_stat(
     backend: &str,
     server: &str,
 ) -> Option<HashMap<String, String>> {
+    haproxy_servers_stat(socket, backend)
+        .into_iter()
+        .find(|row| row.get("svname").map(String::as_str) == Some(server))
+}
+
+/// The rows of `show stat` of `backend`'s servers (not its BACKEND summary), by column name.
+pub fn haproxy_servers_stat(socket: &Path, backend: &str) -> Vec<HashMap<String, String>> {
     let text = haproxy_cmd(socket, "show stat");
     let mut lines = text.lines();
-    let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let header: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
     lines
         .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&backend) && f.get(1) == Some(&server))
+        .filter(|f| f.first() == Some(&backend) && f.get(1).is_some_and(|s| *s != "BACKEND"))
         .map(|fields| {
             header
                 .iter()
@@ -100,6 +110,7 @@ pub fn haproxy_server_stat(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         })
+        .collect()
 }
 
 /// An HAProxy backend and its frontend, leased by [`TestEnv::lease_lane`] for one test.
