@@ -415,8 +415,6 @@ impl Master {
     async fn start(host: &SshHost) -> Result<Master, Option<String>> {
         use std::os::unix::fs::PermissionsExt;
         use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-        static SWEPT: std::sync::Once = std::sync::Once::new();
-        SWEPT.call_once(sweep_stale_dirs);
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
@@ -445,6 +443,10 @@ impl Master {
             .kill_on_drop(true)
             .spawn()
             .map_err(|_| None)?;
+        // Once a process, while its first login goes on (a directory listing, off the
+        // runtime's threads): what processes killed before it left.
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| drop(tokio::task::spawn_blocking(sweep_stale_dirs)));
         let mut out = tokio::io::BufReader::new(child.stdout.take().ok_or(None)?);
         let mut line = String::new();
         let said = tokio::time::timeout(LOGIN_TIMEOUT, async {
