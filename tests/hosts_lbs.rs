@@ -81,6 +81,16 @@ impl Region {
         r
     }
 
+    /// A region over the first `n` hosts with v1 and v2 pushed, serving v1; (it, v1, v2).
+    fn serving_v1(env: &TestEnv, hosts: &HostsEnv, n: usize) -> (Region, String, String) {
+        let mut r = Region::new(env, hosts, n);
+        let v1 = r.push(env, "v1");
+        let v2 = r.push(env, "v2");
+        let out = r.deploy(&v1);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        (r, v1, v2)
+    }
+
     fn with(mut self, change: impl FnOnce(RegionFile) -> RegionFile) -> Region {
         self.file = change(self.file.clone());
         self.dir.write(&self.name, &self.file);
@@ -207,12 +217,7 @@ fn three_hosts_behind_two_load_balancers_roll_under_load_through_both_with_no_fa
     let Some((env, hosts)) = setup() else { return };
     let _hosts = hosts.sharing();
     let _lb2 = sharing();
-    let mut r = Region::new(&env, &hosts, 3);
-    let v1 = r.push(&env, "v1");
-    let v2 = r.push(&env, "v2");
-
-    let out = r.deploy(&v1);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (r, v1, v2) = Region::serving_v1(&env, &hosts, 3);
     for h in 0..3 {
         assert_eq!(r.versions_on(h), vec![v1.clone()], "host {h}");
     }
@@ -280,11 +285,7 @@ fn a_load_balancer_out_of_reach_stops_the_deploy_with_exit_6_naming_it_and_nothi
     let Some((env, hosts)) = setup() else { return };
     let _hosts = hosts.sharing();
     let _lb2 = breaking();
-    let mut r = Region::new(&env, &hosts, 2);
-    let v1 = r.push(&env, "v1");
-    let v2 = r.push(&env, "v2");
-    let out = r.deploy(&v1);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (r, v1, v2) = Region::serving_v1(&env, &hosts, 2);
     let servers_before = one_server_per_host_on_both(&r);
     let on_hosts = |r: &Region| (0..r.n).map(|h| r.on_host(h)).collect::<Vec<_>>();
     let hosts_before = on_hosts(&r);
@@ -324,11 +325,7 @@ fn a_change_one_load_balancer_refuses_is_undone_on_both_and_names_it() {
     let Some((env, hosts)) = setup() else { return };
     let _hosts = hosts.sharing();
     let _lb2 = sharing();
-    let mut r = Region::new(&env, &hosts, 2);
-    let v1 = r.push(&env, "v1");
-    let v2 = r.push(&env, "v2");
-    let out = r.deploy(&v1);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (r, v1, v2) = Region::serving_v1(&env, &hosts, 2);
     let before = one_server_per_host_on_both(&r);
 
     // lb2 already holds the name v2's first server will take (h1's next: release r2, index
@@ -423,11 +420,7 @@ fn a_canary_behind_two_load_balancers_weighs_both_alike_and_its_promote_ends_on_
     let Some((env, hosts)) = setup() else { return };
     let _hosts = hosts.sharing();
     let _lb2 = sharing();
-    let mut r = Region::new(&env, &hosts, 2);
-    let v1 = r.push(&env, "v1");
-    let v2 = r.push(&env, "v2");
-    let out = r.deploy(&v1);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (r, _v1, v2) = Region::serving_v1(&env, &hosts, 2);
     let before = one_server_per_host_on_both(&r);
     let image = r.image.clone();
     let r = r.with(|f| {
